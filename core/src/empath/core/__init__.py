@@ -1,0 +1,17 @@
+"""Empath core: what every service shares (events, settings, bus, store, telemetry, CLI)."""
+
+__all__ = [
+    "bus",
+    "cli",
+    "errors",
+    "events",
+    "ids",
+    "logs",
+    "names",
+    "queue",
+    "services",
+    "settings",
+    "store",
+    "telemetry",
+    "up",
+]

@@ -1,0 +1,226 @@
+"""NATS JetStream: connect, create streams and KV buckets, publish events, consume them.
+
+Every publish carries a `Nats-Msg-Id` (JetStream drops duplicates within the stream's window)
+and the W3C trace context. Consumers ack only after their work is done; a `TemporaryError`
+naks the message for redelivery later, a `PermanentError` terminates it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.kv import KeyValue
+from pydantic import ValidationError
+
+from empath.core import errors, events, names, telemetry
+from empath.core.settings import Settings
+
+log = logging.getLogger("empath.core.bus")
+
+Handler = Callable[[Msg], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Bus:
+    """One NATS connection and its JetStream context, shared by a service's tasks."""
+
+    nc: NATS
+    js: JetStreamContext
+    publish_timeout: float
+
+    async def close(self) -> None:
+        if not self.nc.is_closed:
+            await self.nc.drain()
+
+    async def publish(self, subject: str, event: events.Model, *, msg_id: str) -> None:
+        """Publish an event and wait for JetStream's ack, or raise `BusUnavailable`."""
+        if not self.nc.is_connected:
+            # nats.py would buffer the publish and send it after reconnecting, possibly
+            # after we told the SMTP client 451: refuse now instead.
+            raise errors.BusUnavailable("not connected to NATS")
+        headers = telemetry.inject({"Nats-Msg-Id": msg_id})
+        try:
+            await self.js.publish(
+                subject,
+                event.model_dump_json().encode(),
+                timeout=self.publish_timeout,
+                headers=headers,
+            )
+        except (nats.errors.Error, nats.js.errors.Error, OSError) as error:
+            raise errors.BusUnavailable(f"publish to {subject} failed: {error!r}") from error
+
+    async def key_value(self, bucket: str, *, history: int = 1) -> KeyValue:
+        """Open a KV bucket, creating it the first time."""
+        try:
+            return await self.js.key_value(bucket)
+        except nats.js.errors.BucketNotFoundError:
+            return await self.js.create_key_value(
+                KeyValueConfig(bucket=bucket, history=history, storage=StorageType.FILE)
+            )
+
+
+async def connect(settings: Settings, *, name: str, retry: bool = True) -> Bus:
+    """Connect to NATS (waiting for it when `retry`), then ensure every stream exists."""
+
+    async def disconnected() -> None:
+        log.warning("disconnected from NATS")
+
+    async def reconnected() -> None:
+        log.info("reconnected to NATS")
+
+    async def error(e: Exception) -> None:
+        log.debug("NATS: %r", e)
+
+    delay = 0.5
+    while True:
+        try:
+            nc = await nats.connect(
+                servers=[url.strip() for url in settings.nats_url.split(",")],
+                name=f"empath-{name}",
+                connect_timeout=int(max(1, settings.nats_connect_timeout)),
+                reconnect_time_wait=settings.nats_reconnect_wait,
+                max_reconnect_attempts=-1,
+                disconnected_cb=disconnected,
+                reconnected_cb=reconnected,
+                error_cb=error,
+            )
+            break
+        except (nats.errors.Error, OSError) as e:
+            if not retry:
+                raise errors.BusUnavailable(f"cannot reach NATS at {settings.nats_url}") from e
+            log.warning("waiting for NATS at %s: %r", settings.nats_url, e)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10)
+    bus = Bus(
+        nc=nc,
+        js=nc.jetstream(timeout=settings.publish_timeout),
+        publish_timeout=settings.publish_timeout,
+    )
+    await ensure_streams(bus.js)
+    return bus
+
+
+async def ensure_streams(js: JetStreamContext) -> None:
+    """Create or update every stream of `names.STREAMS` (idempotent, safe to race)."""
+    for spec in names.STREAMS:
+        config = StreamConfig(
+            name=spec.name,
+            subjects=list(spec.subjects),
+            retention=RetentionPolicy.WORK_QUEUE if spec.work_queue else RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=spec.max_age_seconds,
+            duplicate_window=spec.duplicate_window_seconds,
+        )
+        try:
+            await js.add_stream(config)
+        except nats.js.errors.BadRequestError:
+            await js.update_stream(config)
+
+
+def parse(msg: Msg, model: type[events.Model]) -> Any:
+    """Decode an event, or raise `PermanentError`: a bad event will never get better."""
+    try:
+        return model.model_validate_json(msg.data)
+    except ValidationError as error:
+        raise errors.PermanentError(f"undecodable {model.__name__} event: {error}") from error
+
+
+async def consume(
+    bus: Bus,
+    *,
+    stream: names.StreamSpec,
+    subject: str,
+    durable: str,
+    handle: Handler,
+    stop: asyncio.Event,
+    batch: int = 16,
+    ack_wait: float = 30.0,
+    retry_delay: float = 5.0,
+) -> None:
+    """Feed messages of a durable pull consumer to `handle` until `stop` is set.
+
+    Any number of processes may run the same durable consumer: JetStream hands each message
+    to one of them, and redelivers it when that one does not ack within `ack_wait`.
+    """
+    config = ConsumerConfig(
+        durable_name=durable,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=ack_wait,
+        max_ack_pending=max(batch * 64, 1024),
+    )
+    while not stop.is_set():
+        try:
+            sub = await bus.js.pull_subscribe(
+                subject, durable=durable, stream=stream.name, config=config
+            )
+            break
+        except (nats.errors.Error, nats.js.errors.Error, OSError) as e:
+            log.warning("cannot subscribe %s (%s): %r", durable, stream.name, e)
+            await _wait(stop, retry_delay)
+    else:
+        return
+    try:
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(batch, timeout=1.0)
+            except nats.errors.TimeoutError:
+                continue
+            except (nats.errors.Error, nats.js.errors.Error, OSError) as e:
+                log.warning("fetch from %s failed: %r", durable, e)
+                await _wait(stop, 1.0)
+                continue
+            for msg in msgs:
+                await _dispatch(msg, handle, retry_delay)
+    finally:
+        with contextlib.suppress(nats.errors.Error):
+            await sub.unsubscribe()
+
+
+async def _dispatch(msg: Msg, handle: Handler, retry_delay: float) -> None:
+    try:
+        await handle(msg)
+    except errors.EmpathError as error:
+        if error.temporary:
+            log.warning("will retry %s: %s", msg.subject, error)
+            await _settle(msg.nak(delay=retry_delay))
+        else:
+            log.error("dropping %s: %s", msg.subject, error)
+            await _settle(msg.term())
+        return
+    except Exception:
+        log.exception("unexpected error handling %s; will retry", msg.subject)
+        await _settle(msg.nak(delay=retry_delay))
+        return
+    await _settle(msg.ack())
+
+
+async def _settle(ack: Awaitable[None]) -> None:
+    """Ack/nak/term; when it cannot be sent, JetStream redelivers after ack_wait anyway."""
+    try:
+        await ack
+    except (nats.errors.Error, OSError) as e:
+        log.warning("could not acknowledge: %r", e)
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

@@ -1,0 +1,93 @@
+"""The `empath` command: `empath up`, `empath <service>`, and a few helpers.
+
+Services are found through entry points, so the command offers exactly the services that are
+installed (one image runs them all: `empath ingress`, `empath spool`, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from empath.core import errors, events, logs, services, settings, telemetry, up
+
+log = logging.getLogger("empath.core.cli")
+
+app = typer.Typer(
+    name="empath",
+    help="Empath, a Kubernetes-native mail transfer agent.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _start(service: str) -> settings.Settings:
+    """Load settings and set up logging and telemetry, or exit 2 naming the bad setting."""
+    try:
+        loaded = settings.load()
+    except errors.ConfigurationError as error:
+        typer.echo(f"empath {service}: {error}", err=True)
+        raise typer.Exit(2) from None
+    logs.setup(fmt=loaded.log_format, level=loaded.log_level)
+    telemetry.setup(service=service, otlp_endpoint=loaded.otlp_endpoint)
+    for name in settings.unknown_environment():
+        log.warning("ignoring %s: no such setting", name)
+    return loaded
+
+
+def _run(service: str, main: Callable[[settings.Settings], object]) -> None:
+    loaded = _start(service)
+    try:
+        asyncio.run(main(loaded))  # type: ignore[arg-type]
+    except errors.ConfigurationError as error:
+        typer.echo(f"empath {service}: {error}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+@app.command("up")
+def up_command() -> None:
+    """Run the whole system here: NATS, the object store and every installed service."""
+    _run("up", up.up)
+
+
+@app.command("schemas")
+def schemas_command(
+    directory: Annotated[Path, typer.Argument(help="Where to write the JSON schemas.")],
+) -> None:
+    """Export the JSON schema of every event."""
+    for path in events.export_schemas(directory):
+        typer.echo(str(path))
+
+
+def _service_command(name: str, main: services.ServiceMain) -> Callable[[], None]:
+    def command() -> None:
+        async def run_one(loaded: settings.Settings) -> None:
+            runtime = services.Runtime(settings=loaded)
+            with services.stop_on_signals(runtime.stop):
+                await services.run_all({name: main}, runtime)
+
+        _run(name, run_one)
+
+    command.__doc__ = f"Run the {name} service."
+    return command
+
+
+def build() -> typer.Typer:
+    for name, main in services.discover().items():
+        app.command(name)(_service_command(name, main))
+    for ep in entry_points(group=services.COMMANDS_GROUP):
+        app.command(ep.name)(ep.load())
+    return app
+
+
+def main() -> None:
+    build()()

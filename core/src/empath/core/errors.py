@@ -1,0 +1,42 @@
+"""The one exception hierarchy of Empath.
+
+Mail cares about one split above all: is a failure temporary (try again later) or permanent
+(give up and tell the sender)? That split is a property of the exception type, mapped once: to
+4xx/5xx replies in ingress, to redeliver-later/terminate acknowledgements in the consumers.
+"""
+
+from __future__ import annotations
+
+
+class EmpathError(Exception):
+    """Base of every error raised by Empath code."""
+
+    temporary: bool = False
+
+
+class TemporaryError(EmpathError):
+    """A failure that may go away by itself: retry later (SMTP 4xx, NATS nak)."""
+
+    temporary = True
+
+
+class PermanentError(EmpathError):
+    """A failure that will not go away by retrying (SMTP 5xx, NATS term)."""
+
+    temporary = False
+
+
+class ConfigurationError(PermanentError):
+    """A setting is wrong; the service must not start. The message names the setting."""
+
+
+class StoreUnavailable(TemporaryError):
+    """The object store could not be reached or refused the operation."""
+
+
+class BusUnavailable(TemporaryError):
+    """NATS JetStream could not be reached or did not acknowledge in time."""
+
+
+class NotFound(PermanentError):
+    """The thing asked for does not exist."""

@@ -1,0 +1,49 @@
+"""Every NATS stream, subject, consumer and KV bucket name, in one module.
+
+Services never spell a subject themselves; they import it from here, so renaming one is one
+change and a reader can see the whole bus at a glance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PREFIX = "empath"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    """A JetStream stream: its name, subjects and how long it keeps messages."""
+
+    name: str
+    subjects: tuple[str, ...]
+    work_queue: bool = False
+    max_age_seconds: float = 7 * 24 * 3600
+    duplicate_window_seconds: float = 2 * 3600
+
+
+# ingress -> spool: a message was accepted and its body is in the bucket.
+RECEIVED_SUBJECT = f"{PREFIX}.received"
+RECEIVED_STREAM = StreamSpec(name="EMPATH_RECEIVED", subjects=(RECEIVED_SUBJECT,))
+
+STREAMS: tuple[StreamSpec, ...] = (RECEIVED_STREAM,)
+
+# Durable consumers.
+SPOOL_RECEIVED_CONSUMER = "spool-received"
+
+# KV bucket holding the queue state, one key per message.
+QUEUE_BUCKET = "empath_queue"
+QUEUE_KEY_PREFIX = "msg."
+# KV bucket holding queue-wide flags (frozen, ...).
+FLAGS_BUCKET = "empath_flags"
+
+# Request/reply API of the spool (the control service is its client).
+QUERY_LIST_SUBJECT = f"{PREFIX}.api.queue.list"
+QUERY_GET_SUBJECT = f"{PREFIX}.api.queue.get"
+QUERY_COUNTS_SUBJECT = f"{PREFIX}.api.queue.counts"
+QUERY_QUEUE_GROUP = "spool"
+
+
+def queue_key(message_id: str) -> str:
+    """The KV key of one message's queue state."""
+    return f"{QUEUE_KEY_PREFIX}{message_id}"

@@ -1,0 +1,86 @@
+"""The queue state of one message, as kept in the NATS KV bucket `names.QUEUE_BUCKET`.
+
+The spool writes these records; every other service only reads them (through the spool's
+query API). Each write is a compare-and-set on the KV revision, so any number of spool replicas
+can work on the queue at once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import Field
+
+from empath.core import events
+
+
+class State(StrEnum):
+    """Where a message is in its life."""
+
+    QUEUED = "queued"
+    DEFERRED = "deferred"
+    DELIVERING = "delivering"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    FROZEN = "frozen"
+
+
+class RecipientStatus(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+
+
+class RecipientState(events.Model):
+    """One recipient and how far its delivery got."""
+
+    address: str
+    notify: tuple[events.Notify, ...] | None = None
+    orcpt: str | None = None
+    status: RecipientStatus = RecipientStatus.PENDING
+    last_reply: str | None = None
+
+
+class Entry(events.Model):
+    """A message in the queue."""
+
+    version: int = 1
+    id: str
+    state: State = State.QUEUED
+    sender: str
+    recipients: tuple[RecipientState, ...] = Field(min_length=1)
+    size: int
+    body_key: str
+    received_at: datetime
+    attempts: int = 0
+    next_attempt: datetime | None = None
+    last_reply: str | None = None
+    ret: str | None = None
+    envid: str | None = None
+    smtputf8: bool = False
+    body: str = "7BIT"
+    client: events.Client
+
+    @classmethod
+    def from_received(cls, event: events.Received) -> Entry:
+        """The first record of a message just accepted: due now."""
+        envelope = event.envelope
+        return cls(
+            id=event.id,
+            sender=envelope.sender,
+            recipients=tuple(
+                RecipientState(address=r.address, notify=r.notify, orcpt=r.orcpt)
+                for r in envelope.recipients
+            ),
+            size=event.size,
+            body_key=event.body_key,
+            received_at=event.received_at,
+            next_attempt=event.received_at,
+            ret=envelope.ret,
+            envid=envelope.envid,
+            smtputf8=envelope.smtputf8,
+            body=envelope.body,
+            client=event.client,
+        )

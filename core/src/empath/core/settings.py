@@ -1,0 +1,235 @@
+"""Settings shared by every service: environment variables `EMPATH_*`, optionally a YAML file.
+
+The operator renders the same settings from a `MailServer` spec, so a setting means the same
+thing wherever it comes from. A wrong value stops the service at start with a message that
+names the setting (`load` turns pydantic's error into a `ConfigurationError`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from empath.core import errors
+
+ENV_PREFIX = "EMPATH_"
+CONFIG_ENV = "EMPATH_CONFIG"
+MiB = 1024 * 1024
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _split_commas(value: Any) -> Any:
+    """Environment variables hold lists as `a,b,c`; YAML files may hold real lists."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+def parse_hostport(value: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """`host:port`, `[v6]:port` or `:port` -> (host, port), with a clear error."""
+    host, sep, port_text = value.strip().rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"expected host:port, got {value!r}")
+    host = host.strip("[]") or default_host
+    return host, int(port_text)
+
+
+class Settings(BaseSettings):
+    """Every `EMPATH_*` setting. Field `x` is environment variable `EMPATH_X`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        validate_default=True,
+        frozen=True,
+    )
+
+    # Where `empath up` keeps NATS and object-store data.
+    data_dir: Path = Path(".empath")
+
+    # NATS JetStream.
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_connect_timeout: float = Field(default=5.0, gt=0)
+    nats_reconnect_wait: float = Field(default=2.0, gt=0)
+    publish_timeout: float = Field(default=10.0, gt=0)
+
+    # S3-compatible object store.
+    s3_endpoint: str = "http://127.0.0.1:8333"
+    s3_access_key: str = "empath"
+    s3_secret_key: SecretStr = SecretStr("empath-dev-secret")
+    s3_bucket: str = Field(default="empath", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    s3_region: str | None = None
+    s3_timeout: float = Field(default=30.0, gt=0)
+    s3_threads: int = Field(default=16, ge=1, le=256)
+
+    # SMTP ingress.
+    hostname: str = Field(default_factory=socket.getfqdn, min_length=1)
+    smtp_listen: str = "127.0.0.1:2525"
+    submission_listen: str | None = None
+    relay_domains: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    trusted_networks: Annotated[list[Network], NoDecode] = Field(
+        default_factory=lambda: [
+            ipaddress.ip_network("127.0.0.0/8"),
+            ipaddress.ip_network("::1/128"),
+        ]
+    )
+    max_message_size: int = Field(default=25 * MiB, ge=1024)
+    max_recipients: int = Field(default=1000, ge=1)
+    max_line_length: int = Field(default=998, ge=78, le=65536)
+    max_connections: int = Field(default=1000, ge=1)
+    max_connections_per_ip: int = Field(default=50, ge=1)
+    max_errors: int = Field(default=10, ge=1)
+    smtp_command_timeout: float = Field(default=300.0, gt=0)
+    smtp_data_timeout: float = Field(default=180.0, gt=0)
+    shutdown_grace: float = Field(default=30.0, ge=0)
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    auth_credentials_file: Path | None = None
+
+    # Logging and telemetry.
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    otlp_endpoint: str | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_ENV)
+        if config_file:
+            if not Path(config_file).is_file():
+                raise errors.ConfigurationError(f"{CONFIG_ENV}: no such file: {config_file}")
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+    @field_validator("relay_domains", mode="before")
+    @classmethod
+    def _domains(cls, value: Any) -> Any:
+        value = _split_commas(value)
+        if isinstance(value, list):
+            value = [str(d).strip().lower().rstrip(".") for d in value]
+            for domain in value:
+                if not domain or " " in domain or "@" in domain:
+                    raise ValueError(f"not a domain: {domain!r}")
+        return value
+
+    @field_validator("trusted_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    @field_validator("trusted_networks")
+    @classmethod
+    def _no_open_relay(cls, value: list[Network]) -> list[Network]:
+        for network in value:
+            if network.prefixlen == 0:
+                raise ValueError(
+                    f"{network} trusts every address on the Internet: that is an open relay"
+                )
+        return value
+
+    @field_validator("nats_url")
+    @classmethod
+    def _nats_url(cls, value: str) -> str:
+        for url in value.split(","):
+            parts = urlsplit(url.strip())
+            if parts.scheme not in {"nats", "tls"} or not parts.hostname:
+                raise ValueError(f"expected nats://host:port, got {url!r}")
+        return value
+
+    @field_validator("s3_endpoint")
+    @classmethod
+    def _s3_endpoint(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if (
+            parts.scheme not in {"http", "https"}
+            or not parts.hostname
+            or parts.path
+            not in {
+                "",
+                "/",
+            }
+        ):
+            raise ValueError(f"expected http(s)://host:port, got {value!r}")
+        return value
+
+    @field_validator("smtp_listen", "submission_listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_hostport(value)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file must be set together")
+        for name in ("tls_cert_file", "tls_key_file", "auth_credentials_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{ENV_PREFIX}{name.upper()}: no such file: {path}")
+        if self.submission_listen and not (self.tls_cert_file and self.auth_credentials_file):
+            raise ValueError(
+                f"{ENV_PREFIX}SUBMISSION_LISTEN needs {ENV_PREFIX}TLS_CERT_FILE, "
+                f"{ENV_PREFIX}TLS_KEY_FILE and {ENV_PREFIX}AUTH_CREDENTIALS_FILE"
+            )
+        return self
+
+    @property
+    def s3_secure(self) -> bool:
+        return urlsplit(self.s3_endpoint).scheme == "https"
+
+    @property
+    def s3_host(self) -> str:
+        """`host:port` as the minio SDK wants it."""
+        return urlsplit(self.s3_endpoint).netloc
+
+
+def load(**overrides: Any) -> Settings:
+    """Read the settings, or raise `ConfigurationError` naming every wrong one."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            field = ".".join(str(part) for part in item["loc"][:1])
+            name = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
+            message = item["msg"].removeprefix("Value error, ")
+            problems.append(f"{name}: {message}" if field else message)
+        raise errors.ConfigurationError("invalid setting " + "; ".join(problems)) from None
+
+
+def unknown_environment() -> list[str]:
+    """`EMPATH_*` variables that are no setting: most likely typos, worth a warning.
+
+    Not an error: Kubernetes service links put `<SERVICE>_PORT` and the like into every pod, and
+    a Service named `empath` would otherwise stop the system.
+    """
+    known = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields} | {CONFIG_ENV}
+    return sorted(name for name in os.environ if name.startswith(ENV_PREFIX) and name not in known)

@@ -1,0 +1,122 @@
+"""The object store holding message bodies (any S3-compatible service, via the minio SDK).
+
+minio is a blocking client: every call runs in a bounded thread pool so the event loop never
+waits on the network. Bodies live under `messages/<yyyy>/<mm>/<dd>/<id>.eml`: the date spreads
+keys for audits and repair; nothing needs a listing to find work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import TypeVar
+
+import urllib3
+from minio import Minio
+from minio.error import MinioException, S3Error
+
+from empath.core import errors
+from empath.core.settings import Settings
+
+log = logging.getLogger("empath.core.store")
+
+T = TypeVar("T")
+
+BODY_PREFIX = "messages/"
+
+
+def body_key(message_id: str, received_at: datetime) -> str:
+    return f"{BODY_PREFIX}{received_at:%Y/%m/%d}/{message_id}.eml"
+
+
+class ObjectStore:
+    """Message bodies in one bucket."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.bucket = settings.s3_bucket
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(
+                connect=min(5.0, settings.s3_timeout), read=settings.s3_timeout
+            ),
+            maxsize=settings.s3_threads,
+            retries=urllib3.Retry(
+                total=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]
+            ),
+        )
+        self._client = Minio(
+            settings.s3_host,
+            access_key=settings.s3_access_key,
+            secret_key=settings.s3_secret_key.get_secret_value(),
+            secure=settings.s3_secure,
+            region=settings.s3_region,
+            http_client=http,
+        )
+        self._pool = ThreadPoolExecutor(settings.s3_threads, thread_name_prefix="empath-s3")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    async def _run(self, what: str, call: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, call)
+        except S3Error as error:
+            if error.code in {"NoSuchKey", "NoSuchObject"}:
+                raise errors.NotFound(f"{what}: no such object") from error
+            raise errors.StoreUnavailable(f"{what}: {error.code}: {error.message}") from error
+        except (MinioException, urllib3.exceptions.HTTPError, OSError, ValueError) as error:
+            raise errors.StoreUnavailable(f"{what}: {error!r}") from error
+
+    async def ensure_bucket(self) -> None:
+        def ensure() -> None:
+            if not self._client.bucket_exists(self.bucket):
+                try:
+                    self._client.make_bucket(self.bucket)
+                except S3Error as error:  # another replica made it first
+                    if error.code not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                        raise
+
+        await self._run(f"bucket {self.bucket}", ensure)
+
+    async def put(self, key: str, data: bytes) -> None:
+        await self._run(
+            f"put {key}",
+            lambda: self._client.put_object(
+                self.bucket, key, io.BytesIO(data), len(data), content_type="message/rfc822"
+            ),
+        )
+
+    async def get(self, key: str) -> bytes:
+        def get() -> bytes:
+            response = self._client.get_object(self.bucket, key)
+            try:
+                return bytes(response.read())
+            finally:
+                response.close()
+                response.release_conn()
+
+        return await self._run(f"get {key}", get)
+
+    async def exists(self, key: str) -> bool:
+        try:
+            await self._run(f"stat {key}", lambda: self._client.stat_object(self.bucket, key))
+        except errors.NotFound:
+            return False
+        return True
+
+    async def delete(self, key: str) -> None:
+        await self._run(f"delete {key}", lambda: self._client.remove_object(self.bucket, key))
+
+    async def keys(self, prefix: str = BODY_PREFIX) -> list[str]:
+        """Every key under a prefix: for audits, repair and tests, never to find work."""
+        return await self._run(
+            f"list {prefix}",
+            lambda: [
+                str(o.object_name)
+                for o in self._client.list_objects(self.bucket, prefix=prefix, recursive=True)
+            ],
+        )

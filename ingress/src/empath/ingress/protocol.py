@@ -1,0 +1,410 @@
+"""The SMTP session: aiosmtpd's connection, TLS and AUTH machinery, with Empath's rules.
+
+aiosmtpd parses the command line and runs STARTTLS and the AUTH exchanges; this subclass owns
+what an MTA must get exactly right: the envelope commands with their ESMTP and DSN parameters
+and the null sender, the relay decision, DATA (only `<CRLF>.<CRLF>` ends it), every limit with
+its proper reply, per-state timeouts, enhanced status codes on every reply, and graceful
+shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword
+from aiosmtpd.smtp import Session as SMTPSession
+from aiosmtpd.smtp import syntax as help_syntax
+
+from empath.ingress import credentials as credentials_module
+from empath.ingress import limits as limits_module
+from empath.ingress import policies, replies, syntax
+
+log = logging.getLogger("empath.ingress.protocol")
+
+IDENT = "Empath ESMTP"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_message_size: int
+    max_recipients: int
+    max_line_length: int
+    max_errors: int
+    command_timeout: float
+    data_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """One listening socket's rules: `submission` requires AUTH before MAIL."""
+
+    name: str
+    auth_required: bool = False
+
+
+class Transaction(Envelope):
+    """aiosmtpd's envelope plus the parsed ESMTP/DSN parameters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parameters = syntax.MailParameters()
+        self.recipient_parameters: list[syntax.RcptParameters] = []
+
+
+@dataclass(slots=True)
+class _Data:
+    parts: list[bytes] = field(default_factory=list)
+    size: int = 0
+    too_big: bool = False
+    too_long: bool = False
+
+
+class Session(SMTP):
+    """One SMTP connection."""
+
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        hostname: str,
+        limits: Limits,
+        listener: Listener,
+        policy: policies.RelayPolicy,
+        connections: limits_module.Connections,
+        credentials: credentials_module.Credentials | None,
+        tls_context: ssl.SSLContext | None,
+    ) -> None:
+        # The reader's limit bounds one line: the longest allowed, CRLF, and a stuffed dot.
+        self.line_length_limit = limits.max_line_length + 3
+        super().__init__(
+            handler,
+            data_size_limit=limits.max_message_size,
+            enable_SMTPUTF8=True,
+            hostname=hostname,
+            ident=IDENT,
+            tls_context=tls_context,
+            timeout=limits.command_timeout,
+            auth_required=listener.auth_required,
+            auth_require_tls=True,
+        )
+        # aiosmtpd keeps this on the class and grows it on every EHLO; keep ours per session,
+        # sized for DSN parameters (RFC 3461 §5 allows MAIL/RCPT lines of about 1000 octets).
+        self.command_size_limits = collections.defaultdict(
+            lambda: 512, {"MAIL": 1024, "RCPT": 1024}
+        )
+        self.limits = limits
+        self.listener = listener
+        self.policy = policy
+        self.connections = connections
+        self.credentials = credentials
+        self._greeting_pending = True
+        self._errors = 0
+        self._in_data = False
+
+    # -- connection life -------------------------------------------------------------------
+
+    @property
+    def state(self) -> SMTPSession:
+        assert self.session is not None
+        return self.session
+
+    @property
+    def transaction(self) -> Transaction:
+        assert isinstance(self.envelope, Transaction)
+        return self.envelope
+
+    @property
+    def peer_ip(self) -> str:
+        peer = self.session.peer if self.session else None
+        return str(peer[0]) if isinstance(peer, tuple) and peer else ""
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._in_data or (self.envelope is not None and self.envelope.mail_from is not None)
+
+    async def _handle_client(self) -> None:
+        refused = self.connections.admit(self, self.peer_ip)
+        if refused is not None:
+            reply = {
+                "total": replies.TOO_MANY_CONNECTIONS,
+                "per_ip": replies.TOO_MANY_CONNECTIONS_FROM_IP,
+                "draining": replies.SHUTTING_DOWN,
+            }[refused]
+            log.warning("refusing %s: %s", self.peer_ip, refused)
+            self._greeting_pending = False
+            await self.push(reply.format(host=self.hostname))
+            if self.transport is not None:
+                self.transport.close()
+            return
+        try:
+            await super()._handle_client()
+        finally:
+            self.connections.release(self)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self.connections.release(self)
+        super().connection_lost(error)
+
+    def _timeout_cb(self) -> None:
+        self._write_line(replies.TIMEOUT.format(host=self.hostname))
+        super()._timeout_cb()
+
+    def close_idle(self) -> None:
+        """Shutdown: a session between transactions is told so and closed."""
+        self._write_line(replies.SHUTTING_DOWN.format(host=self.hostname))
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        """Shutdown grace is over: close, whatever the session is doing."""
+        self.close_idle()
+
+    def _write_line(self, line: str) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self._writer.write(line.encode("utf-8", "surrogateescape") + b"\r\n")
+
+    # -- replies ---------------------------------------------------------------------------
+
+    async def push(self, status: str | bytes) -> None:
+        """Every reply goes through here: enhanced codes, and the per-session error limit."""
+        text = status.decode("utf-8", "surrogateescape") if isinstance(status, bytes) else status
+        if self._greeting_pending:
+            self._greeting_pending = False  # RFC 2034: the greeting has no enhanced code
+        else:
+            text = replies.enhance(text)
+        await self._push_raw(text)
+        if replies.code_of(text) >= 500 and text[3:4] == " ":
+            self._errors += 1
+            if self._errors >= self.limits.max_errors and self.transport is not None:
+                log.warning("%s: too many errors, closing", self.peer_ip)
+                await self._push_raw(replies.TOO_MANY_ERRORS.format(host=self.hostname))
+                self.transport.close()
+
+    async def _push_raw(self, text: str) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        self._writer.write(text.encode("utf-8", "surrogateescape") + b"\r\n")
+        await self._writer.drain()
+
+    # -- greetings -------------------------------------------------------------------------
+
+    @help_syntax("HELO hostname")
+    async def smtp_HELO(self, hostname: str | None) -> None:
+        if not hostname:
+            await self.push(replies.SYNTAX_HELO)
+            return
+        self._set_rset_state()
+        self.state.extended_smtp = False
+        self.state.host_name = hostname
+        await self._push_raw(f"250 {self.hostname}")
+
+    @help_syntax("EHLO hostname")
+    async def smtp_EHLO(self, hostname: str | None) -> None:
+        if not hostname:
+            await self.push(replies.SYNTAX_EHLO)
+            return
+        self._set_rset_state()
+        self.state.extended_smtp = True
+        self.state.host_name = hostname
+        lines = [
+            self.hostname,
+            "PIPELINING",
+            f"SIZE {self.limits.max_message_size}",
+            "8BITMIME",
+            "SMTPUTF8",
+            "ENHANCEDSTATUSCODES",
+            "DSN",
+        ]
+        if self.tls_context is not None and self._tls_protocol is None:
+            lines.append("STARTTLS")
+        if self.credentials is not None and self._tls_protocol is not None:
+            lines.append("AUTH PLAIN LOGIN")
+        lines.append("HELP")
+        for line in lines[:-1]:
+            await self._push_raw(f"250-{line}")
+        await self._push_raw(f"250 {lines[-1]}")
+
+    @help_syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str | None) -> None:
+        if self._tls_protocol is not None:
+            await self.push("503 5.5.1 TLS already active")
+            return
+        await super().smtp_STARTTLS(arg)
+
+    # -- AUTH (the hash check runs in a thread, see credentials) ---------------------------
+
+    @help_syntax("AUTH <mechanism>")
+    async def smtp_AUTH(self, arg: str | None) -> None:
+        if self.credentials is None:
+            await self.push(replies.AUTH_UNAVAILABLE)
+            return
+        await super().smtp_AUTH(arg)
+
+    def _authenticate(self, mechanism: str, auth_data: Any) -> AuthResult:
+        # aiosmtpd calls this synchronously; the real check happens in `_verified`.
+        return AuthResult(success=True, handled=False, auth_data=auth_data)
+
+    async def _verified(self, result: AuthResult) -> AuthResult:
+        data = result.auth_data
+        if not result.success or not isinstance(data, LoginPassword):
+            return result
+        assert self.credentials is not None
+        if await self.credentials.verify(data.login, data.password):
+            return AuthResult(success=True, auth_data=data)
+        log.warning("%s: authentication failed", self.peer_ip)
+        return AuthResult(success=False, handled=False)
+
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._verified(await super().auth_PLAIN(_, args))
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._verified(await super().auth_LOGIN(_, args))
+
+    # -- the envelope ----------------------------------------------------------------------
+
+    def _create_envelope(self) -> Transaction:
+        return Transaction()
+
+    @help_syntax("MAIL FROM: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        if await self.check_helo_needed() or await self.check_auth_needed("MAIL"):
+            return
+        envelope = self.transaction
+        if envelope.mail_from is not None:
+            await self.push(replies.NESTED_MAIL)
+            return
+        try:
+            path, tokens = syntax.split_path(arg or "", "FROM:", syntax_reply=replies.SYNTAX_MAIL)
+            if tokens and not self.state.extended_smtp:
+                raise syntax.SyntaxProblem(replies.SYNTAX_MAIL)
+            parameters = syntax.mail_parameters(tokens)
+            sender = syntax.mailbox(path, bad_reply=replies.BAD_SENDER) if path else ""
+            if not sender.isascii() and not parameters.smtputf8:
+                raise syntax.SyntaxProblem(replies.NEED_SMTPUTF8)
+        except syntax.SyntaxProblem as problem:
+            await self.push(problem.reply)
+            return
+        if parameters.size is not None and parameters.size > self.limits.max_message_size:
+            await self.push(
+                replies.SIZE_DECLARED_TOO_BIG.format(limit=self.limits.max_message_size)
+            )
+            return
+        envelope.mail_from = sender
+        envelope.smtp_utf8 = parameters.smtputf8
+        envelope.parameters = parameters
+        await self.push(replies.SENDER_OK)
+
+    @help_syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        if await self.check_helo_needed() or await self.check_auth_needed("RCPT"):
+            return
+        envelope = self.transaction
+        if envelope.mail_from is None:
+            await self.push(replies.NEED_MAIL)
+            return
+        try:
+            path, tokens = syntax.split_path(arg or "", "TO:", syntax_reply=replies.SYNTAX_RCPT)
+            if tokens and not self.state.extended_smtp:
+                raise syntax.SyntaxProblem(replies.SYNTAX_RCPT)
+            parameters = syntax.rcpt_parameters(tokens)
+            address = syntax.mailbox(path, bad_reply=replies.BAD_RECIPIENT)
+            if not address.isascii() and not envelope.parameters.smtputf8:
+                raise syntax.SyntaxProblem(replies.NEED_SMTPUTF8)
+        except syntax.SyntaxProblem as problem:
+            await self.push(problem.reply)
+            return
+        if len(envelope.rcpt_tos) >= self.limits.max_recipients:
+            await self.push(replies.TOO_MANY_RECIPIENTS)
+            return
+        authenticated = bool(self.state.authenticated)
+        if not self.policy.allows(
+            syntax.domain_of(address), ip=self.peer_ip, authenticated=authenticated
+        ):
+            log.warning("%s: relay denied for <%s>", self.peer_ip, address)
+            await self.push(replies.RELAY_DENIED.format(address=address))
+            return
+        envelope.rcpt_tos.append(address)
+        envelope.recipient_parameters.append(parameters)
+        await self.push(replies.RECIPIENT_OK)
+
+    # -- DATA ------------------------------------------------------------------------------
+
+    @help_syntax("DATA")
+    async def smtp_DATA(self, arg: str | None) -> None:
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        envelope = self.transaction
+        if envelope.mail_from is None:
+            await self.push(replies.NEED_MAIL)
+            return
+        if not envelope.rcpt_tos:
+            await self.push(replies.NEED_RCPT)
+            return
+        if arg:
+            await self.push(replies.SYNTAX_DATA)
+            return
+        await self.push(replies.START_DATA)
+        self._in_data = True
+        try:
+            data = await self._read_data()
+        finally:
+            self._in_data = False
+            self._reset_timeout()
+        if data.too_big or data.too_long:
+            self._set_post_data_state()
+            if data.too_big:
+                await self.push(replies.SIZE_TOO_BIG.format(limit=self.limits.max_message_size))
+            else:
+                await self.push(
+                    replies.DATA_LINE_TOO_LONG.format(limit=self.limits.max_line_length)
+                )
+            return
+        content = b"".join(data.parts)
+        envelope.content = envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push(status)
+        if self.connections.draining:
+            self.close_idle()
+
+    async def _read_data(self) -> _Data:
+        """Read the message up to `<CRLF>.<CRLF>`, undoing dot-stuffing (RFC 5321 §4.5.2).
+
+        A line ends only with CRLF: a bare LF or CR is data, so `<LF>.<LF>` or `<LF>.<CRLF>`
+        can never end the message or smuggle a second one in. Past a limit the data is read to
+        the end and dropped, so the reply comes after the data as RFC 5321 §4.2.5 wants.
+        """
+        data = _Data()
+        limit_size = self.limits.max_message_size
+        limit_line = self.limits.max_line_length + 2
+        at_line_start = True
+        while True:
+            self._reset_timeout(self.limits.data_timeout)
+            try:
+                line = await self._reader.readuntil(b"\r\n")
+            except asyncio.LimitOverrunError as overrun:
+                line = await self._reader.read(overrun.consumed)
+                data.too_long = True
+            except asyncio.IncompleteReadError:
+                raise ConnectionResetError("connection closed during DATA") from None
+            if at_line_start:
+                if line == b".\r\n":
+                    return data
+                if line.startswith(b"."):
+                    line = line[1:]
+            complete = line.endswith(b"\r\n")
+            if at_line_start and complete and len(line) > limit_line:
+                data.too_long = True
+            at_line_start = complete
+            data.size += len(line)
+            if data.size > limit_size:
+                data.too_big = True
+            if data.too_big or data.too_long:
+                data.parts.clear()
+            else:
+                data.parts.append(line)

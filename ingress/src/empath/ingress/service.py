@@ -1,0 +1,136 @@
+"""The ingress service: SMTP listeners in front of the spool.
+
+It waits for the object store and NATS at start (a pod may start before them), then listens.
+On stop it closes the listeners, tells idle sessions 421, lets transactions in flight finish
+for `EMPATH_SHUTDOWN_GRACE` seconds, and only then lets go of NATS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+
+from empath.core import bus as bus_module
+from empath.core import errors, services, store
+from empath.core.settings import Settings, parse_hostport
+from empath.ingress import credentials, handlers, limits, policies, protocol
+
+log = logging.getLogger("empath.ingress")
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    except (ssl.SSLError, OSError) as error:
+        raise errors.ConfigurationError(
+            f"EMPATH_TLS_CERT_FILE/EMPATH_TLS_KEY_FILE: cannot load: {error}"
+        ) from error
+    return context
+
+
+async def wait_for_store(objects: store.ObjectStore, stop: asyncio.Event) -> bool:
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            await objects.ensure_bucket()
+            return True
+        except errors.StoreUnavailable as error:
+            log.warning("waiting for the object store: %s", error)
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except TimeoutError:
+                delay = min(delay * 2, 10)
+    return False
+
+
+async def run(runtime: services.Runtime) -> None:
+    settings = runtime.settings
+    context = tls_context(settings)
+    auth = (
+        credentials.Credentials.load(settings.auth_credentials_file)
+        if settings.auth_credentials_file
+        else None
+    )
+    objects = store.ObjectStore(settings)
+    try:
+        if not await wait_for_store(objects, runtime.stop):
+            return
+        bus = await bus_module.connect(settings, name="ingress")
+        try:
+            await serve(runtime, objects=objects, bus=bus, tls=context, auth=auth)
+        finally:
+            await bus.close()
+    finally:
+        objects.close()
+
+
+async def serve(
+    runtime: services.Runtime,
+    *,
+    objects: store.ObjectStore,
+    bus: bus_module.Bus,
+    tls: ssl.SSLContext | None,
+    auth: credentials.Credentials | None,
+) -> None:
+    settings = runtime.settings
+    connections = limits.Connections(
+        total=settings.max_connections, per_ip=settings.max_connections_per_ip
+    )
+    session_limits = protocol.Limits(
+        max_message_size=settings.max_message_size,
+        max_recipients=settings.max_recipients,
+        max_line_length=settings.max_line_length,
+        max_errors=settings.max_errors,
+        command_timeout=settings.smtp_command_timeout,
+        data_timeout=settings.smtp_data_timeout,
+    )
+    policy = policies.RelayPolicy.of(settings.relay_domains, settings.trusted_networks)
+    handler = handlers.QueueingHandler(objects=objects, bus=bus)
+    loop = asyncio.get_running_loop()
+    listeners = [("smtp", settings.smtp_listen, False)]
+    if settings.submission_listen:
+        listeners.append(("submission", settings.submission_listen, True))
+
+    servers: list[asyncio.Server] = []
+    addresses = []
+    for name, address, auth_required in listeners:
+        host, port = parse_hostport(address)
+        listener = protocol.Listener(name=name, auth_required=auth_required)
+
+        def factory(listener: protocol.Listener = listener) -> protocol.Session:
+            return protocol.Session(
+                handler,
+                hostname=settings.hostname,
+                limits=session_limits,
+                listener=listener,
+                policy=policy,
+                connections=connections,
+                credentials=auth,
+                tls_context=tls,
+            )
+
+        try:
+            server = await loop.create_server(factory, host=host, port=port, reuse_address=True)
+        except OSError as error:
+            for started in servers:
+                started.close()
+            raise errors.ConfigurationError(
+                f"EMPATH_{name.upper()}_LISTEN: cannot listen on {address}: {error.strerror}"
+            ) from error
+        servers.append(server)
+        addresses.append(f"{name} on {host}:{port}")
+
+    runtime.ready("ingress", ", ".join(addresses))
+    await runtime.stop.wait()
+    log.info("stopping: %d sessions open", len(connections))
+    for server in servers:
+        server.close()
+    await connections.drain(settings.shutdown_grace)
+    for server in servers:
+        await server.wait_closed()
+    log.info("stopped")

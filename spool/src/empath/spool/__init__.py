@@ -1,0 +1,3 @@
+"""Empath spool: message bodies in the bucket, the queue state in NATS KV."""
+
+__all__ = ["api", "intake", "records", "service"]

@@ -1,0 +1,108 @@
+"""The spool's query API over NATS request/reply (the control service is its client).
+
+Subjects are in `names` (`empath.api.queue.list|get|counts`), served by every spool replica in
+one queue group. Requests and replies are JSON; a bad request gets `{"error": ..., "code": 400}`
+and changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from empath.core import errors, ids, names, queue
+from empath.spool import records
+
+log = logging.getLogger("empath.spool.api")
+
+MAX_LIMIT = 1000
+
+
+class BadRequest(errors.PermanentError):
+    pass
+
+
+def _request(msg: Msg) -> dict[str, Any]:
+    if not msg.data:
+        return {}
+    try:
+        body = json.loads(msg.data)
+    except json.JSONDecodeError as error:
+        raise BadRequest(f"request is not JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("request must be a JSON object")
+    return body
+
+
+class QueryAPI:
+    def __init__(self, nc: NATS, store: records.Records) -> None:
+        self.nc = nc
+        self.records = store
+        self._subs: list[Subscription] = []
+
+    async def start(self) -> None:
+        for subject, handler in (
+            (names.QUERY_LIST_SUBJECT, self._list),
+            (names.QUERY_GET_SUBJECT, self._get),
+            (names.QUERY_COUNTS_SUBJECT, self._counts),
+        ):
+            self._subs.append(
+                await self.nc.subscribe(
+                    subject, queue=names.QUERY_QUEUE_GROUP, cb=self._wrap(handler)
+                )
+            )
+
+    async def stop(self) -> None:
+        for sub in self._subs:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+        self._subs.clear()
+
+    def _wrap(self, handler: Any) -> Any:
+        async def respond(msg: Msg) -> None:
+            try:
+                reply: dict[str, Any] = await handler(_request(msg))
+            except BadRequest as error:
+                reply = {"error": str(error), "code": 400}
+            except errors.NotFound as error:
+                reply = {"error": str(error), "code": 404}
+            except errors.EmpathError as error:
+                reply = {"error": str(error), "code": 503}
+            if msg.reply:
+                await msg.respond(json.dumps(reply, default=str).encode())
+
+        return respond
+
+    async def _list(self, request: dict[str, Any]) -> dict[str, Any]:
+        state = request.get("state")
+        if state is not None and state not in {s.value for s in queue.State}:
+            raise BadRequest(f"unknown state {state!r}")
+        limit = request.get("limit", 100)
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 < limit <= MAX_LIMIT:
+            raise BadRequest(f"limit must be an integer from 1 to {MAX_LIMIT}")
+        after = request.get("after")
+        if after is not None and (not isinstance(after, str) or not ids.is_valid(after)):
+            raise BadRequest("after must be a queue id")
+        page = await self.records.list(
+            state=queue.State(state) if state else None, limit=limit, after=after
+        )
+        return {
+            "items": [entry.model_dump(mode="json") for entry in page.items],
+            "next_after": page.next_after,
+        }
+
+    async def _get(self, request: dict[str, Any]) -> dict[str, Any]:
+        message_id = request.get("id")
+        if not isinstance(message_id, str) or not ids.is_valid(message_id):
+            raise BadRequest("id must be a queue id")
+        return {"item": (await self.records.get(message_id)).model_dump(mode="json")}
+
+    async def _counts(self, request: dict[str, Any]) -> dict[str, Any]:
+        return {"counts": await self.records.counts()}

@@ -1,0 +1,43 @@
+"""Intake: every `received` event becomes a `queued` record in the queue state."""
+
+from __future__ import annotations
+
+import logging
+
+from nats.aio.msg import Msg
+
+from empath.core import bus, events, logs, queue, store, telemetry
+from empath.spool import records
+
+log = logging.getLogger("empath.spool.intake")
+tracer = telemetry.tracer("empath.spool")
+
+
+class Intake:
+    def __init__(self, *, records: records.Records, objects: store.ObjectStore) -> None:
+        self.records = records
+        self.objects = objects
+
+    async def handle(self, msg: Msg) -> None:
+        """Record one accepted message; safe to run twice (and on two replicas) for one event."""
+        event: events.Received = bus.parse(msg, events.Received)
+        mlog = logs.for_message(log, event.id)
+        with tracer.start_as_current_span(
+            "spool.intake",
+            context=telemetry.extract(msg.headers),
+            attributes={"empath.queue_id": event.id},
+        ):
+            if not await self.objects.exists(event.body_key):
+                # Ingress removes the body when it could not confirm the publish and answered
+                # 451: the client will send the message again, so this event is void.
+                mlog.warning("body %s is missing: dropping the event", event.body_key)
+                return
+            if await self.records.create(queue.Entry.from_received(event)):
+                mlog.info(
+                    "queued from=<%s> nrcpt=%d size=%d",
+                    event.envelope.sender,
+                    len(event.envelope.recipients),
+                    event.size,
+                )
+            else:
+                mlog.info("already recorded")

@@ -1,0 +1,96 @@
+"""Queue records in NATS KV: create once, read, list, count.
+
+Creating a record is `kv.create`, which fails when the key exists: a redelivered `received`
+event, or the same event handled by two spool replicas at once, records the message once.
+Later changes (a later issue's scheduler) go through `kv.update` with the revision read.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from dataclasses import dataclass
+
+import nats.errors
+import nats.js.errors
+from nats.js.kv import KeyValue
+from pydantic import ValidationError
+
+from empath.core import errors, ids, names, queue
+
+log = logging.getLogger("empath.spool.records")
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[queue.Entry]
+    next_after: str | None
+
+
+class Records:
+    def __init__(self, kv: KeyValue) -> None:
+        self.kv = kv
+
+    async def create(self, entry: queue.Entry) -> bool:
+        """Record a new message; False when it is already recorded."""
+        try:
+            await self.kv.create(names.queue_key(entry.id), entry.model_dump_json().encode())
+        except nats.js.errors.KeyWrongLastSequenceError:
+            return False
+        except (nats.errors.Error, nats.js.errors.Error) as error:
+            raise errors.BusUnavailable(f"cannot record {entry.id}: {error!r}") from error
+        return True
+
+    async def get(self, message_id: str) -> queue.Entry:
+        if not ids.is_valid(message_id):
+            raise errors.NotFound(f"not a queue id: {message_id!r}")
+        try:
+            found = await self.kv.get(names.queue_key(message_id))
+        except nats.js.errors.KeyNotFoundError:
+            raise errors.NotFound(f"no message {message_id} in the queue") from None
+        except (nats.errors.Error, nats.js.errors.Error) as error:
+            raise errors.BusUnavailable(f"cannot read {message_id}: {error!r}") from error
+        assert found.value is not None
+        return queue.Entry.model_validate_json(found.value)
+
+    async def all(self) -> list[queue.Entry]:
+        """Every record, oldest first (queue ids sort by time)."""
+        entries = []
+        try:
+            watcher = await self.kv.watch(f"{names.QUEUE_KEY_PREFIX}>", ignore_deletes=True)
+            try:
+                while True:
+                    update = await watcher.updates(timeout=5.0)  # type: ignore[no-untyped-call]
+                    if update is None:  # end of the current values
+                        break
+                    if update.value:
+                        try:
+                            entries.append(queue.Entry.model_validate_json(update.value))
+                        except ValidationError as error:
+                            log.error("unreadable record %s: %s", update.key, error)
+            finally:
+                await watcher.stop()  # type: ignore[no-untyped-call]
+        except (nats.errors.Error, nats.js.errors.Error) as error:
+            raise errors.BusUnavailable(f"cannot read the queue: {error!r}") from error
+        entries.sort(key=lambda entry: entry.id)
+        return entries
+
+    async def list(
+        self, *, state: queue.State | None = None, limit: int = 100, after: str | None = None
+    ) -> Page:
+        """A page of records, oldest first, optionally in one state; `after` pages on."""
+        matching = [
+            entry
+            for entry in await self.all()
+            if (state is None or entry.state == state) and (after is None or entry.id > after)
+        ]
+        page = matching[:limit]
+        more = len(matching) > limit
+        return Page(items=page, next_after=page[-1].id if more and page else None)
+
+    async def counts(self) -> dict[str, int]:
+        """Messages per state (every state present, zero or not) and in total."""
+        counted = collections.Counter(entry.state.value for entry in await self.all())
+        result = {state.value: counted.get(state.value, 0) for state in queue.State}
+        result["total"] = sum(counted.values())
+        return result

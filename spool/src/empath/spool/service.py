@@ -1,0 +1,47 @@
+"""The spool service: intake of accepted messages into the queue state, and its query API.
+
+Any number of replicas may run: they share one durable consumer, and records are created with
+KV compare-and-set, so a message is recorded once however often its event arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from empath.core import bus as bus_module
+from empath.core import names, services, store
+from empath.spool import api, intake, records
+
+log = logging.getLogger("empath.spool")
+
+
+async def run(runtime: services.Runtime) -> None:
+    settings = runtime.settings
+    objects = store.ObjectStore(settings)
+    bus = await bus_module.connect(settings, name="spool")
+    try:
+        kv = await bus.key_value(names.QUEUE_BUCKET)
+        queue_records = records.Records(kv)
+        query = api.QueryAPI(bus.nc, queue_records)
+        await query.start()
+        worker = intake.Intake(records=queue_records, objects=objects)
+        consumer = asyncio.create_task(
+            bus_module.consume(
+                bus,
+                stream=names.RECEIVED_STREAM,
+                subject=names.RECEIVED_SUBJECT,
+                durable=names.SPOOL_RECEIVED_CONSUMER,
+                handle=worker.handle,
+                stop=runtime.stop,
+            ),
+            name="spool-intake",
+        )
+        runtime.ready("spool", f"queue state in KV bucket {names.QUEUE_BUCKET}")
+        await runtime.stop.wait()
+        await consumer
+        await query.stop()
+    finally:
+        await bus.close()
+        objects.close()
+    log.info("stopped")
