@@ -48,8 +48,25 @@ class Bus:
     publish_timeout: float
 
     async def close(self) -> None:
-        if not self.nc.is_closed:
-            await self.nc.drain()
+        """Drain when connected (in-flight acks go out), otherwise just close."""
+        if self.nc.is_closed:
+            return
+        if self.nc.is_connected:
+            try:
+                await self.nc.drain()
+                return
+            except (nats.errors.Error, OSError) as error:
+                log.warning("could not drain the NATS connection: %r", error)
+        try:
+            await self.nc.close()
+        except (nats.errors.Error, OSError):
+            # nats.py stops half-way when flushing to a dead socket fails, leaving the
+            # subscription tasks running; finish its cleanup.
+            for sub in list(self.nc._subs.values()):
+                task = sub._wait_for_msgs_task
+                if task is not None and not task.done():
+                    task.cancel()
+            self.nc._subs.clear()
 
     async def publish(self, subject: str, event: events.Model, *, msg_id: str) -> None:
         """Publish an event and wait for JetStream's ack, or raise `BusUnavailable`."""
@@ -82,7 +99,8 @@ async def connect(settings: Settings, *, name: str, retry: bool = True) -> Bus:
     """Connect to NATS (waiting for it when `retry`), then ensure every stream exists."""
 
     async def disconnected() -> None:
-        log.warning("disconnected from NATS")
+        if not (nc.is_closed or nc.is_draining):
+            log.warning("disconnected from NATS")
 
     async def reconnected() -> None:
         log.info("reconnected to NATS")
@@ -191,7 +209,7 @@ async def consume(
             for msg in msgs:
                 await _dispatch(msg, handle, retry_delay)
     finally:
-        with contextlib.suppress(nats.errors.Error):
+        with contextlib.suppress(nats.errors.Error, OSError):
             await sub.unsubscribe()
 
 

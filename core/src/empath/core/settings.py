@@ -64,8 +64,11 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
-    # Where `empath up` keeps NATS and object-store data.
+    # `empath up`: where it keeps NATS and object-store data, and where those listen when it
+    # starts them (it starts them unless nats_url / s3_endpoint name external ones).
     data_dir: Path = Path(".empath")
+    up_nats_listen: str = "127.0.0.1:4222"
+    up_s3_listen: str = "127.0.0.1:8333"
 
     # NATS JetStream.
     nats_url: str = "nats://127.0.0.1:4222"
@@ -179,7 +182,7 @@ class Settings(BaseSettings):
             raise ValueError(f"expected http(s)://host:port, got {value!r}")
         return value
 
-    @field_validator("smtp_listen", "submission_listen")
+    @field_validator("smtp_listen", "submission_listen", "up_nats_listen", "up_s3_listen")
     @classmethod
     def _listen(cls, value: str | None) -> str | None:
         if value is not None:

@@ -19,10 +19,9 @@ import sysconfig
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from empath.core import errors, services
-from empath.core.settings import Settings
+from empath.core.settings import Settings, parse_hostport
 
 log = logging.getLogger("empath.core.up")
 
@@ -106,8 +105,7 @@ async def stop_child(child: Child, *, timeout: float = 15.0) -> None:
 
 
 async def start_nats(settings: Settings, data: Path) -> Child:
-    url = urlsplit(settings.nats_url.split(",")[0])
-    host, port = url.hostname or "127.0.0.1", url.port or 4222
+    host, port = parse_hostport(settings.up_nats_listen)
     argv = [
         find_binary("nats-server"),
         "--jetstream",
@@ -126,8 +124,7 @@ async def start_nats(settings: Settings, data: Path) -> Child:
 
 
 async def start_object_store(settings: Settings, data: Path) -> Child:
-    url = urlsplit(settings.s3_endpoint)
-    host, port = url.hostname or "127.0.0.1", url.port or 8333
+    host, port = parse_hostport(settings.up_s3_listen)
     (data / "s3").mkdir(parents=True, exist_ok=True)
     ports = {
         name: free_port(host)
@@ -168,17 +165,22 @@ async def start_object_store(settings: Settings, data: Path) -> Child:
 
 
 @contextlib.asynccontextmanager
-async def infrastructure(settings: Settings) -> AsyncIterator[list[Child]]:
-    """Start what the settings do not point elsewhere; stop it on the way out."""
+async def infrastructure(settings: Settings) -> AsyncIterator[Settings]:
+    """Start what the settings do not point elsewhere; yield the settings the services use."""
     data = settings.data_dir.resolve()
     data.mkdir(parents=True, exist_ok=True)
     children: list[Child] = []
+    endpoints: dict[str, str] = {}
     try:
         if "nats_url" not in settings.model_fields_set:
             children.append(await start_nats(settings, data))
+            host, port = parse_hostport(settings.up_nats_listen)
+            endpoints["nats_url"] = f"nats://{host}:{port}"
         if "s3_endpoint" not in settings.model_fields_set:
             children.append(await start_object_store(settings, data))
-        yield children
+            host, port = parse_hostport(settings.up_s3_listen)
+            endpoints["s3_endpoint"] = f"http://{host}:{port}"
+        yield settings.model_copy(update=endpoints)
     finally:
         for child in reversed(children):
             await stop_child(child)
@@ -191,18 +193,26 @@ async def up(settings: Settings, *, announce: bool = True) -> None:
         raise errors.ConfigurationError("no service is installed")
     runtime = services.Runtime(settings=settings)
     waiting = set(mains)
+    print(f"empath: starting {', '.join(mains)} (data in {settings.data_dir})", flush=True)
     details: list[str] = []
 
     def on_ready(service: str, detail: str) -> None:
         details.append(f"{service}: {detail}")
         waiting.discard(service)
         if not waiting and announce:
-            print(f"empath is ready ({'; '.join(details)})", flush=True)
+            effective = runtime.settings
+            print(
+                f"empath is ready. {'; '.join(sorted(details))}; "
+                f"NATS {effective.nats_url}; S3 {effective.s3_endpoint} "
+                f"bucket {effective.s3_bucket}",
+                flush=True,
+            )
 
     runtime.on_ready = on_ready
     with services.stop_on_signals(runtime.stop):
-        async with infrastructure(settings):
+        async with infrastructure(settings) as effective:
             if runtime.stop.is_set():
                 return
+            runtime.settings = effective
             await services.run_all(mains, runtime)
     log.info("stopped")

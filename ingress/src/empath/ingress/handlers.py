@@ -65,7 +65,7 @@ class QueueingHandler:
         body = trace_header(
             server=server, queue_id=queue_id, recipients=envelope.rcpt_tos, now=now
         ) + (envelope.original_content or b"")
-        login = session.login_data
+        login = getattr(session.auth_data, "login", None)
         event = events.Received(
             id=queue_id,
             body_key=store.body_key(queue_id, now),

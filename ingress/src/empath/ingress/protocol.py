@@ -79,6 +79,9 @@ class Session(SMTP):
         credentials: credentials_module.Credentials | None,
         tls_context: ssl.SSLContext | None,
     ) -> None:
+        self._greeting_pending = True
+        self._errors = 0
+        self._in_data = False
         # The reader's limit bounds one line: the longest allowed, CRLF, and a stuffed dot.
         self.line_length_limit = limits.max_line_length + 3
         super().__init__(
@@ -102,20 +105,22 @@ class Session(SMTP):
         self.policy = policy
         self.connections = connections
         self.credentials = credentials
-        self._greeting_pending = True
-        self._errors = 0
-        self._in_data = False
 
     # -- connection life -------------------------------------------------------------------
 
+    # aiosmtpd's __init__ runs inspect.getmembers(self), which evaluates these properties
+    # before a session exists: they raise AttributeError, which getmembers tolerates.
+
     @property
     def state(self) -> SMTPSession:
-        assert self.session is not None
+        if self.session is None:
+            raise AttributeError("no session yet")
         return self.session
 
     @property
     def transaction(self) -> Transaction:
-        assert isinstance(self.envelope, Transaction)
+        if not isinstance(self.envelope, Transaction):
+            raise AttributeError("no transaction yet")
         return self.envelope
 
     @property

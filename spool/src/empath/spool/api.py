@@ -61,7 +61,7 @@ class QueryAPI:
 
     async def stop(self) -> None:
         for sub in self._subs:
-            with contextlib.suppress(nats.errors.Error):
+            with contextlib.suppress(nats.errors.Error, OSError):
                 await sub.unsubscribe()
         self._subs.clear()
 

@@ -1,0 +1,194 @@
+"""Fixtures: real servers on free loopback ports, and the Empath services running on them.
+
+SeaweedFS takes seconds to start, so one serves the whole session and each test gets its own
+bucket. nats-server starts in a blink, so each test gets its own (and so its own streams and
+KV buckets). Services run in the test's event loop, exactly as `empath up` runs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from empath.core import bus, names, queue, services, settings, store, telemetry
+from empath.spool import records
+from tests import servers
+from tests.wire import Wire
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _telemetry() -> None:
+    """Tracing set up as the `empath` command sets it up (no exporter)."""
+    telemetry.setup(service="tests", otlp_endpoint=None)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with servers.seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as url:
+        yield url
+
+
+@pytest.fixture
+def nats_url(tmp_path: Path) -> Iterator[str]:
+    with servers.nats_server(tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def bucket() -> str:
+    return f"t-{secrets.token_hex(6)}"
+
+
+@pytest.fixture
+def make_settings(
+    nats_url: str, s3_endpoint: str, bucket: str, tmp_path: Path
+) -> Callable[..., settings.Settings]:
+    def make(**overrides: Any) -> settings.Settings:
+        values: dict[str, Any] = {
+            "nats_url": nats_url,
+            "nats_reconnect_wait": 0.2,
+            "publish_timeout": 2.0,
+            "s3_endpoint": s3_endpoint,
+            "s3_access_key": servers.S3_ACCESS_KEY,
+            "s3_secret_key": servers.S3_SECRET_KEY,
+            "s3_bucket": bucket,
+            "s3_timeout": 5.0,
+            "smtp_listen": f"127.0.0.1:{servers.free_port()}",
+            "hostname": "mx.test",
+            "relay_domains": ["example.com"],
+            "data_dir": tmp_path,
+            "shutdown_grace": 5.0,
+        }
+        values.update(overrides)
+        return settings.Settings(**values)
+
+    return make
+
+
+@dataclass
+class System:
+    """Services running in this test, and a look into their queue and bucket."""
+
+    settings: settings.Settings
+    runtime: services.Runtime
+    task: asyncio.Task[None]
+    bus: bus.Bus
+    objects: store.ObjectStore
+    records: records.Records
+
+    @property
+    def smtp_port(self) -> int:
+        return settings.parse_hostport(self.settings.smtp_listen)[1]
+
+    @property
+    def submission_port(self) -> int:
+        assert self.settings.submission_listen
+        return settings.parse_hostport(self.settings.submission_listen)[1]
+
+    async def wire(self, port: int | None = None) -> Wire:
+        return await Wire.open(port or self.smtp_port)
+
+    async def entry(self, message_id: str, timeout: float = 10.0) -> queue.Entry:
+        """The queue record of a message, waiting for the spool to write it."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            try:
+                return await self.records.get(message_id)
+            except Exception:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+
+    async def entries(self) -> list[queue.Entry]:
+        return await self.records.all()
+
+    async def bodies(self) -> list[str]:
+        return await self.objects.keys()
+
+    async def stop(self) -> None:
+        self.runtime.stop.set()
+        await asyncio.wait_for(self.task, 30)
+
+
+StartSystem = Callable[..., Awaitable[System]]
+
+
+@pytest.fixture
+async def start_system(
+    make_settings: Callable[..., settings.Settings],
+) -> AsyncIterator[StartSystem]:
+    started: list[System] = []
+    helpers: list[tuple[bus.Bus, store.ObjectStore]] = []
+    mains = services.discover()
+
+    async def start(*, only: tuple[str, ...] = ("ingress", "spool"), **overrides: Any) -> System:
+        config = make_settings(**overrides)
+        ready = asyncio.Event()
+        waiting = set(only)
+
+        def on_ready(service: str, detail: str) -> None:
+            waiting.discard(service)
+            if not waiting:
+                ready.set()
+
+        runtime = services.Runtime(settings=config, on_ready=on_ready)
+        task = asyncio.create_task(services.run_all({n: mains[n] for n in only}, runtime))
+        waiter = asyncio.create_task(ready.wait())
+        await asyncio.wait({task, waiter}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        if not ready.is_set():
+            waiter.cancel()
+            runtime.stop.set()
+            await task  # raises the service's error
+            raise AssertionError("services did not become ready")
+        # The tests look at the queue directly, never through a proxy a test may cut.
+        direct = make_settings()
+        helper_bus = await bus.connect(direct, name="test")
+        objects = store.ObjectStore(direct)
+        helpers.append((helper_bus, objects))
+        kv = await helper_bus.key_value(names.QUEUE_BUCKET)
+        system = System(config, runtime, task, helper_bus, objects, records.Records(kv))
+        started.append(system)
+        return system
+
+    try:
+        yield start
+        for system in started:
+            if not system.task.done():
+                await system.stop()
+    finally:
+        for system in started:
+            system.runtime.stop.set()
+        for helper_bus, objects in helpers:
+            await helper_bus.close()
+            objects.close()
+
+
+@pytest.fixture
+async def system(start_system: StartSystem) -> System:
+    return await start_system()
+
+
+@pytest.fixture(autouse=True)
+async def _no_asyncio_pending_tasks() -> AsyncIterator[None]:
+    """Fail a test that leaves asyncio tasks running (kopf's hygiene)."""
+    before = asyncio.all_tasks()
+    yield
+    leftover: set[asyncio.Task[Any]] = set()
+    for _ in range(40):
+        leftover = {
+            t
+            for t in asyncio.all_tasks() - before
+            if not t.done() and t is not asyncio.current_task()
+        }
+        if not leftover:
+            return
+        await asyncio.sleep(0.05)
+    for task in leftover:
+        task.cancel()
+    pytest.fail(f"tasks left running: {leftover}")

@@ -1,0 +1,121 @@
+"""250 only when the message is safe; 451 and nothing kept when a dependency is down.
+
+A proxy sits between the services and the real NATS or SeaweedFS server; cutting it is the
+outage, restoring it the recovery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.conftest import StartSystem, System
+from tests.servers import Proxy
+from tests.wire import Wire
+
+MESSAGE = b"Subject: durable\r\n\r\nbody\r\n"
+
+
+@pytest.fixture
+async def nats_proxy(nats_url: str) -> AsyncIterator[Proxy]:
+    proxy = Proxy(urlsplit(nats_url).port or 4222)
+    await proxy.start()
+    yield proxy
+    await proxy.close()
+
+
+@pytest.fixture
+async def s3_proxy(s3_endpoint: str) -> AsyncIterator[Proxy]:
+    proxy = Proxy(urlsplit(s3_endpoint).port or 8333)
+    await proxy.start()
+    yield proxy
+    await proxy.close()
+
+
+async def send(wire: Wire) -> str:
+    await wire.command("MAIL FROM:<a@example.org>")
+    await wire.command("RCPT TO:<u@example.com>")
+    assert (await wire.command("DATA")).startswith("354")
+    await wire.send(MESSAGE + b".\r\n")
+    return await wire.reply()
+
+
+async def send_until_queued(system: System, timeout: float = 20.0) -> str:
+    """After an outage: retry as an SMTP client would, until the message is queued."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        wire = await system.wire()
+        await wire.command("EHLO client.test")
+        reply = await send(wire)
+        await wire.close()
+        if reply.startswith("250"):
+            return reply
+        assert reply.startswith("451 4.3.0 "), reply
+        assert asyncio.get_running_loop().time() < deadline, "never recovered"
+        await asyncio.sleep(0.3)
+
+
+async def test_nats_down_gives_451_keeps_nothing_and_recovers(
+    start_system: StartSystem, nats_proxy: Proxy
+) -> None:
+    system = await start_system(nats_url=f"nats://127.0.0.1:{nats_proxy.port}")
+    wire = await system.wire()
+    await wire.command("EHLO client.test")
+    first = await send(wire)
+    assert first.startswith("250 2.0.0 Ok: queued as ")
+    await system.entry(first.rsplit(" ", 1)[1])
+
+    await nats_proxy.cut()
+    reply = await send(wire)
+    assert reply == "451 4.3.0 Temporary failure queueing the message, try again later"
+    assert await wire.command("NOOP") == "250 2.0.0 OK"  # the session stays usable
+    await wire.close()
+    assert len(await system.bodies()) == 1
+    assert [e.id for e in await system.entries()] == [first.rsplit(" ", 1)[1]]
+
+    await nats_proxy.restore()
+    second = await send_until_queued(system)
+    entry = await system.entry(second.rsplit(" ", 1)[1])
+    assert entry.state == "queued"
+    assert len(await system.entries()) == 2
+    assert len(await system.bodies()) == 2
+
+
+async def test_object_store_down_gives_451_keeps_nothing_and_recovers(
+    start_system: StartSystem, s3_proxy: Proxy
+) -> None:
+    system = await start_system(s3_endpoint=f"http://127.0.0.1:{s3_proxy.port}")
+    wire = await system.wire()
+    await wire.command("EHLO client.test")
+    first = await send(wire)
+    assert first.startswith("250 ")
+    await system.entry(first.rsplit(" ", 1)[1])
+
+    await s3_proxy.cut()
+    reply = await send(wire)
+    assert reply.startswith("451 4.3.0 ")
+    assert await wire.command("NOOP") == "250 2.0.0 OK"
+    await wire.close()
+    await asyncio.sleep(0.5)
+    assert len(await system.entries()) == 1
+    assert len(await system.bodies()) == 1
+
+    await s3_proxy.restore()
+    second = await send_until_queued(system)
+    await system.entry(second.rsplit(" ", 1)[1])
+    assert len(await system.bodies()) == 2
+
+
+async def test_ingress_waits_for_its_dependencies_at_start(
+    start_system: StartSystem, nats_proxy: Proxy
+) -> None:
+    await nats_proxy.cut()
+    starting = asyncio.create_task(start_system(nats_url=f"nats://127.0.0.1:{nats_proxy.port}"))
+    await asyncio.sleep(1.0)
+    assert not starting.done()
+    await nats_proxy.restore()
+    system = await asyncio.wait_for(starting, 30)
+    assert (await send_until_queued(system)).startswith("250 ")

@@ -1,0 +1,211 @@
+"""Relay policy, STARTTLS, AUTH and the submission listener, with trustme certificates."""
+
+from __future__ import annotations
+
+import ssl
+from base64 import b64encode
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiosmtplib
+import bcrypt
+import pytest
+import trustme
+
+from tests.conftest import StartSystem, System
+from tests.servers import free_port
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def tls_files(ca: trustme.CA, tmp_path: Path) -> Iterator[dict[str, Path]]:
+    cert = ca.issue_cert("mx.test", "127.0.0.1")
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    credentials = tmp_path / "credentials"
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+    credentials.write_text(f"# users\nalice:{hashed}\n")
+    return {
+        "tls_cert_file": cert_file,
+        "tls_key_file": key_file,
+        "auth_credentials_file": credentials,
+    }
+
+
+@pytest.fixture
+def client_tls(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+def plain(user: str, password: str) -> str:
+    return b64encode(f"\0{user}\0{password}".encode()).decode()
+
+
+@pytest.fixture
+async def untrusted(start_system: StartSystem, tls_files: dict[str, Path]) -> System:
+    """A server that does not trust loopback: the tests' client is a stranger to it."""
+    return await start_system(
+        trusted_networks=["10.99.0.0/16"],
+        **tls_files,
+    )
+
+
+async def test_a_stranger_may_send_to_a_relay_domain(untrusted: System) -> None:
+    wire = await untrusted.wire()
+    reply = await wire.transaction(
+        "a@elsewhere.test", ["u@example.com"], b"Subject: in\r\n\r\nx\r\n"
+    )
+    assert reply.startswith("250 2.0.0 Ok: queued as ")
+    await wire.close()
+
+
+async def test_a_stranger_may_not_relay_elsewhere(untrusted: System) -> None:
+    wire = await untrusted.wire()
+    await wire.command("EHLO client.test")
+    await wire.command("MAIL FROM:<a@example.com>")
+    for target in (
+        "u@elsewhere.test",
+        "u@sub.example.com",
+        "u@example.com.evil.test",
+        "u@[127.0.0.1]",
+        '"u@elsewhere.test"@elsewhere.test',
+    ):
+        reply = await wire.command(f"RCPT TO:<{target}>")
+        assert reply.startswith("554 5.7.1 "), (target, reply)
+        assert "Relay access denied" in reply
+    assert await wire.command("RCPT TO:<U@EXAMPLE.COM.>") == "250 2.1.5 Recipient OK"
+    await wire.close()
+
+
+async def test_a_trusted_network_may_relay_anywhere(start_system: StartSystem) -> None:
+    system = await start_system(trusted_networks=["127.0.0.0/8"], relay_domains=[])
+    wire = await system.wire()
+    reply = await wire.transaction(
+        "a@example.org", ["u@elsewhere.test"], b"Subject: out\r\n\r\nx\r\n"
+    )
+    assert reply.startswith("250 2.0.0 ")
+    await wire.close()
+
+
+async def test_nothing_relays_when_the_settings_name_nothing(start_system: StartSystem) -> None:
+    system = await start_system(trusted_networks=[], relay_domains=[])
+    wire = await system.wire()
+    await wire.command("EHLO client.test")
+    await wire.command("MAIL FROM:<a@example.org>")
+    assert (await wire.command("RCPT TO:<u@example.com>")).startswith("554 5.7.1 ")
+    await wire.close()
+
+
+async def test_starttls_is_offered_and_auth_only_after_it(
+    untrusted: System, client_tls: ssl.SSLContext
+) -> None:
+    wire = await untrusted.wire()
+    ehlo = await wire.command("EHLO client.test")
+    assert "250-STARTTLS" in ehlo.splitlines()
+    assert "AUTH" not in ehlo
+    assert (await wire.command(f"AUTH PLAIN {plain('alice', PASSWORD)}")).startswith("538 5.7.11 ")
+    await wire.starttls(client_tls)
+    ehlo = await wire.command("EHLO client.test")
+    assert "STARTTLS" not in ehlo
+    assert "250-AUTH PLAIN LOGIN" in ehlo.splitlines()
+    await wire.close()
+
+
+async def test_starttls_discards_commands_sent_with_it_in_plain_text(
+    untrusted: System, client_tls: ssl.SSLContext
+) -> None:
+    wire = await untrusted.wire()
+    await wire.command("EHLO client.test")
+    await wire.send(b"STARTTLS\r\nMAIL FROM:<injected@elsewhere.test>\r\n")
+    assert (await wire.reply()).startswith("220 2.0.0 ")
+    await wire.writer.start_tls(client_tls, server_hostname="mx.test")
+    # The injected MAIL never happened: the TLS session starts with no transaction.
+    assert (await wire.command("RCPT TO:<u@example.com>")).startswith("503 ")
+    await wire.close()
+
+
+async def test_auth_plain_over_tls_lets_a_user_relay(
+    untrusted: System, client_tls: ssl.SSLContext
+) -> None:
+    wire = await untrusted.wire()
+    await wire.command("EHLO client.test")
+    await wire.starttls(client_tls)
+    await wire.command("EHLO client.test")
+    assert await wire.command(f"AUTH PLAIN {plain('alice', PASSWORD)}") == (
+        "235 2.7.0 Authentication successful"
+    )
+    reply = await wire.transaction(
+        "alice@example.com", ["friend@elsewhere.test"], b"Subject: out\r\n\r\nx\r\n", ehlo=False
+    )
+    assert reply.startswith("250 2.0.0 ")
+    entry = await untrusted.entry(reply.rsplit(" ", 1)[1])
+    assert entry.client.authenticated_as == "alice"
+    assert entry.client.tls
+    body = await untrusted.objects.get(entry.body_key)
+    assert b"with ESMTPSA id " + entry.id.encode() in body
+    await wire.close()
+
+
+async def test_auth_login_with_a_wrong_password_is_refused_with_535(
+    untrusted: System, client_tls: ssl.SSLContext
+) -> None:
+    wire = await untrusted.wire()
+    await wire.command("EHLO client.test")
+    await wire.starttls(client_tls)
+    await wire.command("EHLO client.test")
+    assert (await wire.command("AUTH LOGIN")).startswith("334 ")
+    assert (await wire.command(b64encode(b"alice").decode())).startswith("334 ")
+    assert await wire.command(b64encode(b"wrong").decode()) == (
+        "535 5.7.8 Authentication credentials invalid"
+    )
+    assert (await wire.command(f"AUTH PLAIN {plain('mallory', PASSWORD)}")).startswith("535 5.7.8")
+    await wire.command("MAIL FROM:<alice@example.com>")
+    assert (await wire.command("RCPT TO:<x@elsewhere.test>")).startswith("554 5.7.1 ")
+    await wire.close()
+
+
+async def test_auth_is_refused_where_no_credentials_are_configured(system: System) -> None:
+    wire = await system.wire()
+    await wire.command("EHLO client.test")
+    assert await wire.command("AUTH PLAIN AGFsaWNlAHg=") == "502 5.5.1 AUTH is not available here"
+    await wire.close()
+
+
+async def test_the_submission_listener_requires_auth(
+    start_system: StartSystem, tls_files: dict[str, Path], client_tls: ssl.SSLContext
+) -> None:
+    system = await start_system(
+        submission_listen=f"127.0.0.1:{free_port()}", relay_domains=[], **tls_files
+    )
+    wire = await system.wire(system.submission_port)
+    await wire.command("EHLO client.test")
+    assert (await wire.command("MAIL FROM:<alice@example.com>")).startswith("530 5.7.0 ")
+    await wire.close()
+
+    # A real client library, as a mail user agent would submit.
+    client = aiosmtplib.SMTP(
+        hostname="127.0.0.1",
+        port=system.submission_port,
+        tls_context=client_tls,
+        start_tls=True,
+    )
+    await client.connect()
+    await client.login("alice", PASSWORD)
+    errors, response = await client.sendmail(
+        "alice@example.com", ["bob@elsewhere.test"], b"Subject: submitted\r\n\r\nhi\r\n"
+    )
+    await client.quit()
+    assert errors == {}
+    assert response.startswith("2.0.0 Ok: queued as ")
+    entry = await system.entry(response.rsplit(" ", 1)[1])
+    assert entry.client.listener == "submission"
+    assert entry.client.authenticated_as == "alice"

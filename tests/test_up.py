@@ -1,0 +1,160 @@
+"""`empath up` as a user runs it: one command, a ready line, mail in, a restart keeps the queue."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import smtplib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import pytest
+
+from tests import servers
+
+EMPATH = str(Path(sys.executable).parent / "empath")
+
+
+class Up:
+    def __init__(self, env: dict[str, str], data_dir: Path) -> None:
+        self.env = env
+        self.data_dir = data_dir
+        self.process: subprocess.Popen[str] | None = None
+        self.output: list[str] = []
+
+    def start(self) -> str:
+        self.process = subprocess.Popen(
+            [EMPATH, "up"],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=self.data_dir.parent,
+        )
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            self.output.append(line)
+            if line.startswith("empath is ready."):
+                return line
+        self.stop()
+        raise AssertionError("empath up never got ready:\n" + "".join(self.output))
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        try:
+            code = self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+        finally:
+            assert self.process.stdout is not None
+            self.output.extend(self.process.stdout.readlines())
+        return code
+
+
+@pytest.fixture
+def up_env(tmp_path: Path) -> Iterator[tuple[dict[str, str], dict[str, int]]]:
+    ports = {name: servers.free_port() for name in ("smtp", "nats", "s3")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMPATH_")}
+    env.update(
+        EMPATH_DATA_DIR=str(tmp_path / "data"),
+        EMPATH_SMTP_LISTEN=f"127.0.0.1:{ports['smtp']}",
+        EMPATH_UP_NATS_LISTEN=f"127.0.0.1:{ports['nats']}",
+        EMPATH_UP_S3_LISTEN=f"127.0.0.1:{ports['s3']}",
+        EMPATH_RELAY_DOMAINS="example.com",
+        EMPATH_HOSTNAME="mx.test",
+    )
+    return env, ports
+
+
+async def queue_state(nats_port: int) -> dict[str, object]:
+    nc = await nats.connect(f"nats://127.0.0.1:{nats_port}")
+    try:
+        counts = await nc.request("empath.api.queue.counts", b"{}", timeout=10)
+        listed = await nc.request("empath.api.queue.list", b"{}", timeout=10)
+    finally:
+        await nc.close()
+    return {"counts": json.loads(counts.data)["counts"], "items": json.loads(listed.data)["items"]}
+
+
+def port_is_closed(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+async def test_up_runs_the_system_and_a_restart_finds_the_queue_as_it_was(
+    up_env: tuple[dict[str, str], dict[str, int]], tmp_path: Path
+) -> None:
+    env, ports = up_env
+    up = Up(env, tmp_path / "data")
+    ready = await asyncio.to_thread(up.start)
+    assert f"ingress: smtp on 127.0.0.1:{ports['smtp']}" in ready
+
+    def send() -> str:
+        with smtplib.SMTP("127.0.0.1", ports["smtp"], timeout=30) as client:
+            client.ehlo("client.test")
+            code, reply = client.docmd("MAIL FROM:<sender@example.org>")
+            assert code == 250
+            client.rcpt("user@example.com")
+            code, reply = client.data(b"Subject: swaks-like\r\n\r\nhello\r\n")
+            assert code == 250, reply
+            return reply.decode()
+
+    reply = await asyncio.to_thread(send)
+    assert reply.startswith("2.0.0 Ok: queued as ")
+    queue_id = reply.rsplit(" ", 1)[1]
+    for _ in range(100):
+        state = await queue_state(ports["nats"])
+        if state["counts"]["queued"] == 1:  # type: ignore[index]
+            break
+        await asyncio.sleep(0.1)
+    assert [i["id"] for i in state["items"]] == [queue_id]  # type: ignore[attr-defined]
+
+    assert await asyncio.to_thread(up.stop) == 0
+    assert "empath.core.up: stopped" in "".join(up.output)
+    for port in ports.values():
+        assert port_is_closed(port), f"port {port} still open after shutdown"
+
+    restarted = Up(env, tmp_path / "data")
+    await asyncio.to_thread(restarted.start)
+    again = await queue_state(ports["nats"])
+    assert again["items"] == state["items"]
+    assert await asyncio.to_thread(restarted.stop, signal.SIGINT) == 0
+
+
+async def test_up_uses_external_nats_and_object_store_when_given(
+    up_env: tuple[dict[str, str], dict[str, int]],
+    tmp_path: Path,
+    nats_url: str,
+    s3_endpoint: str,
+    bucket: str,
+) -> None:
+    env, ports = up_env
+    env.update(
+        EMPATH_NATS_URL=nats_url,
+        EMPATH_S3_ENDPOINT=s3_endpoint,
+        EMPATH_S3_ACCESS_KEY=servers.S3_ACCESS_KEY,
+        EMPATH_S3_SECRET_KEY=servers.S3_SECRET_KEY,
+        EMPATH_S3_BUCKET=bucket,
+    )
+    up = Up(env, tmp_path / "data")
+    ready = await asyncio.to_thread(up.start)
+    assert f"NATS {nats_url}" in ready
+    assert f"S3 {s3_endpoint}" in ready
+    assert port_is_closed(ports["nats"])
+    assert port_is_closed(ports["s3"])
+    assert not (tmp_path / "data" / "logs").exists()
+    assert await asyncio.to_thread(up.stop) == 0
