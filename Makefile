@@ -1,0 +1,28 @@
+# The two commands of the README are `make up` and `make test`; everything else is here for them.
+PYTHON ?= python3
+UV := $(PYTHON) -m uv
+RUN := $(UV) run --frozen
+
+.PHONY: sync up test lint typecheck bench-ingress
+
+sync:  ## install uv if it is missing, then the workspace exactly as uv.lock pins it
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
+	$(UV) sync --all-packages --frozen
+
+up: sync  ## run the whole system here (NATS and the object store included)
+	$(RUN) empath up
+
+lint: sync
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) codespell core ingress spool tests bench README.md
+
+typecheck: sync
+	$(RUN) mypy
+
+test: lint typecheck  ## what CI runs
+	$(RUN) pytest
+
+bench-ingress: sync  ## needs Postfix's smtp-source: installs Debian's postfix when missing
+	bench/ensure-postfix
+	$(RUN) python bench/ingress.py

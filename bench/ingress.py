@@ -1,0 +1,151 @@
+"""Ingress benchmark: accept rate and transaction latency against `empath up`.
+
+Load comes from Postfix's `smtp-source` (Debian package `postfix`); latency is measured by a
+second client (smtplib) that times each transaction from MAIL to the `250 ... queued` reply,
+once on an idle system and once while smtp-source runs. Every accepted message is checked to
+be in the queue state before the numbers are printed.
+
+    make bench-ingress                      # defaults below
+    BENCH_MESSAGES=20000 make bench-ingress
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import smtplib
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import nats
+
+MESSAGES = int(os.environ.get("BENCH_MESSAGES", "5000"))
+SESSIONS = int(os.environ.get("BENCH_SESSIONS", "20"))
+SIZE = int(os.environ.get("BENCH_SIZE", "4096"))
+PROBES = int(os.environ.get("BENCH_PROBES", "300"))
+SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_up(data: Path, ports: dict[str, int]) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMPATH_")}
+    env.update(
+        EMPATH_DATA_DIR=str(data),
+        EMPATH_SMTP_LISTEN=f"127.0.0.1:{ports['smtp']}",
+        EMPATH_UP_NATS_LISTEN=f"127.0.0.1:{ports['nats']}",
+        EMPATH_UP_S3_LISTEN=f"127.0.0.1:{ports['s3']}",
+        EMPATH_RELAY_DOMAINS="example.com",
+        EMPATH_HOSTNAME="bench.test",
+        EMPATH_LOG_LEVEL="WARNING",
+        EMPATH_MAX_CONNECTIONS_PER_IP="1000",
+    )
+    empath = str(Path(sys.executable).parent / "empath")
+    process = subprocess.Popen(
+        [empath, "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("empath is ready."):
+            return process
+    raise SystemExit("empath up did not start")
+
+
+def probe(port: int, count: int, stop: threading.Event | None = None) -> list[float]:
+    """Seconds per transaction (MAIL .. queued), on one connection."""
+    line = b"x" * 76 + b"\r\n"
+    body = b"Subject: probe\r\n\r\n" + line * (SIZE // len(line))
+    timings = []
+    with smtplib.SMTP("127.0.0.1", port, timeout=60) as client:
+        client.ehlo("probe.test")
+        while len(timings) < count and not (stop and stop.is_set()):
+            started = time.perf_counter()
+            client.sendmail("probe@example.org", ["user@example.com"], body)
+            timings.append(time.perf_counter() - started)
+    return timings
+
+
+def percentiles(timings: list[float]) -> str:
+    cuts = statistics.quantiles(timings, n=100)
+    return f"p50 {cuts[49] * 1000:6.1f} ms   p99 {cuts[98] * 1000:6.1f} ms   (n={len(timings)})"
+
+
+async def queued_total(nats_port: int) -> int:
+    nc = await nats.connect(f"nats://127.0.0.1:{nats_port}")
+    try:
+        reply = await nc.request("empath.api.queue.counts", b"{}", timeout=60)
+        return int(json.loads(reply.data)["counts"]["total"])
+    finally:
+        await nc.close()
+
+
+def main() -> None:
+    ports = {name: free_port() for name in ("smtp", "nats", "s3")}
+    with tempfile.TemporaryDirectory(prefix="empath-bench-") as tmp:
+        process = start_up(Path(tmp) / "data", ports)
+        try:
+            idle = probe(ports["smtp"], PROBES)
+            stop = threading.Event()
+            loaded: list[float] = []
+            prober = threading.Thread(
+                target=lambda: loaded.extend(probe(ports["smtp"], 10**9, stop)), daemon=True
+            )
+            prober.start()
+            started = time.perf_counter()
+            subprocess.run(
+                [
+                    SMTP_SOURCE,
+                    "-s",
+                    str(SESSIONS),
+                    "-m",
+                    str(MESSAGES),
+                    "-l",
+                    str(SIZE),
+                    "-f",
+                    "sender@example.org",
+                    "-t",
+                    "user@example.com",
+                    f"127.0.0.1:{ports['smtp']}",
+                ],
+                check=True,
+            )
+            elapsed = time.perf_counter() - started
+            stop.set()
+            prober.join()
+            expected = PROBES + MESSAGES + len(loaded)
+            deadline = time.monotonic() + 120
+            while (total := asyncio.run(queued_total(ports["nats"]))) < expected:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"only {total} of {expected} accepted messages are queued")
+                time.sleep(0.5)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(60)
+    print()
+    print(
+        f"empath ingress benchmark ({platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()})"
+    )
+    print(f"smtp-source: {MESSAGES} messages of {SIZE} bytes over {SESSIONS} parallel sessions")
+    print(f"accept rate          {MESSAGES / elapsed:8.1f} messages/s   ({elapsed:.1f} s)")
+    print(f"latency, idle        {percentiles(idle)}")
+    print(f"latency, under load  {percentiles(loaded)}")
+    print(f"queue state checked: all {expected} accepted messages recorded")
+
+
+if __name__ == "__main__":
+    main()
