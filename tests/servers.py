@@ -12,12 +12,11 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
+from empath.core import up
 
 
 def free_port() -> int:
@@ -53,21 +52,9 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 def nats_server(directory: Path) -> Iterator[str]:
     port = free_port()
     log = directory / "nats.log"
+    argv = up.nats_argv(host="127.0.0.1", port=port, store_dir=directory / "js")
     with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                str(BIN / "nats-server"),
-                "-js",
-                "-sd",
-                str(directory / "js"),
-                "-a",
-                "127.0.0.1",
-                "-p",
-                str(port),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_port(port, process, log)
         yield f"nats://127.0.0.1:{port}"
@@ -81,44 +68,15 @@ S3_SECRET_KEY = "empath-test-secret"
 
 @contextlib.contextmanager
 def seaweedfs(directory: Path) -> Iterator[str]:
-    s3_port = free_port()
-    names = [
-        "master.port",
-        "master.port.grpc",
-        "volume.port",
-        "volume.port.grpc",
-        "filer.port",
-        "filer.port.grpc",
-        "s3.port.grpc",
-        "s3.port.iceberg",
-        "s3.port.lance",
-        "admin.port",
-        "admin.port.grpc",
-        "metricsPort",
-    ]
-    args = [f"-{name}={free_port()}" for name in names]
+    port = free_port()
     log = directory / "weed.log"
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY}
+    argv = up.weed_argv(host="127.0.0.1", s3_port=port, data_dir=directory, bucket=None)
+    env = {**os.environ, **up.s3_credentials_env(S3_ACCESS_KEY, S3_SECRET_KEY)}
     with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                str(BIN / "weed"),
-                "mini",
-                f"-dir={directory}",
-                "-ip=127.0.0.1",
-                "-ip.bind=127.0.0.1",
-                f"-s3.port={s3_port}",
-                "-webdav=false",
-                "-admin.ui=false",
-                *args,
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
-        wait_port(s3_port, process, log)
-        yield f"http://127.0.0.1:{s3_port}"
+        wait_port(port, process, log)
+        yield f"http://127.0.0.1:{port}"
     finally:
         stop(process)
         shutil.rmtree(directory, ignore_errors=True)

@@ -14,6 +14,7 @@ import trustme
 
 from tests.conftest import StartSystem, System
 from tests.servers import free_port
+from tests.wire import Wire
 
 PASSWORD = "correct horse battery staple"
 
@@ -48,6 +49,15 @@ def client_tls(ca: trustme.CA) -> ssl.SSLContext:
 
 def plain(user: str, password: str) -> str:
     return b64encode(f"\0{user}\0{password}".encode()).decode()
+
+
+async def tls_wire(system: System, client_tls: ssl.SSLContext) -> Wire:
+    """A session that said EHLO, started TLS and said EHLO again."""
+    wire = await system.wire()
+    await wire.command("EHLO client.test")
+    await wire.starttls(client_tls)
+    await wire.command("EHLO client.test")
+    return wire
 
 
 @pytest.fixture
@@ -136,10 +146,7 @@ async def test_starttls_discards_commands_sent_with_it_in_plain_text(
 async def test_auth_plain_over_tls_lets_a_user_relay(
     untrusted: System, client_tls: ssl.SSLContext
 ) -> None:
-    wire = await untrusted.wire()
-    await wire.command("EHLO client.test")
-    await wire.starttls(client_tls)
-    await wire.command("EHLO client.test")
+    wire = await tls_wire(untrusted, client_tls)
     assert await wire.command(f"AUTH PLAIN {plain('alice', PASSWORD)}") == (
         "235 2.7.0 Authentication successful"
     )
@@ -158,10 +165,7 @@ async def test_auth_plain_over_tls_lets_a_user_relay(
 async def test_auth_login_with_a_wrong_password_is_refused_with_535(
     untrusted: System, client_tls: ssl.SSLContext
 ) -> None:
-    wire = await untrusted.wire()
-    await wire.command("EHLO client.test")
-    await wire.starttls(client_tls)
-    await wire.command("EHLO client.test")
+    wire = await tls_wire(untrusted, client_tls)
     assert (await wire.command("AUTH LOGIN")).startswith("334 ")
     assert (await wire.command(b64encode(b"alice").decode())).startswith("334 ")
     assert await wire.command(b64encode(b"wrong").decode()) == (

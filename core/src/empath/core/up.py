@@ -104,20 +104,64 @@ async def stop_child(child: Child, *, timeout: float = 15.0) -> None:
         await child.process.wait()
 
 
-async def start_nats(settings: Settings, data: Path) -> Child:
-    host, port = parse_hostport(settings.up_nats_listen)
-    argv = [
+def nats_argv(*, host: str, port: int, store_dir: Path) -> list[str]:
+    """The command line of a single-node NATS with JetStream (also used by the tests)."""
+    return [
         find_binary("nats-server"),
         "--jetstream",
         "--store_dir",
-        str(data / "nats"),
+        str(store_dir),
         "--addr",
         host,
         "--port",
         str(port),
-        "--server_name",
-        "empath-up",
     ]
+
+
+WEED_PORTS = (
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port.grpc",
+    "s3.port.iceberg",
+    "s3.port.lance",
+    "admin.port",
+    "admin.port.grpc",
+    "metricsPort",
+)
+
+
+def weed_argv(*, host: str, s3_port: int, data_dir: Path, bucket: str | None) -> list[str]:
+    """The command line of SeaweedFS's all-in-one `weed mini` serving S3 on `s3_port`.
+
+    weed mini runs a master, a volume server, a filer and more, each on its own port: all but
+    the S3 port are taken at random so that nothing collides with what already runs here.
+    """
+    return [
+        find_binary("weed"),
+        "mini",
+        f"-dir={data_dir}",
+        f"-ip={host}",
+        f"-ip.bind={host}",
+        f"-s3.port={s3_port}",
+        *(f"-{name}={free_port(host)}" for name in WEED_PORTS),
+        "-webdav=false",
+        "-admin.ui=false",
+        *([f"-bucket={bucket}"] if bucket else []),
+    ]
+
+
+def s3_credentials_env(access_key: str, secret_key: str) -> dict[str, str]:
+    """weed mini takes its S3 admin credentials from the AWS variables."""
+    return {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
+
+
+async def start_nats(settings: Settings, data: Path) -> Child:
+    host, port = parse_hostport(settings.up_nats_listen)
+    argv = nats_argv(host=host, port=port, store_dir=data / "nats")
     child = await spawn("nats", argv, logs=data / "logs", env={})
     await wait_for_port(host, port, child=child)
     return child
@@ -126,39 +170,8 @@ async def start_nats(settings: Settings, data: Path) -> Child:
 async def start_object_store(settings: Settings, data: Path) -> Child:
     host, port = parse_hostport(settings.up_s3_listen)
     (data / "s3").mkdir(parents=True, exist_ok=True)
-    ports = {
-        name: free_port(host)
-        for name in (
-            "master.port",
-            "master.port.grpc",
-            "volume.port",
-            "volume.port.grpc",
-            "filer.port",
-            "filer.port.grpc",
-            "s3.port.grpc",
-            "s3.port.iceberg",
-            "s3.port.lance",
-            "admin.port",
-            "admin.port.grpc",
-            "metricsPort",
-        )
-    }
-    argv = [
-        find_binary("weed"),
-        "mini",
-        f"-dir={data / 's3'}",
-        f"-ip={host}",
-        f"-ip.bind={host}",
-        f"-s3.port={port}",
-        *(f"-{name}={value}" for name, value in ports.items()),
-        "-webdav=false",
-        "-admin.ui=false",
-        f"-bucket={settings.s3_bucket}",
-    ]
-    env = {
-        "AWS_ACCESS_KEY_ID": settings.s3_access_key,
-        "AWS_SECRET_ACCESS_KEY": settings.s3_secret_key.get_secret_value(),
-    }
+    argv = weed_argv(host=host, s3_port=port, data_dir=data / "s3", bucket=settings.s3_bucket)
+    env = s3_credentials_env(settings.s3_access_key, settings.s3_secret_key.get_secret_value())
     child = await spawn("s3", argv, logs=data / "logs", env=env)
     await wait_for_port(host, port, child=child)
     return child
