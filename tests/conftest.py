@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from empath.core import bus, names, queue, services, settings, store, telemetry
+from empath.core import bus, flags, names, queue, services, settings, store, telemetry
 from empath.spool import records
 from tests import servers
 from tests.wire import Wire
@@ -127,8 +127,17 @@ async def start_system(
     helpers: list[tuple[bus.Bus, store.ObjectStore]] = []
     mains = services.discover()
 
-    async def start(*, only: tuple[str, ...] = ("ingress", "spool"), **overrides: Any) -> System:
+    async def start(
+        *, only: tuple[str, ...] = ("ingress", "spool"), frozen: bool = False, **overrides: Any
+    ) -> System:
+        """Start services; `frozen` freezes the queue first, so messages stay `queued`."""
         config = make_settings(**overrides)
+        if frozen:
+            setup = await bus.connect(make_settings(), name="test-setup")
+            try:
+                await flags.set_frozen(await setup.key_value(names.FLAGS_BUCKET), True)
+            finally:
+                await setup.close()
         ready = asyncio.Event()
         waiting = set(only)
 
@@ -171,7 +180,8 @@ async def start_system(
 
 @pytest.fixture
 async def system(start_system: StartSystem) -> System:
-    return await start_system()
+    """Ingress and spool with the queue frozen: what is accepted stays `queued`."""
+    return await start_system(frozen=True)
 
 
 @pytest.fixture(autouse=True)

@@ -61,7 +61,7 @@ async def send_until_queued(system: System, timeout: float = 20.0) -> str:
 async def test_nats_down_gives_451_keeps_nothing_and_recovers(
     start_system: StartSystem, nats_proxy: Proxy
 ) -> None:
-    system = await start_system(nats_url=f"nats://127.0.0.1:{nats_proxy.port}")
+    system = await start_system(nats_url=f"nats://127.0.0.1:{nats_proxy.port}", frozen=True)
     wire = await system.wire()
     await wire.command("EHLO client.test")
     first = await send(wire)
@@ -87,7 +87,7 @@ async def test_nats_down_gives_451_keeps_nothing_and_recovers(
 async def test_object_store_down_gives_451_keeps_nothing_and_recovers(
     start_system: StartSystem, s3_proxy: Proxy
 ) -> None:
-    system = await start_system(s3_endpoint=f"http://127.0.0.1:{s3_proxy.port}")
+    system = await start_system(s3_endpoint=f"http://127.0.0.1:{s3_proxy.port}", frozen=True)
     wire = await system.wire()
     await wire.command("EHLO client.test")
     first = await send(wire)
@@ -113,7 +113,7 @@ async def test_ingress_waits_for_its_dependencies_at_start(
     start_system: StartSystem, nats_proxy: Proxy
 ) -> None:
     await nats_proxy.cut()
-    starting = asyncio.create_task(start_system(nats_url=f"nats://127.0.0.1:{nats_proxy.port}"))
+    starting = asyncio.create_task(start_system(nats_url=f"nats://127.0.0.1:{nats_proxy.port}", frozen=True))
     await asyncio.sleep(1.0)
     assert not starting.done()
     await nats_proxy.restore()

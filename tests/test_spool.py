@@ -121,7 +121,7 @@ async def test_an_undecodable_event_is_terminated_not_retried_forever(system: Sy
 
 
 async def test_two_spool_replicas_record_every_message_once(start_system: StartSystem) -> None:
-    system = await start_system()
+    system = await start_system(frozen=True)
     second = await start_system(only=("spool",))
     sent = await asyncio.gather(*(queue_messages(system, 10) for _ in range(4)))
     queued = sorted(i for batch in sent for i in batch)

@@ -74,6 +74,9 @@ def up_env(tmp_path: Path) -> Iterator[tuple[dict[str, str], dict[str, int]]]:
         EMPATH_UP_S3_LISTEN=f"127.0.0.1:{ports['s3']}",
         EMPATH_RELAY_DOMAINS="example.com",
         EMPATH_HOSTNAME="mx.test",
+        # example.com's mail goes to a port where nothing listens: every attempt is deferred.
+        EMPATH_MX_OVERRIDES=f"example.com=127.0.0.1:{servers.free_port()}",
+        EMPATH_RETRY_SCHEDULE="0,3600",
     )
     return env, ports
 
@@ -116,12 +119,15 @@ async def test_up_runs_the_system_and_a_restart_finds_the_queue_as_it_was(
     reply = await asyncio.to_thread(send)
     assert reply.startswith("2.0.0 Ok: queued as ")
     queue_id = reply.rsplit(" ", 1)[1]
-    for _ in range(100):
+    for _ in range(200):
         state = await queue_state(ports["nats"])
-        if state["counts"]["queued"] == 1:  # type: ignore[index]
+        if state["counts"]["deferred"] == 1:  # type: ignore[index]
             break
         await asyncio.sleep(0.1)
-    assert [i["id"] for i in state["items"]] == [queue_id]  # type: ignore[attr-defined]
+    items = state["items"]
+    assert [i["id"] for i in items] == [queue_id]  # type: ignore[attr-defined]
+    assert items[0]["attempts"] == 1  # type: ignore[index]
+    assert "Cannot talk to" in items[0]["last_reply"]  # type: ignore[index]
 
     assert await asyncio.to_thread(up.stop) == 0
     assert "empath.core.up: stopped" in "".join(up.output)

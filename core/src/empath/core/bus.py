@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,19 +171,22 @@ async def consume(
     handle: Handler,
     stop: asyncio.Event,
     batch: int = 16,
+    concurrency: int = 1,
     ack_wait: float = 30.0,
     retry_delay: float = 5.0,
 ) -> None:
     """Feed messages of a durable pull consumer to `handle` until `stop` is set.
 
     Any number of processes may run the same durable consumer: JetStream hands each message
-    to one of them, and redelivers it when that one does not ack within `ack_wait`.
+    to one of them, and redelivers it when that one does not ack within `ack_wait` (a handler
+    that needs longer reports progress; see `keep_alive`). Up to `concurrency` messages are
+    handled at once; on stop, those in flight are finished before this returns.
     """
     config = ConsumerConfig(
         durable_name=durable,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=ack_wait,
-        max_ack_pending=max(batch * 64, 1024),
+        max_ack_pending=max(batch * 64, concurrency * 4, 1024),
     )
     while not stop.is_set():
         try:
@@ -196,21 +199,53 @@ async def consume(
             await _wait(stop, retry_delay)
     else:
         return
+    inflight: set[asyncio.Task[None]] = set()
     try:
         while not stop.is_set():
+            room = concurrency - len(inflight)
+            if room <= 0:
+                await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+                continue
             try:
-                msgs = await sub.fetch(batch, timeout=1.0)
+                msgs = await sub.fetch(min(batch, room), timeout=1.0)
             except nats.errors.TimeoutError:
                 continue
             except (nats.errors.Error, nats.js.errors.Error, OSError) as e:
                 log.warning("fetch from %s failed: %r", durable, e)
                 await _wait(stop, 1.0)
                 continue
+            if concurrency == 1:
+                for msg in msgs:
+                    await _dispatch(msg, handle, retry_delay)
+                continue
             for msg in msgs:
-                await _dispatch(msg, handle, retry_delay)
+                task = asyncio.create_task(_dispatch(msg, handle, retry_delay))
+                inflight.add(task)
+                task.add_done_callback(inflight.discard)
+        if inflight:
+            await asyncio.wait(inflight)
     finally:
         with contextlib.suppress(nats.errors.Error, OSError):
             await sub.unsubscribe()
+
+
+@contextlib.asynccontextmanager
+async def keep_alive(msg: Msg, every: float = 10.0) -> AsyncIterator[None]:
+    """Tell JetStream the message is still being worked on, so it is not redelivered."""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(every)
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await msg.in_progress()
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _dispatch(msg: Msg, handle: Handler, retry_delay: float) -> None:

@@ -64,7 +64,59 @@ class Received(Model):
     client: Client
 
 
-EVENTS: tuple[type[Model], ...] = (Received,)
+class JobRecipient(Model):
+    """A recipient still to be delivered, with its DSN parameters to pass on."""
+
+    address: str
+    notify: tuple[Notify, ...] | None = None
+    orcpt: str | None = None
+
+
+class DeliveryJob(Model):
+    """spool -> delivery: attempt `attempt` of message `id` for these recipients."""
+
+    kind: Literal["delivery-job"] = "delivery-job"
+    version: Literal[1] = 1
+    id: str
+    attempt: int = Field(ge=1)
+    body_key: str
+    size: int = Field(ge=0)
+    sender: str
+    recipients: tuple[JobRecipient, ...] = Field(min_length=1)
+    ret: Literal["FULL", "HDRS"] | None = None
+    envid: str | None = None
+    smtputf8: bool = False
+    body: Literal["7BIT", "8BITMIME"] = "7BIT"
+
+
+Outcome = Literal["delivered", "deferred", "failed"]
+
+
+class RecipientResult(Model):
+    """What happened to one recipient in one attempt."""
+
+    address: str
+    outcome: Outcome
+    reply: str = Field(description="The remote reply (code, enhanced code, text), or ours.")
+    remote: str | None = Field(default=None, description="The MX host that answered.")
+    tls: str | None = Field(default=None, description="TLS used, or why not.")
+    dsn: bool = Field(default=False, description="DSN parameters were passed on to the remote.")
+
+
+class Attempted(Model):
+    """delivery -> spool: the outcome of one attempt, one result per recipient of the job."""
+
+    kind: Literal["attempted"] = "attempted"
+    version: Literal[1] = 1
+    id: str
+    attempt: int = Field(ge=1)
+    started_at: datetime
+    finished_at: datetime
+    worker: str
+    results: tuple[RecipientResult, ...] = Field(min_length=1)
+
+
+EVENTS: tuple[type[Model], ...] = (Received, DeliveryJob, Attempted)
 
 
 def schema_name(event: type[Model]) -> str:

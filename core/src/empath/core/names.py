@@ -26,21 +26,39 @@ class StreamSpec:
 RECEIVED_SUBJECT = f"{PREFIX}.received"
 RECEIVED_STREAM = StreamSpec(name="EMPATH_RECEIVED", subjects=(RECEIVED_SUBJECT,))
 
-STREAMS: tuple[StreamSpec, ...] = (RECEIVED_STREAM,)
+# spool -> delivery: a message (some of its recipients) is due for an attempt. A work queue:
+# each job is removed once a worker acks it.
+JOBS_SUBJECT = f"{PREFIX}.delivery.jobs"
+JOBS_STREAM = StreamSpec(name="EMPATH_JOBS", subjects=(JOBS_SUBJECT,), work_queue=True)
+
+# delivery -> spool: the outcome of one attempt, per recipient.
+ATTEMPTED_SUBJECT = f"{PREFIX}.delivery.attempted"
+ATTEMPTED_STREAM = StreamSpec(name="EMPATH_ATTEMPTED", subjects=(ATTEMPTED_SUBJECT,))
+
+STREAMS: tuple[StreamSpec, ...] = (RECEIVED_STREAM, JOBS_STREAM, ATTEMPTED_STREAM)
 
 # Durable consumers.
 SPOOL_RECEIVED_CONSUMER = "spool-received"
+SPOOL_ATTEMPTED_CONSUMER = "spool-attempted"
+DELIVERY_JOBS_CONSUMER = "delivery"  # one consumer shared by every delivery worker
 
 # KV bucket holding the queue state, one key per message.
 QUEUE_BUCKET = "empath_queue"
 QUEUE_KEY_PREFIX = "msg."
-# KV bucket holding queue-wide flags (frozen, ...).
+# KV bucket holding queue-wide flags.
 FLAGS_BUCKET = "empath_flags"
+FROZEN_FLAG = "queue.frozen"
+# KV bucket of the DNS cache shared by every delivery worker (key: mx.<domain>).
+DNS_BUCKET = "empath_dns"
 
 # Request/reply API of the spool (the control service is its client).
 QUERY_LIST_SUBJECT = f"{PREFIX}.api.queue.list"
 QUERY_GET_SUBJECT = f"{PREFIX}.api.queue.get"
 QUERY_COUNTS_SUBJECT = f"{PREFIX}.api.queue.counts"
+QUERY_HOLD_SUBJECT = f"{PREFIX}.api.queue.hold"
+QUERY_RELEASE_SUBJECT = f"{PREFIX}.api.queue.release"
+QUERY_FREEZE_SUBJECT = f"{PREFIX}.api.queue.freeze"
+QUERY_UNFREEZE_SUBJECT = f"{PREFIX}.api.queue.unfreeze"
 QUERY_QUEUE_GROUP = "spool"
 
 

@@ -41,6 +41,23 @@ class RecipientState(events.Model):
     orcpt: str | None = None
     status: RecipientStatus = RecipientStatus.PENDING
     last_reply: str | None = None
+    remote: str | None = None
+    notified: tuple[str, ...] = ()  # DSNs already sent for it: "delay", "success", "failure"
+
+    @property
+    def open(self) -> bool:
+        """Still to be delivered (pending or deferred)."""
+        return self.status in {RecipientStatus.PENDING, RecipientStatus.DEFERRED}
+
+
+class AttemptRecord(events.Model):
+    """One attempt, as kept in a message's history."""
+
+    attempt: int
+    started_at: datetime
+    finished_at: datetime
+    worker: str
+    results: tuple[events.RecipientResult, ...]
 
 
 class Entry(events.Model):
@@ -62,6 +79,17 @@ class Entry(events.Model):
     smtputf8: bool = False
     body: str = "7BIT"
     client: events.Client
+    history: tuple[AttemptRecord, ...] = ()
+    held: bool = False  # frozen by an operator (hold); released by release
+    updated_at: datetime | None = None
+
+    @property
+    def open_recipients(self) -> list[RecipientState]:
+        return [r for r in self.recipients if r.open]
+
+    @property
+    def finished(self) -> bool:
+        return self.state in {State.DELIVERED, State.FAILED}
 
     @classmethod
     def from_received(cls, event: events.Received) -> Entry:

@@ -36,6 +36,7 @@ CONFIG_ENV = "EMPATH_CONFIG"
 MiB = 1024 * 1024
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+TlsPolicy = Literal["none", "opportunistic", "verify", "required"]
 
 
 def _split_commas(value: Any) -> Any:
@@ -52,6 +53,29 @@ def parse_hostport(value: str, *, default_host: str = "127.0.0.1") -> tuple[str,
         raise ValueError(f"expected host:port, got {value!r}")
     host = host.strip("[]") or default_host
     return host, int(port_text)
+
+
+def parse_target(value: str, *, default_port: int = 25) -> tuple[str, int]:
+    """An MX override: `host`, `host:port`, `[v6]:port` or a bare IPv6 address."""
+    value = value.strip()
+    try:
+        return str(ipaddress.ip_address(value.strip("[]"))), default_port
+    except ValueError:
+        pass
+    if ":" in value:
+        return parse_hostport(value)
+    if not value or " " in value or "/" in value:
+        raise ValueError(f"expected host[:port], got {value!r}")
+    return value, default_port
+
+
+def parse_nameserver(value: str) -> tuple[str, int]:
+    """A DNS server: `ip` or `ip:port` (`[v6]:port`)."""
+    host, port = parse_target(value, default_port=53)
+    try:
+        return str(ipaddress.ip_address(host)), port
+    except ValueError:
+        raise ValueError(f"expected ip[:port], got {value!r}") from None
 
 
 class Settings(BaseSettings):
@@ -109,6 +133,33 @@ class Settings(BaseSettings):
     tls_key_file: Path | None = None
     auth_credentials_file: Path | None = None
 
+    # Delivery.
+    mx_overrides: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    dns_nameservers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    dns_timeout: float = Field(default=5.0, gt=0)
+    dns_cache_size: int = Field(default=10000, ge=0)
+    tls_policy: TlsPolicy = "verify"
+    tls_policies: Annotated[dict[str, TlsPolicy], NoDecode] = Field(default_factory=dict)
+    tls_ca_file: Path | None = None
+    delivery_concurrency: int = Field(default=20, ge=1, le=1000)
+    delivery_connect_timeout: float = Field(default=30.0, gt=0)
+    delivery_command_timeout: float = Field(default=300.0, gt=0)
+    delivery_max_connections_per_domain: int = Field(default=10, ge=1)
+    delivery_rate_per_domain: float = Field(default=10.0, ge=0)
+    delivery_messages_per_connection: int = Field(default=100, ge=1)
+    delivery_idle_timeout: float = Field(default=30.0, gt=0)
+
+    # Queue lifecycle.
+    retry_schedule: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [0.0, 30.0, 120.0, 480.0, 1800.0, 3600.0]
+    )
+    max_attempts: int = Field(default=25, ge=1)
+    max_queue_lifetime: float = Field(default=5 * 24 * 3600.0, gt=0)
+    scheduler_interval: float = Field(default=1.0, gt=0)
+    delivering_timeout: float = Field(default=3600.0, gt=0)
+    finished_retention: float = Field(default=7 * 24 * 3600.0, ge=0)
+    delay_warning_after: float = Field(default=4 * 3600.0, ge=0)
+
     # Logging and telemetry.
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -140,6 +191,46 @@ class Settings(BaseSettings):
             for domain in value:
                 if not domain or " " in domain or "@" in domain:
                     raise ValueError(f"not a domain: {domain!r}")
+        return value
+
+    @field_validator("mx_overrides", "tls_policies", mode="before")
+    @classmethod
+    def _pairs(cls, value: Any) -> Any:
+        """`domain=value,domain=value` -> {domain: value}."""
+        if isinstance(value, str):
+            pairs = {}
+            for item in _split_commas(value):
+                domain, sep, target = item.partition("=")
+                if not sep or not domain.strip() or not target.strip():
+                    raise ValueError(f"expected domain=value, got {item!r}")
+                pairs[domain.strip().lower().rstrip(".")] = target.strip()
+            return pairs
+        return value
+
+    @field_validator("mx_overrides")
+    @classmethod
+    def _overrides(cls, value: dict[str, str]) -> dict[str, str]:
+        for target in value.values():
+            parse_target(target)
+        return value
+
+    @field_validator("dns_nameservers", "retry_schedule", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    @field_validator("dns_nameservers")
+    @classmethod
+    def _nameservers(cls, value: list[str]) -> list[str]:
+        for server in value:
+            parse_nameserver(server)
+        return value
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _schedule(cls, value: list[float]) -> list[float]:
+        if not value or any(delay < 0 for delay in value):
+            raise ValueError("expected a non-empty list of delays in seconds, none negative")
         return value
 
     @field_validator("trusted_networks", mode="before")
@@ -193,7 +284,7 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file must be set together")
-        for name in ("tls_cert_file", "tls_key_file", "auth_credentials_file"):
+        for name in ("tls_cert_file", "tls_key_file", "auth_credentials_file", "tls_ca_file"):
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise ValueError(f"{ENV_PREFIX}{name.upper()}: no such file: {path}")

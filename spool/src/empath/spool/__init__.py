@@ -1,3 +1,14 @@
 """Empath spool: message bodies in the bucket, the queue state in NATS KV."""
 
-__all__ = ["api", "intake", "records", "service"]
+__all__ = [
+    "api",
+    "controls",
+    "dsn",
+    "intake",
+    "notices",
+    "outcomes",
+    "records",
+    "retries",
+    "scheduler",
+    "service",
+]

@@ -16,9 +16,10 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.js.kv import KeyValue
 
-from empath.core import errors, ids, names, queue
-from empath.spool import records
+from empath.core import errors, flags, ids, names, queue
+from empath.spool import controls, records
 
 log = logging.getLogger("empath.spool.api")
 
@@ -42,9 +43,10 @@ def _request(msg: Msg) -> dict[str, Any]:
 
 
 class QueryAPI:
-    def __init__(self, nc: NATS, store: records.Records) -> None:
+    def __init__(self, nc: NATS, store: records.Records, flag_store: KeyValue) -> None:
         self.nc = nc
         self.records = store
+        self.flags = flag_store
         self._subs: list[Subscription] = []
 
     async def start(self) -> None:
@@ -52,6 +54,10 @@ class QueryAPI:
             (names.QUERY_LIST_SUBJECT, self._list),
             (names.QUERY_GET_SUBJECT, self._get),
             (names.QUERY_COUNTS_SUBJECT, self._counts),
+            (names.QUERY_HOLD_SUBJECT, self._hold),
+            (names.QUERY_RELEASE_SUBJECT, self._release),
+            (names.QUERY_FREEZE_SUBJECT, self._freeze),
+            (names.QUERY_UNFREEZE_SUBJECT, self._unfreeze),
         ):
             self._subs.append(
                 await self.nc.subscribe(
@@ -73,6 +79,8 @@ class QueryAPI:
                 reply = {"error": str(error), "code": 400}
             except errors.NotFound as error:
                 reply = {"error": str(error), "code": 404}
+            except errors.PermanentError as error:
+                reply = {"error": str(error), "code": 409}
             except errors.EmpathError as error:
                 reply = {"error": str(error), "code": 503}
             if msg.reply:
@@ -99,10 +107,31 @@ class QueryAPI:
         }
 
     async def _get(self, request: dict[str, Any]) -> dict[str, Any]:
-        message_id = request.get("id")
-        if not isinstance(message_id, str) or not ids.is_valid(message_id):
-            raise BadRequest("id must be a queue id")
-        return {"item": (await self.records.get(message_id)).model_dump(mode="json")}
+        return {"item": (await self.records.get(_id(request))).model_dump(mode="json")}
 
     async def _counts(self, request: dict[str, Any]) -> dict[str, Any]:
-        return {"counts": await self.records.counts()}
+        counts = await self.records.counts()
+        return {"counts": counts, "frozen": await flags.is_frozen(self.flags)}
+
+    async def _hold(self, request: dict[str, Any]) -> dict[str, Any]:
+        entry = await controls.hold(self.records, _id(request))
+        return {"item": entry.model_dump(mode="json")}
+
+    async def _release(self, request: dict[str, Any]) -> dict[str, Any]:
+        entry = await controls.release(self.records, _id(request))
+        return {"item": entry.model_dump(mode="json")}
+
+    async def _freeze(self, request: dict[str, Any]) -> dict[str, Any]:
+        await controls.freeze(self.flags)
+        return {"frozen": True}
+
+    async def _unfreeze(self, request: dict[str, Any]) -> dict[str, Any]:
+        await controls.unfreeze(self.flags)
+        return {"frozen": False}
+
+
+def _id(request: dict[str, Any]) -> str:
+    message_id = request.get("id")
+    if not isinstance(message_id, str) or not ids.is_valid(message_id):
+        raise BadRequest("id must be a queue id")
+    return message_id

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import nats.errors
@@ -40,6 +41,40 @@ class Records:
         except (nats.errors.Error, nats.js.errors.Error) as error:
             raise errors.BusUnavailable(f"cannot record {entry.id}: {error!r}") from error
         return True
+
+    async def update(
+        self, message_id: str, change: Callable[[queue.Entry], queue.Entry | None]
+    ) -> tuple[queue.Entry, queue.Entry] | None:
+        """Compare-and-set: apply `change` to the current record until no one else wrote
+        in between. Returns (before, after), or None when `change` declined (returned None)."""
+        key = names.queue_key(message_id)
+        for _ in range(100):
+            try:
+                found = await self.kv.get(key)
+            except nats.js.errors.KeyNotFoundError:
+                raise errors.NotFound(f"no message {message_id} in the queue") from None
+            except (nats.errors.Error, nats.js.errors.Error) as error:
+                raise errors.BusUnavailable(f"cannot read {message_id}: {error!r}") from error
+            assert found.value is not None
+            assert found.revision is not None
+            before = queue.Entry.model_validate_json(found.value)
+            after = change(before)
+            if after is None:
+                return None
+            try:
+                await self.kv.update(key, after.model_dump_json().encode(), last=found.revision)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue  # another replica wrote first: look again
+            except (nats.errors.Error, nats.js.errors.Error) as error:
+                raise errors.BusUnavailable(f"cannot update {message_id}: {error!r}") from error
+            return before, after
+        raise errors.TemporaryError(f"{message_id}: too much contention")
+
+    async def delete(self, message_id: str) -> None:
+        try:
+            await self.kv.purge(names.queue_key(message_id))
+        except (nats.errors.Error, nats.js.errors.Error) as error:
+            raise errors.BusUnavailable(f"cannot delete {message_id}: {error!r}") from error
 
     async def get(self, message_id: str) -> queue.Entry:
         if not ids.is_valid(message_id):

@@ -1,4 +1,4 @@
-"""The spool service: intake of accepted messages into the queue state, and its query API.
+"""The spool service: intake, scheduling, attempt outcomes and bounces, and its query API.
 
 Any number of replicas may run: they share one durable consumer, and records are created with
 KV compare-and-set, so a message is recorded once however often its event arrives.
@@ -11,7 +11,7 @@ import logging
 
 from empath.core import bus as bus_module
 from empath.core import names, services, store
-from empath.spool import api, intake, records
+from empath.spool import api, intake, notices, outcomes, records, scheduler
 
 log = logging.getLogger("empath.spool")
 
@@ -22,24 +22,48 @@ async def run(runtime: services.Runtime) -> None:
     bus = await bus_module.connect(settings, name="spool")
     try:
         kv = await bus.key_value(names.QUEUE_BUCKET)
+        flags = await bus.key_value(names.FLAGS_BUCKET)
         queue_records = records.Records(kv)
-        query = api.QueryAPI(bus.nc, queue_records)
+        query = api.QueryAPI(bus.nc, queue_records, flags)
         await query.start()
         worker = intake.Intake(records=queue_records, objects=objects)
-        consumer = asyncio.create_task(
-            bus_module.consume(
-                bus,
-                stream=names.RECEIVED_STREAM,
-                subject=names.RECEIVED_SUBJECT,
-                durable=names.SPOOL_RECEIVED_CONSUMER,
-                handle=worker.handle,
-                stop=runtime.stop,
-            ),
-            name="spool-intake",
+        results = outcomes.Outcomes(
+            settings=settings,
+            records=queue_records,
+            objects=objects,
+            notices=notices.Notices(settings=settings, bus=bus, objects=objects),
         )
+        planner = scheduler.Scheduler(
+            settings=settings, records=queue_records, bus=bus, flag_store=flags
+        )
+        tasks = [
+            asyncio.create_task(
+                bus_module.consume(
+                    bus,
+                    stream=names.RECEIVED_STREAM,
+                    subject=names.RECEIVED_SUBJECT,
+                    durable=names.SPOOL_RECEIVED_CONSUMER,
+                    handle=worker.handle,
+                    stop=runtime.stop,
+                ),
+                name="spool-intake",
+            ),
+            asyncio.create_task(
+                bus_module.consume(
+                    bus,
+                    stream=names.ATTEMPTED_STREAM,
+                    subject=names.ATTEMPTED_SUBJECT,
+                    durable=names.SPOOL_ATTEMPTED_CONSUMER,
+                    handle=results.handle,
+                    stop=runtime.stop,
+                ),
+                name="spool-outcomes",
+            ),
+            asyncio.create_task(planner.run(runtime.stop), name="spool-scheduler"),
+        ]
         runtime.ready("spool", f"queue state in KV bucket {names.QUEUE_BUCKET}")
         await runtime.stop.wait()
-        await consumer
+        await asyncio.gather(*tasks)
         await query.stop()
     finally:
         await bus.close()

@@ -1,0 +1,83 @@
+"""Connection reuse: an open session with an MX host serves the next jobs for it.
+
+A session is reused for at most `messages_per_connection` transactions and is closed after
+`idle_timeout` seconds without use. Sessions are kept per (MX address, port, TLS policy):
+a session opened under one policy never carries mail that asks for another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+
+from empath.delivery.client import Connection
+from empath.delivery.resolver import Hop
+
+Key = tuple[str, int, str]
+
+
+class Pool:
+    def __init__(self, *, messages_per_connection: int, idle_timeout: float) -> None:
+        self.messages_per_connection = messages_per_connection
+        self.idle_timeout = idle_timeout
+        self._idle: dict[Key, collections.deque[Connection]] = collections.defaultdict(
+            collections.deque
+        )
+        self.opened = 0
+        self.reused = 0
+        self._reaper: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._reaper = asyncio.create_task(self._reap(), name="delivery-pool-reaper")
+
+    async def acquire(
+        self, hop: Hop, policy: str, opener: Callable[[], Awaitable[Connection]]
+    ) -> Connection:
+        idle = self._idle.get((hop.address, hop.port, policy))
+        while idle:
+            connection = idle.pop()
+            if connection.usable and not self._stale(connection) and await connection.reset():
+                self.reused += 1
+                return connection
+            await connection.close()
+        connection = await opener()
+        self.opened += 1
+        return connection
+
+    async def release(self, connection: Connection, policy: str, *, reusable: bool) -> None:
+        if reusable and connection.usable and connection.messages < self.messages_per_connection:
+            connection.last_used = time.monotonic()
+            self._idle[(connection.hop.address, connection.hop.port, policy)].append(connection)
+        else:
+            await connection.close()
+
+    def _stale(self, connection: Connection) -> bool:
+        return time.monotonic() - connection.last_used > self.idle_timeout
+
+    async def _reap(self) -> None:
+        while True:
+            await asyncio.sleep(min(self.idle_timeout / 2, 5.0))
+            for key, idle in list(self._idle.items()):
+                keep: collections.deque[Connection] = collections.deque()
+                for connection in idle:
+                    if self._stale(connection) or not connection.usable:
+                        await connection.close()
+                    else:
+                        keep.append(connection)
+                if keep:
+                    self._idle[key] = keep
+                else:
+                    self._idle.pop(key, None)
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        for idle in self._idle.values():
+            for connection in idle:
+                await connection.close()
+        self._idle.clear()

@@ -1,0 +1,238 @@
+"""Where mail for a domain goes: MX lookup (RFC 5321 §5.1) with a TTL-honouring cache.
+
+MX hosts in preference order, shuffled among equal preferences; no MX means the domain itself
+(implicit MX); a null MX (RFC 7505) and NXDOMAIN are permanent failures; SERVFAIL and timeouts
+are temporary. Overrides (`EMPATH_MX_OVERRIDES`) send a domain to a fixed host, which is also
+how a smart host is set. Answers are cached in this worker (bounded, by TTL) and in the KV
+bucket `empath_dns` that every delivery worker shares.
+"""
+
+from __future__ import annotations
+
+import collections
+import ipaddress
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import dns.asyncresolver
+import dns.exception
+import dns.nameserver
+import dns.rdatatype
+import dns.resolver
+import nats.errors
+import nats.js.errors
+from nats.js.kv import KeyValue
+
+from empath.core import errors
+from empath.core.settings import Settings, parse_nameserver, parse_target
+
+log = logging.getLogger("empath.delivery.resolver")
+
+NEGATIVE_TTL = 60.0
+
+
+class DeliveryError(errors.EmpathError):
+    """A failure with the SMTP-style reply that recipients get for it."""
+
+    def __init__(self, reply: str, *, temporary: bool) -> None:
+        super().__init__(reply)
+        self.reply = reply
+        self.temporary = temporary
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """One place to try: the MX host's name (for TLS) and an address to connect to."""
+
+    name: str
+    address: str
+    port: int
+
+
+@dataclass(slots=True)
+class Stats:
+    hits: int = 0
+    misses: int = 0
+
+
+class Cache:
+    """A bounded LRU of DNS answers that expire with their TTL."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.stats = Stats()
+        self._items: collections.OrderedDict[str, tuple[float, Any]] = collections.OrderedDict()
+
+    def get(self, key: str) -> Any | None:
+        item = self._items.get(key)
+        if item is None or item[0] < time.time():
+            self._items.pop(key, None)
+            self.stats.misses += 1
+            return None
+        self._items.move_to_end(key)
+        self.stats.hits += 1
+        return item[1]
+
+    def put(self, key: str, value: Any, ttl: float) -> None:
+        if self.size <= 0:
+            return
+        self._items[key] = (time.time() + ttl, value)
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Resolver:
+    def __init__(self, settings: Settings, shared: KeyValue | None = None) -> None:
+        self.overrides = {d: parse_target(t) for d, t in settings.mx_overrides.items()}
+        resolver = dns.asyncresolver.Resolver(configure=not settings.dns_nameservers)
+        if settings.dns_nameservers:
+            resolver.nameservers = [
+                dns.nameserver.Do53Nameserver(*parse_nameserver(server))
+                for server in settings.dns_nameservers
+            ]
+        resolver.lifetime = settings.dns_timeout
+        resolver.timeout = min(settings.dns_timeout, 2.0)
+        self._resolver = resolver
+        self.cache = Cache(settings.dns_cache_size)
+        self.shared = shared
+
+    async def route(self, domain: str) -> list[Hop]:
+        """The hops to try for a domain, in order."""
+        domain = domain.lower().rstrip(".")
+        override = self.overrides.get(domain)
+        if override is not None:
+            host, port = override
+            return [Hop(host, address, port) for address in await self.addresses(host)]
+        if domain.startswith("[") and domain.endswith("]"):  # an address literal
+            literal = domain[1:-1].removeprefix("IPv6:").removeprefix("ipv6:")
+            return [Hop(literal, literal, 25)]
+        hops = []
+        last: DeliveryError | None = None
+        for host in await self.mx(domain):
+            try:
+                hops += [Hop(host, address, 25) for address in await self.addresses(host)]
+            except DeliveryError as error:
+                last = error  # one MX host without addresses: try the others
+        if not hops:
+            raise last or DeliveryError(
+                f"451 4.4.4 No address for any MX host of {domain}", temporary=True
+            )
+        return hops
+
+    async def mx(self, domain: str) -> list[str]:
+        """MX hosts by preference (equal preferences in random order)."""
+        answer = await self._cached(f"mx.{domain}", lambda: self._mx(domain))
+        groups: dict[int, list[str]] = collections.defaultdict(list)
+        for preference, host in answer:
+            groups[preference].append(host)
+        ordered = []
+        for preference in sorted(groups):
+            hosts = groups[preference]
+            random.shuffle(hosts)
+            ordered += hosts
+        return ordered
+
+    async def addresses(self, host: str) -> list[str]:
+        try:
+            return [str(ipaddress.ip_address(host))]
+        except ValueError:
+            pass
+        return list(await self._cached(f"a.{host.lower().rstrip('.')}", lambda: self._a(host)))
+
+    async def _cached(self, key: str, lookup: Any) -> Any:
+        found = self.cache.get(key)
+        if found is None and self.shared is not None:
+            found = await self._shared_get(key)
+        if found is None:
+            value, ttl = await lookup()
+            self.cache.put(key, value, ttl)
+            await self._shared_put(key, value, ttl)
+            found = value
+        if isinstance(found, dict) and "error" in found:
+            raise DeliveryError(found["error"], temporary=False)
+        return found
+
+    async def _shared_get(self, key: str) -> Any | None:
+        assert self.shared is not None
+        try:
+            entry = await self.shared.get(key)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return None
+        except (nats.errors.Error, nats.js.errors.Error):
+            return None  # the shared cache is an optimisation: carry on without it
+        if not entry.value:
+            return None
+        record = json.loads(entry.value)
+        ttl = record["expires"] - time.time()
+        if ttl <= 0:
+            return None
+        value = record["value"]
+        if isinstance(value, list):
+            value = [tuple(v) if isinstance(v, list) else v for v in value]
+        self.cache.put(key, value, ttl)
+        return value
+
+    async def _shared_put(self, key: str, value: Any, ttl: float) -> None:
+        if self.shared is None:
+            return
+        record = {"value": value, "expires": time.time() + ttl}
+        try:
+            await self.shared.put(key, json.dumps(record).encode())
+        except (nats.errors.Error, nats.js.errors.Error) as error:
+            log.debug("cannot share %s: %r", key, error)
+
+    async def _query(self, name: str, rdtype: str) -> dns.resolver.Answer:
+        try:
+            return await self._resolver.resolve(name, rdtype, search=False)
+        except dns.resolver.NXDOMAIN:
+            raise
+        except dns.resolver.NoAnswer:
+            raise
+        except (dns.resolver.NoNameservers, dns.exception.Timeout) as error:
+            raise DeliveryError(
+                f"451 4.4.3 DNS lookup of {rdtype} for {name} failed: {error.__class__.__name__}",
+                temporary=True,
+            ) from error
+
+    async def _mx(self, domain: str) -> tuple[Any, float]:
+        try:
+            answer = await self._query(domain, "MX")
+        except dns.resolver.NXDOMAIN:
+            error = f"550 5.1.2 Domain {domain} does not exist"
+            return {"error": error}, NEGATIVE_TTL
+        except dns.resolver.NoAnswer:
+            return [(0, domain)], NEGATIVE_TTL  # implicit MX (RFC 5321 §5.1)
+        records = [(int(r.preference), str(r.exchange).rstrip(".")) for r in answer]
+        if len(records) == 1 and records[0][1] == "":
+            error = f"556 5.1.10 Domain {domain} accepts no mail (null MX)"
+            return {"error": error}, float(answer.rrset.ttl if answer.rrset else NEGATIVE_TTL)
+        records = [r for r in records if r[1]]
+        ttl = float(answer.rrset.ttl) if answer.rrset is not None else NEGATIVE_TTL
+        return records, ttl
+
+    async def _a(self, host: str) -> tuple[Any, float]:
+        addresses: list[str] = []
+        ttls = []
+        for rdtype in ("A", "AAAA"):
+            try:
+                answer = await self._query(host, rdtype)
+            except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+                continue
+            addresses += [r.to_text() for r in answer]
+            if answer.rrset is not None:
+                ttls.append(float(answer.rrset.ttl))
+        ttl = min(ttls, default=NEGATIVE_TTL)
+        if not addresses:
+            raise DeliveryError(f"451 4.4.4 No address for host {host}", temporary=True)
+        return addresses, ttl

@@ -1,0 +1,59 @@
+"""The delivery service: workers on the shared jobs consumer, with their DNS cache, connection
+pool and per-destination limits.
+
+On stop it takes no new job, finishes the attempts in flight (their outcomes are published),
+and closes the pooled sessions with QUIT.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from empath.core import bus as bus_module
+from empath.core import names, services, store
+from empath.delivery import pool, resolver, throttle, worker
+
+log = logging.getLogger("empath.delivery")
+
+
+async def run(runtime: services.Runtime) -> None:
+    settings = runtime.settings
+    objects = store.ObjectStore(settings)
+    bus = await bus_module.connect(settings, name="delivery")
+    connections = pool.Pool(
+        messages_per_connection=settings.delivery_messages_per_connection,
+        idle_timeout=settings.delivery_idle_timeout,
+    )
+    try:
+        dns_cache = await bus.key_value(names.DNS_BUCKET)
+        flags = await bus.key_value(names.FLAGS_BUCKET)
+        routes = resolver.Resolver(settings, dns_cache)
+        connections.start()
+        workers = worker.Worker(
+            settings=settings,
+            bus=bus,
+            objects=objects,
+            routes=routes,
+            connections=connections,
+            limits=throttle.Throttle(
+                connections=settings.delivery_max_connections_per_domain,
+                rate=settings.delivery_rate_per_domain,
+            ),
+            flags=flags,
+        )
+        runtime.ready("delivery", f"{settings.delivery_concurrency} concurrent attempts")
+        await bus_module.consume(
+            bus,
+            stream=names.JOBS_STREAM,
+            subject=names.JOBS_SUBJECT,
+            durable=names.DELIVERY_JOBS_CONSUMER,
+            handle=workers.handle,
+            stop=runtime.stop,
+            batch=settings.delivery_concurrency,
+            concurrency=settings.delivery_concurrency,
+        )
+    finally:
+        await connections.close()
+        await bus.close()
+        objects.close()
+    log.info("stopped")

@@ -1,0 +1,85 @@
+"""Queue DSNs: store the report in the bucket and hand it to intake like any received message.
+
+The DSN's queue id derives from the message and the event that caused it, so a redelivered
+event produces the same id: JetStream drops the duplicate publish and intake records it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import datetime, timedelta
+
+from empath.core import bus, events, logs, names, queue, store
+from empath.core.settings import Settings
+from empath.spool import dsn
+
+log = logging.getLogger("empath.spool.notices")
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def derived_id(seed: str, when: datetime) -> str:
+    """A queue id (ULID shape) made from a seed instead of randomness."""
+    millis = int(when.timestamp() * 1000)
+    value = (millis << 80) | int.from_bytes(hashlib.sha256(seed.encode()).digest()[:10], "big")
+    chars = []
+    for _ in range(26):
+        value, digit = divmod(value, 32)
+        chars.append(_ALPHABET[digit])
+    return "".join(reversed(chars))
+
+
+class Notices:
+    def __init__(self, *, settings: Settings, bus: bus.Bus, objects: store.ObjectStore) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.objects = objects
+
+    async def send(
+        self,
+        *,
+        kind: str,
+        entry: queue.Entry,
+        reports: list[dsn.Report],
+        cause: str,
+        now: datetime,
+    ) -> str | None:
+        """Queue a DSN of `kind` about `reports`; None when none may be sent."""
+        if not entry.sender or not reports:  # never a DSN to the null sender
+            return None
+        original = await self.objects.get(entry.body_key)
+        notice_id = derived_id(f"{entry.id}/{kind}/{cause}", now)
+        body = dsn.build(
+            kind=kind,
+            entry=entry,
+            reports=reports,
+            original=original,
+            hostname=self.settings.hostname,
+            now=now,
+            retry_until=entry.received_at + timedelta(seconds=self.settings.max_queue_lifetime),
+        )
+        key = store.body_key(notice_id, now)
+        await self.objects.put(key, body)
+        event = events.Received(
+            id=notice_id,
+            body_key=key,
+            size=len(body),
+            received_at=now,
+            envelope=events.Envelope(
+                sender="",
+                recipients=(events.Recipient(address=entry.sender, notify=("NEVER",)),),
+                smtputf8=entry.smtputf8,
+                body="8BITMIME" if entry.body == "8BITMIME" or entry.smtputf8 else "7BIT",
+            ),
+            client=events.Client(ip="127.0.0.1", helo=self.settings.hostname, listener="dsn"),
+        )
+        await self.bus.publish(names.RECEIVED_SUBJECT, event, msg_id=notice_id)
+        logs.for_message(log, entry.id).info(
+            "%s DSN %s to <%s> for %s",
+            kind,
+            notice_id,
+            entry.sender,
+            ", ".join(r.recipient.address for r in reports),
+        )
+        return notice_id

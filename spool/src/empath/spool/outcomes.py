@@ -1,0 +1,216 @@
+"""Attempt outcomes: delivered recipients are done, deferred ones wait for the next retry,
+failed or expired ones are bounced; when no recipient is left the body is deleted.
+
+Applying an outcome is a compare-and-set of the record, keyed by attempt number: a redelivered
+`attempted` event finds its attempt already in the history and changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from nats.aio.msg import Msg
+
+from empath.core import bus, errors, events, logs, queue, store, telemetry
+from empath.core.settings import Settings
+from empath.spool import dsn, notices, records, retries
+
+log = logging.getLogger("empath.spool.outcomes")
+tracer = telemetry.tracer("empath.spool")
+
+EXPIRED_STATUS = "4.4.7"
+HISTORY_LIMIT = 50
+
+
+def apply(
+    settings: Settings, entry: queue.Entry, event: events.Attempted, *, now: datetime
+) -> queue.Entry | None:
+    """The record after this attempt, or None when the attempt is stale or already applied."""
+    if any(past.attempt == event.attempt for past in entry.history) or entry.finished:
+        return None
+    results = {r.address: r for r in event.results}
+    updated = []
+    for recipient in entry.recipients:
+        result = results.get(recipient.address)
+        if result is None or not recipient.open:
+            updated.append(recipient)
+            continue
+        status = {
+            "delivered": queue.RecipientStatus.DELIVERED,
+            "deferred": queue.RecipientStatus.DEFERRED,
+            "failed": queue.RecipientStatus.FAILED,
+        }[result.outcome]
+        updated.append(
+            recipient.model_copy(
+                update={"status": status, "last_reply": result.reply, "remote": result.remote}
+            )
+        )
+    after = entry.model_copy(
+        update={
+            "recipients": tuple(updated),
+            "history": (
+                *entry.history,
+                queue.AttemptRecord(
+                    attempt=event.attempt,
+                    started_at=event.started_at,
+                    finished_at=event.finished_at,
+                    worker=event.worker,
+                    results=event.results,
+                ),
+            )[-HISTORY_LIMIT:],
+            "updated_at": now,
+        }
+    )
+    open_now = after.open_recipients
+    if open_now:
+        why = retries.expired(settings, after, now=now)
+        if why is not None:  # give up: the deferred recipients fail for good
+            after = after.model_copy(
+                update={
+                    "recipients": tuple(
+                        r.model_copy(
+                            update={
+                                "status": queue.RecipientStatus.FAILED,
+                                "last_reply": f"{r.last_reply or '451 4.4.7'} ({why})",
+                            }
+                        )
+                        if r.open
+                        else r
+                        for r in after.recipients
+                    )
+                }
+            )
+            open_now = []
+    replies = [r.last_reply for r in after.recipients if r.status != "delivered" and r.last_reply]
+    changes: dict[str, object] = {"last_reply": replies[0] if replies else None}
+    if open_now:
+        changes["state"] = queue.State.FROZEN if after.held else queue.State.DEFERRED
+        changes["next_attempt"] = retries.next_attempt(settings, attempts=after.attempts, now=now)
+    else:
+        all_delivered = all(r.status == "delivered" for r in after.recipients)
+        changes["state"] = queue.State.DELIVERED if all_delivered else queue.State.FAILED
+        changes["next_attempt"] = None
+    return after.model_copy(update=changes)
+
+
+def reports_for(
+    before: queue.Entry,
+    after: queue.Entry,
+    event: events.Attempted,
+    *,
+    settings: Settings,
+    now: datetime,
+) -> dict[str, list[dsn.Report]]:
+    """The DSNs this change calls for, by kind."""
+    results = {r.address: r for r in event.results}
+    kinds: dict[str, list[dsn.Report]] = {"failure": [], "success": [], "delay": []}
+    for old, new in zip(before.recipients, after.recipients, strict=True):
+        result = results.get(new.address)
+        remote = new.remote
+        if old.open and new.status == "failed" and dsn.wanted(new, "failure"):
+            status = dsn.status_of(new.last_reply, default="5.0.0")
+            if status.startswith("4"):
+                status = EXPIRED_STATUS
+            kinds["failure"].append(dsn.Report(new, status, new.last_reply, remote))
+        elif (
+            old.open
+            and new.status == "delivered"
+            and dsn.wanted(new, "success")
+            and result is not None
+            and not result.dsn
+        ):
+            kinds["success"].append(dsn.Report(new, "2.0.0", new.last_reply, remote))
+        elif (
+            new.status == "deferred"
+            and dsn.wanted(new, "delay")
+            and "delay" not in new.notified
+            and (now - after.received_at).total_seconds() >= settings.delay_warning_after
+        ):
+            kinds["delay"].append(
+                dsn.Report(
+                    new, dsn.status_of(new.last_reply, default="4.0.0"), new.last_reply, remote
+                )
+            )
+    return {kind: reports for kind, reports in kinds.items() if reports}
+
+
+class Outcomes:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        records: records.Records,
+        objects: store.ObjectStore,
+        notices: notices.Notices,
+    ) -> None:
+        self.settings = settings
+        self.records = records
+        self.objects = objects
+        self.notices = notices
+
+    async def handle(self, msg: Msg) -> None:
+        event: events.Attempted = bus.parse(msg, events.Attempted)
+        mlog = logs.for_message(log, event.id)
+        with tracer.start_as_current_span(
+            "spool.outcome",
+            context=telemetry.extract(msg.headers),
+            attributes={"empath.queue_id": event.id, "empath.attempt": event.attempt},
+        ):
+            now = datetime.now(UTC)
+            try:
+                before = await self.records.get(event.id)
+            except errors.NotFound:
+                mlog.warning("outcome of attempt %d for a message no longer queued", event.attempt)
+                return
+            after = apply(self.settings, before, event, now=now)
+            if after is None:
+                mlog.info("attempt %d already recorded", event.attempt)
+                return
+            # DSNs first (their ids are deterministic, so a retry re-sends nothing new), then
+            # the record: a crash in between repeats the DSN publish, never loses it.
+            kinds = reports_for(before, after, event, settings=self.settings, now=now)
+            for kind, reports in kinds.items():
+                await self.notices.send(
+                    kind=kind,
+                    entry=before,
+                    reports=reports,
+                    cause=f"attempt-{event.attempt}",
+                    now=now,
+                )
+            if "delay" in kinds:
+                delayed = {r.recipient.address for r in kinds["delay"]}
+                after = after.model_copy(
+                    update={
+                        "recipients": tuple(
+                            r.model_copy(update={"notified": (*r.notified, "delay")})
+                            if r.address in delayed
+                            else r
+                            for r in after.recipients
+                        )
+                    }
+                )
+            final = after
+
+            def change(current: queue.Entry) -> queue.Entry | None:
+                if current != before:  # someone else moved it: recompute from what is there
+                    return apply(self.settings, current, event, now=now)
+                return final
+
+            written = await self.records.update(event.id, change)
+            if written is None:
+                return
+            _, result = written
+            for r in event.results:
+                mlog.info(
+                    "to=<%s> %s attempt=%d remote=%s tls=%s reply=%s",
+                    r.address,
+                    r.outcome,
+                    event.attempt,
+                    r.remote,
+                    r.tls,
+                    r.reply,
+                )
+            if result.finished:
+                await self.objects.delete(result.body_key)
+                mlog.info("%s: body removed", result.state.value)
