@@ -113,7 +113,9 @@ async def test_ingress_waits_for_its_dependencies_at_start(
     start_system: StartSystem, nats_proxy: Proxy
 ) -> None:
     await nats_proxy.cut()
-    starting = asyncio.create_task(start_system(nats_url=f"nats://127.0.0.1:{nats_proxy.port}", frozen=True))
+    starting = asyncio.create_task(
+        start_system(nats_url=f"nats://127.0.0.1:{nats_proxy.port}", frozen=True)
+    )
     await asyncio.sleep(1.0)
     assert not starting.done()
     await nats_proxy.restore()

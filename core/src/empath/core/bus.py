@@ -216,10 +216,10 @@ async def consume(
                 continue
             if concurrency == 1:
                 for msg in msgs:
-                    await _dispatch(msg, handle, retry_delay)
+                    await _dispatch(msg, handle, retry_delay, ack_wait)
                 continue
             for msg in msgs:
-                task = asyncio.create_task(_dispatch(msg, handle, retry_delay))
+                task = asyncio.create_task(_dispatch(msg, handle, retry_delay, ack_wait))
                 inflight.add(task)
                 task.add_done_callback(inflight.discard)
         if inflight:
@@ -248,9 +248,10 @@ async def keep_alive(msg: Msg, every: float = 10.0) -> AsyncIterator[None]:
             await task
 
 
-async def _dispatch(msg: Msg, handle: Handler, retry_delay: float) -> None:
+async def _dispatch(msg: Msg, handle: Handler, retry_delay: float, ack_wait: float) -> None:
     try:
-        await handle(msg)
+        async with keep_alive(msg, every=ack_wait / 3):
+            await handle(msg)
     except errors.EmpathError as error:
         if error.temporary:
             log.warning("will retry %s: %s", msg.subject, error)

@@ -142,6 +142,8 @@ class Settings(BaseSettings):
     tls_policies: Annotated[dict[str, TlsPolicy], NoDecode] = Field(default_factory=dict)
     tls_ca_file: Path | None = None
     delivery_concurrency: int = Field(default=20, ge=1, le=1000)
+    delivery_port: int = Field(default=25, gt=0, lt=65536)  # of MX hosts; 25 but in tests
+    delivery_ack_wait: float = Field(default=30.0, gt=0)
     delivery_connect_timeout: float = Field(default=30.0, gt=0)
     delivery_command_timeout: float = Field(default=300.0, gt=0)
     delivery_max_connections_per_domain: int = Field(default=10, ge=1)

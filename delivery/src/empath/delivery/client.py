@@ -1,21 +1,21 @@
 """The outbound SMTP session: connect, EHLO, STARTTLS by policy, then pipelined transactions.
 
-aiosmtplib provides the connection, EHLO parsing and STARTTLS; the transaction is written here
-because aiosmtplib sends one command at a time: with PIPELINING (RFC 2920) MAIL, every RCPT
-and DATA go out in one write and their replies are read in order. Every recipient gets its own
-result from its own reply.
+Written on asyncio streams rather than aiosmtplib: aiosmtplib's protocol parses one reply per
+`data_received` and drops data that arrives before that reply is picked up, so it cannot read
+the replies of a pipelined group (RFC 2920). Here MAIL, every RCPT and DATA go out in one
+write when the server offers PIPELINING, and each recipient gets its own result from its own
+reply.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import ssl
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import aiosmtplib
 
 from empath.core import events
 from empath.delivery import tls
@@ -25,10 +25,20 @@ log = logging.getLogger("empath.delivery.client")
 
 _LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
 _LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
+MAX_REPLY_LINES = 100
 
 
-def reply_text(response: aiosmtplib.SMTPResponse) -> str:
-    return f"{response.code} {' '.join(response.message.split())}"
+@dataclass(frozen=True, slots=True)
+class Reply:
+    code: int
+    lines: tuple[str, ...]  # the text of each line, without the code
+
+    def __str__(self) -> str:
+        return f"{self.code} {' '.join(t for t in self.lines if t)}".rstrip()
+
+
+class SessionLost(Exception):
+    """The connection broke or timed out."""
 
 
 def wire_body(body: bytes) -> bytes:
@@ -46,39 +56,86 @@ def wire_body(body: bytes) -> bytes:
 class Connection:
     """An open, greeted (and maybe TLS-protected) session with one MX host."""
 
-    smtp: aiosmtplib.SMTP
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
     hop: Hop
-    tls_note: str
+    timeout: float
+    tls_note: str = ""
+    extensions: dict[str, str] = field(default_factory=dict)
     messages: int = 0
     last_used: float = field(default_factory=time.monotonic)
+    broken: bool = False
 
     @property
     def usable(self) -> bool:
-        return self.smtp.is_connected
+        return not self.broken and not self.writer.is_closing()
 
     def supports(self, extension: str) -> bool:
-        return self.smtp.supports_extension(extension)
+        return extension.lower() in self.extensions
 
     @property
     def size_limit(self) -> int | None:
-        value = self.smtp.esmtp_extensions.get("size", "")
-        return int(value) if value.strip().isdigit() and int(value) > 0 else None
+        value = self.extensions.get("size", "")
+        return int(value) if value.isdigit() and int(value) > 0 else None
+
+    async def read_reply(self) -> Reply:
+        code, texts = 0, []
+        try:
+            for _ in range(MAX_REPLY_LINES):
+                raw = await asyncio.wait_for(self.reader.readline(), self.timeout)
+                if not raw.endswith(b"\n"):
+                    raise SessionLost("connection closed")
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                if len(line) < 3 or not line[:3].isdigit():
+                    raise SessionLost(f"not an SMTP reply: {line[:80]!r}")
+                code = int(line[:3])
+                texts.append(line[4:])
+                if line[3:4] != "-":
+                    return Reply(code, tuple(texts))
+        except (OSError, TimeoutError, ssl.SSLError) as error:
+            self.broken = True
+            raise SessionLost(f"{error.__class__.__name__}: {error}") from error
+        self.broken = True
+        raise SessionLost("reply too long")
+
+    async def send(self, data: bytes) -> None:
+        try:
+            self.writer.write(data)
+            await asyncio.wait_for(self.writer.drain(), self.timeout)
+        except (OSError, TimeoutError, ssl.SSLError) as error:
+            self.broken = True
+            raise SessionLost(f"{error.__class__.__name__}: {error}") from error
+
+    async def command(self, line: str) -> Reply:
+        await self.send(line.encode("utf-8") + b"\r\n")
+        return await self.read_reply()
+
+    async def ehlo(self, helo: str) -> Reply:
+        reply = await self.command(f"EHLO {helo}")
+        if reply.code != 250:
+            self.extensions = {}
+            return await self.command(f"HELO {helo}")
+        # The reply's first line names the server; each further line is an extension.
+        self.extensions = {}
+        for line in reply.lines[1:]:
+            keyword, _, value = line.partition(" ")
+            self.extensions[keyword.lower()] = value.strip()
+        return reply
 
     async def reset(self) -> bool:
         try:
-            response = await self.smtp.rset()
-        except aiosmtplib.SMTPException:
+            return (await self.command("RSET")).code == 250
+        except SessionLost:
             return False
-        return response.code == 250
 
     async def close(self) -> None:
         try:
-            if self.smtp.is_connected:
-                await self.smtp.quit(timeout=5)
-        except (aiosmtplib.SMTPException, OSError):
+            if self.usable:
+                await self.command("QUIT")
+        except SessionLost:
             pass
         finally:
-            self.smtp.close()
+            self.writer.close()
 
 
 async def connect(
@@ -90,58 +147,67 @@ async def connect(
     connect_timeout: float,
     command_timeout: float,
 ) -> Connection:
-    """Open a session per the TLS policy, or raise a temporary `DeliveryError` (try the next
-    MX host)."""
-    smtp = aiosmtplib.SMTP(
-        hostname=hop.address,
-        port=hop.port,
-        local_hostname=helo,
-        timeout=command_timeout,
-        start_tls=False,
-        use_tls=False,
-    )
+    """Open a session per the TLS policy, or raise a temporary `DeliveryError` (the caller
+    tries the next MX host)."""
     where = f"{hop.name}[{hop.address}]:{hop.port}"
     try:
-        await smtp.connect(timeout=connect_timeout)
-        try:
-            await smtp.ehlo()
-        except aiosmtplib.SMTPHeloError:
-            await smtp.helo()
-        note = await _starttls(smtp, hop, policy=policy, ca_file=ca_file)
-    except DeliveryError:
-        smtp.close()
-        raise
-    except aiosmtplib.SMTPResponseException as error:
-        smtp.close()
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(hop.address, hop.port), connect_timeout
+        )
+    except (OSError, TimeoutError) as error:
         raise DeliveryError(
-            f"{error.code} {' '.join(error.message.split())} (from {where})", temporary=True
+            f"451 4.4.1 Cannot connect to {where}: {error}", temporary=True
         ) from error
-    except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as error:
-        smtp.close()
-        raise DeliveryError(f"451 4.4.1 Cannot talk to {where}: {error}", temporary=True) from error
-    return Connection(smtp=smtp, hop=hop, tls_note=note)
+    connection = Connection(reader=reader, writer=writer, hop=hop, timeout=command_timeout)
+    try:
+        greeting = await connection.read_reply()
+        if greeting.code != 220:
+            raise DeliveryError(f"{greeting} (greeting of {where})", temporary=True)
+        reply = await connection.ehlo(helo)
+        if reply.code != 250:
+            raise DeliveryError(f"{reply} (HELO to {where})", temporary=True)
+        connection.tls_note = await _starttls(connection, helo=helo, policy=policy, ca_file=ca_file)
+    except SessionLost as error:
+        writer.close()
+        raise DeliveryError(
+            f"451 4.4.2 {where} dropped the session: {error}", temporary=True
+        ) from error
+    except DeliveryError:
+        writer.close()
+        raise
+    return connection
 
 
-async def _starttls(smtp: aiosmtplib.SMTP, hop: Hop, *, policy: str, ca_file: object) -> str:
+async def _starttls(connection: Connection, *, helo: str, policy: str, ca_file: Path | None) -> str:
     """STARTTLS as the policy says; returns what was decided and why."""
+    hop = connection.hop
     if policy == "none":
         return "none (policy none)"
-    if not smtp.supports_extension("starttls"):
+    if not connection.supports("starttls"):
         if policy == "required":
             raise DeliveryError(
                 f"451 4.7.5 {hop.name} does not offer STARTTLS and TLS is required",
                 temporary=True,
             )
         return "none (STARTTLS not offered)"
+    reply = await connection.command("STARTTLS")
+    if reply.code != 220:
+        raise DeliveryError(f"{reply} (STARTTLS at {hop.name})", temporary=True)
     context = tls.context(policy, ca_file)
+    assert context is not None
     try:
-        await smtp.starttls(tls_context=context, server_hostname=hop.name)
-    except (ssl.SSLError, aiosmtplib.SMTPException, OSError) as error:
+        await asyncio.wait_for(
+            connection.writer.start_tls(context, server_hostname=hop.name), connection.timeout
+        )
+    except (ssl.SSLError, OSError, TimeoutError) as error:
+        connection.broken = True
         raise DeliveryError(
             f"451 4.7.5 TLS with {hop.name} failed ({policy}): {error}", temporary=True
         ) from error
-    await smtp.ehlo()
-    ssl_object = smtp.get_transport_info("ssl_object")
+    reply = await connection.ehlo(helo)
+    if reply.code != 250:
+        raise DeliveryError(f"{reply} (EHLO after STARTTLS at {hop.name})", temporary=True)
+    ssl_object = connection.writer.get_extra_info("ssl_object")
     version = ssl_object.version() if ssl_object is not None else "TLS"
     verified = "verified" if policy in {"verify", "required"} else "not verified (opportunistic)"
     return f"{version} {verified}"
@@ -158,32 +224,33 @@ async def transact(
     Raises `DeliveryError` only when the session broke before MAIL was accepted (the caller
     may try the next MX host); once MAIL is accepted, every outcome is a result.
     """
-    smtp = connection.smtp
     hop = connection.hop
 
-    def results(
-        outcome: events.Outcome, reply: str, *, dsn: bool = False
-    ) -> list[events.RecipientResult]:
-        return [
-            events.RecipientResult(
-                address=r.address,
-                outcome=outcome,
-                reply=reply,
-                remote=hop.name,
-                tls=connection.tls_note,
-                dsn=dsn,
-            )
-            for r in recipients
-        ]
+    def result(address: str, reply: Reply | str, *, dsn: bool = False) -> events.RecipientResult:
+        code = reply.code if isinstance(reply, Reply) else int(reply[:3])
+        outcome: events.Outcome = (
+            "delivered" if code < 300 else "deferred" if code < 500 else "failed"
+        )
+        return events.RecipientResult(
+            address=address,
+            outcome=outcome,
+            reply=str(reply),
+            remote=hop.name,
+            tls=connection.tls_note,
+            dsn=dsn and outcome == "delivered",
+        )
+
+    def everyone(reply: Reply | str) -> list[events.RecipientResult]:
+        return [result(r.address, reply) for r in recipients]
 
     data = wire_body(body)
     limit = connection.size_limit
     if limit is not None and len(data) > limit:
-        return results("failed", f"552 5.3.4 Message is bigger than {hop.name} accepts ({limit})")
+        return everyone(f"552 5.3.4 Message is bigger than {hop.name} accepts ({limit})")
     if job.smtputf8 and not connection.supports("smtputf8"):
-        return results("failed", f"553 5.6.7 {hop.name} does not support SMTPUTF8")
+        return everyone(f"553 5.6.7 {hop.name} does not support SMTPUTF8")
     if job.body == "8BITMIME" and not connection.supports("8bitmime"):
-        return results("failed", f"554 5.6.3 {hop.name} does not support 8BITMIME")
+        return everyone(f"554 5.6.3 {hop.name} does not support 8BITMIME")
 
     dsn = connection.supports("dsn")
     mail = [f"MAIL FROM:<{job.sender}>"]
@@ -193,84 +260,65 @@ async def transact(
         mail.append("BODY=8BITMIME")
     if job.smtputf8:
         mail.append("SMTPUTF8")
-    if dsn:
-        if job.ret:
-            mail.append(f"RET={job.ret}")
-        if job.envid:
-            mail.append(f"ENVID={job.envid}")
-    commands = [" ".join(mail)]
+    if dsn and job.ret:
+        mail.append(f"RET={job.ret}")
+    if dsn and job.envid:
+        mail.append(f"ENVID={job.envid}")
+    rcpts = []
     for r in recipients:
         rcpt = [f"RCPT TO:<{r.address}>"]
         if dsn and r.notify:
             rcpt.append(f"NOTIFY={','.join(r.notify)}")
         if dsn and r.orcpt:
             rcpt.append(f"ORCPT={r.orcpt}")
-        commands.append(" ".join(rcpt))
-    commands.append("DATA")
-    encoding = "utf-8" if job.smtputf8 else "ascii"
-    lines = [(c + "\r\n").encode(encoding) for c in commands]
-    protocol = smtp.protocol
-    timeout = smtp.timeout
+        rcpts.append(" ".join(rcpt))
     connection.messages += 1
     connection.last_used = time.monotonic()
     try:
-        if protocol is None:
-            raise aiosmtplib.SMTPServerDisconnected("not connected")
-        pipelining = connection.supports("pipelining")
-        if pipelining:
-            protocol.write(b"".join(lines))
-        replies = []
-        for line in lines:
-            if not pipelining:
-                protocol.write(line)
-            replies.append(await protocol.read_response(timeout=timeout))
-            if not pipelining and replies[-1].code >= 400 and len(replies) == 1:
-                break  # MAIL refused: send no RCPT
-    except (aiosmtplib.SMTPException, OSError) as error:
+        mail_reply, rcpt_replies, data_reply = await _envelope(connection, " ".join(mail), rcpts)
+    except SessionLost as error:
         raise DeliveryError(
             f"451 4.4.2 {hop.name} dropped the session: {error}", temporary=True
         ) from error
-    mail_reply = replies[0]
     if mail_reply.code >= 400:
         if mail_reply.code == 421:
-            raise DeliveryError(reply_text(mail_reply), temporary=True)
-        outcome: events.Outcome = "deferred" if mail_reply.code < 500 else "failed"
-        return results(outcome, reply_text(mail_reply))
-    rcpt_replies = replies[1 : 1 + len(recipients)]
-    refused = {}
-    accepted = []
-    for r, response in zip(recipients, rcpt_replies, strict=False):
-        if response.code in (250, 251, 252):
-            accepted.append(r)
+            connection.broken = True
+            raise DeliveryError(str(mail_reply), temporary=True)
+        return everyone(mail_reply)
+    accepted = [r for r, reply in zip(recipients, rcpt_replies, strict=True) if reply.code < 300]
+    final: Reply | str | None = None
+    if data_reply is not None and data_reply.code == 354:
+        try:
+            await connection.send(data if accepted else b".\r\n")
+            final = await connection.read_reply()
+        except SessionLost as error:
+            final = f"451 4.4.2 {hop.name} dropped the session in DATA: {error}"
+    elif accepted:
+        final = data_reply or "451 4.4.2 No reply to DATA"
+    results = []
+    for r, reply in zip(recipients, rcpt_replies, strict=True):
+        if reply.code >= 300:
+            results.append(result(r.address, reply))
         else:
-            refused[r.address] = response
-    data_reply = replies[1 + len(recipients)] if len(replies) > 1 + len(recipients) else None
-    final: aiosmtplib.SMTPResponse | None = None
-    try:
-        if data_reply is not None and data_reply.code == 354:
-            protocol.write(data if accepted else b".\r\n")
-            final = await protocol.read_response(timeout=timeout)
-    except (aiosmtplib.SMTPException, OSError) as error:
-        smtp.close()
-        final = aiosmtplib.SMTPResponse(
-            451, f"4.4.2 {hop.name} dropped the session in DATA: {error}"
-        )
-    out = []
-    for r in recipients:
-        reply = refused.get(r.address) or final or data_reply
-        if reply is None:
-            reply = aiosmtplib.SMTPResponse(451, "4.4.2 No reply to DATA")
-        outcome = (
-            "delivered" if reply.code < 300 else ("deferred" if reply.code < 500 else "failed")
-        )
-        out.append(
-            events.RecipientResult(
-                address=r.address,
-                outcome=outcome,
-                reply=reply_text(reply),
-                remote=hop.name,
-                tls=connection.tls_note,
-                dsn=dsn and outcome == "delivered",
-            )
-        )
-    return out
+            assert final is not None
+            results.append(result(r.address, final, dsn=dsn))
+    return results
+
+
+async def _envelope(
+    connection: Connection, mail: str, rcpts: list[str]
+) -> tuple[Reply, list[Reply], Reply | None]:
+    """MAIL, RCPT... and DATA: in one write with PIPELINING, else one by one (and no RCPT
+    after a refused MAIL, no DATA when every RCPT was refused)."""
+    if connection.supports("pipelining"):
+        await connection.send("".join(f"{c}\r\n" for c in (mail, *rcpts, "DATA")).encode())
+        mail_reply = await connection.read_reply()
+        rcpt_replies = [await connection.read_reply() for _ in rcpts]
+        return mail_reply, rcpt_replies, await connection.read_reply()
+    mail_reply = await connection.command(mail)
+    if mail_reply.code >= 400:
+        return mail_reply, [mail_reply for _ in rcpts], None
+    rcpt_replies = [await connection.command(rcpt) for rcpt in rcpts]
+    if all(reply.code >= 300 for reply in rcpt_replies):
+        return mail_reply, rcpt_replies, None
+    return mail_reply, rcpt_replies, await connection.command("DATA")

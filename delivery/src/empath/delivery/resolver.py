@@ -95,6 +95,7 @@ class Cache:
 class Resolver:
     def __init__(self, settings: Settings, shared: KeyValue | None = None) -> None:
         self.overrides = {d: parse_target(t) for d, t in settings.mx_overrides.items()}
+        self.port = settings.delivery_port
         resolver = dns.asyncresolver.Resolver(configure=not settings.dns_nameservers)
         if settings.dns_nameservers:
             resolver.nameservers = [
@@ -116,12 +117,12 @@ class Resolver:
             return [Hop(host, address, port) for address in await self.addresses(host)]
         if domain.startswith("[") and domain.endswith("]"):  # an address literal
             literal = domain[1:-1].removeprefix("IPv6:").removeprefix("ipv6:")
-            return [Hop(literal, literal, 25)]
+            return [Hop(literal, literal, self.port)]
         hops = []
         last: DeliveryError | None = None
         for host in await self.mx(domain):
             try:
-                hops += [Hop(host, address, 25) for address in await self.addresses(host)]
+                hops += [Hop(host, address, self.port) for address in await self.addresses(host)]
             except DeliveryError as error:
                 last = error  # one MX host without addresses: try the others
         if not hops:

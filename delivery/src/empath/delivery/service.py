@@ -51,6 +51,7 @@ async def run(runtime: services.Runtime) -> None:
             stop=runtime.stop,
             batch=settings.delivery_concurrency,
             concurrency=settings.delivery_concurrency,
+            ack_wait=settings.delivery_ack_wait,
         )
     finally:
         await connections.close()

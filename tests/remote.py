@@ -1,0 +1,138 @@
+"""Remote mail servers for the delivery tests: aiosmtpd on loopback ports, in this process.
+
+A `Remote` records what arrives (envelope, the exact bytes, the TLS state of the session) and
+can be told to answer 4xx or 5xx at RCPT or DATA, to refuse chosen recipients, to drop the
+connection in the middle of DATA, or to be slow; it counts sessions, and the most it had open
+at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+
+@dataclass
+class Arrived:
+    sender: str
+    recipients: list[str]
+    data: bytes
+    mail_options: list[str]
+    tls: bool
+    at: float
+
+
+@dataclass
+class Remote:
+    name: str = "remote"
+    tls_context: ssl.SSLContext | None = None
+    pipelining: bool = True
+    rcpt_reply: str | None = None  # e.g. "451 4.3.0 try later" for every recipient
+    refuse: dict[str, str] = field(default_factory=dict)  # address -> reply
+    data_reply: str | None = None
+    drop_in_data: bool = False
+    data_delay: float = 0.0
+    size_limit: int | None = None
+    arrived: list[Arrived] = field(default_factory=list)
+    sessions: int = 0
+    open_sessions: int = 0
+    most_open: int = 0
+    host: str = "127.0.0.1"
+    port: int = 0
+    _server: asyncio.Server | None = None
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(1, "250-PIPELINING")
+        if self.size_limit is not None:
+            responses = [
+                f"250-SIZE {self.size_limit}" if r.startswith("250-SIZE") else r for r in responses
+            ]
+        return responses
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        options: list[str],
+    ) -> str:
+        if address in self.refuse:
+            return self.refuse[address]
+        if self.rcpt_reply:
+            return self.rcpt_reply
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.drop_in_data:
+            assert server.transport is not None
+            server.transport.abort()
+            return "451 never seen"
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
+        if self.data_reply:
+            return self.data_reply
+        assert envelope.mail_from is not None
+        assert envelope.original_content is not None
+        self.arrived.append(
+            Arrived(
+                sender=envelope.mail_from,
+                recipients=list(envelope.rcpt_tos),
+                data=envelope.original_content,
+                mail_options=list(envelope.mail_options),
+                tls=session.ssl is not None,
+                at=time.monotonic(),
+            )
+        )
+        return f"250 2.0.0 Ok: queued as R{len(self.arrived)}"
+
+    def _factory(self) -> SMTP:
+        remote = self
+
+        class Counted(SMTP):  # type: ignore[misc]
+            def connection_made(self, transport: Any) -> None:
+                if self._original_transport is None and self.transport is None:
+                    remote.sessions += 1
+                    remote.open_sessions += 1
+                    remote.most_open = max(remote.most_open, remote.open_sessions)
+                    self._counted = True
+                super().connection_made(transport)
+
+            def connection_lost(self, error: Exception | None) -> None:
+                if getattr(self, "_counted", False):
+                    remote.open_sessions -= 1
+                    self._counted = False
+                super().connection_lost(error)
+
+        return Counted(
+            self,
+            hostname=self.name,
+            tls_context=self.tls_context,
+            enable_SMTPUTF8=True,
+            data_size_limit=self.size_limit or 0,
+        )
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._factory, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
