@@ -128,12 +128,21 @@ async def start_system(
     mains = services.discover()
 
     async def start(
-        *, only: tuple[str, ...] = ("ingress", "spool"), frozen: bool = False, **overrides: Any
+        *,
+        only: tuple[str, ...] = ("ingress", "spool"),
+        frozen: bool = False,
+        direct: dict[str, Any] | None = None,
+        **overrides: Any,
     ) -> System:
-        """Start services; `frozen` freezes the queue first, so messages stay `queued`."""
+        """Start services; `frozen` freezes the queue first, so messages stay `queued`.
+
+        The test looks at the queue through `direct` (by default the fixtures' own NATS and
+        bucket), never through a proxy a test may cut.
+        """
         config = make_settings(**overrides)
+        look = make_settings(**(direct or {}))
         if frozen:
-            setup = await bus.connect(make_settings(), name="test-setup")
+            setup = await bus.connect(look, name="test-setup")
             try:
                 await flags.set_frozen(await setup.key_value(names.FLAGS_BUCKET), True)
             finally:
@@ -155,10 +164,8 @@ async def start_system(
             runtime.stop.set()
             await task  # raises the service's error
             raise AssertionError("services did not become ready")
-        # The tests look at the queue directly, never through a proxy a test may cut.
-        direct = make_settings()
-        helper_bus = await bus.connect(direct, name="test")
-        objects = store.ObjectStore(direct)
+        helper_bus = await bus.connect(look, name="test")
+        objects = store.ObjectStore(look)
         helpers.append((helper_bus, objects))
         kv = await helper_bus.key_value(names.QUEUE_BUCKET)
         system = System(config, runtime, task, helper_bus, objects, records.Records(kv))

@@ -38,6 +38,7 @@ class Remote:
     drop_in_data: bool = False
     data_delay: float = 0.0
     size_limit: int | None = None
+    without: tuple[str, ...] = ()  # extensions not to advertise, e.g. ("SMTPUTF8",)
     arrived: list[Arrived] = field(default_factory=list)
     sessions: int = 0
     open_sessions: int = 0
@@ -57,6 +58,7 @@ class Remote:
         session.host_name = hostname
         if self.pipelining:
             responses.insert(1, "250-PIPELINING")
+        responses = [r for r in responses if r[4:].split(" ")[0] not in self.without]
         if self.size_limit is not None:
             responses = [
                 f"250-SIZE {self.size_limit}" if r.startswith("250-SIZE") else r for r in responses
