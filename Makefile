@@ -3,7 +3,7 @@ PYTHON ?= python3
 UV := $(PYTHON) -m uv
 RUN := $(UV) run --frozen
 
-.PHONY: sync up test lint typecheck bench-ingress
+.PHONY: sync up test lint typecheck bench-ingress bench-relay
 
 sync:  ## install uv if it is missing, then the workspace exactly as uv.lock pins it
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
@@ -26,3 +26,7 @@ test: lint typecheck  ## what CI runs
 bench-ingress: sync  ## needs Postfix's smtp-source: installs Debian's postfix when missing
 	bench/ensure-postfix
 	$(RUN) python bench/ingress.py
+
+bench-relay: sync  ## Empath and Postfix relaying to smtp-sink (installs Debian's postfix when missing)
+	bench/ensure-postfix
+	$(RUN) python bench/relay.py

@@ -84,6 +84,15 @@ def percentiles(timings: list[float]) -> str:
     return f"p50 {cuts[49] * 1000:6.1f} ms   p99 {cuts[98] * 1000:6.1f} ms   (n={len(timings)})"
 
 
+async def freeze(nats_port: int) -> None:
+    """Measure intake alone: with the queue frozen, delivery starts no attempt."""
+    nc = await nats.connect(f"nats://127.0.0.1:{nats_port}")
+    try:
+        await nc.request("empath.api.queue.freeze", b"{}", timeout=10)
+    finally:
+        await nc.close()
+
+
 async def queued_total(nats_port: int) -> int:
     nc = await nats.connect(f"nats://127.0.0.1:{nats_port}")
     try:
@@ -98,6 +107,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="empath-bench-") as tmp:
         process = start_up(Path(tmp) / "data", ports)
         try:
+            asyncio.run(freeze(ports["nats"]))
             idle = probe(ports["smtp"], PROBES)
             stop = threading.Event()
             loaded: list[float] = []

@@ -158,6 +158,7 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=25, ge=1)
     max_queue_lifetime: float = Field(default=5 * 24 * 3600.0, gt=0)
     scheduler_interval: float = Field(default=1.0, gt=0)
+    spool_concurrency: int = Field(default=32, ge=1, le=1000)
     delivering_timeout: float = Field(default=3600.0, gt=0)
     finished_retention: float = Field(default=7 * 24 * 3600.0, ge=0)
     delay_warning_after: float = Field(default=4 * 3600.0, ge=0)

@@ -69,7 +69,7 @@ class Scheduler:
     async def tick(self, now: datetime) -> int:
         """Dispatch what is due; returns how many jobs were published."""
         frozen = await flags.is_frozen(self.flags)
-        published = 0
+        due: list[queue.Entry] = []
         for entry in await self.records.all():
             if entry.finished:
                 age = (now - (entry.updated_at or entry.received_at)).total_seconds()
@@ -86,8 +86,14 @@ class Scheduler:
                 and entry.next_attempt is not None
                 and entry.next_attempt <= now
             ):
-                published += await self.dispatch(entry, now)
-        return published
+                due.append(entry)
+        limit = asyncio.Semaphore(self.settings.spool_concurrency)
+
+        async def dispatch(entry: queue.Entry) -> int:
+            async with limit:
+                return await self.dispatch(entry, now)
+
+        return sum(await asyncio.gather(*(dispatch(entry) for entry in due)))
 
     async def dispatch(self, entry: queue.Entry, now: datetime) -> int:
         mlog = logs.for_message(log, entry.id)

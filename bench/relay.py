@@ -1,0 +1,217 @@
+"""Relay benchmark: Empath and Postfix relaying the same load to the same `smtp-sink`.
+
+smtp-source -> MTA -> smtp-sink (as the remote MX), on this machine. Each MTA is timed from the
+first message sent until the last one has been delivered to the sink (Empath: every message
+`delivered` in the queue state; Postfix: every message `status=sent` in its log). Postfix runs
+as a private instance (its own config and queue under a temporary directory) with the stock
+settings a relay would have; Debian's `postfix` package provides it and the two load tools.
+
+    make bench-relay                      # defaults below
+    BENCH_MESSAGES=5000 make bench-relay
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import nats
+
+MESSAGES = int(os.environ.get("BENCH_MESSAGES", "2000"))
+SESSIONS = int(os.environ.get("BENCH_SESSIONS", "20"))
+SIZE = int(os.environ.get("BENCH_SIZE", "4096"))
+SBIN = Path("/usr/sbin")
+
+sys.path.insert(0, str(Path(__file__).parent))
+from ingress import free_port  # noqa: E402
+
+
+def wait_until(done: Callable[[], bool], what: str, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def source(port: int) -> None:
+    subprocess.run(
+        [
+            str(SBIN / "smtp-source"),
+            "-s",
+            str(SESSIONS),
+            "-m",
+            str(MESSAGES),
+            "-l",
+            str(SIZE),
+            "-f",
+            "sender@example.org",
+            "-t",
+            "user@sink.test",
+            f"127.0.0.1:{port}",
+        ],
+        check=True,
+    )
+
+
+def start_sink(port: int) -> subprocess.Popen[bytes]:
+    sink = subprocess.Popen(
+        [str(SBIN / "smtp-sink"), "-u", "postfix", f"127.0.0.1:{port}", "256"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)
+    return sink
+
+
+async def delivered(nats_port: int) -> int:
+    nc = await nats.connect(f"nats://127.0.0.1:{nats_port}")
+    try:
+        reply = await nc.request("empath.api.queue.counts", b"{}", timeout=60)
+        return int(json.loads(reply.data)["counts"]["delivered"])
+    finally:
+        await nc.close()
+
+
+def run_empath(tmp: Path, sink_port: int) -> float:
+    ports = {name: free_port() for name in ("smtp", "nats", "s3")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMPATH_")}
+    env.update(
+        EMPATH_DATA_DIR=str(tmp / "empath"),
+        EMPATH_SMTP_LISTEN=f"127.0.0.1:{ports['smtp']}",
+        EMPATH_UP_NATS_LISTEN=f"127.0.0.1:{ports['nats']}",
+        EMPATH_UP_S3_LISTEN=f"127.0.0.1:{ports['s3']}",
+        EMPATH_HOSTNAME="bench-empath.test",
+        EMPATH_MX_OVERRIDES=f"sink.test=127.0.0.1:{sink_port}",
+        EMPATH_DELIVERY_RATE_PER_DOMAIN="0",
+        EMPATH_DELIVERY_MAX_CONNECTIONS_PER_DOMAIN="20",
+        EMPATH_MAX_CONNECTIONS_PER_IP="1000",
+        EMPATH_LOG_LEVEL="WARNING",
+    )
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "empath"), "up"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("empath is ready."):
+            break
+    try:
+        started = time.perf_counter()
+        source(ports["smtp"])
+        wait_until(lambda: asyncio.run(delivered(ports["nats"])) >= MESSAGES, "Empath")
+        return time.perf_counter() - started
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+
+
+POSTFIX_MAIN = """\
+compatibility_level = 3.6
+queue_directory = {queue}
+data_directory = {data}
+command_directory = /usr/sbin
+daemon_directory = /usr/lib/postfix/sbin
+mail_owner = postfix
+setgid_group = postdrop
+maillog_file = {log}
+maillog_file_prefixes = /tmp, /var
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = bench-postfix.test
+mydestination =
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+relayhost = [127.0.0.1]:{sink}
+default_destination_concurrency_limit = 20
+alias_maps =
+alias_database =
+"""
+
+
+def run_postfix(tmp: Path, sink_port: int) -> float:
+    config = tmp / "postfix"
+    config.mkdir()
+    port = free_port()
+    log = tmp / "postfix.log"
+    (config / "main.cf").write_text(
+        POSTFIX_MAIN.format(
+            queue=tmp / "pq",
+            data=tmp / "pdata",
+            log=log,
+            sink=sink_port,
+        )
+    )
+    master = Path("/etc/postfix/master.cf").read_text()
+    master = master.replace(
+        "smtp      inet  n       -       y       -       -       smtpd",
+        f"127.0.0.1:{port} inet n - n - - smtpd",
+    )
+    master = "\n".join(
+        line.replace("  y  ", "  n  ") if line[:1].isalpha() else line
+        for line in master.splitlines()
+    )
+    (config / "master.cf").write_text(master + "\n")
+    for directory in ("pq", "pdata"):
+        (tmp / directory).mkdir()
+    shutil.chown(tmp / "pdata", "postfix")
+    postfix = [str(SBIN / "postfix"), "-c", str(config)]
+    subprocess.run([*postfix, "check"], check=False, capture_output=True)
+    started_postfix = subprocess.run([*postfix, "start"], capture_output=True, text=True)
+    if started_postfix.returncode != 0:
+        raise SystemExit(f"postfix did not start: {started_postfix.stderr}")
+    try:
+        time.sleep(1.0)
+        started = time.perf_counter()
+        source(port)
+
+        def sent() -> bool:
+            return log.exists() and log.read_text(errors="replace").count("status=sent") >= MESSAGES
+
+        wait_until(sent, "Postfix")
+        return time.perf_counter() - started
+    finally:
+        subprocess.run([*postfix, "stop"], check=False, capture_output=True)
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="empath-relay-", dir="/tmp") as name:
+        tmp = Path(name)
+        os.chmod(tmp, 0o755)
+        sink_port = free_port()
+        sink = start_sink(sink_port)
+        try:
+            empath = run_empath(tmp, sink_port)
+            postfix = run_postfix(tmp, sink_port)
+        finally:
+            sink.terminate()
+            sink.wait()
+    print()
+    print(
+        f"relay benchmark ({platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()})"
+    )
+    print(
+        f"smtp-source: {MESSAGES} messages of {SIZE} bytes over {SESSIONS} sessions -> MTA "
+        f"-> smtp-sink"
+    )
+    print(f"empath   {MESSAGES / empath:8.1f} messages/s   ({empath:.1f} s until all delivered)")
+    print(f"postfix  {MESSAGES / postfix:8.1f} messages/s   ({postfix:.1f} s until all delivered)")
+    print(f"ratio    {postfix / empath:8.2f}  (empath rate / postfix rate)")
+
+
+if __name__ == "__main__":
+    main()
