@@ -337,3 +337,15 @@ async def test_per_destination_limits_hold(
     assert server.most_open <= 2
     times = sorted(a.at for a in server.arrived)
     assert times[-1] - times[0] >= (len(times) - 1) / 4 - 0.3  # no faster than 4 a second
+
+
+async def test_a_failure_from_the_null_sender_is_never_bounced(
+    relay: Callable[..., Any], remote: Callable[..., Any], dns: DnsServer
+) -> None:
+    await remote("127.0.0.2", refuse={"gone@dest.test": "550 5.1.1 Gone"})
+    mx(dns, "dest.test", (10, "mx.dest.test", "127.0.0.2"))
+    system = await relay()
+    queue_id = await send(system, "", ["gone@dest.test"])
+    await settle(system, queue_id, "failed")
+    await asyncio.sleep(1.0)
+    assert [e.id for e in await system.entries()] == [queue_id]
