@@ -42,7 +42,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_up(data: Path, ports: dict[str, int]) -> subprocess.Popen[str]:
+def start_up(data: Path, ports: dict[str, int], **settings: str) -> subprocess.Popen[str]:
+    """`empath up` on the given ports, returning once it is ready."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EMPATH_")}
     env.update(
         EMPATH_DATA_DIR=str(data),
@@ -54,6 +55,7 @@ def start_up(data: Path, ports: dict[str, int]) -> subprocess.Popen[str]:
         EMPATH_LOG_LEVEL="WARNING",
         EMPATH_MAX_CONNECTIONS_PER_IP="1000",
     )
+    env.update({f"EMPATH_{name.upper()}": value for name, value in settings.items()})
     empath = str(Path(sys.executable).parent / "empath")
     process = subprocess.Popen(
         [empath, "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True

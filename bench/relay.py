@@ -33,7 +33,7 @@ SIZE = int(os.environ.get("BENCH_SIZE", "4096"))
 SBIN = Path("/usr/sbin")
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ingress import free_port  # noqa: E402
+from ingress import free_port, start_up  # noqa: E402
 
 
 def wait_until(done: Callable[[], bool], what: str, timeout: float = 600) -> None:
@@ -85,30 +85,14 @@ async def delivered(nats_port: int) -> int:
 
 def run_empath(tmp: Path, sink_port: int) -> float:
     ports = {name: free_port() for name in ("smtp", "nats", "s3")}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EMPATH_")}
-    env.update(
-        EMPATH_DATA_DIR=str(tmp / "empath"),
-        EMPATH_SMTP_LISTEN=f"127.0.0.1:{ports['smtp']}",
-        EMPATH_UP_NATS_LISTEN=f"127.0.0.1:{ports['nats']}",
-        EMPATH_UP_S3_LISTEN=f"127.0.0.1:{ports['s3']}",
-        EMPATH_HOSTNAME="bench-empath.test",
-        EMPATH_MX_OVERRIDES=f"sink.test=127.0.0.1:{sink_port}",
-        EMPATH_DELIVERY_RATE_PER_DOMAIN="0",
-        EMPATH_DELIVERY_MAX_CONNECTIONS_PER_DOMAIN="20",
-        EMPATH_MAX_CONNECTIONS_PER_IP="1000",
-        EMPATH_LOG_LEVEL="WARNING",
+    process = start_up(
+        tmp / "empath",
+        ports,
+        hostname="bench-empath.test",
+        mx_overrides=f"sink.test=127.0.0.1:{sink_port}",
+        delivery_rate_per_domain="0",
+        delivery_max_connections_per_domain="20",
     )
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "empath"), "up"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert process.stdout is not None
-    for line in process.stdout:
-        if line.startswith("empath is ready."):
-            break
     try:
         started = time.perf_counter()
         source(ports["smtp"])

@@ -64,14 +64,6 @@ class Received(Model):
     client: Client
 
 
-class JobRecipient(Model):
-    """A recipient still to be delivered, with its DSN parameters to pass on."""
-
-    address: str
-    notify: tuple[Notify, ...] | None = None
-    orcpt: str | None = None
-
-
 class DeliveryJob(Model):
     """spool -> delivery: attempt `attempt` of message `id` for these recipients."""
 
@@ -82,7 +74,7 @@ class DeliveryJob(Model):
     body_key: str
     size: int = Field(ge=0)
     sender: str
-    recipients: tuple[JobRecipient, ...] = Field(min_length=1)
+    recipients: tuple[Recipient, ...] = Field(min_length=1, description="Still to deliver.")
     ret: Literal["FULL", "HDRS"] | None = None
     envid: str | None = None
     smtputf8: bool = False

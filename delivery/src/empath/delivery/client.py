@@ -216,7 +216,7 @@ async def _starttls(connection: Connection, *, helo: str, policy: str, ca_file: 
 async def transact(
     connection: Connection,
     job: events.DeliveryJob,
-    recipients: list[events.JobRecipient],
+    recipients: list[events.Recipient],
     body: bytes,
 ) -> list[events.RecipientResult]:
     """One mail transaction for these recipients; a result for each.

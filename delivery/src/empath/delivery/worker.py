@@ -95,7 +95,7 @@ class Worker:
                 events.RecipientResult(address=r.address, outcome="failed", reply=reply)
                 for r in job.recipients
             ]
-        by_domain: dict[str, list[events.JobRecipient]] = collections.defaultdict(list)
+        by_domain: dict[str, list[events.Recipient]] = collections.defaultdict(list)
         for recipient in job.recipients:
             by_domain[domain_of(recipient.address)].append(recipient)
         per_domain = await asyncio.gather(
@@ -110,7 +110,7 @@ class Worker:
         self,
         job: events.DeliveryJob,
         domain: str,
-        recipients: list[events.JobRecipient],
+        recipients: list[events.Recipient],
         body: bytes,
     ) -> list[events.RecipientResult]:
         """Deliver to one domain: each MX host in turn until one answers."""

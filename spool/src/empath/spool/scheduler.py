@@ -33,7 +33,7 @@ def job_for(entry: queue.Entry) -> events.DeliveryJob:
         size=entry.size,
         sender=entry.sender,
         recipients=tuple(
-            events.JobRecipient(address=r.address, notify=r.notify, orcpt=r.orcpt)
+            events.Recipient(address=r.address, notify=r.notify, orcpt=r.orcpt)
             for r in entry.open_recipients
         ),
         ret=entry.ret,

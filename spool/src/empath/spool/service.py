@@ -36,35 +36,37 @@ async def run(runtime: services.Runtime) -> None:
         planner = scheduler.Scheduler(
             settings=settings, records=queue_records, bus=bus, flag_store=flags
         )
+        consumers = [
+            (
+                names.RECEIVED_STREAM,
+                names.RECEIVED_SUBJECT,
+                names.SPOOL_RECEIVED_CONSUMER,
+                worker.handle,
+            ),
+            (
+                names.ATTEMPTED_STREAM,
+                names.ATTEMPTED_SUBJECT,
+                names.SPOOL_ATTEMPTED_CONSUMER,
+                results.handle,
+            ),
+        ]
         tasks = [
             asyncio.create_task(
                 bus_module.consume(
                     bus,
-                    stream=names.RECEIVED_STREAM,
-                    subject=names.RECEIVED_SUBJECT,
-                    durable=names.SPOOL_RECEIVED_CONSUMER,
-                    handle=worker.handle,
+                    stream=stream,
+                    subject=subject,
+                    durable=durable,
+                    handle=handle,
                     stop=runtime.stop,
                     batch=settings.spool_concurrency,
                     concurrency=settings.spool_concurrency,
                 ),
-                name="spool-intake",
-            ),
-            asyncio.create_task(
-                bus_module.consume(
-                    bus,
-                    stream=names.ATTEMPTED_STREAM,
-                    subject=names.ATTEMPTED_SUBJECT,
-                    durable=names.SPOOL_ATTEMPTED_CONSUMER,
-                    handle=results.handle,
-                    stop=runtime.stop,
-                    batch=settings.spool_concurrency,
-                    concurrency=settings.spool_concurrency,
-                ),
-                name="spool-outcomes",
-            ),
-            asyncio.create_task(planner.run(runtime.stop), name="spool-scheduler"),
+                name=durable,
+            )
+            for stream, subject, durable, handle in consumers
         ]
+        tasks.append(asyncio.create_task(planner.run(runtime.stop), name="spool-scheduler"))
         runtime.ready("spool", f"queue state in KV bucket {names.QUEUE_BUCKET}")
         await runtime.stop.wait()
         await asyncio.gather(*tasks)
