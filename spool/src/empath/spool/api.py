@@ -19,7 +19,7 @@ from nats.aio.subscription import Subscription
 from nats.js.kv import KeyValue
 
 from empath.core import errors, flags, ids, names, queue
-from empath.spool import controls, records
+from empath.spool import controls, records, view
 
 log = logging.getLogger("empath.spool.api")
 
@@ -43,9 +43,12 @@ def _request(msg: Msg) -> dict[str, Any]:
 
 
 class QueryAPI:
-    def __init__(self, nc: NATS, store: records.Records, flag_store: KeyValue) -> None:
+    def __init__(
+        self, nc: NATS, store: records.Records, flag_store: KeyValue, live: view.QueueView
+    ) -> None:
         self.nc = nc
         self.records = store
+        self.view = live
         self.flags = flag_store
         self._subs: list[Subscription] = []
 
@@ -98,8 +101,11 @@ class QueryAPI:
         after = request.get("after")
         if after is not None and (not isinstance(after, str) or not ids.is_valid(after)):
             raise BadRequest("after must be a queue id")
-        page = await self.records.list(
-            state=queue.State(state) if state else None, limit=limit, after=after
+        page = records.page_of(
+            self.view.snapshot(),
+            state=queue.State(state) if state else None,
+            limit=limit,
+            after=after,
         )
         return {
             "items": [entry.model_dump(mode="json") for entry in page.items],
@@ -110,7 +116,7 @@ class QueryAPI:
         return {"item": (await self.records.get(_id(request))).model_dump(mode="json")}
 
     async def _counts(self, request: dict[str, Any]) -> dict[str, Any]:
-        counts = await self.records.counts()
+        counts = records.counts_of(list(self.view.entries.values()))
         return {"counts": counts, "frozen": await flags.is_frozen(self.flags)}
 
     async def _hold(self, request: dict[str, Any]) -> dict[str, Any]:

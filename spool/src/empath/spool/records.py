@@ -110,22 +110,32 @@ class Records:
         entries.sort(key=lambda entry: entry.id)
         return entries
 
-    async def list(
-        self, *, state: queue.State | None = None, limit: int = 100, after: str | None = None
-    ) -> Page:
-        """A page of records, oldest first, optionally in one state; `after` pages on."""
-        matching = [
-            entry
-            for entry in await self.all()
-            if (state is None or entry.state == state) and (after is None or entry.id > after)
-        ]
-        page = matching[:limit]
-        more = len(matching) > limit
-        return Page(items=page, next_after=page[-1].id if more and page else None)
 
-    async def counts(self) -> dict[str, int]:
-        """Messages per state (every state present, zero or not) and in total."""
-        counted = collections.Counter(entry.state.value for entry in await self.all())
-        result = {state.value: counted.get(state.value, 0) for state in queue.State}
-        result["total"] = sum(counted.values())
-        return result
+def page_of(
+    entries: list[queue.Entry],
+    *,
+    state: queue.State | None = None,
+    limit: int = 100,
+    after: str | None = None,
+) -> Page:
+    """A page of records (given oldest first), optionally in one state; `after` pages on."""
+    page: list[queue.Entry] = []
+    more = False
+    for entry in entries:
+        if (state is not None and entry.state != state) or (
+            after is not None and entry.id <= after
+        ):
+            continue
+        if len(page) == limit:
+            more = True
+            break
+        page.append(entry)
+    return Page(items=page, next_after=page[-1].id if more and page else None)
+
+
+def counts_of(entries: list[queue.Entry]) -> dict[str, int]:
+    """Messages per state (every state present, zero or not) and in total."""
+    counted = collections.Counter(entry.state.value for entry in entries)
+    result = {state.value: counted.get(state.value, 0) for state in queue.State}
+    result["total"] = sum(counted.values())
+    return result

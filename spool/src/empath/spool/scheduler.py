@@ -20,7 +20,7 @@ from nats.js.kv import KeyValue
 from empath.core import bus as bus_module
 from empath.core import errors, events, flags, logs, names, queue
 from empath.core.settings import Settings
-from empath.spool import records, retries
+from empath.spool import records, retries, view
 
 log = logging.getLogger("empath.spool.scheduler")
 
@@ -51,11 +51,13 @@ class Scheduler:
         records: records.Records,
         bus: bus_module.Bus,
         flag_store: KeyValue,
+        live: view.QueueView,
     ) -> None:
         self.settings = settings
         self.records = records
         self.bus = bus
         self.flags = flag_store
+        self.view = live
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -70,7 +72,7 @@ class Scheduler:
         """Dispatch what is due; returns how many jobs were published."""
         frozen = await flags.is_frozen(self.flags)
         due: list[queue.Entry] = []
-        for entry in await self.records.all():
+        for entry in list(self.view.entries.values()):
             if entry.finished:
                 age = (now - (entry.updated_at or entry.received_at)).total_seconds()
                 if age > self.settings.finished_retention:

@@ -11,7 +11,7 @@ import logging
 
 from empath.core import bus as bus_module
 from empath.core import names, services, store
-from empath.spool import api, intake, notices, outcomes, records, scheduler
+from empath.spool import api, intake, notices, outcomes, records, scheduler, view
 
 log = logging.getLogger("empath.spool")
 
@@ -24,7 +24,13 @@ async def run(runtime: services.Runtime) -> None:
         kv = await bus.key_value(names.QUEUE_BUCKET)
         flags = await bus.key_value(names.FLAGS_BUCKET)
         queue_records = records.Records(kv)
-        query = api.QueryAPI(bus.nc, queue_records, flags)
+        live = view.QueueView(kv)
+        following = asyncio.create_task(live.run(runtime.stop), name="spool-view")
+        # Serve and schedule only once the view holds the whole queue.
+        ready = asyncio.create_task(live.ready.wait())
+        await asyncio.wait({following, ready}, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        query = api.QueryAPI(bus.nc, queue_records, flags, live)
         await query.start()
         worker = intake.Intake(records=queue_records, objects=objects)
         results = outcomes.Outcomes(
@@ -34,7 +40,7 @@ async def run(runtime: services.Runtime) -> None:
             notices=notices.Notices(settings=settings, bus=bus, objects=objects),
         )
         planner = scheduler.Scheduler(
-            settings=settings, records=queue_records, bus=bus, flag_store=flags
+            settings=settings, records=queue_records, bus=bus, flag_store=flags, live=live
         )
         consumers = [
             (
@@ -67,6 +73,7 @@ async def run(runtime: services.Runtime) -> None:
             for stream, subject, durable, handle in consumers
         ]
         tasks.append(asyncio.create_task(planner.run(runtime.stop), name="spool-scheduler"))
+        tasks.append(following)
         runtime.ready("spool", f"queue state in KV bucket {names.QUEUE_BUCKET}")
         await runtime.stop.wait()
         await asyncio.gather(*tasks)
