@@ -8,6 +8,7 @@ KV buckets). Services run in the test's event loop, exactly as `empath up` runs 
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -104,6 +105,18 @@ class System:
                 if asyncio.get_running_loop().time() > deadline:
                     raise
                 await asyncio.sleep(0.05)
+
+    async def listed(self, count: int, timeout: float = 10.0) -> None:
+        """Wait until the spool's query API (its live view, which follows KV a moment behind)
+        counts `count` messages."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            reply = await self.bus.nc.request(names.QUERY_COUNTS_SUBJECT, b"{}", timeout=5)
+            total = json.loads(reply.data)["counts"]["total"]
+            if total >= count:
+                return
+            assert asyncio.get_running_loop().time() < deadline, f"the API counts {total}"
+            await asyncio.sleep(0.05)
 
     async def entries(self) -> list[queue.Entry]:
         return await self.records.all()

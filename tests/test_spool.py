@@ -136,8 +136,7 @@ async def test_two_spool_replicas_record_every_message_once(start_system: StartS
 
 async def test_the_query_api_lists_gets_and_counts(system: System) -> None:
     queued = await queue_messages(system, 5)
-    for queue_id in queued:
-        await system.entry(queue_id)
+    await system.listed(5)
 
     counts = await request(system, names.QUERY_COUNTS_SUBJECT, {})
     assert counts["counts"]["queued"] == 5

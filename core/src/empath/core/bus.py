@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
+import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -85,14 +89,47 @@ class Bus:
         except (nats.errors.Error, nats.js.errors.Error, OSError) as error:
             raise errors.BusUnavailable(f"publish to {subject} failed: {error!r}") from error
 
-    async def key_value(self, bucket: str, *, history: int = 1) -> KeyValue:
-        """Open a KV bucket, creating it the first time."""
+    async def key_value(
+        self, bucket: str, *, history: int = 1, ttl: float | None = None
+    ) -> KeyValue:
+        """Open a KV bucket, creating it the first time (entries expire after `ttl`)."""
         try:
             return await self.js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
             return await self.js.create_key_value(
-                KeyValueConfig(bucket=bucket, history=history, storage=StorageType.FILE)
+                KeyValueConfig(bucket=bucket, history=history, storage=StorageType.FILE, ttl=ttl)
             )
+
+    async def heartbeat(self, service: str, stop: asyncio.Event, *, every: float = 10.0) -> None:
+        """Renew this instance's entry in the services bucket until `stop` (for status)."""
+        kv = await self.key_value(names.SERVICES_BUCKET, ttl=names.HEARTBEAT_TTL_SECONDS)
+        instance = "".join(c if c.isalnum() or c in "-_" else "-" for c in INSTANCE)
+        key = f"{service}.{instance}"
+        record = json.dumps({"service": service, "instance": INSTANCE, "started": time.time()})
+        while not stop.is_set():
+            with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, OSError):
+                await kv.put(key, record.encode())
+            await _wait(stop, every)
+        with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, OSError):
+            await kv.purge(key)
+
+
+INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def live_services(kv: KeyValue) -> list[dict[str, Any]]:
+    """Every service instance whose heartbeat has not expired."""
+    try:
+        keys = await kv.keys()
+    except nats.js.errors.NoKeysError:
+        return []
+    found = []
+    for key in sorted(keys):
+        with contextlib.suppress(nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            entry = await kv.get(key)
+            if entry.value:
+                found.append(json.loads(entry.value))
+    return found
 
 
 async def connect(settings: Settings, *, name: str, retry: bool = True) -> Bus:

@@ -48,6 +48,13 @@ QUEUE_KEY_PREFIX = "msg."
 # KV bucket holding queue-wide flags.
 FLAGS_BUCKET = "empath_flags"
 FROZEN_FLAG = "queue.frozen"
+# KV bucket where every running service instance renews a heartbeat (entries expire).
+SERVICES_BUCKET = "empath_services"
+HEARTBEAT_TTL_SECONDS = 30.0
+# KV bucket of MX overrides set at run time (key: the domain; value: host[:port]).
+OVERRIDES_BUCKET = "empath_overrides"
+# Delivery workers drop cached DNS answers for the domain published here ("*" for all).
+DNS_INVALIDATE_SUBJECT = f"{PREFIX}.dns.invalidate"
 # KV bucket of the DNS cache shared by every delivery worker (key: mx.<domain>).
 DNS_BUCKET = "empath_dns"
 
@@ -55,6 +62,9 @@ DNS_BUCKET = "empath_dns"
 QUERY_LIST_SUBJECT = f"{PREFIX}.api.queue.list"
 QUERY_GET_SUBJECT = f"{PREFIX}.api.queue.get"
 QUERY_COUNTS_SUBJECT = f"{PREFIX}.api.queue.counts"
+QUERY_STATS_SUBJECT = f"{PREFIX}.api.queue.stats"
+QUERY_RETRY_SUBJECT = f"{PREFIX}.api.queue.retry"
+QUERY_DELETE_SUBJECT = f"{PREFIX}.api.queue.delete"
 QUERY_HOLD_SUBJECT = f"{PREFIX}.api.queue.hold"
 QUERY_RELEASE_SUBJECT = f"{PREFIX}.api.queue.release"
 QUERY_FREEZE_SUBJECT = f"{PREFIX}.api.queue.freeze"

@@ -163,6 +163,12 @@ class Settings(BaseSettings):
     finished_retention: float = Field(default=7 * 24 * 3600.0, ge=0)
     delay_warning_after: float = Field(default=4 * 3600.0, ge=0)
 
+    # Control API.
+    control_listen: str = "127.0.0.1:8025"
+    control_token: SecretStr | None = None
+    control_token_file: Path | None = None
+    control_audit_file: Path | None = None
+
     # Logging and telemetry.
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -276,7 +282,9 @@ class Settings(BaseSettings):
             raise ValueError(f"expected http(s)://host:port, got {value!r}")
         return value
 
-    @field_validator("smtp_listen", "submission_listen", "up_nats_listen", "up_s3_listen")
+    @field_validator(
+        "smtp_listen", "submission_listen", "up_nats_listen", "up_s3_listen", "control_listen"
+    )
     @classmethod
     def _listen(cls, value: str | None) -> str | None:
         if value is not None:
@@ -287,7 +295,13 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file must be set together")
-        for name in ("tls_cert_file", "tls_key_file", "auth_credentials_file", "tls_ca_file"):
+        for name in (
+            "tls_cert_file",
+            "tls_key_file",
+            "auth_credentials_file",
+            "tls_ca_file",
+            "control_token_file",
+        ):
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise ValueError(f"{ENV_PREFIX}{name.upper()}: no such file: {path}")

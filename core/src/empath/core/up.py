@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import socket
 import sys
@@ -19,6 +20,8 @@ import sysconfig
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from pydantic import SecretStr
 
 from empath.core import errors, services
 from empath.core.settings import Settings, parse_hostport
@@ -204,6 +207,15 @@ async def up(settings: Settings, *, announce: bool = True) -> None:
     mains = services.discover()
     if not mains:
         raise errors.ConfigurationError("no service is installed")
+    hint = None
+    if "control" in mains and settings.control_token is None and not settings.control_token_file:
+        token = secrets.token_urlsafe(24)
+        settings = settings.model_copy(update={"control_token": SecretStr(token)})
+        host, port = parse_hostport(settings.control_listen)
+        hint = (
+            f"empathctl: export EMPATHCTL_URL=http://{host}:{port} EMPATHCTL_TOKEN={token}\n"
+            "          (a new token each start; set EMPATH_CONTROL_TOKEN to keep one)"
+        )
     runtime = services.Runtime(settings=settings)
     waiting = set(mains)
     print(f"empath: starting {', '.join(mains)} (data in {settings.data_dir})", flush=True)
@@ -220,6 +232,8 @@ async def up(settings: Settings, *, announce: bool = True) -> None:
                 f"bucket {effective.s3_bucket}",
                 flush=True,
             )
+            if hint:
+                print(hint, flush=True)
 
     runtime.on_ready = on_ready
     with services.stop_on_signals(runtime.stop):

@@ -7,6 +7,7 @@ and closes the pooled sessions with QUIT.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from empath.core import bus as bus_module
@@ -41,6 +42,7 @@ async def run(runtime: services.Runtime) -> None:
             ),
             flags=flags,
         )
+        heartbeat = asyncio.create_task(bus.heartbeat("delivery", runtime.stop))
         runtime.ready("delivery", f"{settings.delivery_concurrency} concurrent attempts")
         await bus_module.consume(
             bus,
@@ -53,6 +55,7 @@ async def run(runtime: services.Runtime) -> None:
             concurrency=settings.delivery_concurrency,
             ack_wait=settings.delivery_ack_wait,
         )
+        await heartbeat
     finally:
         await connections.close()
         await bus.close()

@@ -125,8 +125,10 @@ async def serve(
         servers.append(server)
         addresses.append(f"{name} on {host}:{port}")
 
+    heartbeat = asyncio.create_task(bus.heartbeat("ingress", runtime.stop))
     runtime.ready("ingress", ", ".join(addresses))
     await runtime.stop.wait()
+    await heartbeat
     log.info("stopping: %d sessions open", len(connections))
     for server in servers:
         server.close()

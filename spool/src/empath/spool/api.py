@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import nats.errors
@@ -19,7 +20,8 @@ from nats.aio.subscription import Subscription
 from nats.js.kv import KeyValue
 
 from empath.core import errors, flags, ids, names, queue
-from empath.spool import controls, records, view
+from empath.core import store as store_module
+from empath.spool import controls, records, shapes, view
 
 log = logging.getLogger("empath.spool.api")
 
@@ -44,9 +46,15 @@ def _request(msg: Msg) -> dict[str, Any]:
 
 class QueryAPI:
     def __init__(
-        self, nc: NATS, store: records.Records, flag_store: KeyValue, live: view.QueueView
+        self,
+        nc: NATS,
+        store: records.Records,
+        flag_store: KeyValue,
+        live: view.QueueView,
+        objects: store_module.ObjectStore,
     ) -> None:
         self.nc = nc
+        self.objects = objects
         self.records = store
         self.view = live
         self.flags = flag_store
@@ -57,6 +65,9 @@ class QueryAPI:
             (names.QUERY_LIST_SUBJECT, self._list),
             (names.QUERY_GET_SUBJECT, self._get),
             (names.QUERY_COUNTS_SUBJECT, self._counts),
+            (names.QUERY_STATS_SUBJECT, self._stats),
+            (names.QUERY_RETRY_SUBJECT, self._retry),
+            (names.QUERY_DELETE_SUBJECT, self._delete),
             (names.QUERY_HOLD_SUBJECT, self._hold),
             (names.QUERY_RELEASE_SUBJECT, self._release),
             (names.QUERY_FREEZE_SUBJECT, self._freeze),
@@ -101,8 +112,33 @@ class QueryAPI:
         after = request.get("after")
         if after is not None and (not isinstance(after, str) or not ids.is_valid(after)):
             raise BadRequest("after must be a queue id")
+        domain = _text(request, "domain")
+        sender = _text(request, "sender")
+        min_age = request.get("min_age")
+        if min_age is not None and (not isinstance(min_age, int | float) or min_age < 0):
+            raise BadRequest("min_age must be a number of seconds")
+        sort = request.get("sort", "age")
+        if sort not in {"age", "-age"}:
+            raise BadRequest("sort must be age (oldest first) or -age (newest first)")
+        entries = self.view.snapshot()
+        if sort == "-age":
+            entries.reverse()
+            if after is not None:  # newest first: page on to older ids
+                entries = [e for e in entries if e.id < after]
+                after = None
+        now = datetime.now(UTC)
+        entries = [
+            e
+            for e in entries
+            if (
+                domain is None
+                or any(shapes.domain_of(r.address) == domain.lower() for r in e.recipients)
+            )
+            and (sender is None or sender.lower() in e.sender.lower())
+            and (min_age is None or (now - e.received_at).total_seconds() >= min_age)
+        ]
         page = records.page_of(
-            self.view.snapshot(),
+            entries,
             state=queue.State(state) if state else None,
             limit=limit,
             after=after,
@@ -111,6 +147,28 @@ class QueryAPI:
             "items": [entry.model_dump(mode="json") for entry in page.items],
             "next_after": page.next_after,
         }
+
+    async def _stats(self, request: dict[str, Any]) -> dict[str, Any]:
+        result = shapes.stats(list(self.view.entries.values()), now=datetime.now(UTC))
+        result["frozen"] = await flags.is_frozen(self.flags)
+        return result
+
+    async def _retry(self, request: dict[str, Any]) -> dict[str, Any]:
+        domain = _text(request, "domain")
+        if domain is not None:
+            count = await controls.retry_domain(self.records, self.view.snapshot(), domain)
+            return {"retried": count}
+        entry = await controls.retry(self.records, _id(request))
+        return {"retried": 1, "item": entry.model_dump(mode="json")}
+
+    async def _delete(self, request: dict[str, Any]) -> dict[str, Any]:
+        recipients = request.get("recipients")
+        if recipients is not None and (
+            not isinstance(recipients, list) or not all(isinstance(r, str) for r in recipients)
+        ):
+            raise BadRequest("recipients must be a list of addresses")
+        left = await controls.delete(self.records, self.objects, _id(request), recipients)
+        return {"deleted": True, "item": left.model_dump(mode="json") if left else None}
 
     async def _get(self, request: dict[str, Any]) -> dict[str, Any]:
         return {"item": (await self.records.get(_id(request))).model_dump(mode="json")}
@@ -134,6 +192,13 @@ class QueryAPI:
     async def _unfreeze(self, request: dict[str, Any]) -> dict[str, Any]:
         await controls.unfreeze(self.flags)
         return {"frozen": False}
+
+
+def _text(request: dict[str, Any], name: str) -> str | None:
+    value = request.get(name)
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise BadRequest(f"{name} must be a non-empty string")
+    return value
 
 
 def _id(request: dict[str, Any]) -> str:

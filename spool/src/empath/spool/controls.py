@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from nats.js.kv import KeyValue
 
 from empath.core import errors, flags, queue
+from empath.core import store as store_module
 from empath.spool import records
 
 
@@ -52,3 +53,59 @@ async def freeze(flag_store: KeyValue) -> None:
 
 async def unfreeze(flag_store: KeyValue) -> None:
     await flags.set_frozen(flag_store, False)
+
+
+def _retry_now(entry: queue.Entry) -> queue.Entry | None:
+    if entry.held or entry.state not in {queue.State.QUEUED, queue.State.DEFERRED}:
+        return None
+    now = datetime.now(UTC)
+    return entry.model_copy(update={"next_attempt": now, "updated_at": now})
+
+
+async def retry(store: records.Records, message_id: str) -> queue.Entry:
+    """Try a waiting message now instead of at its next retry time."""
+    entry = await store.get(message_id)
+    if entry.held or entry.state not in {queue.State.QUEUED, queue.State.DEFERRED}:
+        raise errors.PermanentError(f"{message_id} is {entry.state.value}: nothing to retry")
+    await store.update(message_id, _retry_now)
+    return await store.get(message_id)
+
+
+async def retry_domain(store: records.Records, entries: list[queue.Entry], domain: str) -> int:
+    """Try now every deferred message with a recipient still open at `domain`."""
+    domain = domain.lower().rstrip(".")
+    count = 0
+    for entry in entries:
+        if entry.state == queue.State.DEFERRED and any(
+            r.address.rpartition("@")[2].lower() == domain for r in entry.open_recipients
+        ):
+            count += (await store.update(entry.id, _retry_now)) is not None
+    return count
+
+
+async def delete(
+    store: records.Records,
+    objects: store_module.ObjectStore,
+    message_id: str,
+    recipients: list[str] | None = None,
+) -> queue.Entry | None:
+    """Delete a message (no bounce), or only some of its recipients. Returns what is left."""
+    if recipients:
+        wanted = {r.lower() for r in recipients}
+
+        def drop(entry: queue.Entry) -> queue.Entry | None:
+            known = {r.address.lower() for r in entry.recipients}
+            missing = wanted - known
+            if missing:
+                raise errors.PermanentError(f"not recipients of {message_id}: {sorted(missing)}")
+            left = tuple(r for r in entry.recipients if r.address.lower() not in wanted)
+            if not left:
+                return None
+            return entry.model_copy(update={"recipients": left, "updated_at": datetime.now(UTC)})
+
+        if await store.update(message_id, drop) is not None:
+            return await store.get(message_id)
+    entry = await store.get(message_id)
+    await store.delete(message_id)
+    await objects.delete(entry.body_key)
+    return None

@@ -30,7 +30,7 @@ async def run(runtime: services.Runtime) -> None:
         ready = asyncio.create_task(live.ready.wait())
         await asyncio.wait({following, ready}, return_when=asyncio.FIRST_COMPLETED)
         ready.cancel()
-        query = api.QueryAPI(bus.nc, queue_records, flags, live)
+        query = api.QueryAPI(bus.nc, queue_records, flags, live, objects)
         await query.start()
         worker = intake.Intake(records=queue_records, objects=objects)
         results = outcomes.Outcomes(
@@ -74,6 +74,7 @@ async def run(runtime: services.Runtime) -> None:
         ]
         tasks.append(asyncio.create_task(planner.run(runtime.stop), name="spool-scheduler"))
         tasks.append(following)
+        tasks.append(asyncio.create_task(bus.heartbeat("spool", runtime.stop)))
         runtime.ready("spool", f"queue state in KV bucket {names.QUEUE_BUCKET}")
         await runtime.stop.wait()
         await asyncio.gather(*tasks)

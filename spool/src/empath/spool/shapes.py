@@ -1,0 +1,52 @@
+"""Queue statistics: counts by state and by domain, the oldest message, and age buckets in the
+manner of Postfix's qshape (minutes: under 5, 5, 10, 20, ... 1280, and older)."""
+
+from __future__ import annotations
+
+import collections
+from datetime import datetime
+from typing import Any
+
+from empath.core import queue
+
+BUCKETS = (5, 10, 20, 40, 80, 160, 320, 640, 1280)
+LABELS = ("T", *(str(b) for b in BUCKETS), "1280+")
+
+
+def bucket(age_minutes: float) -> int:
+    """The index of the age bucket (0 is the newest)."""
+    for index, limit in enumerate(BUCKETS):
+        if age_minutes < limit:
+            return index
+    return len(BUCKETS)
+
+
+def domain_of(address: str) -> str:
+    return address.rpartition("@")[2].lower()
+
+
+def stats(entries: list[queue.Entry], *, now: datetime) -> dict[str, Any]:
+    by_state = collections.Counter(entry.state.value for entry in entries)
+    waiting = [entry for entry in entries if not entry.finished]
+    totals = [0] * len(LABELS)
+    by_domain: dict[str, list[int]] = collections.defaultdict(lambda: [0] * len(LABELS))
+    for entry in waiting:
+        index = bucket((now - entry.received_at).total_seconds() / 60)
+        totals[index] += 1
+        for domain in {domain_of(r.address) for r in entry.open_recipients}:
+            by_domain[domain][index] += 1
+    oldest = min(waiting, key=lambda entry: entry.id, default=None)
+    return {
+        "by_state": {state.value: by_state.get(state.value, 0) for state in queue.State},
+        "total": len(entries),
+        "waiting": len(waiting),
+        "oldest": None
+        if oldest is None
+        else {"id": oldest.id, "age_seconds": (now - oldest.received_at).total_seconds()},
+        "buckets": list(LABELS),
+        "ages": totals,
+        "by_domain": {
+            domain: {"total": sum(counts), "ages": counts}
+            for domain, counts in sorted(by_domain.items(), key=lambda item: -sum(item[1]))
+        },
+    }

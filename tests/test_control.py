@@ -1,0 +1,281 @@
+"""The control API and empathctl against a running system (real NATS, SeaweedFS, services)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import StartSystem, System
+from tests.servers import free_port
+from tests.wire import Wire
+
+TOKEN = "test-token-0123456789"
+EMPATHCTL = str(Path(sys.executable).parent / "empathctl")
+
+
+@pytest.fixture
+async def control(start_system: StartSystem, tmp_path: Path) -> System:
+    return await start_system(
+        only=("ingress", "spool", "control"),
+        frozen=True,
+        control_token=TOKEN,
+        control_listen=f"127.0.0.1:{free_port()}",
+        control_audit_file=tmp_path / "audit.log",
+    )
+
+
+def url(system: System) -> str:
+    return f"http://{system.settings.control_listen}"
+
+
+async def call(
+    system: System, method: str, path: str, *, token: str | None = TOKEN, **kwargs: Any
+) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(base_url=url(system), headers=headers) as client:
+        return await client.request(method, path, **kwargs)
+
+
+async def queue_some(system: System, senders: list[str], to: str = "u@example.com") -> list[str]:
+    wire = await Wire.open(system.smtp_port)
+    ids = []
+    for sender in senders:
+        reply = await wire.transaction(sender, [to], b"Subject: s\r\n\r\nbody\r\n")
+        ids.append(reply.rsplit(" ", 1)[1])
+    await wire.close()
+    for queue_id in ids:
+        await system.entry(queue_id)
+    await system.listed(len(await system.entries()))
+    return ids
+
+
+async def test_every_call_but_health_needs_the_token(control: System) -> None:
+    assert (await call(control, "GET", "/healthz", token=None)).status_code == 200
+    assert (await call(control, "GET", "/readyz", token=None)).status_code == 200
+    for token in (None, "wrong"):
+        for path in ("/api/v1/queue", "/api/v1/system/ping", "/openapi.json"):
+            response = await call(control, "GET", path, token=token)
+            assert response.status_code == 401
+            assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    refused = await call(control, "POST", "/api/v1/queue/freeze", token="wrong")
+    assert refused.status_code == 401
+    stats = (await call(control, "GET", "/api/v1/queue/stats")).json()
+    assert stats["frozen"] is True  # the refused call changed nothing (frozen by the fixture)
+
+
+async def test_the_openapi_document_describes_the_api(control: System) -> None:
+    document = (await call(control, "GET", "/openapi.json")).json()
+    assert document["openapi"].startswith("3.")
+    assert "/api/v1/queue/{id}/hold" in document["paths"]
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+
+
+async def test_list_filters_pages_and_sorts(control: System) -> None:
+    ids = await queue_some(control, ["a@one.test", "b@two.test", "c@one.test"])
+    await queue_some(control, ["d@one.test"], to="v@other.test")
+    page = (await call(control, "GET", "/api/v1/queue", params={"limit": 2})).json()
+    assert [i["id"] for i in page["items"]] == ids[:2]
+    rest = (
+        await call(
+            control, "GET", "/api/v1/queue", params={"limit": 2, "after": page["next_after"]}
+        )
+    ).json()
+    assert next(i["id"] for i in rest["items"]) == ids[2]
+    senders = (await call(control, "GET", "/api/v1/queue", params={"sender": "one.test"})).json()
+    assert [i["sender"] for i in senders["items"]] == ["a@one.test", "c@one.test", "d@one.test"]
+    other = (await call(control, "GET", "/api/v1/queue", params={"domain": "other.test"})).json()
+    assert [i["sender"] for i in other["items"]] == ["d@one.test"]
+    newest = await call(control, "GET", "/api/v1/queue", params={"sort": "-age", "limit": 1})
+    assert newest.json()["items"][0]["sender"] == "d@one.test"
+    old = (await call(control, "GET", "/api/v1/queue", params={"min_age": 3600})).json()
+    assert old["items"] == []
+
+
+async def test_view_shows_the_envelope_headers_and_body(control: System) -> None:
+    [queue_id] = await queue_some(control, ["a@one.test"])
+    view = await call(control, "GET", f"/api/v1/queue/{queue_id}", params={"body": "true"})
+    data = view.json()
+    assert data["item"]["recipients"][0]["address"] == "u@example.com"
+    assert data["headers"].startswith("Received: from client.test")
+    assert data["body"].endswith("Subject: s\r\n\r\nbody\r\n")
+
+
+async def test_stats_count_by_state_and_domain(control: System) -> None:
+    await queue_some(control, ["a@one.test", "b@one.test"])
+    await queue_some(control, ["c@one.test"], to="v@other.test")
+    stats = (await call(control, "GET", "/api/v1/queue/stats")).json()
+    assert stats["by_state"]["queued"] == 3
+    assert stats["by_domain"]["example.com"]["total"] == 2
+    assert stats["by_domain"]["other.test"]["total"] == 1
+    assert stats["buckets"][0] == "T"
+    assert stats["ages"][0] == 3
+
+
+async def test_hold_release_retry_and_delete_change_the_queue(control: System) -> None:
+    first, second = await queue_some(control, ["a@one.test", "b@one.test"])
+    held = (await call(control, "POST", f"/api/v1/queue/{first}/hold")).json()["item"]
+    assert (held["state"], held["held"]) == ("frozen", True)
+    released = (await call(control, "POST", f"/api/v1/queue/{first}/release")).json()["item"]
+    assert (released["state"], released["held"]) == ("queued", False)
+    retried = await call(control, "POST", f"/api/v1/queue/{first}/retry")
+    assert retried.status_code == 200
+    deleted = await call(control, "DELETE", f"/api/v1/queue/{second}")
+    assert deleted.json()["deleted"] is True
+    assert [e.id for e in await control.entries()] == [first]
+    assert len(await control.bodies()) == 1
+    frozen = await call(control, "POST", "/api/v1/queue/unfreeze")
+    assert frozen.json() == {"frozen": False}
+
+
+async def test_deleting_some_recipients_keeps_the_others(control: System) -> None:
+    wire = await Wire.open(control.smtp_port)
+    reply = await wire.transaction("a@one.test", ["u@example.com", "v@example.com"], b"x\r\n")
+    await wire.close()
+    queue_id = reply.rsplit(" ", 1)[1]
+    await control.entry(queue_id)
+    left = await call(
+        control, "DELETE", f"/api/v1/queue/{queue_id}", json={"recipients": ["v@example.com"]}
+    )
+    assert [r["address"] for r in left.json()["item"]["recipients"]] == ["u@example.com"]
+    unknown = await call(
+        control, "DELETE", f"/api/v1/queue/{queue_id}", json={"recipients": ["w@example.com"]}
+    )
+    assert unknown.status_code == 409
+    assert len((await control.entry(queue_id)).recipients) == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "reason"),
+    [
+        ("GET", "/api/v1/queue", {"params": {"limit": "ten"}}, "limit must be a number"),
+        ("GET", "/api/v1/queue", {"params": {"limit": "0"}}, "limit must be an integer"),
+        ("GET", "/api/v1/queue", {"params": {"state": "lost"}}, "unknown state"),
+        ("GET", "/api/v1/queue", {"params": {"sort": "size"}}, "sort must be"),
+        ("GET", "/api/v1/queue/not-an-id", {}, "not a queue id"),
+        ("POST", "/api/v1/queue/retry", {"json": {}}, "give the domain"),
+        (
+            "DELETE",
+            "/api/v1/queue/01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            {"content": b"{"},
+            "body is not JSON",
+        ),
+        (
+            "DELETE",
+            "/api/v1/queue/01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            {"json": {"recipients": "v@example.com"}},
+            "recipients must be a list",
+        ),
+    ],
+)
+async def test_bad_calls_get_400_with_a_reason_and_change_nothing(
+    control: System, method: str, path: str, kwargs: dict[str, Any], reason: str
+) -> None:
+    [queue_id] = await queue_some(control, ["a@one.test"])
+    before = await control.entry(queue_id)
+    response = await call(control, method, path, **kwargs)
+    assert response.status_code == 400
+    assert reason in response.json()["error"]
+    assert await control.entry(queue_id) == before
+
+
+async def test_a_missing_message_is_404(control: System) -> None:
+    response = await call(control, "POST", "/api/v1/queue/01ARZ3NDEKTSV4RRFFQ69G5FAV/hold")
+    assert response.status_code == 404
+
+
+async def test_mutating_calls_are_audited(control: System, tmp_path: Path) -> None:
+    [queue_id] = await queue_some(control, ["a@one.test"])
+    await call(control, "POST", f"/api/v1/queue/{queue_id}/hold")
+    await call(control, "POST", "/api/v1/queue/01ARZ3NDEKTSV4RRFFQ69G5FAV/hold")
+    await call(control, "GET", "/api/v1/queue")
+    lines = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
+    assert [(e["method"], e["path"], e["status"]) for e in lines] == [
+        ("POST", f"/api/v1/queue/{queue_id}/hold", 200),
+        ("POST", "/api/v1/queue/01ARZ3NDEKTSV4RRFFQ69G5FAV/hold", 404),
+    ]
+    assert lines[0]["who"].startswith("token:")
+    assert TOKEN not in json.dumps(lines)
+    assert lines[0]["remote"] == "127.0.0.1"
+    assert lines[0]["ts"]
+
+
+async def test_status_reports_health_services_and_depth(control: System) -> None:
+    await queue_some(control, ["a@one.test"])
+    status = (await call(control, "GET", "/api/v1/system/status")).json()
+    assert status["nats"]["ok"]
+    assert status["object_store"]["ok"]
+    assert status["services"] == {"control": 1, "ingress": 1, "spool": 1}
+    assert status["delivery_workers"] == 0
+    assert status["queue"]["waiting"] == 1
+
+
+def empathctl(system: System | None, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("EMPATHCTL")}
+    environment["HOME"] = "/nonexistent"
+    if system is not None:
+        environment.update(EMPATHCTL_URL=url(system), EMPATHCTL_TOKEN=TOKEN)
+    environment.update(env)
+    return subprocess.run(
+        [EMPATHCTL, *args], env=environment, capture_output=True, text=True, timeout=60
+    )
+
+
+async def test_empathctl_lists_views_and_holds(control: System) -> None:
+    [queue_id] = await queue_some(control, ["a@one.test"])
+    listed = await asyncio.to_thread(empathctl, control, "-o", "json", "queue", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert [i["id"] for i in json.loads(listed.stdout)["items"]] == [queue_id]
+    table = await asyncio.to_thread(empathctl, control, "queue", "list")
+    assert queue_id in table.stdout
+    assert "queued" in table.stdout
+    view = await asyncio.to_thread(empathctl, control, "-o", "yaml", "queue", "view", queue_id)
+    assert "sender: a@one.test" in view.stdout
+    held = await asyncio.to_thread(empathctl, control, "queue", "hold", queue_id)
+    assert held.returncode == 0
+    assert (await control.entry(queue_id)).held
+    stats = await asyncio.to_thread(empathctl, control, "queue", "stats")
+    assert "example.com" in stats.stdout
+
+
+async def test_empathctl_fails_with_one_line_and_an_exit_code(control: System) -> None:
+    missing = await asyncio.to_thread(
+        empathctl, control, "queue", "hold", "01ARZ3NDEKTSV4RRFFQ69G5FAV"
+    )
+    assert missing.returncode == 1
+    assert missing.stderr.strip().startswith("empathctl: 404: no message")
+    assert len(missing.stderr.strip().splitlines()) == 1
+    wrong = await asyncio.to_thread(empathctl, control, "queue", "list", EMPATHCTL_TOKEN="nope")
+    assert (wrong.returncode, wrong.stderr.strip()) == (
+        1,
+        "empathctl: 401: a valid bearer token is required",
+    )
+    unset = await asyncio.to_thread(empathctl, None, "queue", "list")
+    assert unset.returncode == 2
+    assert "no API URL" in unset.stderr
+    down = await asyncio.to_thread(
+        empathctl,
+        None,
+        "queue",
+        "list",
+        EMPATHCTL_URL=f"http://127.0.0.1:{free_port()}",
+        EMPATHCTL_TOKEN=TOKEN,
+    )
+    assert down.returncode == 3
+    assert "cannot reach" in down.stderr
+
+
+async def test_the_control_service_refuses_to_start_without_a_token(
+    start_system: StartSystem,
+) -> None:
+    from empath.core import errors
+
+    with pytest.raises(errors.ConfigurationError, match="EMPATH_CONTROL_TOKEN"):
+        await start_system(only=("control",), control_listen=f"127.0.0.1:{free_port()}")
