@@ -14,8 +14,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+from minio import Minio
 
 from empath.core import bus, flags, names, queue, services, settings, store, telemetry
 from empath.spool import records
@@ -42,8 +44,20 @@ def nats_url(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def bucket() -> str:
-    return f"t-{secrets.token_hex(6)}"
+def bucket(s3_endpoint: str) -> Iterator[str]:
+    """A bucket of this test's own, removed afterwards (SeaweedFS frees its volumes)."""
+    name = f"t-{secrets.token_hex(6)}"
+    yield name
+    client = Minio(
+        urlsplit(s3_endpoint).netloc,
+        access_key=servers.S3_ACCESS_KEY,
+        secret_key=servers.S3_SECRET_KEY,
+        secure=False,
+    )
+    if client.bucket_exists(name):
+        for item in client.list_objects(name, recursive=True):
+            client.remove_object(name, str(item.object_name))
+        client.remove_bucket(name)
 
 
 @pytest.fixture

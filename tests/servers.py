@@ -70,7 +70,15 @@ S3_SECRET_KEY = "empath-test-secret"
 def seaweedfs(directory: Path) -> Iterator[str]:
     port = free_port()
     log = directory / "weed.log"
-    argv = up.weed_argv(host="127.0.0.1", s3_port=port, data_dir=directory, bucket=None)
+    # Every test has its own bucket, which SeaweedFS keeps in volumes of its own: allow many
+    # small volumes (sparse files) rather than the few 1 GiB ones it sizes for by default.
+    argv = up.weed_argv(
+        host="127.0.0.1",
+        s3_port=port,
+        data_dir=directory,
+        bucket=None,
+        extra=("-volume.max=2000", "-master.volumeSizeLimitMB=64"),
+    )
     env = {**os.environ, **up.s3_credentials_env(S3_ACCESS_KEY, S3_SECRET_KEY)}
     with log.open("wb") as out:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)

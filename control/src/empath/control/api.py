@@ -283,10 +283,12 @@ def application(
     token: str,
     audit_log: audit.AuditLog,
     services: KeyValue,
+    dns_cache: KeyValue,
+    overrides: KeyValue,
 ) -> web.Application:
     app = web.Application(middlewares=[authenticate])
     app[BUS], app[OBJECTS], app[TOKEN], app[AUDIT] = bus, objects, token, audit_log
-    app[SERVICES] = services
+    app[SERVICES], app[DNS], app[OVERRIDES] = services, dns_cache, overrides
     app[STARTED] = time.monotonic()
     app.add_routes(
         [
@@ -308,4 +310,7 @@ def application(
             web.post("/api/v1/queue/{id}/release", queue_release),
         ]
     )
+    from empath.control import dns  # the DNS routes use this module's keys
+
+    app.add_routes(dns.ROUTES)
     return app

@@ -196,6 +196,42 @@ def build(connector: Connector, name: str = "empathctl") -> typer.Typer:
     system = typer.Typer(no_args_is_help=True, help="The system.")
     app.add_typer(queue, name="queue")
     app.add_typer(system, name="system")
+    dns = typer.Typer(no_args_is_help=True, help="DNS cache and MX overrides.")
+    app.add_typer(dns, name="dns")
+
+    @dns.command("list-cache")
+    def list_cache(ctx: typer.Context) -> None:
+        """The DNS answers the delivery workers share."""
+        show(ctx.obj, ctx.obj.call("GET", "/api/v1/dns/cache"), None)
+
+    @dns.command("clear-cache")
+    def clear_cache(ctx: typer.Context) -> None:
+        """Forget every cached answer."""
+        show(ctx.obj, ctx.obj.call("DELETE", "/api/v1/dns/cache"), None)
+
+    @dns.command("refresh")
+    def refresh(ctx: typer.Context, domain: str) -> None:
+        """Forget the cached MX of a domain: the next delivery looks it up again."""
+        show(ctx.obj, ctx.obj.call("POST", f"/api/v1/dns/refresh/{domain}"), None)
+
+    @dns.command("list-overrides")
+    def list_overrides(ctx: typer.Context) -> None:
+        """MX overrides set at run time."""
+        show(ctx.obj, ctx.obj.call("GET", "/api/v1/dns/overrides"), None)
+
+    @dns.command("set-override")
+    def set_override(ctx: typer.Context, domain: str, target: str) -> None:
+        """Send a domain's mail to host[:port] instead of its MX."""
+        show(
+            ctx.obj,
+            ctx.obj.call("PUT", f"/api/v1/dns/overrides/{domain}", json={"target": target}),
+            None,
+        )
+
+    @dns.command("remove-override")
+    def remove_override(ctx: typer.Context, domain: str) -> None:
+        """Remove a run-time override."""
+        show(ctx.obj, ctx.obj.call("DELETE", f"/api/v1/dns/overrides/{domain}"), None)
 
     @app.callback()
     def main(

@@ -13,6 +13,7 @@ _ID = {
     "schema": {"type": "string"},
     "description": "Queue id (26 characters).",
 }
+_DOMAIN = {"name": "domain", "in": "path", "required": True, "schema": {"type": "string"}}
 _ERROR = {
     "description": "Error",
     "content": {
@@ -121,5 +122,22 @@ DOCUMENT: dict[str, Any] = {
         "/api/v1/queue/{id}/retry": {"post": _op("Retry now", params=[_ID], mutating=True)},
         "/api/v1/queue/{id}/hold": {"post": _op("Hold", params=[_ID], mutating=True)},
         "/api/v1/queue/{id}/release": {"post": _op("Release", params=[_ID], mutating=True)},
+        "/api/v1/dns/cache": {
+            "get": _op("The DNS cache shared by the delivery workers"),
+            "delete": _op("Clear it", mutating=True),
+        },
+        "/api/v1/dns/refresh/{domain}": {
+            "post": _op("Forget the cached answer for a domain", params=[_DOMAIN], mutating=True)
+        },
+        "/api/v1/dns/overrides": {"get": _op("MX overrides set at run time")},
+        "/api/v1/dns/overrides/{domain}": {
+            "put": _op(
+                'Send a domain\'s mail to host[:port] ({"target": ...})',
+                params=[_DOMAIN],
+                body=True,
+                mutating=True,
+            ),
+            "delete": _op("Remove an override", params=[_DOMAIN], mutating=True),
+        },
     },
 }

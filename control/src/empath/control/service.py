@@ -42,6 +42,8 @@ async def run(runtime: services.Runtime) -> None:
             token=token,
             audit_log=audit.AuditLog(settings.control_audit_file),
             services=await bus.key_value(names.SERVICES_BUCKET, ttl=names.HEARTBEAT_TTL_SECONDS),
+            dns_cache=await bus.key_value(names.DNS_BUCKET),
+            overrides=await bus.key_value(names.OVERRIDES_BUCKET),
         )
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
         await runner.setup()

@@ -137,7 +137,9 @@ WEED_PORTS = (
 )
 
 
-def weed_argv(*, host: str, s3_port: int, data_dir: Path, bucket: str | None) -> list[str]:
+def weed_argv(
+    *, host: str, s3_port: int, data_dir: Path, bucket: str | None, extra: tuple[str, ...] = ()
+) -> list[str]:
     """The command line of SeaweedFS's all-in-one `weed mini` serving S3 on `s3_port`.
 
     weed mini runs a master, a volume server, a filer and more, each on its own port: all but
@@ -154,6 +156,7 @@ def weed_argv(*, host: str, s3_port: int, data_dir: Path, bucket: str | None) ->
         "-webdav=false",
         "-admin.ui=false",
         *([f"-bucket={bucket}"] if bucket else []),
+        *extra,
     ]
 
 

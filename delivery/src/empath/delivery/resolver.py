@@ -88,13 +88,22 @@ class Cache:
     def clear(self) -> None:
         self._items.clear()
 
+    def drop(self, key: str) -> None:
+        self._items.pop(key, None)
+
     def __len__(self) -> int:
         return len(self._items)
 
 
 class Resolver:
-    def __init__(self, settings: Settings, shared: KeyValue | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        shared: KeyValue | None = None,
+        runtime_overrides: KeyValue | None = None,
+    ) -> None:
         self.overrides = {d: parse_target(t) for d, t in settings.mx_overrides.items()}
+        self.runtime_overrides = runtime_overrides
         self.port = settings.delivery_port
         resolver = dns.asyncresolver.Resolver(configure=not settings.dns_nameservers)
         if settings.dns_nameservers:
@@ -111,7 +120,7 @@ class Resolver:
     async def route(self, domain: str) -> list[Hop]:
         """The hops to try for a domain, in order."""
         domain = domain.lower().rstrip(".")
-        override = self.overrides.get(domain)
+        override = await self._runtime_override(domain) or self.overrides.get(domain)
         if override is not None:
             host, port = override
             return [Hop(host, address, port) for address in await self.addresses(host)]
@@ -130,6 +139,25 @@ class Resolver:
                 f"451 4.4.4 No address for any MX host of {domain}", temporary=True
             )
         return hops
+
+    async def _runtime_override(self, domain: str) -> tuple[str, int] | None:
+        """An override an operator set at run time (KV `empath_overrides`) wins over settings."""
+        if self.runtime_overrides is None:
+            return None
+        try:
+            entry = await self.runtime_overrides.get(domain)
+        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            return None
+        except (nats.errors.Error, nats.js.errors.Error):
+            return None
+        return parse_target(entry.value.decode()) if entry.value else None
+
+    def forget(self, domain: str) -> None:
+        """Drop what this worker cached about a domain ("*": everything)."""
+        if domain == "*":
+            self.cache.clear()
+        else:
+            self.cache.drop(f"mx.{domain.lower().rstrip('.')}")
 
     async def mx(self, domain: str) -> list[str]:
         """MX hosts by preference (equal preferences in random order)."""

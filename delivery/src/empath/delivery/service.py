@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from nats.aio.msg import Msg
+
 from empath.core import bus as bus_module
 from empath.core import names, services, store
 from empath.delivery import pool, resolver, throttle, worker
@@ -28,7 +30,13 @@ async def run(runtime: services.Runtime) -> None:
     try:
         dns_cache = await bus.key_value(names.DNS_BUCKET)
         flags = await bus.key_value(names.FLAGS_BUCKET)
-        routes = resolver.Resolver(settings, dns_cache)
+        overrides = await bus.key_value(names.OVERRIDES_BUCKET)
+        routes = resolver.Resolver(settings, dns_cache, overrides)
+
+        async def invalidate(msg: Msg) -> None:
+            routes.forget(msg.data.decode() or "*")
+
+        await bus.nc.subscribe(names.DNS_INVALIDATE_SUBJECT, cb=invalidate)
         connections.start()
         workers = worker.Worker(
             settings=settings,
