@@ -3,7 +3,7 @@ PYTHON ?= python3
 UV := $(PYTHON) -m uv
 RUN := $(UV) run --frozen
 
-.PHONY: sync up test lint typecheck bench-ingress bench-relay
+.PHONY: sync up test lint typecheck bench-ingress bench-relay bench-control
 
 sync:  ## install uv if it is missing, then the workspace exactly as uv.lock pins it
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
@@ -30,3 +30,6 @@ bench-ingress: sync  ## needs Postfix's smtp-source: installs Debian's postfix w
 bench-relay: sync  ## Empath and Postfix relaying to smtp-sink (installs Debian's postfix when missing)
 	bench/ensure-postfix
 	$(RUN) python bench/relay.py
+
+bench-control: sync  ## queue list and stats with 100,000 messages in the queue
+	$(RUN) python bench/control.py
