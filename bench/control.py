@@ -25,10 +25,10 @@ from pathlib import Path
 import httpx
 import nats
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ingress import free_port, start_up  # noqa: E402
+from empath.core import events, ids, names, queue, store
 
-from empath.core import events, ids, names, queue, store  # noqa: E402
+sys.path.insert(0, str(Path(__file__).parent))
+from ingress import free_port, start_up
 
 MESSAGES = int(os.environ.get("BENCH_MESSAGES", "100000"))
 TOKEN = "bench-token"
