@@ -45,6 +45,8 @@ class Up:
                 break
             self.output.append(line)
             if line.startswith("empath is ready."):
+                # Then come the two lines that tell how to point empathctl at it.
+                self.output += [self.process.stdout.readline() for _ in range(2)]
                 return line
         self.stop()
         raise AssertionError("empath up never got ready:\n" + "".join(self.output))
@@ -65,13 +67,14 @@ class Up:
 
 @pytest.fixture
 def up_env(tmp_path: Path) -> Iterator[tuple[dict[str, str], dict[str, int]]]:
-    ports = {name: servers.free_port() for name in ("smtp", "nats", "s3")}
+    ports = {name: servers.free_port() for name in ("smtp", "nats", "s3", "control")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("EMPATH_")}
     env.update(
         EMPATH_DATA_DIR=str(tmp_path / "data"),
         EMPATH_SMTP_LISTEN=f"127.0.0.1:{ports['smtp']}",
         EMPATH_UP_NATS_LISTEN=f"127.0.0.1:{ports['nats']}",
         EMPATH_UP_S3_LISTEN=f"127.0.0.1:{ports['s3']}",
+        EMPATH_CONTROL_LISTEN=f"127.0.0.1:{ports['control']}",
         EMPATH_RELAY_DOMAINS="example.com",
         EMPATH_HOSTNAME="mx.test",
         # example.com's mail goes to a port where nothing listens: every attempt is deferred.
@@ -119,6 +122,20 @@ async def test_up_runs_the_system_and_a_restart_finds_the_queue_as_it_was(
     reply = await asyncio.to_thread(send)
     assert reply.startswith("2.0.0 Ok: queued as ")
     queue_id = reply.rsplit(" ", 1)[1]
+
+    # empath up prints how to point empathctl at its control API, with a fresh token.
+    hint = next(line for line in up.output if line.startswith("empathctl: export "))
+    exports = dict(part.split("=", 1) for part in hint.split()[2:4])
+    assert exports["EMPATHCTL_URL"] == f"http://127.0.0.1:{ports['control']}"
+    listed = await asyncio.to_thread(
+        subprocess.run,
+        [str(Path(sys.executable).parent / "empathctl"), "-o", "json", "queue", "list"],
+        env={**env, **exports},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert queue_id in listed.stdout, listed.stderr
     for _ in range(200):
         state = await queue_state(ports["nats"])
         if state["counts"]["deferred"] == 1:  # type: ignore[index]

@@ -26,6 +26,8 @@ from rich.console import Console
 from rich.table import Table
 
 CONFIG = Path("~/.config/empath/empathctl.yaml")
+OutputOption = Annotated[str, typer.Option("-o", "--output", help="table, json or yaml")]
+PROGRAM = "empathctl"
 
 
 @dataclass
@@ -71,7 +73,7 @@ class State:
 
 
 def fail(message: str, code: int) -> Any:
-    typer.echo(f"empathctl: {message}", err=True)
+    typer.echo(f"{PROGRAM}: {message}", err=True)
     raise typer.Exit(code)
 
 
@@ -184,7 +186,7 @@ def stats_table(data: Any) -> Table:
     return table
 
 
-def build(connector: Connector, name: str = "empathctl") -> typer.Typer:
+def build(connector: Connector, name: str = "empathctl", *, kube: bool = False) -> typer.Typer:
     app = typer.Typer(
         name=name,
         no_args_is_help=True,
@@ -233,23 +235,36 @@ def build(connector: Connector, name: str = "empathctl") -> typer.Typer:
         """Remove a run-time override."""
         show(ctx.obj, ctx.obj.call("DELETE", f"/api/v1/dns/overrides/{domain}"), None)
 
-    @app.callback()
-    def main(
-        ctx: typer.Context,
-        output: Annotated[
-            str, typer.Option("-o", "--output", help="table, json or yaml")
-        ] = "table",
-        url: Annotated[str | None, typer.Option(help="Control API URL.")] = None,
-        token: Annotated[str | None, typer.Option(help="Bearer token.")] = None,
-        config: Annotated[str | None, typer.Option(help="Config file.")] = None,
-    ) -> None:
+    def state(output: str, **options: Any) -> State:
         if output not in {"table", "json", "yaml"}:
             fail(f"unknown output {output!r}: use table, json or yaml", 2)
-        ctx.obj = State(
-            output=output,
-            options={"url": url, "token": token, "config": config},
-            connector=connector,
-        )
+        return State(output=output, options=options, connector=connector)
+
+    if kube:
+
+        @app.callback()
+        def kube_main(
+            ctx: typer.Context,
+            output: OutputOption = "table",
+            context: Annotated[str | None, typer.Option(help="kubeconfig context.")] = None,
+            namespace: Annotated[
+                str | None, typer.Option("-n", "--namespace", help="The MailServer's namespace.")
+            ] = None,
+            mailserver: Annotated[str, typer.Option(help="The MailServer's name.")] = "empath",
+        ) -> None:
+            ctx.obj = state(output, context=context, namespace=namespace, mailserver=mailserver)
+
+    else:
+
+        @app.callback()
+        def main(
+            ctx: typer.Context,
+            output: OutputOption = "table",
+            url: Annotated[str | None, typer.Option(help="Control API URL.")] = None,
+            token: Annotated[str | None, typer.Option(help="Bearer token.")] = None,
+            config: Annotated[str | None, typer.Option(help="Config file.")] = None,
+        ) -> None:
+            ctx.obj = state(output, url=url, token=token, config=config)
 
     @queue.command("list")
     def queue_list(
@@ -298,9 +313,12 @@ def build(connector: Connector, name: str = "empathctl") -> typer.Typer:
         from rich.live import Live
 
         with Live(stats_table(ctx.obj.call("GET", "/api/v1/queue/stats")), console=console) as live:
-            while True:
-                time.sleep(2)
-                live.update(stats_table(ctx.obj.call("GET", "/api/v1/queue/stats")))
+            try:
+                while True:
+                    time.sleep(2)
+                    live.update(stats_table(ctx.obj.call("GET", "/api/v1/queue/stats")))
+            except KeyboardInterrupt:
+                pass
 
     @queue.command("retry")
     def queue_retry(

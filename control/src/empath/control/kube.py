@@ -1,0 +1,98 @@
+"""`kubectl empath`: the empathctl commands, through the Kubernetes API server.
+
+The plugin reads the user's kubeconfig (`KUBECONFIG`, `--context`, `-n/--namespace`) and talks
+to the MailServer's control Service through the API server's service proxy
+(`/api/v1/namespaces/<ns>/services/<name>-control:http/proxy/...`), so no port-forward is
+needed. The API server keeps the `Authorization` header for itself, so the control token rides
+in `X-Empath-Token`; the plugin reads it from the Secret `<name>-control-token` with the
+user's own credentials. Kubernetes RBAC therefore decides who may manage the queue: whoever may
+read that Secret and use the service proxy.
+"""
+
+from __future__ import annotations
+
+import base64
+import sys
+from typing import Any
+
+import httpx
+
+from empath.control import ctl
+
+CONTROL_PORT_NAME = "http"
+
+
+def service_name(mailserver: str) -> str:
+    return f"{mailserver}-control"
+
+
+def token_secret_name(mailserver: str) -> str:
+    return f"{mailserver}-control-token"
+
+
+def connect(state: ctl.State) -> ctl.Target:
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+
+    options = state.options
+    configuration = client.Configuration()
+    try:
+        config.load_kube_config(context=options.get("context"), client_configuration=configuration)
+        _, active = config.list_kube_config_contexts()
+    except (ConfigException, OSError) as error:
+        ctl.fail(f"kubeconfig: {error}", 2)
+    if options.get("context"):
+        contexts, _ = config.list_kube_config_contexts()
+        active = next(c for c in contexts if c["name"] == options["context"])
+    namespace = options.get("namespace") or active["context"].get("namespace") or "default"
+    mailserver = options.get("mailserver") or "empath"
+    headers: dict[str, str] = {}
+    # The kubernetes client keeps a token (or an exec/OIDC plugin's) as "BearerToken"
+    # (older releases: "authorization"), already prefixed with "Bearer ".
+    for key in ("BearerToken", "authorization"):
+        auth = configuration.api_key.get(key)
+        if auth:
+            prefix = configuration.api_key_prefix.get(key)
+            headers["Authorization"] = f"{prefix} {auth}" if prefix else auth
+            break
+    verify: Any = configuration.ssl_ca_cert or configuration.verify_ssl
+    cert: Any = None
+    if configuration.cert_file:
+        cert = (configuration.cert_file, configuration.key_file or configuration.cert_file)
+    host = configuration.host.rstrip("/")
+    secret_path = f"/api/v1/namespaces/{namespace}/secrets/{token_secret_name(mailserver)}"
+    try:
+        with httpx.Client(
+            base_url=host, headers=headers, verify=verify, cert=cert, timeout=30
+        ) as kube:
+            response = kube.get(secret_path)
+    except httpx.HTTPError as error:
+        ctl.fail(f"cannot reach the Kubernetes API at {host}: {error}", 3)
+    if response.status_code in (401, 403):
+        ctl.fail(f"{response.status_code}: Kubernetes does not let you read {secret_path}", 1)
+    if response.status_code == 404:
+        ctl.fail(
+            f"no MailServer {mailserver!r} in namespace {namespace!r} "
+            f"(no Secret {token_secret_name(mailserver)})",
+            1,
+        )
+    if response.status_code >= 400:
+        ctl.fail(f"{response.status_code}: {response.text.strip()[:200]}", 1)
+    try:
+        token = base64.b64decode(response.json()["data"]["token"]).decode()
+    except (KeyError, ValueError) as error:
+        ctl.fail(f"Secret {token_secret_name(mailserver)} has no usable token: {error}", 1)
+    service = f"{service_name(mailserver)}:{CONTROL_PORT_NAME}"
+    return ctl.Target(
+        base_url=f"{host}/api/v1/namespaces/{namespace}/services/{service}/proxy",
+        headers={**headers, "X-Empath-Token": token},
+        verify=verify,
+        cert=cert,
+    )
+
+
+def main() -> None:
+    ctl.PROGRAM = "kubectl empath"
+    ctl.build(connect, name="kubectl empath", kube=True)(
+        prog_name="kubectl empath", args=sys.argv[1:]
+    )
