@@ -279,3 +279,15 @@ async def test_the_control_service_refuses_to_start_without_a_token(
 
     with pytest.raises(errors.ConfigurationError, match="EMPATH_CONTROL_TOKEN"):
         await start_system(only=("control",), control_listen=f"127.0.0.1:{free_port()}")
+
+
+async def test_the_token_may_come_from_a_file(start_system: StartSystem, tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("from-a-file-0123\n")
+    system = await start_system(
+        only=("spool", "control"),
+        control_token_file=token_file,
+        control_listen=f"127.0.0.1:{free_port()}",
+    )
+    assert (await call(system, "GET", "/api/v1/system/ping", token="from-a-file-0123")).is_success
+    assert (await call(system, "GET", "/api/v1/system/ping")).status_code == 401
