@@ -67,6 +67,27 @@ def start_up(data: Path, ports: dict[str, int], **settings: str) -> subprocess.P
     raise SystemExit("empath up did not start")
 
 
+def smtp_source(port: int, recipient: str) -> None:
+    """Postfix's load generator: MESSAGES messages of SIZE bytes over SESSIONS sessions."""
+    subprocess.run(
+        [
+            SMTP_SOURCE,
+            "-s",
+            str(SESSIONS),
+            "-m",
+            str(MESSAGES),
+            "-l",
+            str(SIZE),
+            "-f",
+            "sender@example.org",
+            "-t",
+            recipient,
+            f"127.0.0.1:{port}",
+        ],
+        check=True,
+    )
+
+
 def probe(port: int, count: int, stop: threading.Event | None = None) -> list[float]:
     """Seconds per transaction (MAIL .. queued), on one connection."""
     line = b"x" * 76 + b"\r\n"
@@ -118,23 +139,7 @@ def main() -> None:
             )
             prober.start()
             started = time.perf_counter()
-            subprocess.run(
-                [
-                    SMTP_SOURCE,
-                    "-s",
-                    str(SESSIONS),
-                    "-m",
-                    str(MESSAGES),
-                    "-l",
-                    str(SIZE),
-                    "-f",
-                    "sender@example.org",
-                    "-t",
-                    "user@example.com",
-                    f"127.0.0.1:{ports['smtp']}",
-                ],
-                check=True,
-            )
+            smtp_source(ports["smtp"], "user@example.com")
             elapsed = time.perf_counter() - started
             stop.set()
             prober.join()

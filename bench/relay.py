@@ -27,13 +27,10 @@ from pathlib import Path
 
 import nats
 
-MESSAGES = int(os.environ.get("BENCH_MESSAGES", "2000"))
-SESSIONS = int(os.environ.get("BENCH_SESSIONS", "20"))
-SIZE = int(os.environ.get("BENCH_SIZE", "4096"))
 SBIN = Path("/usr/sbin")
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ingress import free_port, start_up  # noqa: E402
+from ingress import MESSAGES, SESSIONS, SIZE, free_port, smtp_source, start_up  # noqa: E402
 
 
 def wait_until(done: Callable[[], bool], what: str, timeout: float = 600) -> None:
@@ -42,26 +39,6 @@ def wait_until(done: Callable[[], bool], what: str, timeout: float = 600) -> Non
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out waiting for {what}")
         time.sleep(0.2)
-
-
-def source(port: int) -> None:
-    subprocess.run(
-        [
-            str(SBIN / "smtp-source"),
-            "-s",
-            str(SESSIONS),
-            "-m",
-            str(MESSAGES),
-            "-l",
-            str(SIZE),
-            "-f",
-            "sender@example.org",
-            "-t",
-            "user@sink.test",
-            f"127.0.0.1:{port}",
-        ],
-        check=True,
-    )
 
 
 def start_sink(port: int) -> subprocess.Popen[bytes]:
@@ -95,7 +72,7 @@ def run_empath(tmp: Path, sink_port: int) -> float:
     )
     try:
         started = time.perf_counter()
-        source(ports["smtp"])
+        smtp_source(ports["smtp"], "user@sink.test")
         wait_until(lambda: asyncio.run(delivered(ports["nats"])) >= MESSAGES, "Empath")
         return time.perf_counter() - started
     finally:
@@ -160,7 +137,7 @@ def run_postfix(tmp: Path, sink_port: int) -> float:
     try:
         time.sleep(1.0)
         started = time.perf_counter()
-        source(port)
+        smtp_source(port, "user@sink.test")
 
         def sent() -> bool:
             return log.exists() and log.read_text(errors="replace").count("status=sent") >= MESSAGES

@@ -10,31 +10,14 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
 
 import nats.errors
 import nats.js.errors
 from aiohttp import web
 
 from empath.control import api
-from empath.core import names
+from empath.core import bus, names
 from empath.core.settings import parse_target
-
-
-async def _entries(kv: Any) -> list[tuple[str, bytes]]:
-    try:
-        keys = await kv.keys()
-    except nats.js.errors.NoKeysError:
-        return []
-    found = []
-    for key in sorted(keys):
-        try:
-            entry = await kv.get(key)
-        except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-            continue
-        if entry.value:
-            found.append((key, entry.value))
-    return found
 
 
 def _domain(request: web.Request) -> str:
@@ -49,7 +32,7 @@ def _domain(request: web.Request) -> str:
 async def list_cache(request: web.Request) -> web.Response:
     now = time.time()
     items = []
-    for key, value in await _entries(request.app[api.DNS]):
+    for key, value in await bus.kv_items(request.app[api.DNS]):
         record = json.loads(value)
         if record["expires"] <= now:
             continue
@@ -67,7 +50,7 @@ async def list_cache(request: web.Request) -> web.Response:
 
 async def clear_cache(request: web.Request) -> web.Response:
     kv = request.app[api.DNS]
-    entries = await _entries(kv)
+    entries = await bus.kv_items(kv)
     for key, _ in entries:
         await kv.purge(key)
     await request.app[api.BUS].nc.publish(names.DNS_INVALIDATE_SUBJECT, b"*")
@@ -87,7 +70,7 @@ async def refresh(request: web.Request) -> web.Response:
 async def list_overrides(request: web.Request) -> web.Response:
     items = [
         {"domain": key, "target": value.decode(), "source": "runtime"}
-        for key, value in await _entries(request.app[api.OVERRIDES])
+        for key, value in await bus.kv_items(request.app[api.OVERRIDES])
     ]
     return web.json_response({"items": items})
 

@@ -117,8 +117,8 @@ class Bus:
 INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
 
 
-async def live_services(kv: KeyValue) -> list[dict[str, Any]]:
-    """Every service instance whose heartbeat has not expired."""
+async def kv_items(kv: KeyValue) -> list[tuple[str, bytes]]:
+    """Every (key, value) of a small KV bucket, by key (deleted keys left out)."""
     try:
         keys = await kv.keys()
     except nats.js.errors.NoKeysError:
@@ -128,8 +128,13 @@ async def live_services(kv: KeyValue) -> list[dict[str, Any]]:
         with contextlib.suppress(nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
             entry = await kv.get(key)
             if entry.value:
-                found.append(json.loads(entry.value))
+                found.append((key, entry.value))
     return found
+
+
+async def live_services(kv: KeyValue) -> list[dict[str, Any]]:
+    """Every service instance whose heartbeat has not expired."""
+    return [json.loads(value) for _, value in await kv_items(kv)]
 
 
 async def connect(settings: Settings, *, name: str, retry: bool = True) -> Bus:
