@@ -152,34 +152,32 @@ async def queue_list(request: web.Request) -> web.Response:
     return await ask(request, names.QUERY_LIST_SUBJECT, query)
 
 
-async def queue_view(request: web.Request) -> web.Response:
-    response = await ask(request, names.QUERY_GET_SUBJECT, {"id": message_id(request)})
-    if response.status != 200 or request.query.get("body") not in {"1", "true", "yes"}:
-        return response
-    answer = json.loads(response.body)  # type: ignore[arg-type]
-    try:
-        raw = await request.app[OBJECTS].get(answer["item"]["body_key"])
-    except errors.NotFound:
-        return problem(404, "the body is no longer in the bucket")
-    except errors.StoreUnavailable as error:
-        return problem(503, str(error))
-    answer["body"] = raw.decode("utf-8", "replace")
-    head = raw.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
-    answer["headers"] = head
-    return web.json_response(answer)
-
-
-async def queue_headers(request: web.Request) -> web.Response:
+async def with_message(request: web.Request, *, body: bool) -> web.Response:
+    """A message's record with its header section, and its whole text when `body`."""
     response = await ask(request, names.QUERY_GET_SUBJECT, {"id": message_id(request)})
     if response.status != 200:
         return response
     answer = json.loads(response.body)  # type: ignore[arg-type]
     try:
         raw = await request.app[OBJECTS].get(answer["item"]["body_key"])
+    except errors.NotFound:
+        return problem(404, "the body is no longer in the bucket")
     except errors.EmpathError as error:
-        return problem(404 if isinstance(error, errors.NotFound) else 503, str(error))
+        return problem(503, str(error))
     answer["headers"] = raw.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+    if body:
+        answer["body"] = raw.decode("utf-8", "replace")
     return web.json_response(answer)
+
+
+async def queue_view(request: web.Request) -> web.Response:
+    if request.query.get("body") not in {"1", "true", "yes"}:
+        return await ask(request, names.QUERY_GET_SUBJECT, {"id": message_id(request)})
+    return await with_message(request, body=True)
+
+
+async def queue_headers(request: web.Request) -> web.Response:
+    return await with_message(request, body=False)
 
 
 async def queue_stats(request: web.Request) -> web.Response:

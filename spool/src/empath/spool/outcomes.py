@@ -135,6 +135,22 @@ def reports_for(
     return {kind: reports for kind, reports in kinds.items() if reports}
 
 
+def mark_notified(entry: queue.Entry, addresses: set[str], kind: str) -> queue.Entry:
+    """Remember that a DSN of `kind` went out for these recipients (so it goes out once)."""
+    if not addresses:
+        return entry
+    return entry.model_copy(
+        update={
+            "recipients": tuple(
+                r.model_copy(update={"notified": (*r.notified, kind)})
+                if r.address in addresses and kind not in r.notified
+                else r
+                for r in entry.recipients
+            )
+        }
+    )
+
+
 class Outcomes:
     def __init__(
         self,
@@ -178,24 +194,14 @@ class Outcomes:
                     cause=f"attempt-{event.attempt}",
                     now=now,
                 )
-            if "delay" in kinds:
-                delayed = {r.recipient.address for r in kinds["delay"]}
-                after = after.model_copy(
-                    update={
-                        "recipients": tuple(
-                            r.model_copy(update={"notified": (*r.notified, "delay")})
-                            if r.address in delayed
-                            else r
-                            for r in after.recipients
-                        )
-                    }
-                )
-            final = after
+            delayed = {r.recipient.address for r in kinds.get("delay", [])}
 
             def change(current: queue.Entry) -> queue.Entry | None:
-                if current != before:  # someone else moved it: recompute from what is there
-                    return apply(self.settings, current, event, now=now)
-                return final
+                # Someone else wrote in between: recompute from what is there now.
+                updated = (
+                    after if current == before else apply(self.settings, current, event, now=now)
+                )
+                return None if updated is None else mark_notified(updated, delayed, "delay")
 
             written = await self.records.update(event.id, change)
             if written is None:
