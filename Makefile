@@ -10,7 +10,8 @@ sync:  ## install uv if it is missing, then the workspace exactly as uv.lock pin
 	$(UV) sync --all-packages --frozen
 
 up: sync  ## run the whole system here (NATS and the object store included)
-	$(RUN) empath up
+	@# Run it directly: a wrapper that forwards Ctrl-C would deliver it twice.
+	.venv/bin/empath up
 
 lint: sync
 	$(RUN) ruff check .

@@ -181,3 +181,22 @@ async def test_up_uses_external_nats_and_object_store_when_given(
     assert port_is_closed(ports["s3"])
     assert not (tmp_path / "data" / "logs").exists()
     assert await asyncio.to_thread(up.stop) == 0
+
+
+async def test_a_doubled_ctrl_c_still_stops_gracefully(
+    up_env: tuple[dict[str, str], dict[str, int]], tmp_path: Path
+) -> None:
+    env, _ = up_env
+    up = Up(env, tmp_path / "data")
+    await asyncio.to_thread(up.start)
+    assert up.process is not None
+    # A terminal's Ctrl-C, delivered once by the terminal and once more by a wrapper.
+    up.process.send_signal(signal.SIGINT)
+    await asyncio.sleep(0.3)
+    up.process.send_signal(signal.SIGINT)
+    assert await asyncio.to_thread(up.process.wait, 60) == 0
+    assert up.process.stdout is not None
+    log = "".join(up.output) + up.process.stdout.read()
+    for service in ("ingress", "spool", "delivery", "control"):
+        assert f"empath.{service}: stopped" in log
+    assert "empath.core.up: stopped" in log

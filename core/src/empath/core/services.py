@@ -47,15 +47,24 @@ def discover() -> dict[str, ServiceMain]:
 
 
 @contextlib.contextmanager
-def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
-    """SIGINT/SIGTERM set `stop`; a second signal is left to the default handler."""
+def stop_on_signals(stop: asyncio.Event, *, repeat_window: float = 2.0) -> Iterator[None]:
+    """SIGINT/SIGTERM set `stop`. The same signal again within `repeat_window` seconds is the
+    same request delivered twice (a terminal's Ctrl-C reaches a wrapper that forwards it too);
+    after that, a further signal is left to the default handler, to force the stop."""
     loop = asyncio.get_running_loop()
+    first: float | None = None
 
     def handle(signum: int) -> None:
-        log.info("received %s, shutting down", signal.Signals(signum).name)
-        stop.set()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+        nonlocal first
+        now = loop.time()
+        if first is None:
+            log.info("received %s, shutting down", signal.Signals(signum).name)
+            first = now
+            stop.set()
+        elif now - first > repeat_window:
+            log.warning("received %s again: no longer waiting", signal.Signals(signum).name)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, handle, sig)
