@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import nats
 
@@ -107,22 +108,19 @@ def percentiles(timings: list[float]) -> str:
     return f"p50 {cuts[49] * 1000:6.1f} ms   p99 {cuts[98] * 1000:6.1f} ms   (n={len(timings)})"
 
 
-async def freeze(nats_port: int) -> None:
-    """Measure intake alone: with the queue frozen, delivery starts no attempt."""
+async def ask(nats_port: int, subject: str) -> dict[str, Any]:
+    """One request to the spool's query API (`empath.api.queue.*`)."""
     nc = await nats.connect(f"nats://127.0.0.1:{nats_port}")
     try:
-        await nc.request("empath.api.queue.freeze", b"{}", timeout=10)
+        reply = await nc.request(f"empath.api.queue.{subject}", b"{}", timeout=60)
+        return dict(json.loads(reply.data))
     finally:
         await nc.close()
 
 
-async def queued_total(nats_port: int) -> int:
-    nc = await nats.connect(f"nats://127.0.0.1:{nats_port}")
-    try:
-        reply = await nc.request("empath.api.queue.counts", b"{}", timeout=60)
-        return int(json.loads(reply.data)["counts"]["total"])
-    finally:
-        await nc.close()
+def counts(nats_port: int) -> dict[str, int]:
+    """Messages in the queue by state, and in total."""
+    return dict(asyncio.run(ask(nats_port, "counts"))["counts"])
 
 
 def main() -> None:
@@ -130,7 +128,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="empath-bench-") as tmp:
         process = start_up(Path(tmp) / "data", ports)
         try:
-            asyncio.run(freeze(ports["nats"]))
+            # Measure intake alone: with the queue frozen, delivery starts no attempt.
+            asyncio.run(ask(ports["nats"], "freeze"))
             idle = probe(ports["smtp"], PROBES)
             stop = threading.Event()
             loaded: list[float] = []
@@ -145,7 +144,7 @@ def main() -> None:
             prober.join()
             expected = PROBES + MESSAGES + len(loaded)
             deadline = time.monotonic() + 120
-            while (total := asyncio.run(queued_total(ports["nats"]))) < expected:
+            while (total := counts(ports["nats"])["total"]) < expected:
                 if time.monotonic() > deadline:
                     raise SystemExit(f"only {total} of {expected} accepted messages are queued")
                 time.sleep(0.5)

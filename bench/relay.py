@@ -12,8 +12,6 @@ settings a relay would have; Debian's `postfix` package provides it and the two 
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import platform
 import shutil
@@ -25,12 +23,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import nats
-
 SBIN = Path("/usr/sbin")
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ingress import MESSAGES, SESSIONS, SIZE, free_port, smtp_source, start_up  # noqa: E402
+from ingress import MESSAGES, SESSIONS, SIZE, counts, free_port, smtp_source, start_up  # noqa: E402
 
 
 def wait_until(done: Callable[[], bool], what: str, timeout: float = 600) -> None:
@@ -51,15 +47,6 @@ def start_sink(port: int) -> subprocess.Popen[bytes]:
     return sink
 
 
-async def delivered(nats_port: int) -> int:
-    nc = await nats.connect(f"nats://127.0.0.1:{nats_port}")
-    try:
-        reply = await nc.request("empath.api.queue.counts", b"{}", timeout=60)
-        return int(json.loads(reply.data)["counts"]["delivered"])
-    finally:
-        await nc.close()
-
-
 def run_empath(tmp: Path, sink_port: int) -> float:
     ports = {name: free_port() for name in ("smtp", "nats", "s3")}
     process = start_up(
@@ -73,7 +60,7 @@ def run_empath(tmp: Path, sink_port: int) -> float:
     try:
         started = time.perf_counter()
         smtp_source(ports["smtp"], "user@sink.test")
-        wait_until(lambda: asyncio.run(delivered(ports["nats"])) >= MESSAGES, "Empath")
+        wait_until(lambda: counts(ports["nats"])["delivered"] >= MESSAGES, "Empath")
         return time.perf_counter() - started
     finally:
         process.send_signal(signal.SIGTERM)

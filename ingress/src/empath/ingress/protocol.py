@@ -295,9 +295,7 @@ class Session(SMTP):
             await self.push(problem.reply)
             return
         if parameters.size is not None and parameters.size > self.limits.max_message_size:
-            await self.push(
-                replies.SIZE_DECLARED_TOO_BIG.format(limit=self.limits.max_message_size)
-            )
+            await self.push(replies.SIZE_TOO_BIG.format(limit=self.limits.max_message_size))
             return
         envelope.mail_from = sender
         envelope.smtp_utf8 = parameters.smtputf8

@@ -36,7 +36,6 @@ RELAY_DENIED = "554 5.7.1 <{address}>: Relay access denied"
 AUTH_UNAVAILABLE = "502 5.5.1 AUTH is not available here"
 AUTH_REQUIRED = "530 5.7.0 Authentication required"
 
-SIZE_DECLARED_TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size ({limit})"
 SIZE_TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size ({limit})"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 DATA_LINE_TOO_LONG = "500 5.5.2 Line too long: a line of the message exceeds {limit} octets"
