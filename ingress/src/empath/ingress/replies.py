@@ -13,7 +13,6 @@ OK = "250 2.0.0 OK"
 SENDER_OK = "250 2.1.0 Sender OK"
 RECIPIENT_OK = "250 2.1.5 Recipient OK"
 QUEUED = "250 2.0.0 Ok: queued as {id}"
-BYE = "221 2.0.0 Bye"
 VRFY = "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery"
 START_DATA = "354 End data with <CR><LF>.<CR><LF>"
 
@@ -34,7 +33,6 @@ DUPLICATE_PARAMETER = "501 5.5.4 Parameter {name} given twice"
 
 RELAY_DENIED = "554 5.7.1 <{address}>: Relay access denied"
 AUTH_UNAVAILABLE = "502 5.5.1 AUTH is not available here"
-AUTH_REQUIRED = "530 5.7.0 Authentication required"
 
 SIZE_TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size ({limit})"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
