@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from empath.core import errors, events, logs, services, settings, telemetry, up
+from empath.core import errors, events, health, logs, services, settings, telemetry, up
 
 log = logging.getLogger("empath.core.cli")
 
@@ -37,6 +37,11 @@ def _start(service: str) -> settings.Settings:
         raise typer.Exit(2) from None
     logs.setup(fmt=loaded.log_format, level=loaded.log_level)
     telemetry.setup(service=service, otlp_endpoint=loaded.otlp_endpoint)
+    if loaded.plugins:
+        log.warning(
+            "plugins configured but not called yet (no plugin runtime in this version): %s",
+            ", ".join(plugin.name for plugin in loaded.plugins),
+        )
     for name in settings.unknown_environment():
         log.warning("ignoring %s: no such setting", name)
     return loaded
@@ -73,7 +78,8 @@ def _service_command(name: str, main: services.ServiceMain) -> Callable[[], None
         async def run_one(loaded: settings.Settings) -> None:
             runtime = services.Runtime(settings=loaded)
             with services.stop_on_signals(runtime.stop):
-                await services.run_all({name: main}, runtime)
+                async with health.serving(runtime, loaded.health_listen):
+                    await services.run_all({name: main}, runtime)
 
         _run(name, run_one)
 

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    BaseModel,
+    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -76,6 +78,33 @@ def parse_nameserver(value: str) -> tuple[str, int]:
         return str(ipaddress.ip_address(host)), port
     except ValueError:
         raise ValueError(f"expected ip[:port], got {value!r}") from None
+
+
+class Plugin(BaseModel):
+    """A plugin the services call at the given hooks (`EMPATH_PLUGINS`, a JSON list).
+
+    The operator renders the MailPlugins a MailServer selects into this setting.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    hooks: list[
+        Literal[
+            "connect", "helo", "mail", "rcpt", "data", "received", "delivered", "deferred", "failed"
+        ]
+    ] = Field(min_length=1)
+    url: str | None = Field(default=None, pattern=r"^https?://")
+    subject: str | None = None
+    timeout: float = Field(default=5.0, gt=0, le=300)
+    failure_policy: Literal["Ignore", "Fail"] = "Ignore"
+    priority: int = 100
+
+    @model_validator(mode="after")
+    def _one_endpoint(self) -> Plugin:
+        if (self.url is None) == (self.subject is None):
+            raise ValueError(f"plugin {self.name!r}: set exactly one of url and subject")
+        return self
 
 
 class Settings(BaseSettings):
@@ -169,10 +198,16 @@ class Settings(BaseSettings):
     control_token_file: Path | None = None
     control_audit_file: Path | None = None
 
+    # Plugins (a JSON list of objects: name, hooks, url or subject, timeout, failure_policy,
+    # priority). Validated and reported at start; calling them arrives with the plugin runtime.
+    plugins: list[Plugin] = Field(default_factory=list)
+
     # Logging and telemetry.
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     otlp_endpoint: str | None = None
+    # Liveness (/livez) and readiness (/readyz) for Kubernetes probes; off unless set.
+    health_listen: str | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -283,7 +318,12 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "smtp_listen", "submission_listen", "up_nats_listen", "up_s3_listen", "control_listen"
+        "smtp_listen",
+        "submission_listen",
+        "up_nats_listen",
+        "up_s3_listen",
+        "control_listen",
+        "health_listen",
     )
     @classmethod
     def _listen(cls, value: str | None) -> str | None:

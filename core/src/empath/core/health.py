@@ -1,0 +1,61 @@
+"""Liveness and readiness over HTTP, for Kubernetes probes (`EMPATH_HEALTH_LISTEN`).
+
+`GET /livez` answers 200 while the event loop runs. `GET /readyz` answers 200 once the
+service has said it is ready and until it starts shutting down, so a pod that drains its
+connections is taken out of its Service's endpoints first. Both answer 503 otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from empath.core.services import Runtime
+from empath.core.settings import parse_hostport
+
+
+class Health:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.ready = False
+
+    def mark_ready(self, service: str, detail: str) -> None:
+        self.ready = True
+
+    async def livez(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        if self.ready and not self.runtime.stop.is_set():
+            return web.Response(text="ready\n")
+        reason = "shutting down" if self.runtime.stop.is_set() else "starting"
+        return web.Response(status=503, text=f"{reason}\n")
+
+
+@contextlib.asynccontextmanager
+async def serving(runtime: Runtime, listen: str | None) -> AsyncIterator[None]:
+    """Serve the probes on `listen` (host:port) for as long as the block runs."""
+    if listen is None:
+        yield
+        return
+    health = Health(runtime)
+    previous = runtime.on_ready
+
+    def on_ready(service: str, detail: str) -> None:
+        health.mark_ready(service, detail)
+        previous(service, detail)
+
+    runtime.on_ready = on_ready
+    app = web.Application()
+    app.router.add_get("/livez", health.livez)
+    app.router.add_get("/readyz", health.readyz)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    host, port = parse_hostport(listen, default_host="0.0.0.0")
+    await web.TCPSite(runner, host, port).start()
+    try:
+        yield
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,1 @@
+"""Empath's Kubernetes operator: MailServer and MailPlugin custom resources (kopf)."""

@@ -1,0 +1,178 @@
+"""The few Kubernetes API calls the operator makes, over httpx.
+
+Credentials come from the kubernetes package's loaders (in-cluster service account, else
+the kubeconfig), the same ones kopf logs in with. Objects are applied with server-side apply
+(field manager `empath-operator`) and only when the live object differs from the rendered
+one, so a resync or a restart of the operator writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Generator
+from typing import Any
+
+import httpx
+
+from empath.core import errors
+
+FIELD_MANAGER = "empath-operator"
+PLURALS = {
+    "ConfigMap": "configmaps",
+    "Secret": "secrets",
+    "Service": "services",
+    "Deployment": "deployments",
+    "PodDisruptionBudget": "poddisruptionbudgets",
+    "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+    "ScaledObject": "scaledobjects",
+    "MailServer": "mailservers",
+    "MailPlugin": "mailplugins",
+}
+
+
+class ApiError(errors.TemporaryError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+
+def path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
+    root = f"/apis/{api_version}" if "/" in api_version else f"/api/{api_version}"
+    found = f"{root}/namespaces/{namespace}/{PLURALS[kind]}"
+    return f"{found}/{name}" if name else found
+
+
+def object_path(obj: dict[str, Any]) -> str:
+    meta = obj["metadata"]
+    return path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+
+
+def contains(live: Any, desired: Any) -> bool:
+    """Whether `live` already says everything `desired` says (the server adds defaults)."""
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(
+            key in live and contains(live[key], value) for key, value in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(live, list)
+            and len(live) == len(desired)
+            and all(contains(a, b) for a, b in zip(live, desired, strict=True))
+        )
+    return bool(live == desired)
+
+
+class _KubeAuth(httpx.Auth):
+    """The kubernetes package's credentials, asked for each request: in a pod, the service
+    account token is rotated on disk and the loader's refresh hook reads the new one."""
+
+    def __init__(self, configuration: Any) -> None:
+        self.configuration = configuration
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        token = self.configuration.get_api_key_with_prefix("BearerToken") or (
+            self.configuration.get_api_key_with_prefix("authorization")
+        )
+        if token:
+            request.headers["Authorization"] = token
+        yield request
+
+
+def client() -> httpx.AsyncClient:
+    """An httpx client for the cluster this process runs in, else the kubeconfig's."""
+    from kubernetes import client as kclient
+    from kubernetes import config
+    from kubernetes.config.config_exception import ConfigException
+
+    configuration = kclient.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except ConfigException:
+        try:
+            config.load_kube_config(client_configuration=configuration)
+        except (ConfigException, OSError) as error:
+            raise errors.ConfigurationError(f"no Kubernetes credentials: {error}") from None
+    verify: Any = configuration.ssl_ca_cert or configuration.verify_ssl
+    cert: Any = None
+    if configuration.cert_file:
+        cert = (configuration.cert_file, configuration.key_file or configuration.cert_file)
+    return httpx.AsyncClient(
+        base_url=configuration.host.rstrip("/"),
+        auth=_KubeAuth(configuration),
+        verify=verify,
+        cert=cert,
+        timeout=30,
+    )
+
+
+class Cluster:
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+
+    async def _call(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self.http.request(method, url, **kwargs)
+        except httpx.HTTPError as error:
+            raise ApiError(0, f"{method} {url}: {error}") from error
+        if response.status_code >= 400 and response.status_code != 404:
+            try:
+                message = response.json().get("message") or response.text
+            except ValueError:
+                message = response.text
+            raise ApiError(response.status_code, f"{method} {url}: {message.strip()[:300]}")
+        return response
+
+    async def get(self, url: str) -> dict[str, Any] | None:
+        response = await self._call("GET", url)
+        return None if response.status_code == 404 else dict(response.json())
+
+    async def items(self, url: str, *, labels: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
+        selector = ",".join(f"{key}={value}" for key, value in labels.items())
+        response = await self._call("GET", url, params={"labelSelector": selector})
+        for item in [] if response.status_code == 404 else response.json().get("items", []):
+            yield item
+
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        url = object_path(obj).rsplit("/", 1)[0]
+        response = await self._call("POST", url, json=obj)
+        if response.status_code == 404:
+            raise ApiError(404, f"POST {url}: no such resource")
+        return dict(response.json())
+
+    async def apply(self, obj: dict[str, Any]) -> bool:
+        """Make the live object say what `obj` says; False when it already did."""
+        url = object_path(obj)
+        live = await self.get(url)
+        if live is None:
+            await self.create(obj)
+            return True
+        if contains(live, obj):
+            return False
+        response = await self._call(
+            "PATCH",
+            url,
+            params={"fieldManager": FIELD_MANAGER, "force": "true"},
+            headers={"Content-Type": "application/apply-patch+yaml"},
+            json=obj,
+        )
+        if response.status_code == 404:  # deleted since the GET
+            await self.create(obj)
+        return True
+
+    async def delete(self, url: str) -> bool:
+        response = await self._call("DELETE", url)
+        return response.status_code != 404
+
+    async def patch_status(self, url: str, status: dict[str, Any]) -> None:
+        await self._call(
+            "PATCH",
+            f"{url}/status",
+            headers={"Content-Type": "application/merge-patch+json"},
+            json={"status": status},
+        )
+
+    async def serves(self, api_version: str, plural: str) -> bool:
+        """Whether the API serves `plural` in `api_version` (KEDA's CRDs, say)."""
+        response = await self._call("GET", f"/apis/{api_version}")
+        if response.status_code == 404:
+            return False
+        return any(item.get("name") == plural for item in response.json().get("resources", []))

@@ -1,0 +1,121 @@
+"""`empath operator`: run the operator, and `empath operator --crds` to print its CRDs.
+
+The operator's own settings are `EMPATH_OPERATOR_*` (the Helm chart sets them); a wrong one
+stops it at start naming the setting, like every other Empath service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Annotated
+
+import kopf
+import typer
+import yaml
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from empath.core import errors, logs
+from empath.core.settings import parse_hostport
+from empath.operator import crds, handlers, kube, render
+
+log = logging.getLogger("empath.operator")
+
+PREFIX = "EMPATH_OPERATOR_"
+
+
+class OperatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="forbid", frozen=True)
+
+    # The image every MailServer runs unless its spec names another (the chart's image).
+    image: str = Field(min_length=1)
+    # OTLP/HTTP endpoint for the whole installation; a MailServer may override it.
+    otlp_endpoint: str | None = None
+    # Namespaces to watch, comma-separated; empty: the whole cluster.
+    namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # kopf's peering object: of several operator replicas one is active. Empty: standalone.
+    peering: str = "empath"
+    # kopf's liveness endpoint, for the operator pod's probe.
+    health_listen: str = "0.0.0.0:8080"
+    log_format: str = Field(default="json", pattern="^(text|json)$")
+    log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("health_listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        parse_hostport(value)
+        return value
+
+
+def load() -> OperatorSettings:
+    """The operator's settings, or `ConfigurationError` naming each wrong one."""
+    try:
+        return OperatorSettings()
+    except ValidationError as error:
+        problems = [
+            f"{PREFIX}{str(problem['loc'][0]).upper()}: {problem['msg']}"
+            if problem["loc"]
+            else problem["msg"]
+            for problem in error.errors()
+        ]
+        raise errors.ConfigurationError("; ".join(problems)) from None
+
+
+async def run(
+    settings: OperatorSettings,
+    *,
+    cluster: kube.Cluster | None = None,
+    stop: asyncio.Event | None = None,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Run the operator until `stop` (or a signal) is set."""
+    own_cluster = cluster is None
+    cluster = cluster or kube.Cluster(kube.client())
+    host, port = parse_hostport(settings.health_listen, default_host="0.0.0.0")
+    state = handlers.State(
+        cluster=cluster,
+        options=render.Options(image=settings.image, otlp_endpoint=settings.otlp_endpoint),
+    )
+    try:
+        await kopf.operator(
+            clusterwide=not settings.namespaces,
+            namespaces=settings.namespaces,
+            standalone=not settings.peering,
+            peering_name=settings.peering or None,
+            priority=0,
+            memo=kopf.Memo(state=state),
+            liveness_endpoint=f"http://{host}:{port}/healthz" if port else None,
+            stop_flag=stop,
+            ready_flag=ready,
+        )
+    finally:
+        if own_cluster:
+            await cluster.http.aclose()
+
+
+def command(
+    print_crds: Annotated[
+        bool, typer.Option("--crds", help="Print the CRDs this operator serves, as YAML.")
+    ] = False,
+) -> None:
+    """Run the Kubernetes operator (MailServer, MailPlugin)."""
+    if print_crds:
+        typer.echo(yaml.safe_dump_all(crds.definitions(), sort_keys=False), nl=False)
+        return
+    try:
+        settings = load()
+    except errors.ConfigurationError as error:
+        typer.echo(f"empath operator: {error}", err=True)
+        raise typer.Exit(2) from None
+    logs.setup(fmt=settings.log_format, level=settings.log_level)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run(settings))
