@@ -31,8 +31,13 @@ async def test_a_service_answers_its_probes_and_is_unready_once_stopping(
         "EMPATH_HEALTH_LISTEN": f"127.0.0.1:{port}",
         "EMPATH_SHUTDOWN_GRACE": "0",
     }
-    process = subprocess.Popen(
-        [EMPATH, "delivery"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    process = await asyncio.to_thread(
+        subprocess.Popen,
+        [EMPATH, "delivery"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:

@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import kopf
 
-from empath.operator import crds, render
+from empath.operator import crds, kube, render
 from empath.operator.kube import ApiError, Cluster, path
 
 log = logging.getLogger("empath.operator")
@@ -117,6 +117,7 @@ async def reconcile(
             conditions, "Ready", False, "InvalidSpec", "the spec cannot be run", None
         )
         await _write_status(cluster, body, {"conditions": conditions})
+        kopf.warn(cast(kopf.Body, body), reason="InvalidSpec", message=f"nothing changed: {error}")
         raise kopf.PermanentError(f"invalid spec, nothing changed: {error}") from None
 
     changed: list[str] = []
@@ -250,6 +251,21 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+
+
+@kopf.on.login()
+async def login(**_: Any) -> kopf.ConnectionInfo:
+    """kopf logs in with the operator's own credentials (asked again when they expire)."""
+    found = kube.configuration()
+    return kopf.ConnectionInfo(
+        server=found.host,
+        ca_path=found.ssl_ca_cert,
+        insecure=not found.verify_ssl,
+        scheme="Bearer" if kube.token(found) else None,
+        token=kube.token(found),
+        certificate_path=found.cert_file,
+        private_key_path=found.key_file,
+    )
 
 
 @kopf.index(crds.GROUP, crds.VERSION, crds.MAILPLUGINS)

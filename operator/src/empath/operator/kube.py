@@ -8,6 +8,7 @@ one, so a resync or a restart of the operator writes nothing.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Generator
 from typing import Any
 
@@ -69,35 +70,49 @@ class _KubeAuth(httpx.Auth):
         self.configuration = configuration
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        token = self.configuration.get_api_key_with_prefix("BearerToken") or (
-            self.configuration.get_api_key_with_prefix("authorization")
-        )
-        if token:
-            request.headers["Authorization"] = token
+        bearer = token(self.configuration)
+        if bearer:
+            request.headers["Authorization"] = f"Bearer {bearer}"
         yield request
 
 
-def client() -> httpx.AsyncClient:
-    """An httpx client for the cluster this process runs in, else the kubeconfig's."""
+def configuration() -> Any:
+    """The kubernetes package's configuration: in a pod, its service account; else the
+    kubeconfig (`KUBECONFIG`, read now rather than when the package was imported)."""
     from kubernetes import client as kclient
     from kubernetes import config
     from kubernetes.config.config_exception import ConfigException
 
-    configuration = kclient.Configuration()
+    found = kclient.Configuration()
     try:
-        config.load_incluster_config(client_configuration=configuration)
+        config.load_incluster_config(client_configuration=found)
     except ConfigException:
         try:
-            config.load_kube_config(client_configuration=configuration)
+            config.load_kube_config(
+                config_file=os.environ.get("KUBECONFIG") or None, client_configuration=found
+            )
         except (ConfigException, OSError) as error:
             raise errors.ConfigurationError(f"no Kubernetes credentials: {error}") from None
-    verify: Any = configuration.ssl_ca_cert or configuration.verify_ssl
+    return found
+
+
+def token(found: Any) -> str | None:
+    """The bearer token (without `Bearer `), asked anew: in a pod it is rotated on disk."""
+    value = found.get_api_key_with_prefix("BearerToken") or found.get_api_key_with_prefix(
+        "authorization"
+    )
+    return str(value).removeprefix("Bearer ").strip() if value else None
+
+
+def client(found: Any) -> httpx.AsyncClient:
+    """An httpx client with the credentials of `found` (a kubernetes Configuration)."""
+    verify: Any = found.ssl_ca_cert or found.verify_ssl
     cert: Any = None
-    if configuration.cert_file:
-        cert = (configuration.cert_file, configuration.key_file or configuration.cert_file)
+    if found.cert_file:
+        cert = (found.cert_file, found.key_file or found.cert_file)
     return httpx.AsyncClient(
-        base_url=configuration.host.rstrip("/"),
-        auth=_KubeAuth(configuration),
+        base_url=found.host.rstrip("/"),
+        auth=_KubeAuth(found),
         verify=verify,
         cert=cert,
         timeout=30,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from typing import Annotated
 
 import kopf
@@ -74,12 +75,13 @@ async def run(
     settings: OperatorSettings,
     *,
     cluster: kube.Cluster | None = None,
-    stop: asyncio.Event | None = None,
-    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | threading.Event | None = None,
+    ready: asyncio.Event | threading.Event | None = None,
 ) -> None:
-    """Run the operator until `stop` (or a signal) is set."""
+    """Run the operator until `stop` (or a signal) is set. kopf treats the event loop as its
+    own (it cancels the tasks it finds on its way out): give it a loop, or a thread, of its own."""
     own_cluster = cluster is None
-    cluster = cluster or kube.Cluster(kube.client())
+    cluster = cluster or kube.Cluster(kube.client(kube.configuration()))
     host, port = parse_hostport(settings.health_listen, default_host="0.0.0.0")
     state = handlers.State(
         cluster=cluster,

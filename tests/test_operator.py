@@ -1,0 +1,554 @@
+"""The operator (kopf) against a Kubernetes API emulator (kmock).
+
+The emulator serves the built-in resources and the CRDs the chart installs; the operator logs
+in with a kubeconfig, as it would outside a cluster. The tests act as a user and as the
+cluster would: they create, change and delete MailServers and MailPlugins over the API, and
+stand in for the kubelet and the cloud's load balancer by writing Deployment and Service
+status. No garbage collector runs here, so cascading deletion is checked through the owner
+reference every object carries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from kmock import KubernetesEmulator, ResourceInfo
+
+from empath.operator import crds, main
+from tests.servers import free_port
+
+NS = "mail"
+IMAGE = "registry.example/empath:test"
+SERVERS = f"/apis/{crds.GROUP}/{crds.VERSION}/namespaces/{NS}/mailservers"
+PLUGINS = f"/apis/{crds.GROUP}/{crds.VERSION}/namespaces/{NS}/mailplugins"
+COMPONENTS = ("ingress", "spool", "delivery", "control")
+
+
+def mailserver(name: str = "corp", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{crds.GROUP}/{crds.VERSION}",
+        "kind": "MailServer",
+        "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}", "generation": 1},
+        "spec": {
+            "hostname": "mx.example.com",
+            "relayDomains": ["example.com"],
+            "trustedNetworks": ["10.0.0.0/8"],
+            "nats": {"url": "nats://nats.mail.svc:4222"},
+            "objectStore": {"endpoint": "http://s3.mail.svc:8333", "credentialsSecret": "s3"},
+            **spec,
+        },
+    }
+
+
+def mailplugin(name: str, labels: dict[str, str], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{crds.GROUP}/{crds.VERSION}",
+        "kind": "MailPlugin",
+        "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}", "labels": labels},
+        "spec": {"hooks": ["rcpt"], "endpoint": {"url": f"http://{name}.mail.svc/hook"}, **spec},
+    }
+
+
+class Api:
+    """What a user (or the cluster) does over the API, and what it sees."""
+
+    def __init__(self, kmock: KubernetesEmulator) -> None:
+        self.kmock = kmock
+        self.http = httpx.AsyncClient(base_url=str(kmock.url).rstrip("/"), timeout=10)
+
+    async def create(self, url: str, obj: dict[str, Any]) -> None:
+        (await self.http.post(url, json=obj)).raise_for_status()
+
+    async def patch(self, url: str, change: dict[str, Any]) -> None:
+        response = await self.http.patch(
+            url, json=change, headers={"Content-Type": "application/merge-patch+json"}
+        )
+        response.raise_for_status()
+
+    async def delete(self, url: str) -> None:
+        (await self.http.delete(url)).raise_for_status()
+
+    async def get(self, url: str) -> dict[str, Any] | None:
+        response = await self.http.get(url)
+        return None if response.status_code == 404 else dict(response.json())
+
+    async def wait(
+        self, url: str, check: Callable[[dict[str, Any]], bool], timeout: float = 20
+    ) -> dict[str, Any]:
+        """The object at `url` once `check` holds for it."""
+        seen: dict[str, Any] | None = None
+        for _ in range(int(timeout / 0.05)):
+            seen = await self.get(url)
+            if seen is not None and check(seen):
+                return seen
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{url} never got there; last seen: {json.dumps(seen)[:2000]}")
+
+    async def event(self, check: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        """A Kubernetes event the operator posted (kopf posts them in the background). Read
+        off the requests: the emulator keeps one object of a generateName, the API many."""
+        for _ in range(200):
+            posted = self.kmock["post", f"/api/v1/namespaces/{NS}/events"]
+            found = [r.data for r in posted if isinstance(r.data, dict) and check(r.data)]
+            if found:
+                return dict(found[0])
+            await asyncio.sleep(0.05)
+        raise AssertionError("no such event was posted")
+
+    def versions(self, resource: str, name: str) -> int:
+        return len(self.kmock.objects[resource, NS, name].history)
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == kind), {})
+
+
+def deployment_url(name: str) -> str:
+    return f"/apis/apps/v1/namespaces/{NS}/deployments/{name}"
+
+
+def has_status(generation: int) -> Callable[[dict[str, Any]], bool]:
+    return lambda obj: (obj.get("status") or {}).get("observedGeneration") == generation
+
+
+@pytest.fixture
+async def api(kmock: KubernetesEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Api:
+    kmock.resources.load_bundled()
+    for crd in crds.definitions():
+        names = crd["spec"]["names"]
+        version = crd["spec"]["versions"][0]
+        kmock.resources[f"{crd['spec']['group']}/{version['name']}/{names['plural']}"] = (
+            ResourceInfo(
+                kind=names["kind"],
+                singular=names["singular"],
+                namespaced=crd["spec"]["scope"] == "Namespaced",
+                shortnames=set(names.get("shortNames", [])),
+                subresources=set(version.get("subresources", {})),
+                verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+            )
+        )
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "test",
+                "clusters": [{"name": "emulated", "cluster": {"server": str(kmock.url)}}],
+                "users": [{"name": "operator", "user": {"token": "operator-token"}}],
+                "contexts": [
+                    {"name": "test", "context": {"cluster": "emulated", "user": "operator"}}
+                ],
+            }
+        )
+    )
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    found = Api(kmock)
+    yield found  # type: ignore[misc]
+    await found.http.aclose()
+
+
+Operator = Callable[[], Awaitable[None]]
+
+
+@pytest.fixture
+async def operator(
+    api: Api,
+) -> AsyncIterator[Callable[[], Awaitable[Callable[[], Awaitable[None]]]]]:
+    """Start the operator; the returned function stops it (as a pod is stopped).
+
+    kopf cancels every task of its event loop on the way out, so it gets a thread and a loop
+    of its own, as it has a process of its own in a pod."""
+    running: list[tuple[threading.Event, threading.Thread]] = []
+
+    async def start() -> Callable[[], Awaitable[None]]:
+        settings = main.OperatorSettings(
+            image=IMAGE,
+            peering="",
+            health_listen=f"127.0.0.1:{free_port()}",
+            otlp_endpoint="http://otel-collector.observability.svc:4318",
+        )
+        stop, ready = threading.Event(), threading.Event()
+        thread = threading.Thread(
+            target=lambda: asyncio.run(main.run(settings, stop=stop, ready=ready)),
+            name="operator",
+            daemon=True,
+        )
+        thread.start()
+        running.append((stop, thread))
+        assert await asyncio.to_thread(ready.wait, 20), "the operator did not start"
+
+        async def halt() -> None:
+            stop.set()
+            await asyncio.to_thread(thread.join, 30)
+            assert not thread.is_alive(), "the operator did not stop"
+
+        return halt
+
+    yield start
+    for stop, thread in running:
+        stop.set()
+        await asyncio.to_thread(thread.join, 30)
+
+
+async def test_a_mailserver_becomes_the_objects_that_run_it(api: Api, operator: Any) -> None:
+    await operator()
+    await api.create(SERVERS, mailserver())
+    server = await api.wait(f"{SERVERS}/corp", has_status(1))
+    owner = {
+        "apiVersion": "empath.io/v1alpha1",
+        "kind": "MailServer",
+        "name": "corp",
+        "uid": "uid-corp",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+    config = await api.get(f"/api/v1/namespaces/{NS}/configmaps/corp-config")
+    assert config is not None
+    data = config["data"]
+    assert data["EMPATH_HOSTNAME"] == "mx.example.com"
+    assert data["EMPATH_RELAY_DOMAINS"] == "example.com"
+    assert data["EMPATH_TRUSTED_NETWORKS"] == "10.0.0.0/8"
+    assert data["EMPATH_NATS_URL"] == "nats://nats.mail.svc:4222"
+    assert data["EMPATH_S3_ENDPOINT"] == "http://s3.mail.svc:8333"
+    assert data["EMPATH_RETRY_SCHEDULE"] == "0,30,120,480,1800,3600"  # the CRD's default
+    assert data["EMPATH_SMTP_LISTEN"] == "0.0.0.0:2525"
+    assert data["EMPATH_HEALTH_LISTEN"] == "0.0.0.0:8080"
+    # The installation's OTLP endpoint reaches every pod through the shared settings.
+    assert data["EMPATH_OTLP_ENDPOINT"] == "http://otel-collector.observability.svc:4318"
+    assert config["metadata"]["ownerReferences"] == [owner]
+
+    hashes = set()
+    for component in COMPONENTS:
+        deployment = await api.get(deployment_url(f"corp-{component}"))
+        assert deployment is not None, component
+        assert deployment["metadata"]["ownerReferences"] == [owner]
+        pod = deployment["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["image"] == IMAGE
+        assert container["args"] == [component]
+        assert container["envFrom"] == [{"configMapRef": {"name": "corp-config"}}]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["securityContext"]["runAsNonRoot"] is True
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+        assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "health"}
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        env = {e["name"]: e for e in container["env"]}
+        assert env["EMPATH_S3_SECRET_KEY"]["valueFrom"]["secretKeyRef"] == {
+            "name": "s3",
+            "key": "secretKey",
+        }
+        hashes.add(
+            deployment["spec"]["template"]["metadata"]["annotations"]["empath.io/config-hash"]
+        )
+        pdb = await api.get(
+            f"/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets/corp-{component}"
+        )
+        assert pdb is not None
+        assert pdb["spec"]["maxUnavailable"] == 1
+    assert len(hashes) == 1
+
+    ingress = await api.get(deployment_url("corp-ingress"))
+    delivery = await api.get(deployment_url("corp-delivery"))
+    control = await api.get(deployment_url("corp-control"))
+    assert ingress
+    assert delivery
+    assert control
+    assert ingress["spec"]["replicas"] == 2
+    assert "replicas" not in delivery["spec"]  # the autoscaler owns it
+    control_env = {
+        e["name"]: e for e in control["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert control_env["EMPATH_CONTROL_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "corp-control-token",
+        "key": "token",
+    }
+
+    smtp = await api.get(f"/api/v1/namespaces/{NS}/services/corp-smtp")
+    assert smtp is not None
+    assert smtp["spec"]["type"] == "LoadBalancer"
+    assert smtp["spec"]["ports"] == [
+        {"name": "smtp", "port": 25, "targetPort": "smtp", "protocol": "TCP"}
+    ]
+    assert smtp["spec"]["selector"] == {
+        "app.kubernetes.io/instance": "corp",
+        "app.kubernetes.io/component": "ingress",
+    }
+    control_service = await api.get(f"/api/v1/namespaces/{NS}/services/corp-control")
+    assert control_service is not None
+    assert control_service["spec"]["type"] == "ClusterIP"
+    assert [p["name"] for p in control_service["spec"]["ports"]] == ["http"]  # kubectl empath
+
+    token = await api.get(f"/api/v1/namespaces/{NS}/secrets/corp-control-token")
+    assert token is not None
+    assert len(base64.b64decode(token["data"]["token"])) >= 32
+
+    hpa = await api.get(
+        f"/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/corp-delivery"
+    )
+    assert hpa is not None
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "corp-delivery"
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 10)
+
+    assert server["status"]["autoscaler"] == "hpa"
+    assert condition(server, "Degraded")["status"] == "False"
+    assert condition(server, "Ready")["status"] == "False"
+    assert condition(server, "Progressing")["status"] == "True"
+    assert "corp-smtp.mail.svc:25" in server["status"]["endpoint"]
+
+    # The kubelet reports pods ready, the cloud gives the Service an address.
+    for component in COMPONENTS:
+        deployment = await api.get(deployment_url(f"corp-{component}"))
+        assert deployment is not None
+        want = deployment["spec"].get("replicas", 1)
+        await api.patch(
+            f"{deployment_url(f'corp-{component}')}/status",
+            {"status": {"replicas": want, "readyReplicas": want, "updatedReplicas": want}},
+        )
+    await api.patch(
+        f"/api/v1/namespaces/{NS}/services/corp-smtp/status",
+        {"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}},
+    )
+    server = await api.wait(
+        f"{SERVERS}/corp",
+        lambda o: (
+            condition(o, "Ready").get("status") == "True"
+            and o["status"].get("endpoint") == "203.0.113.7:25"
+        ),
+    )
+    assert condition(server, "Progressing")["status"] == "False"
+    assert server["status"]["services"]["ingress"] == {"replicas": 2, "readyReplicas": 2}
+    assert server["status"]["services"]["delivery"] == {"replicas": 1, "readyReplicas": 1}
+
+
+async def test_a_spec_change_rolls_out_and_a_bad_one_changes_nothing(
+    api: Api, operator: Any
+) -> None:
+    await operator()
+    await api.create(SERVERS, mailserver())
+    await api.wait(f"{SERVERS}/corp", has_status(1))
+    before = await api.get(deployment_url("corp-spool"))
+    token = await api.get(f"/api/v1/namespaces/{NS}/secrets/corp-control-token")
+    assert before
+    assert token
+    old_hash = before["spec"]["template"]["metadata"]["annotations"]["empath.io/config-hash"]
+
+    await api.patch(
+        f"{SERVERS}/corp",
+        {"metadata": {"generation": 2}, "spec": {"limits": {"maxMessageSize": 10485760}}},
+    )
+    await api.wait(f"{SERVERS}/corp", has_status(2))
+    config = await api.get(f"/api/v1/namespaces/{NS}/configmaps/corp-config")
+    assert config is not None
+    assert config["data"]["EMPATH_MAX_MESSAGE_SIZE"] == "10485760"
+    for component in COMPONENTS:
+        deployment = await api.get(deployment_url(f"corp-{component}"))
+        assert deployment is not None
+        new_hash = deployment["spec"]["template"]["metadata"]["annotations"][
+            "empath.io/config-hash"
+        ]
+        assert new_hash != old_hash, f"{component} would not restart on the new settings"
+    # The control token is the clients' credential: a spec change leaves it alone.
+    assert await api.get(f"/api/v1/namespaces/{NS}/secrets/corp-control-token") == token
+
+    config_versions = api.versions("v1/configmaps", "corp-config")
+    await api.patch(
+        f"{SERVERS}/corp",
+        {"metadata": {"generation": 3}, "spec": {"trustedNetworks": ["0.0.0.0/0"]}},
+    )
+    server = await api.wait(
+        f"{SERVERS}/corp", lambda o: condition(o, "Degraded").get("status") == "True"
+    )
+    degraded = condition(server, "Degraded")
+    assert degraded["reason"] == "InvalidSpec"
+    assert "spec.trustedNetworks" in degraded["message"]
+    assert "open relay" in degraded["message"]
+    assert condition(server, "Ready")["status"] == "False"
+    assert server["status"]["observedGeneration"] == 2  # generation 3 was not applied
+    await asyncio.sleep(0.5)
+    assert api.versions("v1/configmaps", "corp-config") == config_versions
+    config = await api.get(f"/api/v1/namespaces/{NS}/configmaps/corp-config")
+    assert config is not None
+    assert config["data"]["EMPATH_TRUSTED_NETWORKS"] == "10.0.0.0/8"
+    warning = await api.event(lambda e: e.get("reason") == "InvalidSpec")
+    assert warning["type"] == "Warning"
+    assert warning["involvedObject"]["name"] == "corp"
+    assert "open relay" in warning["message"]
+
+    # Fixing the spec recovers.
+    await api.patch(
+        f"{SERVERS}/corp",
+        {"metadata": {"generation": 4}, "spec": {"trustedNetworks": ["10.0.0.0/8"]}},
+    )
+    server = await api.wait(f"{SERVERS}/corp", has_status(4))
+    assert condition(server, "Degraded")["status"] == "False"
+
+
+async def test_mailplugins_a_server_selects_render_into_its_settings(
+    api: Api, operator: Any
+) -> None:
+    await operator()
+    await api.create(PLUGINS, mailplugin("spam-check", {"team": "mail"}, priority=10))
+    await api.create(
+        PLUGINS,
+        mailplugin(
+            "audit",
+            {"team": "mail"},
+            hooks=["delivered", "failed"],
+            endpoint={"subject": "audit.mail"},
+        ),
+    )
+    await api.create(PLUGINS, mailplugin("elsewhere", {"team": "web"}))
+    await api.create(SERVERS, mailserver(pluginSelector={"matchLabels": {"team": "mail"}}))
+    server = await api.wait(f"{SERVERS}/corp", has_status(1))
+    assert server["status"]["plugins"] == ["spam-check", "audit"]  # by priority, then name
+
+    async def plugins() -> list[dict[str, Any]]:
+        config = await api.get(f"/api/v1/namespaces/{NS}/configmaps/corp-config")
+        assert config is not None
+        return list(json.loads(config["data"]["EMPATH_PLUGINS"]))
+
+    assert await plugins() == [
+        {
+            "name": "spam-check",
+            "hooks": ["rcpt"],
+            "timeout": 5,
+            "failure_policy": "Ignore",
+            "priority": 10,
+            "url": "http://spam-check.mail.svc/hook",
+        },
+        {
+            "name": "audit",
+            "hooks": ["delivered", "failed"],
+            "timeout": 5,
+            "failure_policy": "Ignore",
+            "priority": 100,
+            "subject": "audit.mail",
+        },
+    ]
+
+    # A plugin joins, one changes, one goes: the server's settings follow each time.
+    await api.create(PLUGINS, mailplugin("greylist", {"team": "mail"}, failurePolicy="Fail"))
+    await api.wait(f"{SERVERS}/corp", lambda o: "greylist" in o["status"]["plugins"])
+    await api.patch(f"{PLUGINS}/spam-check", {"spec": {"timeoutSeconds": 2}})
+    await api.delete(f"{PLUGINS}/audit")
+    await api.wait(
+        f"{SERVERS}/corp", lambda o: o["status"]["plugins"] == ["spam-check", "greylist"]
+    )
+    for _ in range(100):
+        rendered = {p["name"]: p for p in await plugins()}
+        if rendered.get("spam-check", {}).get("timeout") == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert sorted(rendered) == ["greylist", "spam-check"]
+    assert rendered["spam-check"]["timeout"] == 2
+    assert rendered["greylist"]["failure_policy"] == "Fail"
+
+
+async def test_keda_scales_delivery_on_the_backlog_when_the_cluster_has_it(
+    api: Api, operator: Any
+) -> None:
+    api.kmock.resources["keda.sh/v1alpha1/scaledobjects"] = ResourceInfo(
+        kind="ScaledObject", namespaced=True, verbs={"get", "list", "create", "patch", "delete"}
+    )
+    await operator()
+    await api.create(SERVERS, mailserver(autoscaling={"maxReplicas": 30, "backlogPerWorker": 250}))
+    server = await api.wait(f"{SERVERS}/corp", has_status(1))
+    assert server["status"]["autoscaler"] == "keda"
+    scaled = await api.get(f"/apis/keda.sh/v1alpha1/namespaces/{NS}/scaledobjects/corp-delivery")
+    assert scaled is not None
+    assert scaled["spec"]["scaleTargetRef"] == {"name": "corp-delivery"}
+    assert (scaled["spec"]["minReplicaCount"], scaled["spec"]["maxReplicaCount"]) == (1, 30)
+    assert scaled["spec"]["triggers"] == [
+        {
+            "type": "nats-jetstream",
+            "metadata": {
+                "natsServerMonitoringEndpoint": "nats.mail.svc:8222",
+                "account": "$G",
+                "stream": "EMPATH_JOBS",
+                "consumer": "delivery",
+                "lagThreshold": "250",
+            },
+        }
+    ]
+    hpa = f"/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/corp-delivery"
+    assert await api.get(hpa) is None
+
+    # Autoscaling off: no autoscaler, the spec's replicas.
+    await api.patch(
+        f"{SERVERS}/corp",
+        {
+            "metadata": {"generation": 2},
+            "spec": {"autoscaling": {"enabled": False}, "services": {"delivery": {"replicas": 3}}},
+        },
+    )
+    server = await api.wait(f"{SERVERS}/corp", has_status(2))
+    assert server["status"]["autoscaler"] == "none"
+    assert (
+        await api.get(f"/apis/keda.sh/v1alpha1/namespaces/{NS}/scaledobjects/corp-delivery") is None
+    )
+    delivery = await api.get(deployment_url("corp-delivery"))
+    assert delivery is not None
+    assert delivery["spec"]["replicas"] == 3
+
+
+async def test_a_restarted_operator_changes_nothing_and_a_deleted_server_is_left_alone(
+    api: Api, operator: Any
+) -> None:
+    stop = await operator()
+    await api.create(PLUGINS, mailplugin("spam-check", {"team": "mail"}))
+    await api.create(SERVERS, mailserver(pluginSelector={"matchLabels": {"team": "mail"}}))
+    await api.wait(f"{SERVERS}/corp", has_status(1))
+    await asyncio.sleep(0.5)  # let the status settle
+    await stop()
+
+    children = [
+        ("v1/configmaps", "corp-config"),
+        ("v1/secrets", "corp-control-token"),
+        ("v1/services", "corp-smtp"),
+        ("v1/services", "corp-control"),
+        *[("apps/v1/deployments", f"corp-{c}") for c in COMPONENTS],
+        *[("policy/v1/poddisruptionbudgets", f"corp-{c}") for c in COMPONENTS],
+        ("autoscaling/v2/horizontalpodautoscalers", "corp-delivery"),
+    ]
+    versions = {child: api.versions(*child) for child in children}
+    status = (await api.get(f"{SERVERS}/corp") or {})["status"]
+    reads = len(list(api.kmock["get", "/apis/apps/v1/namespaces/mail/deployments/corp-control"]))
+
+    stop = await operator()
+    # The resumed reconcile reads every object (its last step reads the Deployments) ...
+    for _ in range(200):
+        now = len(list(api.kmock["get", "/apis/apps/v1/namespaces/mail/deployments/corp-control"]))
+        if now > reads:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the restarted operator did not look at the MailServer")
+    await asyncio.sleep(0.5)
+    # ... and writes nothing: not one object, not the status.
+    assert {child: api.versions(*child) for child in children} == versions
+    server = await api.get(f"{SERVERS}/corp")
+    assert server is not None
+    assert {k: v for k, v in server["status"].items() if k != "kopf"} == {
+        k: v for k, v in status.items() if k != "kopf"
+    }
+
+    # Deleting the server: its objects go with it through their owner references (the
+    # cluster's garbage collector); the operator does not touch them or fail on later events.
+    await api.delete(f"{SERVERS}/corp")
+    await api.create(PLUGINS, mailplugin("late", {"team": "mail"}))
+    await asyncio.sleep(0.5)
+    assert {child: api.versions(*child) for child in children} == versions
+    assert await api.get(f"{SERVERS}/corp") is None
+    await stop()
