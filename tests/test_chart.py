@@ -265,3 +265,17 @@ def test_every_object_the_operator_renders_is_valid_kubernetes(keda: bool) -> No
     smtp = made.named("Service", "corp-smtp")
     assert [p["port"] for p in smtp["spec"]["ports"]] == [25, 587]
     assert made.autoscaler == ("keda" if keda else "hpa")
+
+
+def test_the_readme_mailserver_is_valid_and_runs() -> None:
+    """The example a user copies from the README is accepted by the CRD and the operator."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Install on a cluster", 1)[1]
+    example = section.split("<<'YAML'\n", 1)[1].split("\nYAML\n", 1)[0]
+    body = yaml.safe_load(example)
+    validate(body)
+    body["metadata"]["uid"] = "uid-corp"
+    made = render.render(body, [], render.Options(image="empath:test"))
+    data = made.named("ConfigMap", "corp-config")["data"]
+    assert data["EMPATH_TRUSTED_NETWORKS"] == "10.0.0.0/8"
+    assert data["EMPATH_S3_BUCKET"] == "empath"
