@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -147,3 +148,26 @@ class Proxy:
 
     async def close(self) -> None:
         await self.cut()
+
+
+def kubeconfig(
+    path: Path, server: str, users: dict[str, str], contexts: dict[str, dict[str, str]]
+) -> Path:
+    """A kubeconfig for an emulated cluster at `server`: users by token, contexts by name
+    (`{"user": ..., "namespace": ...}`); the first context is the current one."""
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": next(iter(contexts)),
+                "clusters": [{"name": "emulated", "cluster": {"server": server}}],
+                "users": [{"name": n, "user": {"token": t}} for n, t in users.items()],
+                "contexts": [
+                    {"name": name, "context": {"cluster": "emulated", **context}}
+                    for name, context in contexts.items()
+                ],
+            }
+        )
+    )
+    return path

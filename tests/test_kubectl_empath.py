@@ -21,7 +21,7 @@ import pytest
 from kmock import RawHandler, Request, Response
 
 from tests.conftest import StartSystem, System
-from tests.servers import free_port
+from tests.servers import free_port, kubeconfig
 from tests.wire import Wire
 
 TOKEN = "control-token-for-kube"
@@ -81,29 +81,15 @@ async def cluster(kmock: RawHandler, control: System, tmp_path: Path) -> Path:
 
     kmock["get /api/v1/namespaces/mail/secrets/corp-control-token"] << read_secret
     kmock[PROXY] << service_proxy
-    config = tmp_path / "kubeconfig"
-    config.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "test",
-                "clusters": [{"name": "emulated", "cluster": {"server": str(kmock.url)}}],
-                "users": [
-                    {"name": "alice", "user": {"token": "alice-token"}},
-                    {"name": "mallory", "user": {"token": "mallory-token"}},
-                ],
-                "contexts": [
-                    {
-                        "name": "test",
-                        "context": {"cluster": "emulated", "user": "alice", "namespace": "mail"},
-                    },
-                    {"name": "other", "context": {"cluster": "emulated", "user": "mallory"}},
-                ],
-            }
-        )
+    return kubeconfig(
+        tmp_path / "kubeconfig",
+        str(kmock.url),
+        users={"alice": "alice-token", "mallory": "mallory-token"},
+        contexts={
+            "test": {"user": "alice", "namespace": "mail"},
+            "other": {"user": "mallory"},
+        },
     )
-    return config
 
 
 def kubectl(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -20,10 +20,10 @@ from typing import Any
 
 import httpx
 import pytest
-from kmock import KubernetesEmulator, ResourceInfo
+from kmock import KubernetesEmulator, Request, ResourceInfo, Response
 
 from empath.operator import crds, main
-from tests.servers import free_port
+from tests.servers import free_port, kubeconfig
 
 NS = "mail"
 IMAGE = "registry.example/empath:test"
@@ -136,20 +136,11 @@ async def api(kmock: KubernetesEmulator, tmp_path: Path, monkeypatch: pytest.Mon
                 verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
             )
         )
-    config = tmp_path / "kubeconfig"
-    config.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "test",
-                "clusters": [{"name": "emulated", "cluster": {"server": str(kmock.url)}}],
-                "users": [{"name": "operator", "user": {"token": "operator-token"}}],
-                "contexts": [
-                    {"name": "test", "context": {"cluster": "emulated", "user": "operator"}}
-                ],
-            }
-        )
+    config = kubeconfig(
+        tmp_path / "kubeconfig",
+        str(kmock.url),
+        users={"operator": "operator-token"},
+        contexts={"test": {"user": "operator"}},
     )
     monkeypatch.setenv("KUBECONFIG", str(config))
     found = Api(kmock)
@@ -386,13 +377,16 @@ async def test_a_spec_change_rolls_out_and_a_bad_one_changes_nothing(
     assert warning["involvedObject"]["name"] == "corp"
     assert "open relay" in warning["message"]
 
-    # Fixing the spec recovers.
+    # Fixing the spec recovers; a setting the spec no longer has leaves the ConfigMap.
     await api.patch(
-        f"{SERVERS}/corp",
-        {"metadata": {"generation": 4}, "spec": {"trustedNetworks": ["10.0.0.0/8"]}},
+        f"{SERVERS}/corp", {"metadata": {"generation": 4}, "spec": {"trustedNetworks": []}}
     )
     server = await api.wait(f"{SERVERS}/corp", has_status(4))
     assert condition(server, "Degraded")["status"] == "False"
+    config = await api.get(f"/api/v1/namespaces/{NS}/configmaps/corp-config")
+    assert config is not None
+    assert "EMPATH_TRUSTED_NETWORKS" not in config["data"]
+    assert config["data"]["EMPATH_HOSTNAME"] == "mx.example.com"
 
 
 async def test_mailplugins_a_server_selects_render_into_its_settings(
@@ -552,3 +546,34 @@ async def test_a_restarted_operator_changes_nothing_and_a_deleted_server_is_left
     assert {child: api.versions(*child) for child in children} == versions
     assert await api.get(f"{SERVERS}/corp") is None
     await stop()
+
+
+async def test_an_api_that_refuses_an_object_degrades_the_server_and_says_why(
+    api: Api, operator: Any
+) -> None:
+    async def forbidden(request: Request) -> Response:
+        return Response(
+            status=403,
+            payload={
+                "kind": "Status",
+                "apiVersion": "v1",
+                "status": "Failure",
+                "reason": "Forbidden",
+                "code": 403,
+                "message": 'poddisruptionbudgets.policy is forbidden: User "empath" cannot create',
+            },
+        )
+
+    api.kmock["post", f"/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets"] << forbidden
+    await operator()
+    await api.create(SERVERS, mailserver())
+    server = await api.wait(
+        f"{SERVERS}/corp", lambda o: condition(o, "Degraded").get("status") == "True"
+    )
+    degraded = condition(server, "Degraded")
+    assert degraded["reason"] == "ApplyFailed"
+    assert "403" in degraded["message"]
+    assert "cannot create" in degraded["message"]
+    warning = await api.event(lambda e: e.get("reason") == "ApplyFailed")
+    assert warning["type"] == "Warning"
+    assert "poddisruptionbudgets" in warning["message"]

@@ -362,10 +362,29 @@ class Settings(BaseSettings):
         return urlsplit(self.s3_endpoint).netloc
 
 
-def load(**overrides: Any) -> Settings:
-    """Read the settings, or raise `ConfigurationError` naming every wrong one."""
+class _Given(Settings):
+    """Exactly the values given: neither the environment nor a YAML file is read."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def load(*, environment: bool = True, **overrides: Any) -> Settings:
+    """Read the settings, or raise `ConfigurationError` naming every wrong one.
+
+    With `environment=False` only `overrides` count: how the operator checks the settings it
+    renders for other pods without its own environment getting in the way.
+    """
     try:
-        return Settings(**overrides)
+        return Settings(**overrides) if environment else _Given(**overrides)
     except ValidationError as error:
         problems = []
         for item in error.errors():

@@ -131,6 +131,7 @@ async def reconcile(
     except ApiError as error:
         conditions = set_condition(conditions, "Degraded", True, "ApplyFailed", str(error), None)
         await _write_status(cluster, body, {"conditions": conditions})
+        kopf.warn(cast(kopf.Body, body), reason="ApplyFailed", message=str(error))
         raise kopf.TemporaryError(f"applying failed, will retry: {error}", delay=15) from error
 
     if changed:

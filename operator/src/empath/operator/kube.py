@@ -160,7 +160,8 @@ class Cluster:
         if live is None:
             await self.create(obj)
             return True
-        if contains(live, obj):
+        stale = sorted(set(live.get("data") or {}) - set(obj.get("data") or {}))
+        if contains(live, obj) and not stale:
             return False
         response = await self._call(
             "PATCH",
@@ -171,6 +172,15 @@ class Cluster:
         )
         if response.status_code == 404:  # deleted since the GET
             await self.create(obj)
+        elif stale:
+            # A setting the spec no longer has: server-side apply drops the keys this field
+            # manager set before; a merge patch says so to any API (and to emulators).
+            await self._call(
+                "PATCH",
+                url,
+                headers={"Content-Type": "application/merge-patch+json"},
+                json={"data": dict.fromkeys(stale)},
+            )
         return True
 
     async def delete(self, url: str) -> bool:

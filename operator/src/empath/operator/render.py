@@ -210,7 +210,7 @@ def check(data: Mapping[str, str]) -> None:
     values.setdefault("nats_url", "nats://from-secret:4222")
     values["control_token"] = "from-secret"
     try:
-        settings.load(**values)
+        settings.load(environment=False, **values)
     except errors.ConfigurationError as error:
         message = str(error)
         named = [f for key, f in FIELDS.items() if f"{settings.ENV_PREFIX}{key}" in message]

@@ -1,0 +1,109 @@
+"""What a MailServer spec renders into, where the cases are many and the API adds nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from empath.operator import render
+
+
+def server(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "empath.io/v1alpha1",
+        "kind": "MailServer",
+        "metadata": {"name": "corp", "namespace": "mail", "uid": "uid-corp"},
+        "spec": {
+            "hostname": "mx.example.com",
+            "nats": {"url": "nats://nats.mail.svc:4222"},
+            "objectStore": {"endpoint": "http://s3.mail.svc:8333", "credentialsSecret": "s3"},
+            **spec,
+        },
+    }
+
+
+OPTIONS = render.Options(image="empath:test", keda=True)
+
+
+def test_the_operators_own_environment_does_not_leak_into_the_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("EMPATH_CONFIG", "/nonexistent.yaml")
+    monkeypatch.setenv("EMPATH_SUBMISSION_LISTEN", "0.0.0.0:587")
+    made = render.render(server(), [], OPTIONS)
+    assert "EMPATH_SUBMISSION_LISTEN" not in made.named("ConfigMap", "corp-config")["data"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "named"),
+    [
+        ({"trustedNetworks": ["0.0.0.0/0"]}, "spec.trustedNetworks"),
+        ({"trustedNetworks": ["not-a-network"]}, "spec.trustedNetworks"),
+        (
+            {"delivery": {"mxOverrides": {"example.com": "bad host name"}}},
+            "spec.delivery.mxOverrides",
+        ),
+        ({"delivery": {"dnsNameservers": ["dns.example.com"]}}, "spec.delivery.dnsNameservers"),
+        ({"listeners": {"submission": {"enabled": True}}}, "spec.listeners.submission"),
+    ],
+)
+def test_a_spec_the_services_would_refuse_is_refused_naming_the_field(
+    spec: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(render.InvalidSpec, match=named.replace(".", r"\.")):
+        render.render(server(**spec), [], OPTIONS)
+
+
+def test_keda_needs_the_monitoring_endpoint_else_an_hpa() -> None:
+    secret_url = {"urlSecret": {"name": "nats"}}
+    made = render.render(server(nats=secret_url), [], OPTIONS)
+    assert made.autoscaler == "hpa"  # no host to read the backlog from
+    made = render.render(
+        server(nats={**secret_url, "monitoringEndpoint": "nats-mon:8222"}), [], OPTIONS
+    )
+    assert made.autoscaler == "keda"
+
+
+@pytest.mark.parametrize(
+    ("selector", "selected"),
+    [
+        (None, []),
+        ({}, ["a", "b", "c"]),
+        ({"matchLabels": {"tier": "edge"}}, ["a", "b"]),
+        ({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["core"]}]}, ["c"]),
+        (
+            {"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["core"]}]},
+            ["a", "b"],
+        ),
+        ({"matchExpressions": [{"key": "beta", "operator": "Exists"}]}, ["b"]),
+        ({"matchExpressions": [{"key": "beta", "operator": "DoesNotExist"}]}, ["a", "c"]),
+    ],
+)
+def test_plugin_selection_follows_label_selector_rules(
+    selector: dict[str, Any] | None, selected: list[str]
+) -> None:
+    plugins = [
+        {"metadata": {"name": "a", "labels": {"tier": "edge"}}},
+        {"metadata": {"name": "b", "labels": {"tier": "edge", "beta": "yes"}}},
+        {"metadata": {"name": "c", "labels": {"tier": "core"}}},
+    ]
+    found = [
+        p["metadata"]["name"] for p in plugins if render.selects(selector, p["metadata"]["labels"])
+    ]
+    assert found == selected
+
+
+def test_a_mailserver_may_send_its_traces_elsewhere_than_the_installation() -> None:
+    installation = render.Options(image="empath:test", otlp_endpoint="http://otel.obs.svc:4318")
+    made = render.render(server(), [], installation)
+    assert made.named("ConfigMap", "corp-config")["data"]["EMPATH_OTLP_ENDPOINT"] == (
+        "http://otel.obs.svc:4318"
+    )
+    own = server(observability={"otlpEndpoint": "http://tenant-otel.corp.svc:4318"})
+    made = render.render(own, [], installation)
+    assert made.named("ConfigMap", "corp-config")["data"]["EMPATH_OTLP_ENDPOINT"] == (
+        "http://tenant-otel.corp.svc:4318"
+    )
+    made = render.render(server(), [], render.Options(image="empath:test"))
+    assert "EMPATH_OTLP_ENDPOINT" not in made.named("ConfigMap", "corp-config")["data"]
