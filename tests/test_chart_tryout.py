@@ -1,0 +1,151 @@
+"""The chart's try-out NATS and object store, run here with the chart's own command lines.
+
+No cluster runs here, but the servers do: the test takes the container's command, arguments
+and credentials from the rendered chart, runs the same binaries (the versions the chart's
+images carry) with only the data directory and ports moved, and connects to them with the
+settings the operator renders for the example MailServer, through the services' own clients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from empath.core import bus, errors, settings, store
+from empath.core.up import WEED_PORTS, find_binary
+from empath.operator import render
+from tests.servers import free_port, stop, wait_port
+from tests.test_chart import TRYOUT, by_kind, rendered
+
+
+def container(objects: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    (workload,) = [o for o in by_kind(objects, "StatefulSet") if o["metadata"]["name"] == name]
+    (found,) = workload["spec"]["template"]["spec"]["containers"]
+    return dict(found)
+
+
+def moved(args: list[str], *, data: Path, extra: list[str]) -> list[str]:
+    """The chart's arguments with the data directory moved and flags added to move the ports
+    (both servers' flag parsers let a later flag override an earlier one)."""
+    return [*[a.replace("=/data", f"={data}") for a in args], *extra]
+
+
+@contextlib.contextmanager
+def running(
+    argv: list[str], port: int, log: Path, env: dict[str, str] | None = None
+) -> Iterator[None]:
+    with log.open("wb") as out:
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_port(port, process, log)
+        yield
+    finally:
+        stop(process)
+
+
+@pytest.fixture(scope="module")
+def chart() -> list[dict[str, Any]]:
+    return rendered(TRYOUT)
+
+
+async def test_the_tryout_servers_run_as_the_chart_starts_them_and_the_example_can_use_them(
+    chart: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    nats = container(chart, "empath-nats")
+    weed = container(chart, "empath-s3")
+    (secret,) = by_kind(chart, "Secret")
+    credentials = secret["stringData"]
+
+    nats_port, monitor_port, s3_port = free_port(), free_port(), free_port()
+    nats_argv = [
+        find_binary(nats["command"][0]),
+        *moved(
+            nats["args"],
+            data=tmp_path / "nats",
+            extra=["--addr=127.0.0.1", f"--port={nats_port}", f"--http_port={monitor_port}"],
+        ),
+    ]
+    weed_env = {
+        item["name"]: credentials[item["valueFrom"]["secretKeyRef"]["key"]] for item in weed["env"]
+    }
+    weed_argv = [
+        find_binary(weed["command"][0]),
+        *moved(
+            weed["args"],
+            data=tmp_path / "weed",
+            extra=[
+                "-ip.bind=127.0.0.1",
+                f"-s3.port={s3_port}",
+                *(f"-{name}={free_port()}" for name in WEED_PORTS),
+            ],
+        ),
+    ]
+    (tmp_path / "weed").mkdir()
+
+    # The probe the chart gives NATS answers once JetStream is on.
+    probe = nats["readinessProbe"]["httpGet"]
+    assert probe["port"] == "monitor"
+    with (
+        running(nats_argv, nats_port, tmp_path / "nats.log"),
+        running(weed_argv, s3_port, tmp_path / "weed.log", env=weed_env),
+    ):
+        async with httpx.AsyncClient() as http:
+            health = await http.get(f"http://127.0.0.1:{monitor_port}{probe['path']}")
+        assert health.status_code == 200, health.text
+
+        # The example MailServer, as the operator renders it, moved to these ports.
+        (example,) = by_kind(chart, "MailServer")
+        example["metadata"]["uid"] = "uid-example"
+        made = render.render(example, [], render.Options(image="empath:test"))
+        data = made.named("ConfigMap", "example-config")["data"]
+        assert data["EMPATH_NATS_URL"] == "nats://empath-nats.mail.svc:4222"
+        assert data["EMPATH_S3_ENDPOINT"] == "http://empath-s3.mail.svc:8333"
+        here = settings.load(
+            environment=False,
+            nats_url=f"nats://127.0.0.1:{nats_port}",
+            s3_endpoint=f"http://127.0.0.1:{s3_port}",
+            s3_bucket=data["EMPATH_S3_BUCKET"],
+            s3_access_key=credentials["accessKey"],
+            s3_secret_key=credentials["secretKey"],
+            hostname=data["EMPATH_HOSTNAME"],
+        )
+
+        connected = await bus.connect(here, name="tryout-check", retry=False)
+        try:
+            info = await connected.js.stream_info("EMPATH_JOBS")
+            assert info.config.name == "EMPATH_JOBS"
+        finally:
+            await connected.close()
+
+        objects = store.ObjectStore(here)
+        try:
+            await objects.ensure_bucket()
+            await objects.put("messages/check.eml", b"Subject: tryout\r\n\r\nstored\r\n")
+            assert await objects.get("messages/check.eml") == b"Subject: tryout\r\n\r\nstored\r\n"
+        finally:
+            objects.close()
+
+        # The credentials are what guards it: a wrong secret key is refused.
+        intruder = store.ObjectStore(
+            settings.load(
+                environment=False,
+                s3_endpoint=f"http://127.0.0.1:{s3_port}",
+                s3_bucket=data["EMPATH_S3_BUCKET"],
+                s3_access_key=credentials["accessKey"],
+                s3_secret_key="not-the-secret",
+                hostname="x.test",
+            )
+        )
+        try:
+            with pytest.raises(
+                errors.StoreUnavailable, match=r"SignatureDoesNotMatch|AccessDenied"
+            ):
+                await intruder.get("messages/check.eml")
+        finally:
+            intruder.close()
