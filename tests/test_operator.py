@@ -322,6 +322,18 @@ async def test_a_mailserver_becomes_the_objects_that_run_it(api: Api, operator: 
     assert server["status"]["services"]["ingress"] == {"replicas": 2, "readyReplicas": 2}
     assert server["status"]["services"]["delivery"] == {"replicas": 1, "readyReplicas": 1}
 
+    # A new pod template the Deployment controller has not acted on yet: a rollout is pending.
+    await api.patch(deployment_url("corp-spool"), {"metadata": {"generation": 2}})
+    await api.patch(f"{deployment_url('corp-spool')}/status", {"status": {"observedGeneration": 1}})
+    server = await api.wait(
+        f"{SERVERS}/corp", lambda o: condition(o, "Progressing").get("status") == "True"
+    )
+    assert "spool" in condition(server, "Progressing")["message"]
+    await api.patch(f"{deployment_url('corp-spool')}/status", {"status": {"observedGeneration": 2}})
+    await api.wait(
+        f"{SERVERS}/corp", lambda o: condition(o, "Progressing").get("status") == "False"
+    )
+
 
 async def test_a_spec_change_rolls_out_and_a_bad_one_changes_nothing(
     api: Api, operator: Any

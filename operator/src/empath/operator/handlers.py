@@ -193,7 +193,10 @@ async def observe(
         ready = int(state.get("readyReplicas") or 0)
         updated = int(state.get("updatedReplicas", ready) or 0)
         services[component] = {"replicas": wanted, "readyReplicas": ready}
-        if deployment is None or ready < wanted or updated < wanted:
+        generation_seen = state.get("observedGeneration", 0) >= (deployment or {}).get(
+            "metadata", {}
+        ).get("generation", 0)
+        if deployment is None or ready < wanted or updated < wanted or not generation_seen:
             waiting.append(f"{component} {ready}/{wanted}")
     degraded = _condition({"conditions": conditions}, "Degraded").get("status") == "True"
     if waiting:
