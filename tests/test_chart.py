@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from empath.operator import crds, render
+from tests.specs import mailserver
 
 CHART = Path(__file__).parent.parent / "charts" / "empath"
 # The oldest the chart's kubeVersion admits and the newest kubernetes-validate knows.
@@ -235,23 +236,17 @@ def test_wrong_values_are_refused_naming_them(values: dict[str, Any], complaint:
 
 @pytest.mark.parametrize("keda", [False, True])
 def test_every_object_the_operator_renders_is_valid_kubernetes(keda: bool) -> None:
-    body = {
-        "apiVersion": "empath.io/v1alpha1",
-        "kind": "MailServer",
-        "metadata": {"name": "corp", "namespace": "mail", "uid": "uid-corp"},
-        "spec": {
-            "hostname": "mx.example.com",
-            "relayDomains": ["example.com"],
-            "nats": {"urlSecret": {"name": "nats"}, "monitoringEndpoint": "nats.mail.svc:8222"},
-            "objectStore": {"endpoint": "https://s3.example.net", "credentialsSecret": "s3"},
-            "listeners": {
-                "tls": {"secretName": "mx-tls"},
-                "submission": {"enabled": True, "authSecretName": "mx-users"},
-                "service": {"type": "NodePort", "annotations": {"example.net/lb": "x"}},
-            },
-            "services": {"delivery": {"resources": {"requests": {"cpu": "100m"}}}},
+    body = mailserver(
+        relayDomains=["example.com"],
+        nats={"urlSecret": {"name": "nats"}, "monitoringEndpoint": "nats.mail.svc:8222"},
+        objectStore={"endpoint": "https://s3.example.net", "credentialsSecret": "s3"},
+        listeners={
+            "tls": {"secretName": "mx-tls"},
+            "submission": {"enabled": True, "authSecretName": "mx-users"},
+            "service": {"type": "NodePort", "annotations": {"example.net/lb": "x"}},
         },
-    }
+        services={"delivery": {"resources": {"requests": {"cpu": "100m"}}}},
+    )
     validate(body)
     made = render.render(body, [], render.Options(image="empath:test", keda=keda))
     for obj in [*made.objects, made.token_secret]:

@@ -23,6 +23,7 @@ import pytest
 from kmock import KubernetesEmulator, Request, ResourceInfo, Response
 
 from empath.operator import crds, main
+from tests import specs
 from tests.servers import free_port, kubeconfig
 
 NS = "mail"
@@ -33,19 +34,11 @@ COMPONENTS = ("ingress", "spool", "delivery", "control")
 
 
 def mailserver(name: str = "corp", **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{crds.GROUP}/{crds.VERSION}",
-        "kind": "MailServer",
-        "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}", "generation": 1},
-        "spec": {
-            "hostname": "mx.example.com",
-            "relayDomains": ["example.com"],
-            "trustedNetworks": ["10.0.0.0/8"],
-            "nats": {"url": "nats://nats.mail.svc:4222"},
-            "objectStore": {"endpoint": "http://s3.mail.svc:8333", "credentialsSecret": "s3"},
-            **spec,
-        },
-    }
+    body = specs.mailserver(
+        name, relayDomains=["example.com"], trustedNetworks=["10.0.0.0/8"], **spec
+    )
+    body["metadata"]["generation"] = 1
+    return body
 
 
 def mailplugin(name: str, labels: dict[str, str], **spec: Any) -> dict[str, Any]:
@@ -110,6 +103,16 @@ class Api:
 def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
     conditions = (obj.get("status") or {}).get("conditions") or []
     return next((c for c in conditions if c["type"] == kind), {})
+
+
+async def degraded(api: Api, reason: str) -> dict[str, Any]:
+    """The MailServer once it is Degraded, and that condition, for `reason`."""
+    server = await api.wait(
+        f"{SERVERS}/corp", lambda o: condition(o, "Degraded").get("status") == "True"
+    )
+    found = condition(server, "Degraded")
+    assert found["reason"] == reason
+    return {**server, "degraded": found}
 
 
 def deployment_url(name: str) -> str:
@@ -370,13 +373,9 @@ async def test_a_spec_change_rolls_out_and_a_bad_one_changes_nothing(
         f"{SERVERS}/corp",
         {"metadata": {"generation": 3}, "spec": {"trustedNetworks": ["0.0.0.0/0"]}},
     )
-    server = await api.wait(
-        f"{SERVERS}/corp", lambda o: condition(o, "Degraded").get("status") == "True"
-    )
-    degraded = condition(server, "Degraded")
-    assert degraded["reason"] == "InvalidSpec"
-    assert "spec.trustedNetworks" in degraded["message"]
-    assert "open relay" in degraded["message"]
+    server = await degraded(api, "InvalidSpec")
+    assert "spec.trustedNetworks" in server["degraded"]["message"]
+    assert "open relay" in server["degraded"]["message"]
     assert condition(server, "Ready")["status"] == "False"
     assert server["status"]["observedGeneration"] == 2  # generation 3 was not applied
     await asyncio.sleep(0.5)
@@ -579,13 +578,9 @@ async def test_an_api_that_refuses_an_object_degrades_the_server_and_says_why(
     api.kmock["post", f"/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets"] << forbidden
     await operator()
     await api.create(SERVERS, mailserver())
-    server = await api.wait(
-        f"{SERVERS}/corp", lambda o: condition(o, "Degraded").get("status") == "True"
-    )
-    degraded = condition(server, "Degraded")
-    assert degraded["reason"] == "ApplyFailed"
-    assert "403" in degraded["message"]
-    assert "cannot create" in degraded["message"]
+    server = await degraded(api, "ApplyFailed")
+    assert "403" in server["degraded"]["message"]
+    assert "cannot create" in server["degraded"]["message"]
     warning = await api.event(lambda e: e.get("reason") == "ApplyFailed")
     assert warning["type"] == "Warning"
     assert "poddisruptionbudgets" in warning["message"]

@@ -32,6 +32,7 @@ from empath.operator import render
 from tests import servers
 from tests.remote import Remote
 from tests.servers import free_port
+from tests.specs import mailserver
 
 EMPATH = str(Path(sys.executable).parent / "empath")
 
@@ -91,22 +92,15 @@ async def test_the_rendered_pods_run_the_mail_system(
     nats_url: str, s3_endpoint: str, bucket: str, mx: Remote, tmp_path: Path
 ) -> None:
     ca = trustme.CA()
-    body = {
-        "apiVersion": "empath.io/v1alpha1",
-        "kind": "MailServer",
-        "metadata": {"name": "corp", "namespace": "mail", "uid": "uid-corp"},
-        "spec": {
-            "hostname": "mx.corp.test",
-            "relayDomains": ["example.com"],
-            "nats": {"url": "nats://nats.mail.svc:4222"},
-            "objectStore": {"endpoint": "http://s3.mail.svc:8333", "credentialsSecret": "s3"},
-            "listeners": {
-                "tls": {"secretName": "mx-tls"},
-                "submission": {"enabled": True, "authSecretName": "mx-users"},
-            },
-            "delivery": {"mxOverrides": {"example.com": f"127.0.0.1:{mx.port}"}},
+    body = mailserver(
+        hostname="mx.corp.test",
+        relayDomains=["example.com"],
+        listeners={
+            "tls": {"secretName": "mx-tls"},
+            "submission": {"enabled": True, "authSecretName": "mx-users"},
         },
-    }
+        delivery={"mxOverrides": {"example.com": f"127.0.0.1:{mx.port}"}},
+    )
     made = render.render(body, [], render.Options(image="empath:test"))
     cert = ca.issue_cert("mx.corp.test", "127.0.0.1")
     token = "control-token-from-its-secret"

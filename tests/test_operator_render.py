@@ -7,21 +7,7 @@ from typing import Any
 import pytest
 
 from empath.operator import render
-
-
-def server(**spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "empath.io/v1alpha1",
-        "kind": "MailServer",
-        "metadata": {"name": "corp", "namespace": "mail", "uid": "uid-corp"},
-        "spec": {
-            "hostname": "mx.example.com",
-            "nats": {"url": "nats://nats.mail.svc:4222"},
-            "objectStore": {"endpoint": "http://s3.mail.svc:8333", "credentialsSecret": "s3"},
-            **spec,
-        },
-    }
-
+from tests.specs import mailserver as server
 
 OPTIONS = render.Options(image="empath:test", keda=True)
 

@@ -11,7 +11,7 @@ import ipaddress
 import os
 import socket
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -116,6 +116,8 @@ class Settings(BaseSettings):
         validate_default=True,
         frozen=True,
     )
+    # Whether the environment and the YAML file are read (`load(environment=False)`: not).
+    from_environment: ClassVar[bool] = True
 
     # `empath up`: where it keeps NATS and object-store data, and where those listen when it
     # starts them (it starts them unless nats_url / s3_endpoint name external ones).
@@ -218,6 +220,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        if not cls.from_environment:
+            return (init_settings,)
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         config_file = os.environ.get(CONFIG_ENV)
         if config_file:
@@ -365,16 +369,7 @@ class Settings(BaseSettings):
 class _Given(Settings):
     """Exactly the values given: neither the environment nor a YAML file is read."""
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings,)
+    from_environment: ClassVar[bool] = False
 
 
 def load(*, environment: bool = True, **overrides: Any) -> Settings:
