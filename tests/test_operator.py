@@ -549,6 +549,15 @@ async def test_a_restarted_operator_changes_nothing_and_a_deleted_server_is_left
         k: v for k, v in status.items() if k != "kopf"
     }
 
+    # Objects deleted by hand are made again at once.
+    await api.delete(deployment_url("corp-spool"))
+    await api.delete(f"/api/v1/namespaces/{NS}/configmaps/corp-config")
+    again = await api.wait(deployment_url("corp-spool"), lambda o: True)
+    assert again["spec"]["template"]["spec"]["containers"][0]["args"] == ["spool"]
+    config = await api.wait(f"/api/v1/namespaces/{NS}/configmaps/corp-config", lambda o: True)
+    assert config["data"]["EMPATH_HOSTNAME"] == "mx.example.com"
+    versions = {child: api.versions(*child) for child in children}
+
     # Deleting the server: its objects go with it through their owner references (the
     # cluster's garbage collector); the operator does not touch them or fail on later events.
     await api.delete(f"{SERVERS}/corp")

@@ -6,6 +6,7 @@ status. Everything applied is compared first, so repeating a reconcile writes no
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import logging
 import secrets
@@ -322,14 +323,26 @@ async def mailplugin_changed(
                 logger.warning("MailServer %s: %s", server, error)
 
 
-@kopf.on.event(
-    "apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": render.MANAGED_BY}
-)
-@kopf.on.event("v1", "services", labels={"app.kubernetes.io/managed-by": render.MANAGED_BY})
+OWNED = {"app.kubernetes.io/managed-by": render.MANAGED_BY}
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=OWNED)
+@kopf.on.event("v1", "services", labels=OWNED)
+@kopf.on.event("v1", "configmaps", labels=OWNED)
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=OWNED)
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=OWNED)
 async def child_changed(
-    namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any
+    type: str | None,
+    namespace: str | None,
+    name: str,
+    labels: Mapping[str, str],
+    memo: Any,
+    logger: Any,
+    **kwargs: Any,
 ) -> None:
-    """A Deployment or Service of a MailServer changed: refresh the MailServer's status."""
+    """An object of a MailServer changed: refresh the MailServer's status. One deleted by
+    hand is made again at once. (The control token Secret is not watched: that would take
+    the right to list every Secret. A deleted token is made again at the next reconcile.)"""
     server = labels.get(render.SERVER_LABEL)
     if not server:
         return
@@ -337,6 +350,12 @@ async def child_changed(
     body = await cluster.get(server_path(str(namespace), server))
     if body is None or not body.get("status"):
         return  # gone, or not reconciled yet: its own handler writes the first status
+    if type == "DELETED" and not body["metadata"].get("deletionTimestamp"):
+        logger.warning("%s of MailServer %s was deleted: making it again", name, server)
+        plugins = _indexed(kwargs, "plugins_index", str(namespace))
+        with contextlib.suppress(kopf.PermanentError):
+            await reconcile(body, plugins, memo.state, logger)
+        return
     status = body["status"]
     generation = status.get("observedGeneration")
     conditions = list(status.get("conditions") or [])
