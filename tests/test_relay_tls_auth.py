@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from base64 import b64encode
 from collections.abc import Iterator
@@ -213,3 +214,57 @@ async def test_the_submission_listener_requires_auth(
     entry = await system.entry(response.rsplit(" ", 1)[1])
     assert entry.client.listener == "submission"
     assert entry.client.authenticated_as == "alice"
+
+
+def peer_cert(wire: Wire) -> bytes:
+    """The certificate the server presented in this session (DER)."""
+    return bytes(wire.writer.get_extra_info("ssl_object").getpeercert(binary_form=True))
+
+
+def der(cert: trustme.LeafCert) -> bytes:
+    return ssl.PEM_cert_to_DER_cert(cert.cert_chain_pems[0].bytes().decode())
+
+
+async def test_a_renewed_certificate_and_new_users_are_taken_without_a_restart(
+    start_system: StartSystem,
+    tls_files: dict[str, Path],
+    ca: trustme.CA,
+    client_tls: ssl.SSLContext,
+) -> None:
+    """As cert-manager renews a Secret and the kubelet rewrites its volume."""
+    system = await start_system(tls_reload_interval=0.1, **tls_files)
+    before = await tls_wire(system, client_tls)
+    first = peer_cert(before)
+
+    renewed = ca.issue_cert("mx.test", "127.0.0.1")
+    renewed.private_key_and_cert_chain_pem.write_to_path(str(tls_files["tls_cert_file"]))
+    renewed.private_key_pem.write_to_path(str(tls_files["tls_key_file"]))
+    hashed = bcrypt.hashpw(b"bob-password", bcrypt.gensalt(rounds=4)).decode()
+    tls_files["auth_credentials_file"].write_text(f"bob:{hashed}\n")
+
+    for _ in range(100):
+        after = await tls_wire(system, client_tls)
+        if peer_cert(after) != first:
+            break
+        await after.close()
+        await asyncio.sleep(0.05)
+    assert peer_cert(after) == der(renewed)
+    # The users changed with it: bob is in, alice is out.
+    for _ in range(100):
+        reply = await after.command(f"AUTH PLAIN {plain('bob', 'bob-password')}")
+        if reply.startswith("235"):
+            break
+        await asyncio.sleep(0.05)
+    assert reply == "235 2.7.0 Authentication successful"
+    other = await tls_wire(system, client_tls)
+    assert (await other.command(f"AUTH PLAIN {plain('alice', PASSWORD)}")).startswith("535 ")
+    # The session that began before the renewal kept its certificate.
+    assert peer_cert(before) == first
+
+    # A half-written certificate is not taken: the last good one stays in service.
+    tls_files["tls_cert_file"].write_text("-----BEGIN CERTIFICATE-----\ntruncated")
+    await asyncio.sleep(0.5)
+    again = await tls_wire(system, client_tls)
+    assert peer_cert(again) == der(renewed)
+    for wire in (before, after, other, again):
+        await wire.close()

@@ -163,6 +163,8 @@ class Settings(BaseSettings):
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     auth_credentials_file: Path | None = None
+    # How often ingress looks for a renewed certificate or changed AUTH users (seconds).
+    tls_reload_interval: float = Field(default=60.0, gt=0)
 
     # Delivery.
     mx_overrides: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)

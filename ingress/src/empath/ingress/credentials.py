@@ -45,6 +45,10 @@ class Credentials:
     def __len__(self) -> int:
         return len(self._hashes)
 
+    def replace(self, other: Credentials) -> None:
+        """Take `other`'s users: sessions that hold this object see them from now on."""
+        self._hashes = other._hashes
+
     def _check(self, user: str, password: bytes) -> bool:
         hashed = self._hashes.get(user)
         ok = bcrypt.checkpw(password, hashed or _DUMMY_HASH)

@@ -14,7 +14,7 @@ import ssl
 from empath.core import bus as bus_module
 from empath.core import errors, services, store
 from empath.core.settings import Settings, parse_hostport
-from empath.ingress import credentials, handlers, limits, policies, protocol
+from empath.ingress import credentials, handlers, limits, policies, protocol, reload
 
 log = logging.getLogger("empath.ingress")
 
@@ -126,9 +126,18 @@ async def serve(
         addresses.append(f"{name} on {host}:{port}")
 
     heartbeat = asyncio.create_task(bus.heartbeat("ingress", runtime.stop))
+    reloader = reload.Reloader(
+        context=tls,
+        cert_file=settings.tls_cert_file,
+        key_file=settings.tls_key_file,
+        auth=auth,
+        auth_file=settings.auth_credentials_file,
+    )
+    reloading = asyncio.create_task(reloader.run(runtime.stop, settings.tls_reload_interval))
     runtime.ready("ingress", ", ".join(addresses))
     await runtime.stop.wait()
     await heartbeat
+    await reloading
     log.info("stopping: %d sessions open", len(connections))
     for server in servers:
         server.close()
