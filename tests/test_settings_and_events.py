@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from empath.core import errors, events, settings
+from empath.operator.main import PREFIX, OperatorSettings
 
 EMPATH = str(Path(sys.executable).parent / "empath")
 REPO = Path(__file__).resolve().parents[1]
@@ -118,3 +119,10 @@ def test_an_event_of_an_unknown_version_is_refused() -> None:
     raw["version"] = 2
     with pytest.raises(ValueError, match="version"):
         events.Received.model_validate(raw)
+
+
+def test_the_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    names = [f"EMPATH_{name.upper()}" for name in settings.Settings.model_fields]
+    names += [f"{PREFIX}{name.upper()}" for name in OperatorSettings.model_fields]
+    assert [name for name in names if f"`{name}`" not in readme] == []
