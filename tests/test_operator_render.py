@@ -93,3 +93,19 @@ def test_a_mailserver_may_send_its_traces_elsewhere_than_the_installation() -> N
     )
     made = render.render(server(), [], render.Options(image="empath:test"))
     assert "EMPATH_OTLP_ENDPOINT" not in made.named("ConfigMap", "corp-config")["data"]
+
+
+def test_pods_have_requests_by_default_and_traffic_carriers_spread_over_nodes() -> None:
+    made = render.render(server(), [], OPTIONS)
+    for component in ("ingress", "spool", "delivery", "control"):
+        pod = made.named("Deployment", f"corp-{component}")["spec"]["template"]["spec"]
+        resources = pod["containers"][0]["resources"]
+        # The HPA's CPU utilisation is relative to the request: without one it cannot scale.
+        assert resources["requests"] == {"cpu": "100m", "memory": "128Mi"}
+        assert resources["limits"] == {"memory": "1Gi"}
+        spread = pod.get("topologySpreadConstraints", [])
+        assert bool(spread) == (component in ("ingress", "delivery"))
+    own = server(services={"delivery": {"resources": {"requests": {"cpu": "1"}}}})
+    made = render.render(own, [], OPTIONS)
+    pod = made.named("Deployment", "corp-delivery")["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"] == {"requests": {"cpu": "1"}}

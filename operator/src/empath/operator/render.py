@@ -305,6 +305,16 @@ def deployment(
             },
         },
     }
+    if component in ("ingress", "delivery"):
+        # Spread the replicas that carry traffic over nodes, where the cluster allows it.
+        spec["template"]["spec"]["topologySpreadConstraints"] = [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": selector(server, component)},
+            }
+        ]
     if replicas is not None:
         spec["replicas"] = replicas
     return _object(body, "apps/v1", "Deployment", f"{server}-{component}", component, spec=spec)
