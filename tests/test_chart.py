@@ -124,6 +124,7 @@ def test_default_values_install_the_operator_with_least_privilege() -> None:
     assert env["EMPATH_OPERATOR_IMAGE"] == container["image"]  # MailServers run this image
     assert env["EMPATH_OPERATOR_NAMESPACES"] == ""
     assert env["EMPATH_OPERATOR_PEERING"] == ""  # one replica: standalone
+    assert env["EMPATH_OPERATOR_IMAGE_PULL_SECRETS"] == ""
     assert pod["serviceAccountName"] == "empath"
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
@@ -153,7 +154,12 @@ def test_default_values_install_the_operator_with_least_privilege() -> None:
 
 
 def test_watched_namespaces_get_roles_and_replicas_get_peering() -> None:
-    objects = rendered({"operator": {"watchNamespaces": ["mail", "relay"], "replicas": 2}})
+    objects = rendered(
+        {
+            "operator": {"watchNamespaces": ["mail", "relay"], "replicas": 2},
+            "imagePullSecrets": [{"name": "regcred"}, {"name": "mirror"}],
+        }
+    )
     for obj in objects:
         validate(obj)
     roles = by_kind(objects, "Role")
@@ -176,6 +182,12 @@ def test_watched_namespaces_get_roles_and_replicas_get_peering() -> None:
     }
     assert env["EMPATH_OPERATOR_NAMESPACES"] == "mail,relay"
     assert env["EMPATH_OPERATOR_PEERING"] == "empath"
+    # The operator's pod pulls with them, and so does every pod it makes.
+    assert env["EMPATH_OPERATOR_IMAGE_PULL_SECRETS"] == "regcred,mirror"
+    assert deployment["spec"]["template"]["spec"]["imagePullSecrets"] == [
+        {"name": "regcred"},
+        {"name": "mirror"},
+    ]
     assert sorted(p["metadata"]["namespace"] for p in by_kind(objects, "KopfPeering")) == [
         "mail",
         "relay",

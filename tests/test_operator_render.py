@@ -109,3 +109,35 @@ def test_pods_have_requests_by_default_and_traffic_carriers_spread_over_nodes() 
     made = render.render(own, [], OPTIONS)
     pod = made.named("Deployment", "corp-delivery")["spec"]["template"]["spec"]
     assert pod["containers"][0]["resources"] == {"requests": {"cpu": "1"}}
+
+
+def test_pull_secrets_and_scheduling_reach_every_pod() -> None:
+    installation = render.Options(image="registry.corp/empath:1", pull_secrets=("regcred",))
+    made = render.render(server(), [], installation)
+    pod = made.named("Deployment", "corp-spool")["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["containers"][0]["image"] == "registry.corp/empath:1"
+
+    own = server(
+        image="mirror.corp/empath:1",
+        imagePullSecrets=[{"name": "mirror"}],
+        pod={
+            "nodeSelector": {"pool": "mail"},
+            "tolerations": [{"key": "mail", "operator": "Exists", "effect": "NoSchedule"}],
+            "priorityClassName": "mail-critical",
+            "annotations": {"sidecar.istio.io/inject": "false"},
+        },
+    )
+    made = render.render(own, [], installation)
+    hashes = set()
+    for component in ("ingress", "spool", "delivery", "control"):
+        template = made.named("Deployment", f"corp-{component}")["spec"]["template"]
+        pod = template["spec"]
+        assert pod["containers"][0]["image"] == "mirror.corp/empath:1"
+        assert pod["imagePullSecrets"] == [{"name": "mirror"}]
+        assert pod["nodeSelector"] == {"pool": "mail"}
+        assert pod["tolerations"][0]["key"] == "mail"
+        assert pod["priorityClassName"] == "mail-critical"
+        assert template["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
+        hashes.add(template["metadata"]["annotations"]["empath.io/config-hash"])
+    assert len(hashes) == 1

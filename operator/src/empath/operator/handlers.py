@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import datetime
 import logging
 import secrets
@@ -109,7 +110,7 @@ async def reconcile(
     status = dict(body.get("status") or {})
     conditions = list(status.get("conditions") or [])
     keda = await cluster.serves(*KEDA)
-    options = render.Options(state.options.image, state.options.otlp_endpoint, keda=keda)
+    options = dataclasses.replace(state.options, keda=keda)
     try:
         rendered = render.render(body, selected_plugins(body, plugins), options)
     except render.InvalidSpec as error:

@@ -32,6 +32,8 @@ class OperatorSettings(BaseSettings):
 
     # The image every MailServer runs unless its spec names another (the chart's image).
     image: str = Field(min_length=1)
+    # Secrets to pull that image with (comma-separated names); a MailServer may name its own.
+    image_pull_secrets: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # OTLP/HTTP endpoint for the whole installation; a MailServer may override it.
     otlp_endpoint: str | None = None
     # Namespaces to watch, comma-separated; empty: the whole cluster.
@@ -43,7 +45,7 @@ class OperatorSettings(BaseSettings):
     log_format: str = Field(default="json", pattern="^(text|json)$")
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
 
-    @field_validator("namespaces", mode="before")
+    @field_validator("namespaces", "image_pull_secrets", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):
@@ -85,7 +87,11 @@ async def run(
     host, port = parse_hostport(settings.health_listen, default_host="0.0.0.0")
     state = handlers.State(
         cluster=cluster,
-        options=render.Options(image=settings.image, otlp_endpoint=settings.otlp_endpoint),
+        options=render.Options(
+            image=settings.image,
+            otlp_endpoint=settings.otlp_endpoint,
+            pull_secrets=tuple(settings.image_pull_secrets),
+        ),
     )
     try:
         await kopf.operator(

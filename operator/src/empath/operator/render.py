@@ -43,6 +43,7 @@ class Options:
     image: str
     otlp_endpoint: str | None = None
     keda: bool = False
+    pull_secrets: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -250,7 +251,6 @@ def deployment(
     body: Mapping[str, Any],
     component: str,
     *,
-    image: str,
     replicas: int | None,
     ports: list[dict[str, Any]],
     env: list[dict[str, Any]],
@@ -261,9 +261,10 @@ def deployment(
 ) -> dict[str, Any]:
     server = body["metadata"]["name"]
     resources = body["spec"]["services"][component].get("resources") or {}
+    pod_options = body["spec"]["pod"]
     container = {
         "name": component,
-        "image": image,
+        "image": body["spec"]["image"],
         "imagePullPolicy": "IfNotPresent",
         "args": [component],
         "envFrom": [{"configMapRef": {"name": f"{server}-config"}}],
@@ -305,6 +306,17 @@ def deployment(
             },
         },
     }
+    template = spec["template"]
+    if body["spec"].get("imagePullSecrets"):
+        template["spec"]["imagePullSecrets"] = body["spec"]["imagePullSecrets"]
+    for key in ("nodeSelector", "tolerations", "affinity", "priorityClassName"):
+        if pod_options.get(key):
+            template["spec"][key] = pod_options[key]
+    if pod_options.get("annotations"):
+        template["metadata"]["annotations"] = {
+            **pod_options["annotations"],
+            CONFIG_HASH: config_hash,
+        }
     if component in ("ingress", "delivery"):
         # Spread the replicas that carry traffic over nodes, where the cluster allows it.
         spec["template"]["spec"]["topologySpreadConstraints"] = [
@@ -341,7 +353,7 @@ def _object(
     }
 
 
-def _ingress(body: Mapping[str, Any], image: str, config_hash: str) -> list[dict[str, Any]]:
+def _ingress(body: Mapping[str, Any], config_hash: str) -> list[dict[str, Any]]:
     spec = body["spec"]
     server = body["metadata"]["name"]
     listeners = spec["listeners"]
@@ -372,7 +384,6 @@ def _ingress(body: Mapping[str, Any], image: str, config_hash: str) -> list[dict
     workload = deployment(
         body,
         "ingress",
-        image=image,
         replicas=spec["services"]["ingress"]["replicas"],
         ports=ports,
         env=env,
@@ -412,7 +423,7 @@ def _ingress(body: Mapping[str, Any], image: str, config_hash: str) -> list[dict
     return [workload, service]
 
 
-def _control(body: Mapping[str, Any], image: str, config_hash: str) -> list[dict[str, Any]]:
+def _control(body: Mapping[str, Any], config_hash: str) -> list[dict[str, Any]]:
     server = body["metadata"]["name"]
     env = [
         *_common_env(body["spec"]),
@@ -421,7 +432,6 @@ def _control(body: Mapping[str, Any], image: str, config_hash: str) -> list[dict
     workload = deployment(
         body,
         "control",
-        image=image,
         replicas=body["spec"]["services"]["control"]["replicas"],
         ports=[_port("http", CONTROL_PORT)],
         env=env,
@@ -527,23 +537,26 @@ def config_hash(*parts: Any) -> str:
 def render(body: Mapping[str, Any], plugins: list[Mapping[str, Any]], options: Options) -> Rendered:
     """Every object of a MailServer; raises `InvalidSpec` and renders nothing on a bad spec."""
     spec = crds.with_defaults(crds.schema(crds.MAILSERVERS)["properties"]["spec"], body["spec"])
+    # The installation's image and pull secrets, unless the MailServer names its own.
+    spec["image"] = spec.get("image") or options.image
+    spec["imagePullSecrets"] = spec.get("imagePullSecrets") or [
+        {"name": name} for name in options.pull_secrets
+    ]
     body = {**body, "spec": spec}
     server = body["metadata"]["name"]
-    image = spec.get("image") or options.image
     selected = plugin_settings(plugins)
     data = config(spec, selected, options)
     check(data)
     rendered = Rendered(plugins=[entry["name"] for entry in selected])
     rendered.config_hash = config_hash(data, spec["listeners"], spec["nats"], spec["objectStore"])
     rendered.objects.append(_object(body, "v1", "ConfigMap", f"{server}-config", None, data=data))
-    rendered.objects += _ingress(body, image, rendered.config_hash)
-    rendered.objects += _control(body, image, rendered.config_hash)
+    rendered.objects += _ingress(body, rendered.config_hash)
+    rendered.objects += _control(body, rendered.config_hash)
     common = _common_env(spec)
     rendered.objects.append(
         deployment(
             body,
             "spool",
-            image=image,
             replicas=spec["services"]["spool"]["replicas"],
             ports=[],
             env=common,
@@ -557,7 +570,6 @@ def render(body: Mapping[str, Any], plugins: list[Mapping[str, Any]], options: O
         deployment(
             body,
             "delivery",
-            image=image,
             # An autoscaler owns the number of workers; the operator only sets it without one.
             replicas=None if scaler else spec["services"]["delivery"]["replicas"],
             ports=[],
