@@ -89,11 +89,11 @@ class Api:
         raise AssertionError(f"{url} never got there; last seen: {json.dumps(seen)[:2000]}")
 
     async def event(self, check: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-        """A Kubernetes event the operator posted (kopf posts them in the background). Read
-        off the requests: the emulator keeps one object of a generateName, the API many."""
+        """An event about the MailServer, as `kubectl get events` lists them (kopf posts
+        them in the background)."""
         for _ in range(200):
-            posted = self.kmock["post", f"/api/v1/namespaces/{NS}/events"]
-            found = [r.data for r in posted if isinstance(r.data, dict) and check(r.data)]
+            response = await self.http.get(f"/api/v1/namespaces/{NS}/events")
+            found = [e for e in response.json().get("items", []) if check(e)]
             if found:
                 return dict(found[0])
             await asyncio.sleep(0.05)
