@@ -286,3 +286,4 @@ def test_the_readme_mailserver_is_valid_and_runs() -> None:
     data = made.named("ConfigMap", "corp-config")["data"]
     assert data["EMPATH_TRUSTED_NETWORKS"] == "10.0.0.0/8"
     assert data["EMPATH_S3_BUCKET"] == "empath"
+    assert data["EMPATH_POSTMASTER"] == "hostmaster@example.com"

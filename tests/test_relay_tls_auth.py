@@ -13,6 +13,7 @@ import bcrypt
 import pytest
 import trustme
 
+from empath.core import errors, settings
 from tests.conftest import StartSystem, System
 from tests.servers import free_port
 from tests.wire import Wire
@@ -114,6 +115,36 @@ async def test_nothing_relays_when_the_settings_name_nothing(start_system: Start
     await wire.command("MAIL FROM:<a@example.org>")
     assert (await wire.command("RCPT TO:<u@example.com>")).startswith("554 5.7.1 ")
     await wire.close()
+
+
+async def test_postmaster_takes_mail_from_anyone_into_the_mailbox_it_names(
+    start_system: StartSystem,
+) -> None:
+    """RFC 5321 §4.5.1: `<postmaster>`, without a domain, and postmaster at the server's own
+    name are accepted from anyone, even where nothing else would relay."""
+    system = await start_system(
+        trusted_networks=[], relay_domains=[], postmaster="hostmaster@ops.example.net"
+    )
+    wire = await system.wire()
+    await wire.command("EHLO stranger.test")
+    await wire.command("MAIL FROM:<complaint@elsewhere.test>")
+    assert await wire.command("RCPT TO:<Postmaster>") == "250 2.1.5 Recipient OK"
+    assert await wire.command("RCPT TO:<postmaster@MX.test>") == "250 2.1.5 Recipient OK"
+    assert (await wire.command("RCPT TO:<postmaster@other.test>")).startswith("554 5.7.1 ")
+    assert (await wire.command("RCPT TO:<hostmaster@ops.example.net>")).startswith("554 5.7.1 ")
+    assert (await wire.command("DATA")).startswith("354")
+    await wire.send(b"Subject: abuse report\r\n\r\nsee attached\r\n.\r\n")
+    reply = await wire.reply()
+    assert reply.startswith("250 2.0.0 Ok: queued as ")
+    entry = await system.entry(reply.rsplit(" ", 1)[1])
+    # Postmaster by two names is one recipient: the mailbox it stands for, once.
+    assert [r.address for r in entry.recipients] == ["hostmaster@ops.example.net"]
+    await wire.close()
+
+
+def test_a_postmaster_setting_must_be_an_address() -> None:
+    with pytest.raises(errors.ConfigurationError, match="EMPATH_POSTMASTER"):
+        settings.load(environment=False, hostname="mx.test", postmaster="postmaster")
 
 
 async def test_starttls_is_offered_and_auth_only_after_it(

@@ -125,8 +125,23 @@ async def test_malformed_addresses_are_rejected_with_553(system: System) -> None
     assert (await wire.command("MAIL FROM:<a@example.org")).startswith("501 5.5.4 ")
     await wire.command("MAIL FROM:<a@example.org>")
     assert (await wire.command("RCPT TO:<@example.com>")).startswith("553 5.1.3 ")
-    assert (await wire.command("RCPT TO:<postmaster>")).startswith("553 5.1.3 ")
+    assert (await wire.command("RCPT TO:<postmaster>")) == (
+        "550 5.1.1 <postmaster>: No postmaster mailbox is configured here"
+    )
     assert (await wire.command("RCPT TO:<u@example.com> NOTIFY")).startswith("501 5.5.4 ")
+    await wire.close()
+
+
+async def test_a_recipient_named_twice_is_one_recipient(system: System) -> None:
+    wire = await system.wire()
+    reply = await wire.transaction(
+        "a@example.org",
+        ["u@example.com", "u@EXAMPLE.com", "U@example.com"],
+        b"Subject: twice\r\n\r\nx\r\n",
+    )
+    entry = await system.entry(reply.rsplit(" ", 1)[1])
+    # The domain is matched in any case; the local part as written (RFC 5321 §2.4).
+    assert [r.address for r in entry.recipients] == ["u@example.com", "U@example.com"]
     await wire.close()
 
 

@@ -145,6 +145,8 @@ class Settings(BaseSettings):
     smtp_listen: str = "127.0.0.1:2525"
     submission_listen: str | None = None
     relay_domains: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Where mail for <postmaster> and postmaster@<hostname> goes (RFC 5321 §4.5.1).
+    postmaster: str | None = Field(default=None, pattern=r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
     trusted_networks: Annotated[list[Network], NoDecode] = Field(
         default_factory=lambda: [
             ipaddress.ip_network("127.0.0.0/8"),

@@ -3,6 +3,10 @@
 Mail for a relay domain is taken from anyone. Mail for any other domain only from a trusted
 network or an authenticated client. Nothing else relays, whatever the settings leave out: with
 no relay domains and no trusted networks, every RCPT is refused.
+
+`postmaster` (RFC 5321 §4.5.1: every SMTP server takes mail for it, without a domain too) is
+an alias: `<postmaster>` and `postmaster@<hostname>` go to the address `EMPATH_POSTMASTER`
+names, from anyone.
 """
 
 from __future__ import annotations
@@ -18,10 +22,31 @@ from empath.core.settings import Network
 class RelayPolicy:
     domains: frozenset[str]
     trusted: tuple[Network, ...]
+    hostname: str = ""
+    postmaster: str | None = None
 
     @classmethod
-    def of(cls, domains: Iterable[str], trusted: Iterable[Network]) -> RelayPolicy:
-        return cls(frozenset(d.lower().rstrip(".") for d in domains), tuple(trusted))
+    def of(
+        cls,
+        domains: Iterable[str],
+        trusted: Iterable[Network],
+        *,
+        hostname: str = "",
+        postmaster: str | None = None,
+    ) -> RelayPolicy:
+        return cls(
+            frozenset(d.lower().rstrip(".") for d in domains),
+            tuple(trusted),
+            hostname.lower().rstrip("."),
+            postmaster,
+        )
+
+    def is_postmaster(self, path: str) -> bool:
+        """`postmaster` (any case), alone or at this server's own name."""
+        local, at, domain = path.rpartition("@") if "@" in path else (path, "", "")
+        if local.lower() != "postmaster":
+            return False
+        return not at or domain.lower().rstrip(".") == self.hostname
 
     def is_relay_domain(self, domain: str) -> bool:
         """`example.com` matches itself only; `.example.com` matches its subdomains."""

@@ -64,6 +64,12 @@ class _Data:
     too_long: bool = False
 
 
+def _same(address: str) -> str:
+    """What makes two recipients one: the local part as written, the domain in any case."""
+    local, at, domain = address.rpartition("@")
+    return f"{local}{at}{domain.lower().rstrip('.')}"
+
+
 class Session(SMTP):
     """One SMTP connection."""
 
@@ -315,6 +321,11 @@ class Session(SMTP):
             if tokens and not self.state.extended_smtp:
                 raise syntax.SyntaxProblem(replies.SYNTAX_RCPT)
             parameters = syntax.rcpt_parameters(tokens)
+            postmaster = self.policy.is_postmaster(path)
+            if postmaster:  # an alias: the mailbox it names, taken from anyone
+                if self.policy.postmaster is None:
+                    raise syntax.SyntaxProblem(replies.NO_POSTMASTER)
+                path = self.policy.postmaster
             address = syntax.mailbox(path, bad_reply=replies.BAD_RECIPIENT)
             if not address.isascii() and not envelope.parameters.smtputf8:
                 raise syntax.SyntaxProblem(replies.NEED_SMTPUTF8)
@@ -325,14 +336,16 @@ class Session(SMTP):
             await self.push(replies.TOO_MANY_RECIPIENTS)
             return
         authenticated = bool(self.state.authenticated)
-        if not self.policy.allows(
+        if not postmaster and not self.policy.allows(
             syntax.domain_of(address), ip=self.peer_ip, authenticated=authenticated
         ):
             log.warning("%s: relay denied for <%s>", self.peer_ip, address)
             await self.push(replies.RELAY_DENIED.format(address=address))
             return
-        envelope.rcpt_tos.append(address)
-        envelope.recipient_parameters.append(parameters)
+        if _same(address) not in {_same(known) for known in envelope.rcpt_tos}:
+            # A recipient named twice (or postmaster by two names) is delivered once.
+            envelope.rcpt_tos.append(address)
+            envelope.recipient_parameters.append(parameters)
         await self.push(replies.RECIPIENT_OK)
 
     # -- DATA ------------------------------------------------------------------------------

@@ -89,7 +89,12 @@ async def serve(
         command_timeout=settings.smtp_command_timeout,
         data_timeout=settings.smtp_data_timeout,
     )
-    policy = policies.RelayPolicy.of(settings.relay_domains, settings.trusted_networks)
+    policy = policies.RelayPolicy.of(
+        settings.relay_domains,
+        settings.trusted_networks,
+        hostname=settings.hostname,
+        postmaster=settings.postmaster,
+    )
     handler = handlers.QueueingHandler(objects=objects, bus=bus)
     loop = asyncio.get_running_loop()
     listeners = [("smtp", settings.smtp_listen, False)]

@@ -172,6 +172,8 @@ def config(
         "LOG_LEVEL": observability["logLevel"],
         "PLUGINS": json.dumps(plugins, separators=(",", ":")),
     }
+    if spec.get("postmaster"):
+        data["POSTMASTER"] = spec["postmaster"]
     if spec["trustedNetworks"]:
         data["TRUSTED_NETWORKS"] = ",".join(spec["trustedNetworks"])
     if spec["objectStore"].get("region"):
@@ -188,6 +190,7 @@ def config(
 FIELDS = {
     "HOSTNAME": "spec.hostname",
     "RELAY_DOMAINS": "spec.relayDomains",
+    "POSTMASTER": "spec.postmaster",
     "TRUSTED_NETWORKS": "spec.trustedNetworks",
     "MX_OVERRIDES": "spec.delivery.mxOverrides",
     "TLS_POLICIES": "spec.delivery.tlsPolicies",
