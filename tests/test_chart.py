@@ -150,7 +150,7 @@ def test_default_values_install_the_operator_with_least_privilege() -> None:
         ("", "events"),
     ]:
         assert needed in granted, needed
-    assert "kubectl empath -n mail --mailserver corp queue list" in notes()
+    assert "kubectl empath -n mail queue list" in notes()
 
 
 def test_watched_namespaces_get_roles_and_replicas_get_peering() -> None:

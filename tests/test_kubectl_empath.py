@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from kmock import RawHandler, Request, Response
+from kmock import KubernetesEmulator, RawHandler, Request, ResourceInfo, Response
 
 from tests.conftest import StartSystem, System
 from tests.servers import free_port, kubeconfig
@@ -150,3 +150,39 @@ async def test_kubernetes_rbac_decides_who_may_manage_the_queue(cluster: Path) -
     missing = await asyncio.to_thread(kubectl, cluster, "--mailserver", "nope", "queue", "list")
     assert missing.returncode == 1
     assert "no MailServer 'nope' in namespace 'mail'" in missing.stderr
+
+
+async def test_the_namespaces_only_mailserver_needs_no_name(
+    control: System, cluster: Path, kmock: RawHandler
+) -> None:
+    servers = "empath.io/v1alpha1/mailservers"
+
+    def mailserver(name: str) -> dict[str, object]:
+        return {
+            "apiVersion": "empath.io/v1alpha1",
+            "kind": "MailServer",
+            "metadata": {"name": name, "namespace": "mail"},
+            "spec": {"hostname": f"{name}.example.com"},
+        }
+
+    assert isinstance(kmock, KubernetesEmulator)
+    no_crd = await asyncio.to_thread(kubectl, cluster, "queue", "list")
+    assert no_crd.returncode == 1
+    assert "the cluster has no MailServer resource (is the Empath chart installed?)" in (
+        no_crd.stderr
+    )
+    kmock.resources[servers] = ResourceInfo(kind="MailServer", namespaced=True, verbs={"list"})
+    empty = await asyncio.to_thread(kubectl, cluster, "queue", "list")
+    assert empty.returncode == 1
+    assert "kubectl empath: no MailServer in namespace 'mail'" in empty.stderr
+
+    kmock.objects[servers, "mail", "corp"] = mailserver("corp")
+    listed = await asyncio.to_thread(kubectl, cluster, "-o", "json", "queue", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout)["items"] == []
+    assert list(kmock[PROXY])  # it reached corp's control service
+
+    kmock.objects[servers, "mail", "edge"] = mailserver("edge")
+    ambiguous = await asyncio.to_thread(kubectl, cluster, "queue", "list")
+    assert ambiguous.returncode == 2
+    assert "2 MailServers in 'mail' (corp, edge): name one with --mailserver" in (ambiguous.stderr)

@@ -250,7 +250,10 @@ def build(connector: Connector, name: str = "empathctl", *, kube: bool = False) 
             namespace: Annotated[
                 str | None, typer.Option("-n", "--namespace", help="The MailServer's namespace.")
             ] = None,
-            mailserver: Annotated[str, typer.Option(help="The MailServer's name.")] = "empath",
+            mailserver: Annotated[
+                str | None,
+                typer.Option(help="The MailServer's name; default: the namespace's only one."),
+            ] = None,
         ) -> None:
             ctx.obj = state(output, context=context, namespace=namespace, mailserver=mailserver)
 

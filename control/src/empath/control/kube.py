@@ -30,6 +30,31 @@ def token_secret_name(mailserver: str) -> str:
     return f"{mailserver}-control-token"
 
 
+def only_mailserver(kube: httpx.Client, namespace: str) -> str:
+    """The namespace's MailServer, when it has exactly one; else say what to choose from."""
+    response = kube.get(f"/apis/empath.io/v1alpha1/namespaces/{namespace}/mailservers")
+    if response.status_code in (401, 403):
+        ctl.fail(
+            f"{response.status_code}: cannot list MailServers in {namespace!r}: name one "
+            "with --mailserver",
+            1,
+        )
+    if response.status_code == 404:
+        ctl.fail("the cluster has no MailServer resource (is the Empath chart installed?)", 1)
+    if response.status_code >= 400:
+        ctl.fail(f"{response.status_code}: {response.text.strip()[:200]}", 1)
+    names = sorted(str(item["metadata"]["name"]) for item in response.json().get("items", []))
+    if not names:
+        ctl.fail(f"no MailServer in namespace {namespace!r}", 1)
+    if len(names) > 1:
+        ctl.fail(
+            f"{len(names)} MailServers in {namespace!r} ({', '.join(names)}): name one "
+            "with --mailserver",
+            2,
+        )
+    return names[0]
+
+
 def connect(state: ctl.State) -> ctl.Target:
     from kubernetes import client, config
     from kubernetes.config.config_exception import ConfigException
@@ -45,7 +70,6 @@ def connect(state: ctl.State) -> ctl.Target:
         contexts, _ = config.list_kube_config_contexts()
         active = next(c for c in contexts if c["name"] == options["context"])
     namespace = options.get("namespace") or active["context"].get("namespace") or "default"
-    mailserver = options.get("mailserver") or "empath"
     headers: dict[str, str] = {}
     # The kubernetes client keeps a token (or an exec/OIDC plugin's) as "BearerToken"
     # (older releases: "authorization"), already prefixed with "Bearer ".
@@ -60,11 +84,12 @@ def connect(state: ctl.State) -> ctl.Target:
     if configuration.cert_file:
         cert = (configuration.cert_file, configuration.key_file or configuration.cert_file)
     host = configuration.host.rstrip("/")
-    secret_path = f"/api/v1/namespaces/{namespace}/secrets/{token_secret_name(mailserver)}"
     try:
         with httpx.Client(
             base_url=host, headers=headers, verify=verify, cert=cert, timeout=30
         ) as kube:
+            mailserver = options.get("mailserver") or only_mailserver(kube, namespace)
+            secret_path = f"/api/v1/namespaces/{namespace}/secrets/{token_secret_name(mailserver)}"
             response = kube.get(secret_path)
     except httpx.HTTPError as error:
         ctl.fail(f"cannot reach the Kubernetes API at {host}: {error}", 3)
