@@ -141,3 +141,12 @@ def test_pull_secrets_and_scheduling_reach_every_pod() -> None:
         assert template["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
         hashes.add(template["metadata"]["annotations"]["empath.io/config-hash"])
     assert len(hashes) == 1
+
+
+def test_ingress_keeps_accepting_until_its_endpoints_are_gone() -> None:
+    made = render.render(server(), [], OPTIONS)
+    pod = made.named("Deployment", "corp-ingress")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
+    # The pause and the 30 s drain both fit in the grace period before SIGKILL.
+    assert pod["terminationGracePeriodSeconds"] >= 5 + 30

@@ -28,6 +28,7 @@ SMTP_PORT = 2525
 SUBMISSION_PORT = 2587
 CONTROL_PORT = 8025
 HEALTH_PORT = 8080
+DRAIN_PAUSE = 5  # seconds ingress keeps accepting after its pod is marked terminating
 TLS_DIR = "/etc/empath/tls"
 AUTH_DIR = "/etc/empath/auth"
 
@@ -383,7 +384,8 @@ def _ingress(body: Mapping[str, Any], config_hash: str) -> list[dict[str, Any]]:
         env.append({"name": "EMPATH_AUTH_CREDENTIALS_FILE", "value": f"{AUTH_DIR}/credentials"})
         env.append({"name": "EMPATH_SUBMISSION_LISTEN", "value": f"0.0.0.0:{SUBMISSION_PORT}"})
         ports.append(_port("submission", SUBMISSION_PORT))
-    grace = 45  # EMPATH_SHUTDOWN_GRACE (30 s) for sessions in flight, and some
+    # The preStop pause, EMPATH_SHUTDOWN_GRACE (30 s) for sessions in flight, and some.
+    grace = DRAIN_PAUSE + 45
     workload = deployment(
         body,
         "ingress",
@@ -395,6 +397,10 @@ def _ingress(body: Mapping[str, Any], config_hash: str) -> list[dict[str, Any]]:
         config_hash=config_hash,
         grace=grace,
     )
+    # Endpoints learn of a terminating pod a moment after the pod does: keep accepting for
+    # that moment, so that a rollout refuses no connection. Then SIGTERM drains the sessions.
+    (container,) = workload["spec"]["template"]["spec"]["containers"]
+    container["lifecycle"] = {"preStop": {"exec": {"command": ["sleep", str(DRAIN_PAUSE)]}}}
     service_spec = listeners["service"]
     service_ports = [
         {"name": "smtp", "port": listeners["smtp"]["port"], "targetPort": "smtp", "protocol": "TCP"}
