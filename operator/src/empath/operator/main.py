@@ -38,8 +38,9 @@ class OperatorSettings(BaseSettings):
     otlp_endpoint: str | None = None
     # Namespaces to watch, comma-separated; empty: the whole cluster.
     namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    # kopf's peering object: of several operator replicas one is active. Empty: standalone.
-    peering: str = "empath"
+    # kopf's peering object (ClusterKopfPeering, or KopfPeering per namespace): of several
+    # operator replicas one is active. Empty: standalone, the only replica.
+    peering: str = ""
     # kopf's liveness endpoint, for the operator pod's probe.
     health_listen: str = "0.0.0.0:8080"
     log_format: str = Field(default="json", pattern="^(text|json)$")
