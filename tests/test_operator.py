@@ -167,17 +167,17 @@ async def operator(
     of its own, as it has a process of its own in a pod."""
     running: list[tuple[threading.Event, threading.Thread]] = []
 
-    async def start() -> Callable[[], Awaitable[None]]:
+    async def start(**options: Any) -> Callable[[], Awaitable[None]]:
         settings = main.OperatorSettings(
             image=IMAGE,
-            peering="",
             health_listen=f"127.0.0.1:{free_port()}",
             otlp_endpoint="http://otel-collector.observability.svc:4318",
+            **options,
         )
         stop, ready = threading.Event(), threading.Event()
         thread = threading.Thread(
             target=lambda: asyncio.run(main.run(settings, stop=stop, ready=ready)),
-            name="operator",
+            name=f"operator-{len(running)}",
             daemon=True,
         )
         thread.start()

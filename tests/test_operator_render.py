@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from empath.operator import render
+from empath.operator import main, render
 from tests.specs import mailserver as server
 
 OPTIONS = render.Options(image="empath:test", keda=True)
@@ -150,3 +150,10 @@ def test_ingress_keeps_accepting_until_its_endpoints_are_gone() -> None:
     assert container["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
     # The pause and the 30 s drain both fit in the grace period before SIGKILL.
     assert pod["terminationGracePeriodSeconds"] >= 5 + 30
+
+
+def test_peered_operator_replicas_never_share_a_priority() -> None:
+    peered = main.OperatorSettings(image="x", peering="empath")
+    drawn = {main.peering_priority(peered) for _ in range(50)}
+    assert len(drawn) == 50  # kopf would pause all of two equals
+    assert main.peering_priority(main.OperatorSettings(image="x", priority=7)) == 7

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import threading
 from typing import Annotated
 
@@ -41,6 +42,9 @@ class OperatorSettings(BaseSettings):
     # kopf's peering object (ClusterKopfPeering, or KopfPeering per namespace): of several
     # operator replicas one is active. Empty: standalone, the only replica.
     peering: str = ""
+    # Of peered replicas the one with the highest priority works and the others wait (kopf
+    # pauses every replica whose equal it sees). Unset: a random one for each process.
+    priority: int | None = Field(default=None, ge=0)
     # kopf's liveness endpoint, for the operator pod's probe.
     health_listen: str = "0.0.0.0:8080"
     log_format: str = Field(default="json", pattern="^(text|json)$")
@@ -74,6 +78,12 @@ def load() -> OperatorSettings:
         raise errors.ConfigurationError("; ".join(problems)) from None
 
 
+def peering_priority(settings: OperatorSettings) -> int:
+    """kopf pauses every peer that sees another of equal priority, so replicas of one
+    Deployment must not share one: unless set, each process draws its own."""
+    return settings.priority if settings.priority is not None else secrets.randbelow(2**31)
+
+
 async def run(
     settings: OperatorSettings,
     *,
@@ -86,6 +96,9 @@ async def run(
     own_cluster = cluster is None
     cluster = cluster or kube.Cluster(kube.client(kube.configuration()))
     host, port = parse_hostport(settings.health_listen, default_host="0.0.0.0")
+    priority = peering_priority(settings)
+    if settings.peering:
+        log.info("peering %r with priority %d", settings.peering, priority)
     state = handlers.State(
         cluster=cluster,
         options=render.Options(
@@ -100,7 +113,7 @@ async def run(
             namespaces=settings.namespaces,
             standalone=not settings.peering,
             peering_name=settings.peering or None,
-            priority=0,
+            priority=priority,
             memo=kopf.Memo(state=state),
             liveness_endpoint=f"http://{host}:{port}/healthz" if port else None,
             stop_flag=stop,
