@@ -107,8 +107,8 @@ async def reconcile(
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     generation = meta.get("generation")
-    status = dict(body.get("status") or {})
-    conditions = list(status.get("conditions") or [])
+    # Only the operator's own fields: `status.kopf` is kopf's, written by kopf alone.
+    conditions = list((body.get("status") or {}).get("conditions") or [])
     keda = await cluster.serves(*KEDA)
     options = dataclasses.replace(state.options, keda=keda)
     try:
@@ -146,13 +146,12 @@ async def reconcile(
     conditions = set_condition(
         conditions, "Degraded", False, "Reconciled", "every object applied", generation
     )
-    status.update(
-        conditions=conditions,
-        observedGeneration=generation,
-        plugins=rendered.plugins,
-        autoscaler=rendered.autoscaler,
-    )
-    status.update(await observe(cluster, body, conditions, generation))
+    status: dict[str, Any] = {
+        "observedGeneration": generation,
+        "plugins": rendered.plugins,
+        "autoscaler": rendered.autoscaler,
+        **await observe(cluster, body, conditions, generation),
+    }
     await _write_status(cluster, body, status)
 
 
