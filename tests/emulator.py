@@ -38,7 +38,8 @@ class Cluster(KubernetesEmulator):
         if request.resource is not None:
             self._stamp(request)
         response = await super()._handle(request)
-        if request.action == action.DELETE and request.name is not None:
+        if request.action in (action.DELETE, action.CREATE):
+            # An object whose owners are gone goes, also one created after they went.
             await self._collect_garbage()
         return response
 

@@ -88,7 +88,13 @@ async def ensure_token(cluster: Cluster, secret: dict[str, Any]) -> bool:
     if await cluster.get(url) is not None:
         return False
     token = secrets.token_urlsafe(32)
-    await cluster.create({**secret, "data": {"token": base64.b64encode(token.encode()).decode()}})
+    data = {"token": base64.b64encode(token.encode()).decode()}
+    try:
+        await cluster.create({**secret, "data": data})
+    except ApiError as error:
+        if error.status == 409:  # a concurrent reconcile made it first: that token stands
+            return False
+        raise
     return True
 
 

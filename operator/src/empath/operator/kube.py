@@ -153,12 +153,18 @@ class Cluster:
             raise ApiError(404, f"POST {url}: no such resource")
         return dict(response.json())
 
-    async def apply(self, obj: dict[str, Any]) -> bool:
+    async def apply(self, obj: dict[str, Any], *, retried: bool = False) -> bool:
         """Make the live object say what `obj` says; False when it already did."""
         url = object_path(obj)
         live = await self.get(url)
         if live is None:
-            await self.create(obj)
+            try:
+                await self.create(obj)
+            except ApiError as error:
+                if error.status != 409 or retried:
+                    raise
+                # Made meanwhile (a concurrent reconcile): compare with that one instead.
+                return await self.apply(obj, retried=True)
             return True
         stale = sorted(set(live.get("data") or {}) - set(obj.get("data") or {}))
         if contains(live, obj) and not stale:
