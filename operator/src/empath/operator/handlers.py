@@ -1,6 +1,7 @@
 """kopf handlers: MailServers are reconciled on create, update and resume, and again when a
-MailPlugin they select changes; the Deployments and Services they own report back into their
-status. Everything applied is compared first, so repeating a reconcile writes nothing.
+MailPlugin they select changes or an object they own is deleted; their Deployments and
+Services report back into their status. Everything applied is compared first, so repeating
+a reconcile writes nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import datetime
 import logging
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, cast
 
 import kopf
@@ -20,12 +20,10 @@ import kopf
 from empath.operator import crds, kube, render
 from empath.operator.kube import ApiError, Cluster, path
 
-log = logging.getLogger("empath.operator")
-
 KEDA = ("keda.sh/v1alpha1", "scaledobjects")
 
 
-@dataclass
+@dataclasses.dataclass
 class State:
     """What every handler gets, as `memo.state`."""
 
