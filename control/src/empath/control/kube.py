@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import base64
 import sys
-from typing import Any
 
 import httpx
 
 from empath.control import ctl
+from empath.core import kubeconfig
 
 CONTROL_PORT_NAME = "http"
 
@@ -70,19 +70,9 @@ def connect(state: ctl.State) -> ctl.Target:
         contexts, _ = config.list_kube_config_contexts()
         active = next(c for c in contexts if c["name"] == options["context"])
     namespace = options.get("namespace") or active["context"].get("namespace") or "default"
-    headers: dict[str, str] = {}
-    # The kubernetes client keeps a token (or an exec/OIDC plugin's) as "BearerToken"
-    # (older releases: "authorization"), already prefixed with "Bearer ".
-    for key in ("BearerToken", "authorization"):
-        auth = configuration.api_key.get(key)
-        if auth:
-            prefix = configuration.api_key_prefix.get(key)
-            headers["Authorization"] = f"{prefix} {auth}" if prefix else auth
-            break
-    verify: Any = configuration.ssl_ca_cert or configuration.verify_ssl
-    cert: Any = None
-    if configuration.cert_file:
-        cert = (configuration.cert_file, configuration.key_file or configuration.cert_file)
+    user_token = kubeconfig.bearer(configuration)
+    headers = {"Authorization": f"Bearer {user_token}"} if user_token else {}
+    verify, cert = kubeconfig.tls(configuration)
     host = configuration.host.rstrip("/")
     try:
         with httpx.Client(

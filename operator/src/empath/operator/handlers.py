@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import kopf
 
+from empath.core import kubeconfig
 from empath.operator import crds, kube, render
 from empath.operator.kube import ApiError, Cluster, path
 
@@ -270,8 +271,8 @@ async def login(**_: Any) -> kopf.ConnectionInfo:
         server=found.host,
         ca_path=found.ssl_ca_cert,
         insecure=not found.verify_ssl,
-        scheme="Bearer" if kube.token(found) else None,
-        token=kube.token(found),
+        scheme="Bearer" if kubeconfig.bearer(found) else None,
+        token=kubeconfig.bearer(found),
         certificate_path=found.cert_file,
         private_key_path=found.key_file,
     )

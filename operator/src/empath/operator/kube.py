@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from empath.core import errors
+from empath.core import errors, kubeconfig
 
 FIELD_MANAGER = "empath-operator"
 PLURALS = {
@@ -70,9 +70,9 @@ class _KubeAuth(httpx.Auth):
         self.configuration = configuration
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        bearer = token(self.configuration)
-        if bearer:
-            request.headers["Authorization"] = f"Bearer {bearer}"
+        token = kubeconfig.bearer(self.configuration)
+        if token:
+            request.headers["Authorization"] = f"Bearer {token}"
         yield request
 
 
@@ -96,20 +96,9 @@ def configuration() -> Any:
     return found
 
 
-def token(found: Any) -> str | None:
-    """The bearer token (without `Bearer `), asked anew: in a pod it is rotated on disk."""
-    value = found.get_api_key_with_prefix("BearerToken") or found.get_api_key_with_prefix(
-        "authorization"
-    )
-    return str(value).removeprefix("Bearer ").strip() if value else None
-
-
 def client(found: Any) -> httpx.AsyncClient:
     """An httpx client with the credentials of `found` (a kubernetes Configuration)."""
-    verify: Any = found.ssl_ca_cert or found.verify_ssl
-    cert: Any = None
-    if found.cert_file:
-        cert = (found.cert_file, found.key_file or found.cert_file)
+    verify, cert = kubeconfig.tls(found)
     return httpx.AsyncClient(
         base_url=found.host.rstrip("/"),
         auth=_KubeAuth(found),
