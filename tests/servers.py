@@ -17,6 +17,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+
 from empath.core import up
 
 
@@ -50,17 +52,25 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def nats_server(directory: Path) -> Iterator[str]:
-    port = free_port()
-    log = directory / "nats.log"
-    argv = up.nats_argv(host="127.0.0.1", port=port, store_dir=directory / "js")
+def running(
+    argv: list[str], port: int, log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A server process, its output in `log`, from listening on `port` until the block ends."""
     with log.open("wb") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
         wait_port(port, process, log)
-        yield f"nats://127.0.0.1:{port}"
+        yield process
     finally:
         stop(process)
+
+
+@contextlib.contextmanager
+def nats_server(directory: Path) -> Iterator[str]:
+    port = free_port()
+    argv = up.nats_argv(host="127.0.0.1", port=port, store_dir=directory / "js")
+    with running(argv, port, directory / "nats.log"):
+        yield f"nats://127.0.0.1:{port}"
 
 
 S3_ACCESS_KEY = "empath-test"
@@ -81,13 +91,10 @@ def seaweedfs(directory: Path) -> Iterator[str]:
         extra=("-volume.max=2000", "-master.volumeSizeLimitMB=64"),
     )
     env = {**os.environ, **up.s3_credentials_env(S3_ACCESS_KEY, S3_SECRET_KEY)}
-    with log.open("wb") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
-        wait_port(port, process, log)
-        yield f"http://127.0.0.1:{port}"
+        with running(argv, port, log, env=env):
+            yield f"http://127.0.0.1:{port}"
     finally:
-        stop(process)
         shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -171,3 +178,20 @@ def kubeconfig(
         )
     )
     return path
+
+
+async def probe_ok(url: str, process: subprocess.Popen[str], timeout: float = 20) -> httpx.Response:
+    """Ask `url` as a kubelet's probe would, until it answers 200; fail if the process exits."""
+    async with httpx.AsyncClient() as http:
+        for _ in range(int(timeout / 0.05)):
+            if process.poll() is not None:
+                output = process.stdout.read() if process.stdout else ""
+                raise AssertionError(f"exited with {process.returncode}: {output[-2000:]}")
+            try:
+                answer = await http.get(url)
+                if answer.status_code == 200:
+                    return answer
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"{url} never answered 200")

@@ -8,9 +8,6 @@ settings the operator renders for the example MailServer, through the services' 
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +17,7 @@ import pytest
 from empath.core import bus, errors, settings, store
 from empath.core.up import WEED_PORTS, find_binary
 from empath.operator import render
-from tests.servers import free_port, stop, wait_port
+from tests.servers import free_port, running
 from tests.test_chart import TRYOUT, by_kind, rendered
 
 
@@ -34,19 +31,6 @@ def moved(args: list[str], *, data: Path, extra: list[str]) -> list[str]:
     """The chart's arguments with the data directory moved and flags added to move the ports
     (both servers' flag parsers let a later flag override an earlier one)."""
     return [*[a.replace("=/data", f"={data}") for a in args], *extra]
-
-
-@contextlib.contextmanager
-def running(
-    argv: list[str], port: int, log: Path, env: dict[str, str] | None = None
-) -> Iterator[None]:
-    with log.open("wb") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
-    try:
-        wait_port(port, process, log)
-        yield
-    finally:
-        stop(process)
 
 
 @pytest.fixture(scope="module")

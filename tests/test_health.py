@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from tests import servers
-from tests.servers import free_port
+from tests.servers import free_port, probe_ok
 
 EMPATH = str(Path(sys.executable).parent / "empath")
 
@@ -40,18 +40,9 @@ async def test_a_service_answers_its_probes_and_is_unready_once_stopping(
         text=True,
     )
     try:
+        ready = await probe_ok(f"http://127.0.0.1:{port}/readyz", process)
+        assert ready.text == "ready\n"
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-            ready = None
-            for _ in range(200):
-                try:
-                    ready = await http.get("/readyz")
-                except httpx.TransportError:
-                    ready = None
-                if ready is not None and ready.status_code == 200:
-                    break
-                await asyncio.sleep(0.05)
-            assert ready is not None
-            assert (ready.status_code, ready.text) == (200, "ready\n")
             live = await http.get("/livez")
             assert (live.status_code, live.text) == (200, "ok\n")
             assert (await http.get("/nothing")).status_code == 404

@@ -31,7 +31,7 @@ import trustme
 from empath.operator import render
 from tests import servers
 from tests.remote import Remote
-from tests.servers import free_port
+from tests.servers import free_port, probe_ok
 from tests.specs import mailserver
 
 EMPATH = str(Path(sys.executable).parent / "empath")
@@ -46,18 +46,7 @@ class Pod:
 
     async def ready(self) -> None:
         probe = self.container["readinessProbe"]["httpGet"]
-        async with httpx.AsyncClient() as http:
-            for _ in range(400):
-                if self.process.poll() is not None:
-                    raise AssertionError(f"{self.name} exited: {self.process.stdout.read()}")  # type: ignore[union-attr]
-                try:
-                    answer = await http.get(f"http://127.0.0.1:{self.health}{probe['path']}")
-                    if answer.status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.05)
-        raise AssertionError(f"{self.name} never became ready")
+        await probe_ok(f"http://127.0.0.1:{self.health}{probe['path']}", self.process)
 
 
 def kubelet_env(
