@@ -266,7 +266,7 @@ class Settings(BaseSettings):
             parse_target(target)
         return value
 
-    @field_validator("dns_nameservers", "retry_schedule", mode="before")
+    @field_validator("dns_nameservers", "retry_schedule", "trusted_networks", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_commas(value)
@@ -284,11 +284,6 @@ class Settings(BaseSettings):
         if not value or any(delay < 0 for delay in value):
             raise ValueError("expected a non-empty list of delays in seconds, none negative")
         return value
-
-    @field_validator("trusted_networks", mode="before")
-    @classmethod
-    def _networks(cls, value: Any) -> Any:
-        return _split_commas(value)
 
     @field_validator("trusted_networks")
     @classmethod
