@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -256,13 +256,14 @@ def deployment(
     component: str,
     *,
     replicas: int | None,
-    ports: list[dict[str, Any]],
-    env: list[dict[str, Any]],
-    volumes: list[dict[str, Any]],
-    mounts: list[dict[str, Any]],
     config_hash: str,
+    ports: Sequence[dict[str, Any]] = (),
+    env: Sequence[dict[str, Any]] = (),
+    volumes: Sequence[dict[str, Any]] = (),
+    mounts: Sequence[dict[str, Any]] = (),
     grace: int = 30,
 ) -> dict[str, Any]:
+    """A service's Deployment: the shared settings and credentials, and `env` after them."""
     server = body["metadata"]["name"]
     resources = body["spec"]["services"][component].get("resources") or {}
     pod_options = body["spec"]["pod"]
@@ -272,7 +273,7 @@ def deployment(
         "imagePullPolicy": "IfNotPresent",
         "args": [component],
         "envFrom": [{"configMapRef": {"name": f"{server}-config"}}],
-        "env": env,
+        "env": [*_common_env(body["spec"]), *env],
         "ports": [*ports, _port("health", HEALTH_PORT)],
         "readinessProbe": _probe("/readyz", period=5, failures=2),
         "livenessProbe": {**_probe("/livez", period=10, failures=3), "initialDelaySeconds": 10},
@@ -361,7 +362,7 @@ def _ingress(body: Mapping[str, Any], config_hash: str) -> list[dict[str, Any]]:
     spec = body["spec"]
     server = body["metadata"]["name"]
     listeners = spec["listeners"]
-    env = _common_env(spec)
+    env: list[dict[str, Any]] = []
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     ports = [_port("smtp", SMTP_PORT)]
@@ -434,18 +435,12 @@ def _ingress(body: Mapping[str, Any], config_hash: str) -> list[dict[str, Any]]:
 
 def _control(body: Mapping[str, Any], config_hash: str) -> list[dict[str, Any]]:
     server = body["metadata"]["name"]
-    env = [
-        *_common_env(body["spec"]),
-        _secret_env("EMPATH_CONTROL_TOKEN", f"{server}-control-token", "token"),
-    ]
     workload = deployment(
         body,
         "control",
         replicas=body["spec"]["services"]["control"]["replicas"],
         ports=[_port("http", CONTROL_PORT)],
-        env=env,
-        volumes=[],
-        mounts=[],
+        env=[_secret_env("EMPATH_CONTROL_TOKEN", f"{server}-control-token", "token")],
         config_hash=config_hash,
     )
     # `kubectl empath` reaches it through the API server's proxy, on the port named `http`.
@@ -561,16 +556,11 @@ def render(body: Mapping[str, Any], plugins: list[Mapping[str, Any]], options: O
     rendered.objects.append(_object(body, "v1", "ConfigMap", f"{server}-config", None, data=data))
     rendered.objects += _ingress(body, rendered.config_hash)
     rendered.objects += _control(body, rendered.config_hash)
-    common = _common_env(spec)
     rendered.objects.append(
         deployment(
             body,
             "spool",
             replicas=spec["services"]["spool"]["replicas"],
-            ports=[],
-            env=common,
-            volumes=[],
-            mounts=[],
             config_hash=rendered.config_hash,
         )
     )
@@ -581,10 +571,6 @@ def render(body: Mapping[str, Any], plugins: list[Mapping[str, Any]], options: O
             "delivery",
             # An autoscaler owns the number of workers; the operator only sets it without one.
             replicas=None if scaler else spec["services"]["delivery"]["replicas"],
-            ports=[],
-            env=common,
-            volumes=[],
-            mounts=[],
             config_hash=rendered.config_hash,
             grace=60,
         )
