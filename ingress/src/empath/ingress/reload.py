@@ -82,4 +82,6 @@ class Reloader:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
             if not stop.is_set():
-                await asyncio.to_thread(self.check)
+                # On the loop, not in a thread: the context is in use by handshakes here, and
+                # a stat and two small reads do not hold the loop up.
+                self.check()
