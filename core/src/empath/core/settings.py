@@ -41,7 +41,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 TlsPolicy = Literal["none", "opportunistic", "verify", "required"]
 
 
-def _split_commas(value: Any) -> Any:
+def split_commas(value: Any) -> Any:
     """Environment variables hold lists as `a,b,c`; YAML files may hold real lists."""
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
@@ -237,7 +237,7 @@ class Settings(BaseSettings):
     @field_validator("relay_domains", mode="before")
     @classmethod
     def _domains(cls, value: Any) -> Any:
-        value = _split_commas(value)
+        value = split_commas(value)
         if isinstance(value, list):
             value = [str(d).strip().lower().rstrip(".") for d in value]
             for domain in value:
@@ -251,7 +251,7 @@ class Settings(BaseSettings):
         """`domain=value,domain=value` -> {domain: value}."""
         if isinstance(value, str):
             pairs = {}
-            for item in _split_commas(value):
+            for item in split_commas(value):
                 domain, sep, target = item.partition("=")
                 if not sep or not domain.strip() or not target.strip():
                     raise ValueError(f"expected domain=value, got {item!r}")
@@ -269,7 +269,7 @@ class Settings(BaseSettings):
     @field_validator("dns_nameservers", "retry_schedule", "trusted_networks", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
-        return _split_commas(value)
+        return split_commas(value)
 
     @field_validator("dns_nameservers")
     @classmethod

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import secrets
 import threading
-from typing import Annotated
+from typing import Annotated, Any
 
 import kopf
 import typer
@@ -20,7 +20,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from empath.core import errors, logs
-from empath.core.settings import parse_hostport
+from empath.core.settings import parse_hostport, split_commas
 from empath.operator import crds, handlers, kube, render
 
 log = logging.getLogger("empath.operator")
@@ -52,10 +52,8 @@ class OperatorSettings(BaseSettings):
 
     @field_validator("namespaces", "image_pull_secrets", mode="before")
     @classmethod
-    def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [item.strip() for item in value.split(",") if item.strip()]
-        return value
+    def _split(cls, value: Any) -> Any:
+        return split_commas(value)
 
     @field_validator("health_listen")
     @classmethod
