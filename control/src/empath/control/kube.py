@@ -17,17 +17,7 @@ import sys
 import httpx
 
 from empath.control import ctl
-from empath.core import kubeconfig
-
-CONTROL_PORT_NAME = "http"
-
-
-def service_name(mailserver: str) -> str:
-    return f"{mailserver}-control"
-
-
-def token_secret_name(mailserver: str) -> str:
-    return f"{mailserver}-control-token"
+from empath.core import kubeconfig, kubenames
 
 
 def only_mailserver(kube: httpx.Client, namespace: str) -> str:
@@ -79,7 +69,8 @@ def connect(state: ctl.State) -> ctl.Target:
             base_url=host, headers=headers, verify=verify, cert=cert, timeout=30
         ) as kube:
             mailserver = options.get("mailserver") or only_mailserver(kube, namespace)
-            secret_path = f"/api/v1/namespaces/{namespace}/secrets/{token_secret_name(mailserver)}"
+            secret = kubenames.control_token_secret(mailserver)
+            secret_path = f"/api/v1/namespaces/{namespace}/secrets/{secret}"
             response = kube.get(secret_path)
     except httpx.HTTPError as error:
         ctl.fail(f"cannot reach the Kubernetes API at {host}: {error}", 3)
@@ -88,16 +79,18 @@ def connect(state: ctl.State) -> ctl.Target:
     if response.status_code == 404:
         ctl.fail(
             f"no MailServer {mailserver!r} in namespace {namespace!r} "
-            f"(no Secret {token_secret_name(mailserver)})",
+            f"(no Secret {kubenames.control_token_secret(mailserver)})",
             1,
         )
     if response.status_code >= 400:
         ctl.fail(f"{response.status_code}: {response.text.strip()[:200]}", 1)
     try:
-        token = base64.b64decode(response.json()["data"]["token"]).decode()
+        token = base64.b64decode(response.json()["data"][kubenames.CONTROL_TOKEN_KEY]).decode()
     except (KeyError, ValueError) as error:
-        ctl.fail(f"Secret {token_secret_name(mailserver)} has no usable token: {error}", 1)
-    service = f"{service_name(mailserver)}:{CONTROL_PORT_NAME}"
+        ctl.fail(
+            f"Secret {kubenames.control_token_secret(mailserver)} has no usable token: {error}", 1
+        )
+    service = f"{kubenames.control_service(mailserver)}:{kubenames.CONTROL_PORT_NAME}"
     return ctl.Target(
         base_url=f"{host}/api/v1/namespaces/{namespace}/services/{service}/proxy",
         headers={**headers, "X-Empath-Token": token},

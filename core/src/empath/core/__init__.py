@@ -6,6 +6,7 @@ __all__ = [
     "errors",
     "events",
     "ids",
+    "kubenames",
     "logs",
     "names",
     "queue",

@@ -17,7 +17,7 @@ from typing import Any, cast
 
 import kopf
 
-from empath.core import kubeconfig
+from empath.core import kubeconfig, kubenames
 from empath.operator import crds, kube, render
 from empath.operator.kube import ApiError, Cluster, path
 
@@ -87,7 +87,7 @@ async def ensure_token(cluster: Cluster, secret: dict[str, Any]) -> bool:
     if await cluster.get(url) is not None:
         return False
     token = secrets.token_urlsafe(32)
-    data = {"token": base64.b64encode(token.encode()).decode()}
+    data = {kubenames.CONTROL_TOKEN_KEY: base64.b64encode(token.encode()).decode()}
     try:
         await cluster.create({**secret, "data": data})
     except ApiError as error:
@@ -130,7 +130,7 @@ async def reconcile(
     changed: list[str] = []
     try:
         if await ensure_token(cluster, rendered.token_secret):
-            changed.append(f"Secret/{name}-control-token")
+            changed.append(f"Secret/{kubenames.control_token_secret(name)}")
         for obj in rendered.objects:
             if await cluster.apply(obj):
                 changed.append(f"{obj['kind']}/{obj['metadata']['name']}")

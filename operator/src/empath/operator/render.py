@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from empath.core import errors, names, settings
+from empath.core import errors, kubenames, names, settings
 from empath.operator import crds
 
 COMPONENTS = ("ingress", "spool", "delivery", "control")
@@ -439,8 +439,14 @@ def _control(body: Mapping[str, Any], config_hash: str) -> list[dict[str, Any]]:
         body,
         "control",
         replicas=body["spec"]["services"]["control"]["replicas"],
-        ports=[_port("http", CONTROL_PORT)],
-        env=[_secret_env("EMPATH_CONTROL_TOKEN", f"{server}-control-token", "token")],
+        ports=[_port(kubenames.CONTROL_PORT_NAME, CONTROL_PORT)],
+        env=[
+            _secret_env(
+                "EMPATH_CONTROL_TOKEN",
+                kubenames.control_token_secret(server),
+                kubenames.CONTROL_TOKEN_KEY,
+            )
+        ],
         config_hash=config_hash,
     )
     # `kubectl empath` reaches it through the API server's proxy, on the port named `http`.
@@ -448,13 +454,18 @@ def _control(body: Mapping[str, Any], config_hash: str) -> list[dict[str, Any]]:
         body,
         "v1",
         "Service",
-        f"{server}-control",
+        kubenames.control_service(server),
         "control",
         spec={
             "type": "ClusterIP",
             "selector": selector(server, "control"),
             "ports": [
-                {"name": "http", "port": CONTROL_PORT, "targetPort": "http", "protocol": "TCP"}
+                {
+                    "name": kubenames.CONTROL_PORT_NAME,
+                    "port": CONTROL_PORT,
+                    "targetPort": kubenames.CONTROL_PORT_NAME,
+                    "protocol": "TCP",
+                }
             ],
         },
     )
@@ -592,6 +603,6 @@ def render(body: Mapping[str, Any], plugins: list[Mapping[str, Any]], options: O
             )
         )
     rendered.token_secret = _object(
-        body, "v1", "Secret", f"{server}-control-token", "control", type="Opaque"
+        body, "v1", "Secret", kubenames.control_token_secret(server), "control", type="Opaque"
     )
     return rendered
