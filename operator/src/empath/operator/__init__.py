@@ -1,1 +1,17 @@
 """Empath's Kubernetes operator: MailServer and MailPlugin custom resources (kopf)."""
+
+__all__ = [
+    "autoscaling",
+    "configmap",
+    "crds",
+    "handlers",
+    "kube",
+    "main",
+    "metadata",
+    "plugins",
+    "reconcile",
+    "render",
+    "services",
+    "status",
+    "workloads",
+]

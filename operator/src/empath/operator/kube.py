@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from empath.core import errors, kubeconfig
+from empath.operator import crds
 
 FIELD_MANAGER = "empath-operator"
 PLURALS = {
@@ -40,6 +41,11 @@ def path(api_version: str, kind: str, namespace: str, name: str | None = None) -
     root = f"/apis/{api_version}" if "/" in api_version else f"/api/{api_version}"
     found = f"{root}/namespaces/{namespace}/{PLURALS[kind]}"
     return f"{found}/{name}" if name else found
+
+
+def server_path(namespace: str, name: str) -> str:
+    """A MailServer, where its status is written and where the handlers read it again."""
+    return path(f"{crds.GROUP}/{crds.VERSION}", "MailServer", namespace, name)
 
 
 def object_path(obj: dict[str, Any]) -> str:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from empath.operator import main, render
+from empath.operator import plugins, render
 from tests.specs import mailserver as server
 
 OPTIONS = render.Options(image="empath:test", keda=True)
@@ -69,13 +69,15 @@ def test_keda_needs_the_monitoring_endpoint_else_an_hpa() -> None:
 def test_plugin_selection_follows_label_selector_rules(
     selector: dict[str, Any] | None, selected: list[str]
 ) -> None:
-    plugins = [
+    mailplugins = [
         {"metadata": {"name": "a", "labels": {"tier": "edge"}}},
         {"metadata": {"name": "b", "labels": {"tier": "edge", "beta": "yes"}}},
         {"metadata": {"name": "c", "labels": {"tier": "core"}}},
     ]
     found = [
-        p["metadata"]["name"] for p in plugins if render.selects(selector, p["metadata"]["labels"])
+        p["metadata"]["name"]
+        for p in mailplugins
+        if plugins.selects(selector, p["metadata"]["labels"])
     ]
     assert found == selected
 
@@ -152,8 +154,16 @@ def test_ingress_keeps_accepting_until_its_endpoints_are_gone() -> None:
     assert pod["terminationGracePeriodSeconds"] >= 5 + 30
 
 
-def test_peered_operator_replicas_never_share_a_priority() -> None:
-    peered = main.OperatorSettings(image="x", peering="empath")
-    drawn = {main.peering_priority(peered) for _ in range(50)}
-    assert len(drawn) == 50  # kopf would pause all of two equals
-    assert main.peering_priority(main.OperatorSettings(image="x", priority=7)) == 7
+def test_the_smtp_service_keeps_client_addresses_by_default() -> None:
+    made = render.render(server(), [], OPTIONS)
+    smtp = made.named("Service", "corp-smtp")["spec"]
+    # Relay policy (trustedNetworks) decides on the client's address: kube-proxy must not
+    # replace it with a node's, as `Cluster` would.
+    assert smtp["externalTrafficPolicy"] == "Local"
+    assert smtp["type"] == "LoadBalancer"
+
+
+def test_a_spec_that_asks_for_cluster_traffic_policy_gets_it() -> None:
+    own = server(listeners={"service": {"externalTrafficPolicy": "Cluster"}})
+    made = render.render(own, [], OPTIONS)
+    assert made.named("Service", "corp-smtp")["spec"]["externalTrafficPolicy"] == "Cluster"

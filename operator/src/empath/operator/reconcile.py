@@ -1,0 +1,143 @@
+"""One reconcile of a MailServer: render it, apply what differs, and say so in its status.
+
+Everything applied is compared first (`kube.Cluster.apply`), so repeating a reconcile writes
+nothing. A spec the services would refuse changes nothing and says why (a permanent error);
+an API that refuses an object is tried again later (a temporary one).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import secrets
+from collections.abc import Mapping
+from typing import Any, cast
+
+import kopf
+
+from empath.core import kubenames
+from empath.operator import autoscaling, kube, plugins, render, status, workloads
+
+
+async def ensure_token(cluster: kube.Cluster, secret: dict[str, Any]) -> bool:
+    """The control token Secret: made once, never rewritten (clients hold the token)."""
+    url = kube.path("v1", "Secret", secret["metadata"]["namespace"], secret["metadata"]["name"])
+    if await cluster.get(url) is not None:
+        return False
+    token = secrets.token_urlsafe(32)
+    data = {kubenames.CONTROL_TOKEN_KEY: base64.b64encode(token.encode()).decode()}
+    try:
+        await cluster.create({**secret, "data": data})
+    except kube.ApiError as error:
+        if error.status == 409:  # a concurrent reconcile made it first: that token stands
+            return False
+        raise
+    return True
+
+
+async def retire_autoscalers(
+    cluster: kube.Cluster, namespace: str, name: str, *, chosen: str, keda: bool
+) -> list[str]:
+    """Remove the autoscaler that is no longer the chosen one (KEDA installed later, say)."""
+    delivery = workloads.name(name, "delivery")
+    retired = []
+    if chosen != "hpa" and await cluster.delete(
+        kube.path("autoscaling/v2", "HorizontalPodAutoscaler", namespace, delivery)
+    ):
+        retired.append(f"HorizontalPodAutoscaler/{delivery} (removed)")
+    if (
+        chosen != "keda"
+        and keda
+        and await cluster.delete(
+            kube.path(autoscaling.KEDA[0], "ScaledObject", namespace, delivery)
+        )
+    ):
+        retired.append(f"ScaledObject/{delivery} (removed)")
+    return retired
+
+
+async def reconcile(
+    body: Mapping[str, Any],
+    mailplugins: list[Mapping[str, Any]],
+    *,
+    cluster: kube.Cluster,
+    options: render.Options,
+    logger: Any,
+) -> None:
+    """Apply every object of the MailServer; record the outcome in its status and events.
+    `mailplugins` are those of its namespace; it uses the ones it selects."""
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    generation = meta.get("generation")
+    # Only the operator's own fields: `status.kopf` is kopf's, written by kopf alone.
+    conditions = list((body.get("status") or {}).get("conditions") or [])
+    keda = await cluster.serves(*autoscaling.KEDA)
+    options = dataclasses.replace(options, keda=keda)
+    try:
+        rendered = render.render(body, plugins.selected(body, mailplugins), options)
+    except render.InvalidSpec as error:
+        conditions = status.set_condition(
+            conditions,
+            "Degraded",
+            status=True,
+            reason="InvalidSpec",
+            message=str(error),
+            generation=None,
+        )
+        conditions = status.set_condition(
+            conditions,
+            "Ready",
+            status=False,
+            reason="InvalidSpec",
+            message="the spec cannot be run",
+            generation=None,
+        )
+        await status.write(cluster, body, {"conditions": conditions})
+        kopf.warn(cast(kopf.Body, body), reason="InvalidSpec", message=f"nothing changed: {error}")
+        raise kopf.PermanentError(f"invalid spec, nothing changed: {error}") from None
+
+    changed: list[str] = []
+    try:
+        if await ensure_token(cluster, rendered.token_secret):
+            changed.append(f"Secret/{kubenames.control_token_secret(name)}")
+        for obj in rendered.objects:
+            if await cluster.apply(obj):
+                changed.append(f"{obj['kind']}/{obj['metadata']['name']}")
+        changed += await retire_autoscalers(
+            cluster, namespace, name, chosen=rendered.autoscaler, keda=keda
+        )
+    except kube.ApiError as error:
+        conditions = status.set_condition(
+            conditions,
+            "Degraded",
+            status=True,
+            reason="ApplyFailed",
+            message=str(error),
+            generation=None,
+        )
+        await status.write(cluster, body, {"conditions": conditions})
+        kopf.warn(cast(kopf.Body, body), reason="ApplyFailed", message=str(error))
+        raise kopf.TemporaryError(f"applying failed, will retry: {error}", delay=15) from error
+
+    if changed:
+        logger.info("applied %s", ", ".join(changed))
+        kopf.info(
+            cast(kopf.Body, body),
+            reason="Applied",
+            message=f"{len(changed)} changed: {', '.join(changed)}",
+        )
+    conditions = status.set_condition(
+        conditions,
+        "Degraded",
+        status=False,
+        reason="Reconciled",
+        message="every object applied",
+        generation=generation,
+    )
+    found: dict[str, Any] = {
+        "observedGeneration": generation,
+        "plugins": rendered.plugins,
+        "autoscaler": rendered.autoscaler,
+        **await status.observe(cluster, body, conditions, generation),
+    }
+    await status.write(cluster, body, found)
