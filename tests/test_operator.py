@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -32,9 +33,28 @@ pytestmark = pytest.mark.kmock(cls=Cluster)
 
 NS = "mail"
 IMAGE = "registry.example/empath:test"
+OPERATOR_TOKEN = "operator-token"
 SERVERS = f"/apis/{crds.GROUP}/{crds.VERSION}/namespaces/{NS}/mailservers"
 PLUGINS = f"/apis/{crds.GROUP}/{crds.VERSION}/namespaces/{NS}/mailplugins"
 COMPONENTS = ("ingress", "spool", "delivery", "control")
+# Where kopf keeps the spec it last handled to the end (its handlers done, failed or not).
+LAST_HANDLED = "kopf.zalando.org/last-handled-configuration"
+
+T = TypeVar("T")
+
+
+async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 20) -> T:
+    """What `check` returns once it passes its assertions; its last failure if it still
+    fails after `timeout` seconds. (Local until the suite has a shared one.)"""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            return await check()
+        except AssertionError:
+            if loop.time() >= deadline:
+                raise
+        await asyncio.sleep(0.05)
 
 
 def mailserver(name: str = "corp", **spec: Any) -> dict[str, Any]:
@@ -80,27 +100,48 @@ class Api:
         self, url: str, check: Callable[[dict[str, Any]], bool], timeout: float = 20
     ) -> dict[str, Any]:
         """The object at `url` once `check` holds for it."""
-        seen: dict[str, Any] | None = None
-        for _ in range(int(timeout / 0.05)):
+
+        async def there() -> dict[str, Any]:
             seen = await self.get(url)
-            if seen is not None and check(seen):
-                return seen
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"{url} never got there; last seen: {json.dumps(seen)[:2000]}")
+            assert seen is not None, f"{url} does not exist"
+            assert check(seen), f"{url} never got there; last seen: {json.dumps(seen)[:2000]}"
+            return seen
+
+        return await eventually(there, timeout=timeout)
 
     async def event(self, check: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
         """An event about the MailServer, as `kubectl get events` lists them (kopf posts
         them in the background)."""
-        for _ in range(200):
+
+        async def posted() -> dict[str, Any]:
             response = await self.http.get(f"/api/v1/namespaces/{NS}/events")
             found = [e for e in response.json().get("items", []) if check(e)]
-            if found:
-                return dict(found[0])
-            await asyncio.sleep(0.05)
-        raise AssertionError("no such event was posted")
+            assert found, "no such event was posted"
+            return dict(found[0])
+
+        return await eventually(posted, timeout=10)
+
+    async def handled(self, check: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        """The MailServer once the operator is done with a spec `check` holds for (kopf
+        records it after the last handler of a change, which then writes no more)."""
+
+        def done(server: dict[str, Any]) -> bool:
+            last = (server["metadata"].get("annotations") or {}).get(LAST_HANDLED)
+            return last is not None and check(json.loads(last)["spec"])
+
+        return await self.wait(f"{SERVERS}/corp", done)
+
+    def requests(self, method: str, url: str) -> int:
+        """How many `method` requests for `url` the operator has made so far (it logs in with
+        its own token; these tests have none)."""
+        return len(list(self.kmock[method, url, from_the_operator]))
 
     def versions(self, resource: str, name: str) -> int:
         return len(self.kmock.objects[resource, NS, name].history)
+
+
+def from_the_operator(request: Request) -> bool:
+    return bool(request.headers.get("Authorization") == f"Bearer {OPERATOR_TOKEN}")
 
 
 def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -120,6 +161,9 @@ async def degraded(api: Api, reason: str) -> dict[str, Any]:
 
 def deployment_url(name: str) -> str:
     return f"/apis/apps/v1/namespaces/{NS}/deployments/{name}"
+
+
+SELECTOR = {"matchLabels": {"team": "mail"}}
 
 
 def has_status(generation: int) -> Callable[[dict[str, Any]], bool]:
@@ -145,7 +189,7 @@ async def api(kmock: KubernetesEmulator, tmp_path: Path, monkeypatch: pytest.Mon
     config = kubeconfig(
         tmp_path / "kubeconfig",
         str(kmock.url),
-        users={"operator": "operator-token"},
+        users={"operator": OPERATOR_TOKEN},
         contexts={"test": {"user": "operator"}},
     )
     monkeypatch.setenv("KUBECONFIG", str(config))
@@ -384,7 +428,7 @@ async def test_a_spec_change_rolls_out_and_a_bad_one_changes_nothing(
     assert "open relay" in server["degraded"]["message"]
     assert condition(server, "Ready")["status"] == "False"
     assert server["status"]["observedGeneration"] == 2  # generation 3 was not applied
-    await asyncio.sleep(0.5)
+    await api.handled(lambda spec: spec["trustedNetworks"] == ["0.0.0.0/0"])
     assert api.versions("v1/configmaps", "corp-config") == config_versions
     config = await api.get(f"/api/v1/namespaces/{NS}/configmaps/corp-config")
     assert config is not None
@@ -455,13 +499,14 @@ async def test_mailplugins_a_server_selects_render_into_its_settings(
     await api.wait(
         f"{SERVERS}/corp", lambda o: o["status"]["plugins"] == ["spam-check", "greylist"]
     )
-    for _ in range(100):
+
+    async def followed() -> dict[str, dict[str, Any]]:
         rendered = {p["name"]: p for p in await plugins()}
-        if rendered.get("spam-check", {}).get("timeout") == 2:
-            break
-        await asyncio.sleep(0.05)
+        assert rendered.get("spam-check", {}).get("timeout") == 2, rendered
+        return rendered
+
+    rendered = await eventually(followed)
     assert sorted(rendered) == ["greylist", "spam-check"]
-    assert rendered["spam-check"]["timeout"] == 2
     assert rendered["greylist"]["failure_policy"] == "Fail"
 
 
@@ -512,13 +557,14 @@ async def test_keda_scales_delivery_on_the_backlog_when_the_cluster_has_it(
 
 
 async def test_a_restarted_operator_changes_nothing_and_a_deleted_server_is_left_alone(
-    api: Api, operator: Any
+    api: Api, operator: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="kopf.objects")  # what the operator says it did
     stop = await operator()
     await api.create(PLUGINS, mailplugin("spam-check", {"team": "mail"}))
-    await api.create(SERVERS, mailserver(pluginSelector={"matchLabels": {"team": "mail"}}))
+    await api.create(SERVERS, mailserver(pluginSelector=SELECTOR))
     await api.wait(f"{SERVERS}/corp", has_status(1))
-    await asyncio.sleep(0.5)  # let the status settle
+    await api.handled(lambda spec: spec == mailserver(pluginSelector=SELECTOR)["spec"])
     await stop()
 
     children = [
@@ -532,18 +578,17 @@ async def test_a_restarted_operator_changes_nothing_and_a_deleted_server_is_left
     ]
     versions = {child: api.versions(*child) for child in children}
     status = (await api.get(f"{SERVERS}/corp") or {})["status"]
-    reads = len(list(api.kmock["get", "/apis/apps/v1/namespaces/mail/deployments/corp-control"]))
+    reads = api.requests("get", deployment_url("corp-control"))
 
     stop = await operator()
     # The resumed reconcile reads every object (its last step reads the Deployments) ...
-    for _ in range(200):
-        now = len(list(api.kmock["get", "/apis/apps/v1/namespaces/mail/deployments/corp-control"]))
-        if now > reads:
-            break
-        await asyncio.sleep(0.05)
-    else:
-        raise AssertionError("the restarted operator did not look at the MailServer")
-    await asyncio.sleep(0.5)
+
+    async def resumed() -> None:
+        assert "Resuming is processed: 1 succeeded; 0 failed." in caplog.messages
+
+    await eventually(resumed)
+    assert api.requests("get", deployment_url("corp-control")) > reads
+    await stop()  # kopf finishes the events it has received before it stops
     # ... and writes nothing: not one object, not the status.
     assert {child: api.versions(*child) for child in children} == versions
     server = await api.get(f"{SERVERS}/corp")
@@ -553,23 +598,31 @@ async def test_a_restarted_operator_changes_nothing_and_a_deleted_server_is_left
     }
 
     # Objects deleted by hand are made again at once.
+    stop = await operator()
     await api.delete(deployment_url("corp-spool"))
     await api.delete(f"/api/v1/namespaces/{NS}/configmaps/corp-config")
     again = await api.wait(deployment_url("corp-spool"), lambda o: True)
     assert again["spec"]["template"]["spec"]["containers"][0]["args"] == ["spool"]
     config = await api.wait(f"/api/v1/namespaces/{NS}/configmaps/corp-config", lambda o: True)
     assert config["data"]["EMPATH_HOSTNAME"] == "mx.example.com"
-    versions = {child: api.versions(*child) for child in children}
 
     # Deleting the server: the garbage collector deletes what it owns (owner references); the
     # operator does not make them again, nor fail on the events that follow.
+    looked = api.requests("get", f"{SERVERS}/corp")
     await api.delete(f"{SERVERS}/corp")
     await api.create(PLUGINS, mailplugin("late", {"team": "mail"}))
-    await asyncio.sleep(0.5)
+    watched = [child for child in children if child[0] != "v1/secrets"]
+
+    async def looked_for_the_server_after_each_deletion() -> None:
+        assert api.requests("get", f"{SERVERS}/corp") >= looked + len(watched)
+
+    await eventually(looked_for_the_server_after_each_deletion)
+    await stop()
     assert await api.get(f"{SERVERS}/corp") is None
     for resource, name in children:
         assert api.kmock.objects[resource, NS, name].deleted, (resource, name)
-    await stop()
+    # Nothing the operator did in all this failed.
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_an_api_that_refuses_an_object_degrades_the_server_and_says_why(

@@ -33,6 +33,7 @@ from tests import servers
 from tests.remote import Remote
 from tests.servers import free_port, probe_ok
 from tests.specs import mailserver
+from tests.test_operator import eventually
 
 EMPATH = str(Path(sys.executable).parent / "empath")
 
@@ -176,28 +177,27 @@ async def test_the_rendered_pods_run_the_mail_system(
         reply = await asyncio.to_thread(send)
         queue_id = reply.rsplit(" ", 1)[1]
 
-        for _ in range(400):
-            if len(mx.arrived) == 2:
-                break
-            await asyncio.sleep(0.05)
-        assert sorted(a.recipients[0] for a in mx.arrived) == [
-            "friend@example.com",
-            "user@example.com",
-        ]
+        async def both_arrived() -> None:
+            assert sorted(a.recipients[0] for a in mx.arrived) == [
+                "friend@example.com",
+                "user@example.com",
+            ]
+
+        await eventually(both_arrived)
 
         control = f"http://127.0.0.1:{ports['control:EMPATH_CONTROL_LISTEN']}"
         async with httpx.AsyncClient(base_url=control) as http:
             refused = await http.get("/api/v1/queue")
             assert refused.status_code == 401
-            for _ in range(200):
+
+            async def delivered() -> None:
                 answer = await http.get(
                     f"/api/v1/queue/{queue_id}", headers={"Authorization": f"Bearer {token}"}
                 )
-                if answer.status_code == 200 and answer.json()["item"]["state"] == "delivered":
-                    break
-                await asyncio.sleep(0.05)
-            assert answer.status_code == 200
-            assert answer.json()["item"]["state"] == "delivered"
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["item"]["state"] == "delivered"
+
+            await eventually(delivered, timeout=10)
     finally:
         for pod in pods.values():
             if pod.process.poll() is None:
