@@ -1,0 +1,64 @@
+"""Queue records and attempt outcomes to feed the spool's logic, without a queue to keep them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from empath.core import events, queue, settings
+
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+MESSAGE_ID = "01KJP5Z4M0ABCDEFGHJKMNPQRS"
+
+
+def config(**overrides: Any) -> settings.Settings:
+    """Settings as given here, whatever EMPATH_* the machine running the tests has."""
+    return settings.load(environment=False, hostname="mx.test", **overrides)
+
+
+def recipient(address: str, **fields: Any) -> queue.RecipientState:
+    return queue.RecipientState(address=address, **fields)
+
+
+def entry(
+    *recipients: str | queue.RecipientState,
+    sender: str = "alice@example.org",
+    received_at: datetime = NOW - timedelta(minutes=1),
+    attempts: int = 1,
+    **fields: Any,
+) -> queue.Entry:
+    """A message dispatched `attempts` times (the scheduler counts an attempt when it sends it)."""
+    values: dict[str, Any] = {
+        "id": MESSAGE_ID,
+        "state": queue.State.DELIVERING,
+        "sender": sender,
+        "recipients": tuple(
+            r if isinstance(r, queue.RecipientState) else recipient(r)
+            for r in recipients or ("bob@example.com",)
+        ),
+        "size": 100,
+        "body_key": f"bodies/2026/03/02/{MESSAGE_ID}",
+        "received_at": received_at,
+        "attempts": attempts,
+        "client": events.Client(ip="192.0.2.1", helo="client.example.org"),
+    }
+    values.update(fields)
+    return queue.Entry(**values)
+
+
+def result(
+    address: str, outcome: events.Outcome, reply: str, **fields: Any
+) -> events.RecipientResult:
+    fields.setdefault("remote", "mx1.example.com")
+    return events.RecipientResult(address=address, outcome=outcome, reply=reply, **fields)
+
+
+def attempted(attempt: int, *results: events.RecipientResult) -> events.Attempted:
+    return events.Attempted(
+        id=MESSAGE_ID,
+        attempt=attempt,
+        started_at=NOW - timedelta(seconds=2),
+        finished_at=NOW,
+        worker="worker-1",
+        results=results,
+    )

@@ -1,0 +1,122 @@
+"""Queue statistics as `empathctl stats` shows them: by state, by domain and age, the oldest."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from empath.core import ids, queue
+from empath.spool import shapes as qshape  # shapes.py is becoming stats.py
+from tests.unit.spool.samples import NOW, entry, recipient
+
+
+def stats(entries: list[queue.Entry]) -> dict[str, Any]:
+    return qshape.stats(entries, now=NOW)
+
+
+def received(
+    minutes_ago: float, *recipients: str | queue.RecipientState, **fields: Any
+) -> queue.Entry:
+    """A message received that long ago, with a queue id of that time (ids sort by time)."""
+    at: datetime = NOW - timedelta(minutes=minutes_ago)
+    fields.setdefault("state", queue.State.DEFERRED)
+    return entry(
+        *recipients,
+        id=ids.new_id(int(at.timestamp() * 1e9)),
+        received_at=at,
+        **fields,
+    )
+
+
+def test_messages_are_counted_by_state_with_every_state_named() -> None:
+    counts = stats(
+        [
+            received(1, state=queue.State.QUEUED),
+            received(2, state=queue.State.DEFERRED),
+            received(3, state=queue.State.DEFERRED),
+            received(4, state=queue.State.DELIVERED),
+        ]
+    )
+
+    assert counts["by_state"] == {
+        "queued": 1,
+        "deferred": 2,
+        "delivering": 0,
+        "delivered": 1,
+        "failed": 0,
+        "frozen": 0,
+    }
+    assert counts["total"] == 4
+    assert counts["waiting"] == 3  # the delivered one is done
+
+
+def test_an_empty_queue_has_no_oldest_message() -> None:
+    counts = stats([])
+
+    assert counts["total"] == counts["waiting"] == 0
+    assert counts["oldest"] is None
+    assert counts["by_domain"] == {}
+    assert counts["ages"] == [0] * len(counts["buckets"])
+
+
+def test_the_oldest_is_the_oldest_message_still_waiting() -> None:
+    done = received(600, state=queue.State.FAILED)
+    oldest = received(90)
+    counts = stats([received(5), oldest, done, received(30)])
+
+    assert counts["oldest"] == {"id": oldest.id, "age_seconds": 90 * 60}
+
+
+@pytest.mark.parametrize(
+    ("minutes", "label"),
+    [
+        (0, "T"),
+        (4.9, "T"),
+        (5, "5"),
+        (19.9, "10"),
+        (20, "20"),
+        (1279, "640"),
+    ],
+)
+def test_waiting_messages_fall_into_qshape_age_buckets(minutes: float, label: str) -> None:
+    counts = stats([received(minutes)])
+
+    ages = dict(zip(counts["buckets"], counts["ages"], strict=True))
+    assert ages == {name: int(name == label) for name in counts["buckets"]}
+
+
+def test_the_buckets_are_those_of_postfix_qshape() -> None:
+    assert stats([])["buckets"] == [
+        "T", "5", "10", "20", "40", "80", "160", "320", "640", "1280", "1280+"
+    ]  # fmt: skip
+
+
+def test_each_domain_counts_the_messages_still_open_for_it() -> None:
+    counts = stats(
+        [
+            received(1, "bob@example.com", "Dave@EXAMPLE.com"),  # one message for example.com
+            received(1, "u@EXAMPLE.COM", "carol@example.net"),
+            received(1, recipient("x@example.org", status="delivered"), "y@example.net"),
+            received(1, "z@example.com", state=queue.State.DELIVERED),  # done: not waiting
+        ]
+    )
+
+    assert counts["by_domain"] == {
+        "example.com": {"total": 2, "ages": [2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]},
+        "example.net": {"total": 2, "ages": [2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]},
+    }
+
+
+def test_the_busiest_domain_comes_first() -> None:
+    counts = stats(
+        [
+            received(1, "a@small.example"),
+            received(1, "a@big.example"),
+            received(30, "b@big.example"),
+        ]
+    )
+
+    assert list(counts["by_domain"]) == ["big.example", "small.example"]
+    assert counts["by_domain"]["big.example"]["ages"][:4] == [1, 0, 0, 1]
