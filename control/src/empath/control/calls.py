@@ -38,7 +38,15 @@ SPOOL_TIMEOUT = 10.0
 
 
 class Model(BaseModel):
-    """Base of the control API's own request and answer bodies."""
+    """Base of the control API's own answers: exactly these fields, so the document's schemas
+    say precisely what a client gets."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Parameters(BaseModel):
+    """Base of what the document says a call takes (a JSON body or query parameters); the
+    handlers read them, and fields they do not know are ignored."""
 
     model_config = ConfigDict(frozen=True)
 

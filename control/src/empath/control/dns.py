@@ -55,7 +55,7 @@ class OverridesAnswer(calls.Model):
     items: list[Override]
 
 
-class OverrideBody(calls.Model):
+class OverrideBody(calls.Parameters):
     target: str = Field(description="host[:port] to send the domain's mail to.")
 
 

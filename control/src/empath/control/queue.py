@@ -24,25 +24,25 @@ class MessageAnswer(calls.Model):
     body: str | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
-class ViewQuery(calls.Model):
+class ViewQuery(calls.Parameters):
     body: bool = Field(default=False, description="Include the whole message (true, 1, yes).")
 
 
-class RetryDomainQuery(calls.Model):
+class RetryDomainQuery(calls.Parameters):
     domain: str | None = Field(default=None, description="The domain (or give it in the body).")
 
 
-class RetryDomainBody(calls.Model):
+class RetryDomainBody(calls.Parameters):
     domain: str = Field(description="Retry every deferred message to this domain.")
 
 
-class DeleteQuery(calls.Model):
+class DeleteQuery(calls.Parameters):
     recipient: list[str] | None = Field(
         default=None, description="Only this recipient (repeatable)."
     )
 
 
-class DeleteBody(calls.Model):
+class DeleteBody(calls.Parameters):
     recipients: list[str] | None = Field(default=None, description="Only these recipients.")
 
 

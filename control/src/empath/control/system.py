@@ -6,7 +6,7 @@ import time
 from importlib.metadata import version
 
 from aiohttp import web
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from empath.control import calls, openapi
 from empath.core import bus as bus_module
@@ -32,6 +32,11 @@ class StorePart(calls.Model):
 
 
 class Instance(calls.Model):
+    """One running service instance, as its heartbeat in `empath_services` tells."""
+
+    # Read from heartbeats, which a newer service may extend: keep what is known.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
     service: str
     instance: str = Field(description="host:pid")
     started: float = Field(description="Unix time.")
