@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 import nats.errors
@@ -72,6 +72,7 @@ class Route:
 
     method: str
     path: str
+    _: KW_ONLY
     handler: Handler
     summary: str
     answer: type[BaseModel]
@@ -85,6 +86,8 @@ class Route:
         return self.method in MUTATING
 
     def definition(self) -> web.RouteDef:
+        if self.method == "GET":  # answers HEAD too, as aiohttp's GET routes do
+            return web.get(self.path, self.handler)
         return web.route(self.method, self.path, self.handler)
 
 

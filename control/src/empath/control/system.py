@@ -112,26 +112,41 @@ async def status(request: web.Request) -> web.Response:
 
 
 ROUTES = (
-    calls.Route("GET", "/healthz", healthz, "Liveness", HealthAnswer, refusals=(), open=True),
+    calls.Route(
+        "GET",
+        "/healthz",
+        handler=healthz,
+        summary="Liveness",
+        answer=HealthAnswer,
+        refusals=(),
+        open=True,
+    ),
     calls.Route(
         "GET",
         "/readyz",
-        readyz,
-        "Readiness (connected to NATS)",
-        HealthAnswer,
+        handler=readyz,
+        summary="Readiness (connected to NATS)",
+        answer=HealthAnswer,
         refusals=(503,),
         open=True,
     ),
     calls.Route(
-        "GET", openapi.PATH, openapi.serve, "This document", openapi.DocumentAnswer, refusals=()
+        "GET",
+        openapi.PATH,
+        handler=openapi.serve,
+        summary="This document",
+        answer=openapi.DocumentAnswer,
+        refusals=(),
     ),
-    calls.Route("GET", "/api/v1/system/ping", ping, "Ping", PingAnswer, refusals=()),
+    calls.Route(
+        "GET", "/api/v1/system/ping", handler=ping, summary="Ping", answer=PingAnswer, refusals=()
+    ),
     calls.Route(
         "GET",
         "/api/v1/system/status",
-        status,
-        "Version, uptime, health of NATS, the object store and each service, workers, depth",
-        StatusAnswer,
+        handler=status,
+        summary="Version, uptime, health of each part, delivery workers, queue depth",
+        answer=StatusAnswer,
         refusals=(),
     ),
 )

@@ -64,6 +64,9 @@ class QueryAPI:
         call: queries.Call[queries.RequestT, queries.AnswerT],
         handler: Callable[[queries.RequestT], Awaitable[queries.AnswerT]],
     ) -> None:
+        """Answer `call` with `handler`, which only ever sees a valid request; what goes wrong
+        becomes the error answer with its code, so no request goes unanswered."""
+
         async def respond(msg: Msg) -> None:
             reply: queries.Answer
             try:
