@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
@@ -277,20 +277,23 @@ class Call(Generic[RequestT, AnswerT]):
 
     name: str
     subject: str
+    _: KW_ONLY
     request: type[RequestT]
     answer: type[AnswerT]
 
 
-LIST = Call("list", names.QUERY_LIST_SUBJECT, ListRequest, ListAnswer)
-GET = Call("get", names.QUERY_GET_SUBJECT, GetRequest, GetAnswer)
-COUNTS = Call("counts", names.QUERY_COUNTS_SUBJECT, CountsRequest, CountsAnswer)
-STATS = Call("stats", names.QUERY_STATS_SUBJECT, StatsRequest, StatsAnswer)
-RETRY = Call("retry", names.QUERY_RETRY_SUBJECT, RetryRequest, RetryAnswer)
-DELETE = Call("delete", names.QUERY_DELETE_SUBJECT, DeleteRequest, DeleteAnswer)
-HOLD = Call("hold", names.QUERY_HOLD_SUBJECT, HoldRequest, HoldAnswer)
-RELEASE = Call("release", names.QUERY_RELEASE_SUBJECT, ReleaseRequest, ReleaseAnswer)
-FREEZE = Call("freeze", names.QUERY_FREEZE_SUBJECT, FreezeRequest, FreezeAnswer)
-UNFREEZE = Call("unfreeze", names.QUERY_UNFREEZE_SUBJECT, UnfreezeRequest, UnfreezeAnswer)
+LIST = Call("list", names.QUERY_LIST_SUBJECT, request=ListRequest, answer=ListAnswer)
+GET = Call("get", names.QUERY_GET_SUBJECT, request=GetRequest, answer=GetAnswer)
+COUNTS = Call("counts", names.QUERY_COUNTS_SUBJECT, request=CountsRequest, answer=CountsAnswer)
+STATS = Call("stats", names.QUERY_STATS_SUBJECT, request=StatsRequest, answer=StatsAnswer)
+RETRY = Call("retry", names.QUERY_RETRY_SUBJECT, request=RetryRequest, answer=RetryAnswer)
+DELETE = Call("delete", names.QUERY_DELETE_SUBJECT, request=DeleteRequest, answer=DeleteAnswer)
+HOLD = Call("hold", names.QUERY_HOLD_SUBJECT, request=HoldRequest, answer=HoldAnswer)
+RELEASE = Call("release", names.QUERY_RELEASE_SUBJECT, request=ReleaseRequest, answer=ReleaseAnswer)
+FREEZE = Call("freeze", names.QUERY_FREEZE_SUBJECT, request=FreezeRequest, answer=FreezeAnswer)
+UNFREEZE = Call(
+    "unfreeze", names.QUERY_UNFREEZE_SUBJECT, request=UnfreezeRequest, answer=UnfreezeAnswer
+)
 
 CALLS: tuple[Call[Any, Any], ...] = (
     LIST,
