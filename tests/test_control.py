@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jsonschema
 import pytest
 
+from empath.control import api, audit
+from empath.core import dnscache, names
 from tests.conftest import StartSystem, System
 from tests.servers import free_port
 from tests.wire import Wire
@@ -71,11 +74,129 @@ async def test_every_call_but_health_needs_the_token(control: System) -> None:
     assert stats["frozen"] is True  # the refused call changed nothing (frozen by the fixture)
 
 
-async def test_the_openapi_document_describes_the_api(control: System) -> None:
+async def test_the_openapi_document_names_every_route_the_app_serves(control: System) -> None:
     document = (await call(control, "GET", "/openapi.json")).json()
     assert document["openapi"].startswith("3.")
-    assert "/api/v1/queue/{id}/hold" in document["paths"]
     assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    app = api.application(
+        bus=control.bus,
+        objects=control.objects,
+        token=TOKEN,
+        audit_log=audit.AuditLog(None),
+        services=await control.bus.key_value(names.SERVICES_BUCKET),
+        dns_cache=await control.bus.key_value(names.DNS_BUCKET),
+        overrides=await control.bus.key_value(names.OVERRIDES_BUCKET),
+    )
+    served = {
+        (route.resource.canonical, route.method.lower())
+        for route in app.router.routes()
+        if route.method != "HEAD" and route.resource is not None
+    }
+    documented = {(path, method) for path, item in document["paths"].items() for method in item}
+    assert served == documented
+    for path, method in served:
+        operation = document["paths"][path][method]
+        assert set(operation["responses"]) >= {"200"} | (
+            set() if path in {"/healthz", "/readyz"} else {"401"}
+        ), (method, path)
+
+
+async def test_every_answer_of_a_running_system_fits_the_openapi_document(
+    control: System,
+) -> None:
+    first, second = await queue_some(control, ["a@one.test", "b@one.test"])
+    await (await control.bus.key_value(names.DNS_BUCKET)).put(
+        dnscache.key("Cached.TEST."),
+        dnscache.Record.answer([(10, "mx.cached.test")], ttl=300).model_dump_json().encode(),
+    )
+    await (await control.bus.key_value(names.DNS_BUCKET)).put(
+        dnscache.key("gone.test"),
+        dnscache.Record.failure("550 5.1.2 Domain gone.test does not exist", ttl=300)
+        .model_dump_json()
+        .encode(),
+    )
+    missing = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
+    calls: list[tuple[str, str, str, dict[str, Any], int]] = [
+        # (method, documented path, path called, arguments, status expected)
+        ("GET", "/healthz", "/healthz", {"token": None}, 200),
+        ("GET", "/readyz", "/readyz", {"token": None}, 200),
+        ("GET", "/openapi.json", "/openapi.json", {}, 200),
+        ("GET", "/api/v1/system/ping", "/api/v1/system/ping", {"token": "wrong"}, 401),
+        ("GET", "/api/v1/system/ping", "/api/v1/system/ping", {}, 200),
+        ("GET", "/api/v1/system/status", "/api/v1/system/status", {}, 200),
+        ("GET", "/api/v1/queue", "/api/v1/queue", {"params": {"limit": 1}}, 200),
+        ("GET", "/api/v1/queue", "/api/v1/queue", {"params": {"state": "lost"}}, 400),
+        ("GET", "/api/v1/queue/stats", "/api/v1/queue/stats", {}, 200),
+        ("GET", "/api/v1/queue/{id}", f"/api/v1/queue/{first}", {}, 200),
+        (
+            "GET",
+            "/api/v1/queue/{id}",
+            f"/api/v1/queue/{first}",
+            {"params": {"body": "true"}},
+            200,
+        ),
+        ("GET", "/api/v1/queue/{id}", "/api/v1/queue/not-an-id", {}, 400),
+        ("GET", "/api/v1/queue/{id}", f"/api/v1/queue/{missing}", {}, 404),
+        ("GET", "/api/v1/queue/{id}/headers", f"/api/v1/queue/{first}/headers", {}, 200),
+        ("POST", "/api/v1/queue/{id}/hold", f"/api/v1/queue/{first}/hold", {}, 200),
+        ("POST", "/api/v1/queue/{id}/retry", f"/api/v1/queue/{first}/retry", {}, 409),
+        ("POST", "/api/v1/queue/{id}/release", f"/api/v1/queue/{first}/release", {}, 200),
+        ("POST", "/api/v1/queue/{id}/retry", f"/api/v1/queue/{first}/retry", {}, 200),
+        (
+            "POST",
+            "/api/v1/queue/retry",
+            "/api/v1/queue/retry",
+            {"json": {"domain": "example.com"}},
+            200,
+        ),
+        ("DELETE", "/api/v1/queue/{id}", f"/api/v1/queue/{second}", {}, 200),
+        ("POST", "/api/v1/queue/freeze", "/api/v1/queue/freeze", {}, 200),
+        ("GET", "/api/v1/dns/cache", "/api/v1/dns/cache", {}, 200),
+        ("POST", "/api/v1/dns/refresh/{domain}", "/api/v1/dns/refresh/cached.test", {}, 200),
+        (
+            "PUT",
+            "/api/v1/dns/overrides/{domain}",
+            "/api/v1/dns/overrides/x.test",
+            {"json": {"target": "127.0.0.9:25"}},
+            200,
+        ),
+        (
+            "PUT",
+            "/api/v1/dns/overrides/{domain}",
+            "/api/v1/dns/overrides/x.test",
+            {"json": {"target": "a b"}},
+            400,
+        ),
+        ("GET", "/api/v1/dns/overrides", "/api/v1/dns/overrides", {}, 200),
+        ("DELETE", "/api/v1/dns/overrides/{domain}", "/api/v1/dns/overrides/x.test", {}, 200),
+        ("DELETE", "/api/v1/dns/overrides/{domain}", "/api/v1/dns/overrides/x.test", {}, 404),
+        ("DELETE", "/api/v1/dns/cache", "/api/v1/dns/cache", {}, 200),
+        ("POST", "/api/v1/queue/unfreeze", "/api/v1/queue/unfreeze", {}, 200),
+    ]
+    document = (await call(control, "GET", "/openapi.json")).json()
+    answered = set()
+    for method, documented, path, kwargs, status in calls:
+        response = await call(control, method, path, **kwargs)
+        assert response.status_code == status, (method, path, response.text)
+        assert response.headers["Content-Type"].startswith("application/json")
+        operation = document["paths"][documented][method.lower()]
+        schema = operation["responses"][str(status)]["content"]["application/json"]["schema"]
+        validator = jsonschema.Draft202012Validator(
+            {**schema, "components": document["components"]}
+        )
+        problems = [error.message for error in validator.iter_errors(response.json())]
+        assert problems == [], (method, path, status)
+        if status == 200:
+            answered.add((documented, method.lower()))
+        if path == "/api/v1/dns/cache" and method == "GET":
+            assert {i["name"]: i["error"] for i in response.json()["items"]} == {
+                "cached.test": None,
+                "gone.test": "550 5.1.2 Domain gone.test does not exist",
+            }
+    documented_operations = {
+        (path, method) for path, item in document["paths"].items() for method in item
+    }
+    assert answered == documented_operations
 
 
 async def test_list_filters_pages_and_sorts(control: System) -> None:

@@ -1,10 +1,16 @@
-"""The DNS cache on its own: bounded, expiring with the TTL, counting hits and misses."""
+"""The DNS cache on its own: bounded, expiring with the TTL, counting hits and misses, and
+shared between workers through records in a KV bucket."""
 
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
-from empath.delivery.resolver import Cache
+import nats.js.errors
+import pytest
+
+from empath.core import dnscache, errors, settings
+from empath.delivery.resolver import Cache, Resolver
 
 
 def test_the_cache_honours_ttl_and_size_and_counts() -> None:
@@ -19,3 +25,51 @@ def test_the_cache_honours_ttl_and_size_and_counts() -> None:
     assert len(cache) == 2  # bounded: the least recently used went
     assert cache.get("mx.a.test") is None
     assert (cache.stats.hits, cache.stats.misses) == (1, 2)
+
+
+class FakeKV:
+    """The shared cache's bucket, in memory: get and put are all the resolver uses."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, bytes] = {}
+
+    async def get(self, key: str) -> SimpleNamespace:
+        if key not in self.values:
+            raise nats.js.errors.KeyNotFoundError
+        return SimpleNamespace(value=self.values[key])
+
+    async def put(self, key: str, value: bytes) -> int:
+        self.values[key] = value
+        return 1
+
+
+def resolver_with(shared: FakeKV) -> Resolver:
+    return Resolver(
+        settings.load(environment=False, dns_nameservers=["127.0.0.1:1"], dns_timeout=0.2),
+        shared,  # type: ignore[arg-type]
+    )
+
+
+async def test_a_failure_another_worker_cached_is_the_recipients_reply_without_a_lookup() -> None:
+    shared = FakeKV()
+    reply = "550 5.1.2 Domain gone.test does not exist"
+    shared.values["mx.gone.test"] = (
+        dnscache.Record.failure(reply, ttl=60).model_dump_json().encode()
+    )
+    with pytest.raises(errors.EmpathError) as failed:
+        await resolver_with(shared).route("Gone.Test.")  # no nameserver answers on port 1
+    assert str(failed.value) == reply
+
+
+async def test_an_answer_another_worker_cached_is_used_and_kept() -> None:
+    shared = FakeKV()
+    shared.values["mx.dest.test"] = (
+        dnscache.Record.answer([(10, "mx.dest.test")], ttl=60).model_dump_json().encode()
+    )
+    shared.values["a.mx.dest.test"] = (
+        dnscache.Record.answer(["192.0.2.7"], ttl=60).model_dump_json().encode()
+    )
+    resolver = resolver_with(shared)
+    hops = await resolver.route("dest.test")
+    assert [(hop.name, hop.address) for hop in hops] == [("mx.dest.test", "192.0.2.7")]
+    assert len(resolver.cache) == 2  # kept in this worker too

@@ -1,113 +1,202 @@
 """DNS management: the cache every delivery worker shares, and MX overrides set at run time.
 
-The cache lives in the KV bucket `empath_dns`; clearing or refreshing it also tells every
-worker (`empath.dns.invalidate`) to drop its own copy. Overrides set here go into the KV
-bucket `empath_overrides`, which workers consult before DNS and before the overrides of their
-settings.
+The cache lives in the KV bucket `empath_dns` (records and keys as `dnscache` spells them);
+clearing or refreshing it also tells every worker (`empath.dns.invalidate`) to drop its own
+copy. Overrides set here go into the KV bucket `empath_overrides`, which workers consult
+before DNS and before the overrides of their settings.
 """
 
 from __future__ import annotations
 
-import json
 import time
+from typing import Literal
 
 import nats.errors
 import nats.js.errors
 from aiohttp import web
+from pydantic import Field
 
-from empath.control import api
-from empath.core import bus, names
+from empath.control import calls
+from empath.core import bus, dnscache, names
 from empath.core.settings import parse_target
+
+DOMAIN_CHARACTERS = set("abcdefghijklmnopqrstuvwxyz0123456789.-_")
+
+
+class CacheItem(calls.Model):
+    type: str = Field(description="MX or A/AAAA.")
+    name: str
+    answer: dnscache.MxAnswer | dnscache.AddressAnswer | None = Field(
+        description="MX: [preference, host] pairs; A/AAAA: addresses; null for a failure."
+    )
+    error: str | None = Field(description="The reply recipients get, for a cached failure.")
+    ttl: int = Field(description="Seconds until it expires.")
+
+
+class CacheAnswer(calls.Model):
+    items: list[CacheItem]
+
+
+class ClearedAnswer(calls.Model):
+    cleared: int
+
+
+class RefreshedAnswer(calls.Model):
+    refreshed: str
+
+
+class Override(calls.Model):
+    domain: str
+    target: str
+    source: Literal["runtime"]
+
+
+class OverridesAnswer(calls.Model):
+    items: list[Override]
+
+
+class OverrideBody(calls.Parameters):
+    target: str = Field(description="host[:port] to send the domain's mail to.")
+
+
+class OverrideSetAnswer(calls.Model):
+    domain: str
+    target: str
+
+
+class RemovedAnswer(calls.Model):
+    removed: str
 
 
 def _domain(request: web.Request) -> str:
-    domain = request.match_info["domain"].lower().rstrip(".")
-    if not domain or any(c not in "abcdefghijklmnopqrstuvwxyz0123456789.-_" for c in domain):
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": f"not a domain: {domain!r}"}), content_type="application/json"
-        )
+    domain = dnscache.normalise(request.match_info["domain"])
+    if not domain or not set(domain) <= DOMAIN_CHARACTERS:
+        raise calls.Problem(400, f"not a domain: {domain!r}")
     return domain
 
 
 async def list_cache(request: web.Request) -> web.Response:
     now = time.time()
     items = []
-    for key, value in await bus.kv_items(request.app[api.DNS]):
-        record = json.loads(value)
-        if record["expires"] <= now:
+    for key, value in await bus.kv_items(request.app[calls.DNS]):
+        record = dnscache.read(value, now=now)
+        if record is None:
             continue
-        kind, _, name = key.partition(".")
+        kind, name = dnscache.parse_key(key)
         items.append(
-            {
-                "type": {"mx": "MX", "a": "A/AAAA"}.get(kind, kind),
-                "name": name,
-                "answer": record["value"],
-                "ttl": round(record["expires"] - now),
-            }
+            CacheItem(
+                type=dnscache.KINDS.get(kind, kind),
+                name=name,
+                answer=record.value,
+                error=record.error,
+                ttl=round(record.ttl(now)),
+            )
         )
-    return web.json_response({"items": items})
+    return calls.reply(CacheAnswer(items=items))
 
 
 async def clear_cache(request: web.Request) -> web.Response:
-    kv = request.app[api.DNS]
+    kv = request.app[calls.DNS]
     entries = await bus.kv_items(kv)
     for key, _ in entries:
         await kv.purge(key)
-    await request.app[api.BUS].nc.publish(names.DNS_INVALIDATE_SUBJECT, b"*")
-    return web.json_response({"cleared": len(entries)})
+    await request.app[calls.BUS].nc.publish(names.DNS_INVALIDATE_SUBJECT, b"*")
+    return calls.reply(ClearedAnswer(cleared=len(entries)))
 
 
 async def refresh(request: web.Request) -> web.Response:
     domain = _domain(request)
     try:
-        await request.app[api.DNS].purge(f"mx.{domain}")
+        await request.app[calls.DNS].purge(dnscache.key(domain))
     except (nats.errors.Error, nats.js.errors.Error) as error:
-        return api.problem(503, str(error))
-    await request.app[api.BUS].nc.publish(names.DNS_INVALIDATE_SUBJECT, domain.encode())
-    return web.json_response({"refreshed": domain})
+        raise calls.Problem(503, str(error)) from None
+    await request.app[calls.BUS].nc.publish(names.DNS_INVALIDATE_SUBJECT, domain.encode())
+    return calls.reply(RefreshedAnswer(refreshed=domain))
 
 
 async def list_overrides(request: web.Request) -> web.Response:
     items = [
-        {"domain": key, "target": value.decode(), "source": "runtime"}
-        for key, value in await bus.kv_items(request.app[api.OVERRIDES])
+        Override(domain=key, target=value.decode(), source="runtime")
+        for key, value in await bus.kv_items(request.app[calls.OVERRIDES])
     ]
-    return web.json_response({"items": items})
+    return calls.reply(OverridesAnswer(items=items))
 
 
 async def set_override(request: web.Request) -> web.Response:
     domain = _domain(request)
-    body = await api.json_body(request)
+    body = await calls.json_body(request)
     target = body.get("target")
     if not isinstance(target, str):
-        return api.problem(400, 'give the target as {"target": "host[:port]"}')
+        raise calls.Problem(400, 'give the target as {"target": "host[:port]"}')
     try:
         host, port = parse_target(target)
     except ValueError as error:
-        return api.problem(400, str(error))
+        raise calls.Problem(400, str(error)) from None
     value = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    await request.app[api.OVERRIDES].put(domain, value.encode())
-    await request.app[api.BUS].nc.publish(names.DNS_INVALIDATE_SUBJECT, domain.encode())
-    return web.json_response({"domain": domain, "target": value})
+    await request.app[calls.OVERRIDES].put(domain, value.encode())
+    await request.app[calls.BUS].nc.publish(names.DNS_INVALIDATE_SUBJECT, domain.encode())
+    return calls.reply(OverrideSetAnswer(domain=domain, target=value))
 
 
 async def remove_override(request: web.Request) -> web.Response:
     domain = _domain(request)
-    kv = request.app[api.OVERRIDES]
+    kv = request.app[calls.OVERRIDES]
     try:
         await kv.get(domain)
     except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-        return api.problem(404, f"no override for {domain}")
+        raise calls.Problem(404, f"no override for {domain}") from None
     await kv.purge(domain)
-    await request.app[api.BUS].nc.publish(names.DNS_INVALIDATE_SUBJECT, domain.encode())
-    return web.json_response({"removed": domain})
+    await request.app[calls.BUS].nc.publish(names.DNS_INVALIDATE_SUBJECT, domain.encode())
+    return calls.reply(RemovedAnswer(removed=domain))
 
 
-ROUTES = [
-    web.get("/api/v1/dns/cache", list_cache),
-    web.delete("/api/v1/dns/cache", clear_cache),
-    web.post("/api/v1/dns/refresh/{domain}", refresh),
-    web.get("/api/v1/dns/overrides", list_overrides),
-    web.put("/api/v1/dns/overrides/{domain}", set_override),
-    web.delete("/api/v1/dns/overrides/{domain}", remove_override),
-]
+ROUTES = (
+    calls.Route(
+        "GET",
+        "/api/v1/dns/cache",
+        handler=list_cache,
+        summary="The DNS cache shared by the delivery workers",
+        answer=CacheAnswer,
+        refusals=(),
+    ),
+    calls.Route(
+        "DELETE",
+        "/api/v1/dns/cache",
+        handler=clear_cache,
+        summary="Clear it",
+        answer=ClearedAnswer,
+        refusals=(),
+    ),
+    calls.Route(
+        "POST",
+        "/api/v1/dns/refresh/{domain}",
+        handler=refresh,
+        summary="Forget the cached answer for a domain",
+        answer=RefreshedAnswer,
+    ),
+    calls.Route(
+        "GET",
+        "/api/v1/dns/overrides",
+        handler=list_overrides,
+        summary="MX overrides set at run time",
+        answer=OverridesAnswer,
+        refusals=(),
+    ),
+    calls.Route(
+        "PUT",
+        "/api/v1/dns/overrides/{domain}",
+        handler=set_override,
+        summary="Send a domain's mail to host[:port] instead of its MX",
+        answer=OverrideSetAnswer,
+        body=OverrideBody,
+        refusals=(400,),
+    ),
+    calls.Route(
+        "DELETE",
+        "/api/v1/dns/overrides/{domain}",
+        handler=remove_override,
+        summary="Remove a run-time override",
+        answer=RemovedAnswer,
+        refusals=(400, 404),
+    ),
+)

@@ -12,50 +12,57 @@ read that Secret and use the service proxy.
 from __future__ import annotations
 
 import base64
-import sys
+from typing import Annotated, NoReturn
 
 import httpx
+import typer
 
-from empath.control import ctl
+from empath.control import ctl, transport
 from empath.core import kubeconfig, kubenames
+
+PROGRAM = "kubectl empath"
+
+
+def fail(message: str, code: int = transport.REFUSED) -> NoReturn:
+    """Stop: Kubernetes refused (exit 1 by default), or `code`."""
+    raise transport.Failed(message, code)
 
 
 def only_mailserver(kube: httpx.Client, namespace: str) -> str:
     """The namespace's MailServer, when it has exactly one; else say what to choose from."""
     response = kube.get(f"/apis/empath.io/v1alpha1/namespaces/{namespace}/mailservers")
     if response.status_code in (401, 403):
-        ctl.fail(
+        fail(
             f"{response.status_code}: cannot list MailServers in {namespace!r}: name one "
             "with --mailserver",
-            1,
         )
     if response.status_code == 404:
-        ctl.fail("the cluster has no MailServer resource (is the Empath chart installed?)", 1)
+        fail("the cluster has no MailServer resource (is the Empath chart installed?)")
     if response.status_code >= 400:
-        ctl.fail(f"{response.status_code}: {response.text.strip()[:200]}", 1)
+        fail(f"{response.status_code}: {response.text.strip()[:200]}")
     names = sorted(str(item["metadata"]["name"]) for item in response.json().get("items", []))
     if not names:
-        ctl.fail(f"no MailServer in namespace {namespace!r}", 1)
+        fail(f"no MailServer in namespace {namespace!r}")
     if len(names) > 1:
-        ctl.fail(
+        fail(
             f"{len(names)} MailServers in {namespace!r} ({', '.join(names)}): name one "
             "with --mailserver",
-            2,
+            transport.USAGE,
         )
     return names[0]
 
 
-def connect(state: ctl.State) -> ctl.Target:
+def connect(session: transport.Session) -> transport.Target:
     from kubernetes import client, config
     from kubernetes.config.config_exception import ConfigException
 
-    options = state.options
+    options = session.options
     configuration = client.Configuration()
     try:
         config.load_kube_config(context=options.get("context"), client_configuration=configuration)
         _, active = config.list_kube_config_contexts()
     except (ConfigException, OSError) as error:
-        ctl.fail(f"kubeconfig: {error}", 2)
+        fail(f"kubeconfig: {error}", transport.USAGE)
     if options.get("context"):
         contexts, _ = config.list_kube_config_contexts()
         active = next(c for c in contexts if c["name"] == options["context"])
@@ -73,25 +80,22 @@ def connect(state: ctl.State) -> ctl.Target:
             secret_path = f"/api/v1/namespaces/{namespace}/secrets/{secret}"
             response = kube.get(secret_path)
     except httpx.HTTPError as error:
-        ctl.fail(f"cannot reach the Kubernetes API at {host}: {error}", 3)
+        fail(f"cannot reach the Kubernetes API at {host}: {error}", transport.UNREACHABLE)
     if response.status_code in (401, 403):
-        ctl.fail(f"{response.status_code}: Kubernetes does not let you read {secret_path}", 1)
+        fail(f"{response.status_code}: Kubernetes does not let you read {secret_path}")
     if response.status_code == 404:
-        ctl.fail(
+        fail(
             f"no MailServer {mailserver!r} in namespace {namespace!r} "
             f"(no Secret {kubenames.control_token_secret(mailserver)})",
-            1,
         )
     if response.status_code >= 400:
-        ctl.fail(f"{response.status_code}: {response.text.strip()[:200]}", 1)
+        fail(f"{response.status_code}: {response.text.strip()[:200]}")
     try:
         token = base64.b64decode(response.json()["data"][kubenames.CONTROL_TOKEN_KEY]).decode()
     except (KeyError, ValueError) as error:
-        ctl.fail(
-            f"Secret {kubenames.control_token_secret(mailserver)} has no usable token: {error}", 1
-        )
+        fail(f"Secret {kubenames.control_token_secret(mailserver)} has no usable token: {error}", 1)
     service = f"{kubenames.control_service(mailserver)}:{kubenames.CONTROL_PORT_NAME}"
-    return ctl.Target(
+    return transport.Target(
         base_url=f"{host}/api/v1/namespaces/{namespace}/services/{service}/proxy",
         headers={**headers, "X-Empath-Token": token},
         verify=verify,
@@ -99,8 +103,22 @@ def connect(state: ctl.State) -> ctl.Target:
     )
 
 
-def main() -> None:
-    ctl.PROGRAM = "kubectl empath"
-    ctl.build(connect, name="kubectl empath", kube=True)(
-        prog_name="kubectl empath", args=sys.argv[1:]
+def options(
+    ctx: typer.Context,
+    output: ctl.OutputOption = "table",
+    context: Annotated[str | None, typer.Option(help="kubeconfig context.")] = None,
+    namespace: Annotated[
+        str | None, typer.Option("-n", "--namespace", help="The MailServer's namespace.")
+    ] = None,
+    mailserver: Annotated[
+        str | None,
+        typer.Option(help="The MailServer's name; default: the namespace's only one."),
+    ] = None,
+) -> None:
+    ctx.obj = transport.Session.start(
+        output, connect=connect, context=context, namespace=namespace, mailserver=mailserver
     )
+
+
+def main() -> None:
+    ctl.run(ctl.build(PROGRAM, options), PROGRAM)

@@ -1,143 +1,147 @@
-"""The OpenAPI 3.1 document of the control API, served at `PATH`."""
+"""The OpenAPI 3.1 document of the control API, served at `PATH`, made from the route tables.
+
+Every route's answer, request body and query parameters are pydantic models (the spool's
+`queries` for queue calls, the control API's own for the rest), so the document states the
+JSON each call really takes and gives, per status, and cannot drift from the handlers.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from empath.control import calls
 
 PATH = "/openapi.json"
+REF = "#/components/schemas/{model}"
 
-_ID = {
-    "name": "id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string"},
-    "description": "Queue id (26 characters).",
+STATUSES = {
+    200: "OK",
+    400: "Bad request; the reason names what is wrong. Nothing changed.",
+    401: "No valid token (`Authorization: Bearer` or `X-Empath-Token`).",
+    404: "No such message (or body, or override).",
+    409: "The message is not in a state for this.",
+    503: "A part of the system (the spool, NATS, the object store) is unavailable.",
 }
-_DOMAIN = {"name": "domain", "in": "path", "required": True, "schema": {"type": "string"}}
-_ERROR = {
-    "description": "Error",
-    "content": {
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "properties": {"error": {"type": "string"}},
-                "required": ["error"],
+PATH_PARAMETERS: dict[str, dict[str, Any]] = {
+    "id": {
+        "schema": {"type": "string", "pattern": "^[0-9A-HJKMNP-TV-Z]{26}$"},
+        "description": "Queue id (26 characters).",
+    },
+    "domain": {"schema": {"type": "string"}, "description": "A domain name."},
+}
+
+
+class DocumentAnswer(calls.Model):
+    openapi: str
+    info: dict[str, Any]
+    paths: dict[str, Any]
+    components: dict[str, Any]
+    security: list[dict[str, Any]]
+
+
+async def serve(request: web.Request) -> web.Response:
+    return web.json_response(request.app[calls.DOCUMENT])
+
+
+Mode = Literal["validation", "serialization"]
+
+
+def _models(routes: list[calls.Route]) -> list[tuple[type[BaseModel], Mode]]:
+    wanted: dict[tuple[type[BaseModel], Mode], None] = {
+        (calls.ProblemAnswer, "serialization"): None
+    }
+    for route in routes:
+        wanted[route.answer, "serialization"] = None
+        for model in (route.body, route.query):
+            if model is not None:
+                wanted[model, "validation"] = None
+    return list(wanted)
+
+
+def _not_null(prop: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter's schema: absent rather than null when not given."""
+    schema = {k: v for k, v in prop.items() if k not in {"title", "description"}}
+    options = [option for option in schema.pop("anyOf", ()) if option != {"type": "null"}]
+    if len(options) == 1:
+        schema.update(options[0])
+    elif options:
+        schema["anyOf"] = options
+    if schema.get("default", 0) is None:
+        del schema["default"]
+    return schema
+
+
+def _content(ref: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": ref}}
+
+
+def document(all_routes: Iterable[calls.Route]) -> dict[str, Any]:
+    """The document describing `routes`."""
+    routes = list(all_routes)
+    refs, top = models_json_schema(_models(routes), ref_template=REF)
+    schemas: dict[str, Any] = top.get("$defs", {})
+
+    def schema_of(ref: dict[str, Any]) -> dict[str, Any]:
+        found: dict[str, Any] = schemas[ref["$ref"].rsplit("/", 1)[1]]
+        return found
+
+    problem = _content(refs[calls.ProblemAnswer, "serialization"])
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        parameters = []
+        for name in calls.path_parameters(route.path):
+            parameters.append(
+                {"name": name, "in": "path", "required": True, **PATH_PARAMETERS[name]}
+            )
+        if route.query is not None:
+            query = schema_of(refs[route.query, "validation"])
+            for name, prop in query["properties"].items():
+                schema = _not_null(prop)
+                parameters.append(
+                    {
+                        "name": name,
+                        "in": "query",
+                        "required": name in query.get("required", ()),
+                        "schema": schema,
+                        "description": prop.get("description", ""),
+                    }
+                )
+        responses: dict[str, Any] = {
+            "200": {
+                "description": STATUSES[200],
+                "content": _content(refs[route.answer, "serialization"]),
             }
         }
-    },
-}
-_OK = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
-
-
-def _op(
-    summary: str,
-    *,
-    params: list[dict[str, Any]] | None = None,
-    body: bool = False,
-    mutating: bool = False,
-) -> dict[str, Any]:
-    operation: dict[str, Any] = {
-        "summary": summary,
-        "parameters": params or [],
-        "responses": {"200": _OK, "400": _ERROR, "401": _ERROR, "404": _ERROR, "503": _ERROR},
-    }
-    if mutating:
-        operation["description"] = "Recorded in the audit log."
-    if body:
-        operation["requestBody"] = {
-            "required": False,
-            "content": {"application/json": {"schema": {"type": "object"}}},
+        for status in (*(() if route.open else (401,)), *route.refusals):
+            responses[str(status)] = {"description": STATUSES[status], "content": problem}
+        operation: dict[str, Any] = {
+            "operationId": f"{route.method.lower()}_{route.handler.__name__}",
+            "summary": route.summary,
+            "parameters": parameters,
+            "responses": dict(sorted(responses.items())),
         }
-    return operation
-
-
-def _query(name: str, kind: str, description: str) -> dict[str, Any]:
+        if route.mutating:
+            operation["description"] = "Recorded in the audit log."
+        if route.body is not None:
+            operation["requestBody"] = {
+                "required": False,
+                "content": _content(refs[route.body, "validation"]),
+            }
+        if route.open:
+            operation["security"] = []
+        paths.setdefault(route.path, {})[route.method.lower()] = operation
     return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "schema": {"type": kind},
-        "description": description,
+        "openapi": "3.1.0",
+        "info": {"title": "Empath control API", "version": "1"},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": paths,
     }
-
-
-DOCUMENT: dict[str, Any] = {
-    "openapi": "3.1.0",
-    "info": {"title": "Empath control API", "version": "1"},
-    "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
-    "security": [{"bearer": []}],
-    "paths": {
-        "/healthz": {"get": {**_op("Liveness"), "security": []}},
-        "/readyz": {"get": {**_op("Readiness (connected to NATS)"), "security": []}},
-        "/api/v1/system/ping": {"get": _op("Ping")},
-        "/api/v1/system/status": {
-            "get": _op(
-                "Version, uptime, health of NATS, the object store and each service, workers, depth"
-            )
-        },
-        "/api/v1/queue": {
-            "get": _op(
-                "List messages, oldest first",
-                params=[
-                    _query(
-                        "state", "string", "queued, deferred, delivering, delivered, failed, frozen"
-                    ),
-                    _query("domain", "string", "a recipient domain"),
-                    _query("sender", "string", "part of the sender address"),
-                    _query("min_age", "number", "seconds since the message was received, at least"),
-                    _query("sort", "string", "age (oldest first, default) or -age"),
-                    _query("limit", "integer", "page size, 1 to 1000 (default 100)"),
-                    _query(
-                        "after", "string", "queue id to page on from (next_after of the last page)"
-                    ),
-                ],
-            )
-        },
-        "/api/v1/queue/stats": {
-            "get": _op("Counts by state and domain, the oldest message, age buckets (qshape)")
-        },
-        "/api/v1/queue/retry": {
-            "post": _op(
-                "Retry now every deferred message to a domain",
-                body=True,
-                mutating=True,
-                params=[_query("domain", "string", "the domain")],
-            )
-        },
-        "/api/v1/queue/freeze": {"post": _op("Freeze the queue: no new attempts", mutating=True)},
-        "/api/v1/queue/unfreeze": {"post": _op("Unfreeze the queue", mutating=True)},
-        "/api/v1/queue/{id}": {
-            "get": _op(
-                "One message: envelope, recipients, attempts; body=true adds the body",
-                params=[_ID, _query("body", "boolean", "include the message")],
-            ),
-            "delete": _op(
-                "Delete a message, or only the recipients given",
-                params=[_ID, _query("recipient", "string", "a recipient to delete (repeatable)")],
-                body=True,
-                mutating=True,
-            ),
-        },
-        "/api/v1/queue/{id}/headers": {"get": _op("The message's header section", params=[_ID])},
-        "/api/v1/queue/{id}/retry": {"post": _op("Retry now", params=[_ID], mutating=True)},
-        "/api/v1/queue/{id}/hold": {"post": _op("Hold", params=[_ID], mutating=True)},
-        "/api/v1/queue/{id}/release": {"post": _op("Release", params=[_ID], mutating=True)},
-        "/api/v1/dns/cache": {
-            "get": _op("The DNS cache shared by the delivery workers"),
-            "delete": _op("Clear it", mutating=True),
-        },
-        "/api/v1/dns/refresh/{domain}": {
-            "post": _op("Forget the cached answer for a domain", params=[_DOMAIN], mutating=True)
-        },
-        "/api/v1/dns/overrides": {"get": _op("MX overrides set at run time")},
-        "/api/v1/dns/overrides/{domain}": {
-            "put": _op(
-                'Send a domain\'s mail to host[:port] ({"target": ...})',
-                params=[_DOMAIN],
-                body=True,
-                mutating=True,
-            ),
-            "delete": _op("Remove an override", params=[_DOMAIN], mutating=True),
-        },
-    },
-}

@@ -68,7 +68,7 @@ def up_command() -> None:
 def schemas_command(
     directory: Annotated[Path, typer.Argument(help="Where to write the JSON schemas.")],
 ) -> None:
-    """Export the JSON schema of every event."""
+    """Export the JSON schema of every event and of the query API's requests and answers."""
     for path in events.export_schemas(directory):
         typer.echo(str(path))
 

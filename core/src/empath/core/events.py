@@ -118,11 +118,15 @@ def schema_name(event: type[Model]) -> str:
 
 
 def export_schemas(directory: Path) -> list[Path]:
-    """Write the JSON schema of every event into `directory`."""
+    """Write the JSON schema of every event, and of the spool's query API, into `directory`."""
+    # The queries carry queue records, which are built from these events: importing them at
+    # the top would be circular.
+    from empath.core import queries
+
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for event in EVENTS:
         path = directory / schema_name(event)
         path.write_text(json.dumps(event.model_json_schema(), indent=2, sort_keys=True) + "\n")
         written.append(path)
-    return written
+    return written + queries.export_schemas(directory)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import collections
 import ipaddress
-import json
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,7 @@ import nats.errors
 import nats.js.errors
 from nats.js.kv import KeyValue
 
-from empath.core import errors
+from empath.core import dnscache, errors
 from empath.core.settings import Settings, parse_nameserver, parse_target
 
 log = logging.getLogger("empath.delivery.resolver")
@@ -157,11 +157,11 @@ class Resolver:
         if domain == "*":
             self.cache.clear()
         else:
-            self.cache.drop(f"mx.{domain.lower().rstrip('.')}")
+            self.cache.drop(dnscache.key(domain))
 
     async def mx(self, domain: str) -> list[str]:
         """MX hosts by preference (equal preferences in random order)."""
-        answer = await self._cached(f"mx.{domain}", lambda: self._mx(domain))
+        answer = await self._cached(dnscache.key(domain), lambda: self._mx(domain))
         groups: dict[int, list[str]] = collections.defaultdict(list)
         for preference, host in answer:
             groups[preference].append(host)
@@ -177,22 +177,23 @@ class Resolver:
             return [str(ipaddress.ip_address(host))]
         except ValueError:
             pass
-        return list(await self._cached(f"a.{host.lower().rstrip('.')}", lambda: self._a(host)))
+        return list(await self._cached(dnscache.key(host, kind="a"), lambda: self._a(host)))
 
-    async def _cached(self, key: str, lookup: Any) -> Any:
-        found = self.cache.get(key)
-        if found is None and self.shared is not None:
-            found = await self._shared_get(key)
-        if found is None:
-            value, ttl = await lookup()
-            self.cache.put(key, value, ttl)
-            await self._shared_put(key, value, ttl)
-            found = value
-        if isinstance(found, dict) and "error" in found:
-            raise DeliveryError(found["error"], temporary=False)
-        return found
+    async def _cached(self, key: str, lookup: Callable[[], Awaitable[dnscache.Record]]) -> Any:
+        """The answer for `key`: from this worker, else from the shared cache, else looked up
+        (and then kept in both)."""
+        record: dnscache.Record | None = self.cache.get(key)
+        if record is None and self.shared is not None:
+            record = await self._shared_get(key)
+        if record is None:
+            record = await lookup()
+            self.cache.put(key, record, record.ttl())
+            await self._shared_put(key, record)
+        if record.error is not None:
+            raise DeliveryError(record.error, temporary=False)
+        return record.value
 
-    async def _shared_get(self, key: str) -> Any | None:
+    async def _shared_get(self, key: str) -> dnscache.Record | None:
         assert self.shared is not None
         try:
             entry = await self.shared.get(key)
@@ -200,24 +201,16 @@ class Resolver:
             return None
         except (nats.errors.Error, nats.js.errors.Error):
             return None  # the shared cache is an optimisation: carry on without it
-        if not entry.value:
-            return None
-        record = json.loads(entry.value)
-        ttl = record["expires"] - time.time()
-        if ttl <= 0:
-            return None
-        value = record["value"]
-        if isinstance(value, list):
-            value = [tuple(v) if isinstance(v, list) else v for v in value]
-        self.cache.put(key, value, ttl)
-        return value
+        record = dnscache.read(entry.value)
+        if record is not None:
+            self.cache.put(key, record, record.ttl())
+        return record
 
-    async def _shared_put(self, key: str, value: Any, ttl: float) -> None:
+    async def _shared_put(self, key: str, record: dnscache.Record) -> None:
         if self.shared is None:
             return
-        record = {"value": value, "expires": time.time() + ttl}
         try:
-            await self.shared.put(key, json.dumps(record).encode())
+            await self.shared.put(key, record.model_dump_json().encode())
         except (nats.errors.Error, nats.js.errors.Error) as error:
             log.debug("cannot share %s: %r", key, error)
 
@@ -234,23 +227,25 @@ class Resolver:
                 temporary=True,
             ) from error
 
-    async def _mx(self, domain: str) -> tuple[Any, float]:
+    async def _mx(self, domain: str) -> dnscache.Record:
         try:
             answer = await self._query(domain, "MX")
         except dns.resolver.NXDOMAIN:
             error = f"550 5.1.2 Domain {domain} does not exist"
-            return {"error": error}, NEGATIVE_TTL
+            return dnscache.Record.failure(error, ttl=NEGATIVE_TTL)
         except dns.resolver.NoAnswer:
-            return [(0, domain)], NEGATIVE_TTL  # implicit MX (RFC 5321 §5.1)
+            # implicit MX (RFC 5321 §5.1)
+            return dnscache.Record.answer([(0, domain)], ttl=NEGATIVE_TTL)
         records = [(int(r.preference), str(r.exchange).rstrip(".")) for r in answer]
         if len(records) == 1 and records[0][1] == "":
             error = f"556 5.1.10 Domain {domain} accepts no mail (null MX)"
-            return {"error": error}, float(answer.rrset.ttl if answer.rrset else NEGATIVE_TTL)
+            ttl = float(answer.rrset.ttl if answer.rrset else NEGATIVE_TTL)
+            return dnscache.Record.failure(error, ttl=ttl)
         records = [r for r in records if r[1]]
         ttl = float(answer.rrset.ttl) if answer.rrset is not None else NEGATIVE_TTL
-        return records, ttl
+        return dnscache.Record.answer(records, ttl=ttl)
 
-    async def _a(self, host: str) -> tuple[Any, float]:
+    async def _a(self, host: str) -> dnscache.Record:
         addresses: list[str] = []
         ttls = []
         for rdtype in ("A", "AAAA"):
@@ -264,4 +259,4 @@ class Resolver:
         ttl = min(ttls, default=NEGATIVE_TTL)
         if not addresses:
             raise DeliveryError(f"451 4.4.4 No address for host {host}", temporary=True)
-        return addresses, ttl
+        return dnscache.Record.answer(addresses, ttl=ttl)

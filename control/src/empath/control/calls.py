@@ -1,0 +1,180 @@
+"""What every call of the control API shares: the application's keys, the route description
+each area's table is made of, reading a call's parameters, asking the spool, and answers.
+
+A handler that cannot go on raises `Problem`; the `problems` middleware turns it into the
+JSON error answer (`{"error": reason}`) with its status, so every refusal looks the same.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import KW_ONLY, dataclass
+from typing import Any
+
+import nats.errors
+from aiohttp import web
+from nats.js.kv import KeyValue
+from pydantic import BaseModel, ConfigDict
+
+from empath.control import audit
+from empath.core import bus as bus_module
+from empath.core import ids, queries, store
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+BUS: web.AppKey[bus_module.Bus] = web.AppKey("bus", bus_module.Bus)
+OBJECTS: web.AppKey[store.ObjectStore] = web.AppKey("objects", store.ObjectStore)
+TOKEN: web.AppKey[str] = web.AppKey("token", str)
+AUDIT: web.AppKey[audit.AuditLog] = web.AppKey("audit", audit.AuditLog)
+STARTED: web.AppKey[float] = web.AppKey("started", float)
+DNS: web.AppKey[KeyValue] = web.AppKey("dns", KeyValue)
+OVERRIDES: web.AppKey[KeyValue] = web.AppKey("overrides", KeyValue)
+SERVICES: web.AppKey[KeyValue] = web.AppKey("services", KeyValue)
+DOCUMENT: web.AppKey[dict[str, Any]] = web.AppKey("document", dict)
+
+SPOOL_TIMEOUT = 10.0
+
+
+class Model(BaseModel):
+    """Base of the control API's own answers: exactly these fields, so the document's schemas
+    say precisely what a client gets."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Parameters(BaseModel):
+    """Base of what the document says a call takes (a JSON body or query parameters); the
+    handlers read them, and fields they do not know are ignored."""
+
+    model_config = ConfigDict(frozen=True)
+
+
+class ProblemAnswer(Model):
+    """Every refusal: the status says what kind, `error` says why."""
+
+    error: str
+
+
+class Problem(Exception):
+    """Stop handling a call and answer `status` with `reason`."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One call: how aiohttp routes it, and what the OpenAPI document says about it."""
+
+    method: str
+    path: str
+    _: KW_ONLY
+    handler: Handler
+    summary: str
+    answer: type[BaseModel]
+    body: type[BaseModel] | None = None  # a JSON request body (optional for the caller)
+    query: type[BaseModel] | None = None  # query parameters, one per field
+    refusals: tuple[int, ...] = (400, 503)  # error statuses besides 401
+    open: bool = False  # answered without the token
+
+    @property
+    def mutating(self) -> bool:
+        return self.method in MUTATING
+
+    def definition(self) -> web.RouteDef:
+        if self.method == "GET":  # answers HEAD too, as aiohttp's GET routes do
+            return web.get(self.path, self.handler)
+        return web.route(self.method, self.path, self.handler)
+
+
+MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+def path_parameters(path: str) -> list[str]:
+    """The names of a route path's variable parts (`/api/v1/queue/{id}` -> ["id"])."""
+    return re.findall(r"\{(\w+)\}", path)
+
+
+def problem(status: int, reason: str) -> web.Response:
+    return reply(ProblemAnswer(error=reason), status=status)
+
+
+def reply(answer: BaseModel, *, status: int = 200) -> web.Response:
+    return web.json_response(text=answer.model_dump_json(), status=status)
+
+
+@web.middleware
+async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except Problem as refused:
+        return problem(refused.status, refused.reason)
+
+
+def message_id(request: web.Request) -> str:
+    value = request.match_info["id"]
+    if not ids.is_valid(value):
+        raise Problem(400, f"not a queue id: {value!r}")
+    return value
+
+
+def number(request: web.Request, name: str, *, integer: bool = False) -> float | int | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        return int(raw) if integer else float(raw)
+    except ValueError:
+        raise Problem(400, f"{name} must be a number, got {raw!r}") from None
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except json.JSONDecodeError as error:
+        raise Problem(400, f"body is not JSON: {error}") from None
+    if not isinstance(body, dict):
+        raise Problem(400, "body must be a JSON object")
+    return body
+
+
+def query_of(model: type[queries.RequestT], **fields: Any) -> queries.RequestT:
+    """A spool request from what the HTTP call gave (None: not given); 400 when it is wrong,
+    with the reason the spool itself would give."""
+    try:
+        return queries.parse_request(
+            model, {name: value for name, value in fields.items() if value is not None}
+        )
+    except queries.BadQuery as error:
+        raise Problem(400, str(error)) from None
+
+
+async def ask(
+    request: web.Request,
+    call: queries.Call[queries.RequestT, queries.AnswerT],
+    query: queries.RequestT,
+) -> queries.AnswerT:
+    """Put a queue call to the spool (NATS request/reply) and return its answer; the spool's
+    refusals become `Problem`s with its code."""
+    nc = request.app[BUS].nc
+    try:
+        message = await nc.request(
+            call.subject, query.model_dump_json(exclude_unset=True).encode(), SPOOL_TIMEOUT
+        )
+    except nats.errors.NoRespondersError:
+        raise Problem(503, "no spool is running") from None
+    except (nats.errors.Error, OSError) as error:
+        raise Problem(503, f"the spool did not answer: {error!r}") from None
+    try:
+        answer = queries.parse_answer(call.answer, message.data)
+    except ValueError as error:  # not JSON, or not the answer's shape: another version?
+        raise Problem(503, f"the spool's answer does not fit: {error}") from None
+    if isinstance(answer, queries.ErrorAnswer):
+        raise Problem(answer.code, answer.error)
+    return answer

@@ -1,0 +1,152 @@
+"""System calls: liveness and readiness, ping, the status of every part, the API document."""
+
+from __future__ import annotations
+
+import time
+from importlib.metadata import version
+
+from aiohttp import web
+from pydantic import ConfigDict, Field
+
+from empath.control import calls, openapi
+from empath.core import bus as bus_module
+from empath.core import errors, queries
+
+
+class HealthAnswer(calls.Model):
+    ok: bool
+
+
+class PingAnswer(calls.Model):
+    pong: bool
+    version: str
+
+
+class NatsPart(calls.Model):
+    ok: bool
+
+
+class StorePart(calls.Model):
+    ok: bool
+    error: str | None
+
+
+class Instance(calls.Model):
+    """One running service instance, as its heartbeat in `empath_services` tells."""
+
+    # Read from heartbeats, which a newer service may extend: keep what is known.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    service: str
+    instance: str = Field(description="host:pid")
+    started: float = Field(description="Unix time.")
+
+
+class Depth(calls.Model):
+    waiting: int
+    by_state: dict[str, int]
+    frozen: bool
+
+
+class StatusAnswer(calls.Model):
+    version: str
+    uptime_seconds: float
+    nats: NatsPart
+    object_store: StorePart
+    services: dict[str, int] = Field(description="Running instances per service.")
+    instances: list[Instance]
+    delivery_workers: int
+    queue: Depth | None = Field(description="null when the spool does not answer.")
+
+
+def _version() -> str:
+    return version("empath-control")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return calls.reply(HealthAnswer(ok=True))
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if not request.app[calls.BUS].nc.is_connected:
+        raise calls.Problem(503, "not connected to NATS")
+    return calls.reply(HealthAnswer(ok=True))
+
+
+async def ping(request: web.Request) -> web.Response:
+    return calls.reply(PingAnswer(pong=True, version=_version()))
+
+
+async def status(request: web.Request) -> web.Response:
+    app = request.app
+    try:
+        await app[calls.OBJECTS].ensure_bucket()
+        store = StorePart(ok=True, error=None)
+    except errors.EmpathError as error:
+        store = StorePart(ok=False, error=str(error))
+    instances = [
+        Instance.model_validate(found)
+        for found in await bus_module.live_services(app[calls.SERVICES])
+    ]
+    counts: dict[str, int] = {}
+    for instance in instances:
+        counts[instance.service] = counts.get(instance.service, 0) + 1
+    depth: Depth | None = None
+    try:
+        stats = await calls.ask(request, queries.STATS, queries.StatsRequest())
+        depth = Depth(waiting=stats.waiting, by_state=stats.by_state, frozen=stats.frozen)
+    except calls.Problem:
+        pass  # the status says so: no depth
+    return calls.reply(
+        StatusAnswer(
+            version=_version(),
+            uptime_seconds=round(time.monotonic() - app[calls.STARTED], 1),
+            nats=NatsPart(ok=app[calls.BUS].nc.is_connected),
+            object_store=store,
+            services=counts,
+            instances=instances,
+            delivery_workers=counts.get("delivery", 0),
+            queue=depth,
+        )
+    )
+
+
+ROUTES = (
+    calls.Route(
+        "GET",
+        "/healthz",
+        handler=healthz,
+        summary="Liveness",
+        answer=HealthAnswer,
+        refusals=(),
+        open=True,
+    ),
+    calls.Route(
+        "GET",
+        "/readyz",
+        handler=readyz,
+        summary="Readiness (connected to NATS)",
+        answer=HealthAnswer,
+        refusals=(503,),
+        open=True,
+    ),
+    calls.Route(
+        "GET",
+        openapi.PATH,
+        handler=openapi.serve,
+        summary="This document",
+        answer=openapi.DocumentAnswer,
+        refusals=(),
+    ),
+    calls.Route(
+        "GET", "/api/v1/system/ping", handler=ping, summary="Ping", answer=PingAnswer, refusals=()
+    ),
+    calls.Route(
+        "GET",
+        "/api/v1/system/status",
+        handler=status,
+        summary="Version, uptime, health of each part, delivery workers, queue depth",
+        answer=StatusAnswer,
+        refusals=(),
+    ),
+)

@@ -1,0 +1,379 @@
+"""The spool's query API (`empath.api.queue.*`): one request and one answer model per call.
+
+The spool validates every request with these models and builds its answers with them; the
+control service builds its requests with them and parses the answers into them, so both sides
+agree on the JSON by construction, and the schemas are exported with the events'. A request
+that does not fit gets an `ErrorAnswer` with code 400 and a reason that names the field, and
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass
+from pathlib import Path
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from empath.core import errors, ids, names, queue
+
+MAX_LIMIT = 1000
+
+
+class BadQuery(errors.PermanentError):
+    """A request that does not fit its model; the message is the reason sent back."""
+
+
+def _reasoned(reason: str) -> WrapValidator:
+    """Replace pydantic's message for a field with `reason`, which names the field, so whoever
+    made the request reads what is expected ("limit must be an integer from 1 to 1000")."""
+
+    def validate(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            raise PydanticCustomError("query", reason) from None
+
+    return WrapValidator(validate)
+
+
+def _queue_id(value: str) -> str:
+    if not ids.is_valid(value):
+        raise ValueError("not a queue id")
+    return value
+
+
+# The pattern is for the schema's readers; ids.is_valid stays the one rule.
+_ID_PATTERN = "^[0-9A-HJKMNP-TV-Z]{26}$"
+QueueId = Annotated[
+    str,
+    Field(strict=True, pattern=_ID_PATTERN),
+    AfterValidator(_queue_id),
+    _reasoned("id must be a queue id"),
+]
+After = Annotated[
+    str,
+    Field(strict=True, pattern=_ID_PATTERN),
+    AfterValidator(_queue_id),
+    _reasoned("after must be a queue id"),
+]
+Domain = Annotated[
+    str, Field(strict=True, pattern=r"\S"), _reasoned("domain must be a non-empty string")
+]
+Sender = Annotated[
+    str, Field(strict=True, pattern=r"\S"), _reasoned("sender must be a non-empty string")
+]
+Limit = Annotated[
+    int,
+    Field(ge=1, le=MAX_LIMIT, strict=True),
+    _reasoned(f"limit must be an integer from 1 to {MAX_LIMIT}"),
+]
+MinAge = Annotated[
+    float, Field(ge=0, strict=True), _reasoned("min_age must be a number of seconds")
+]
+Sort = Annotated[
+    Literal["age", "-age"],
+    _reasoned("sort must be age (oldest first) or -age (newest first)"),
+]
+Recipients = Annotated[
+    list[Annotated[str, Field(strict=True)]],
+    _reasoned("recipients must be a list of addresses"),
+]
+
+
+def _state(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    try:
+        return handler(value)
+    except ValidationError:
+        raise PydanticCustomError(
+            "query", "unknown state {state}", {"state": repr(value)}
+        ) from None
+
+
+State = Annotated[queue.State, WrapValidator(_state)]
+
+
+class Request(BaseModel):
+    """Base of the requests: an unknown field is refused rather than silently ignored, so a
+    misspelt filter never widens what a call touches."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Answer(BaseModel):
+    """Base of the answers: a field the reader does not know yet is ignored, so a newer spool
+    can add one without breaking an older control service."""
+
+    model_config = ConfigDict(frozen=True)
+
+
+# -- requests ----------------------------------------------------------------------------
+
+
+class ListRequest(Request):
+    """Messages (oldest first unless `sort` is `-age`), filtered, one page at a time."""
+
+    state: State | None = Field(default=None, description="Only messages in this state.")
+    domain: Domain | None = Field(default=None, description="A recipient domain.")
+    sender: Sender | None = Field(default=None, description="Part of the sender address.")
+    min_age: MinAge | None = Field(
+        default=None, description="Seconds since the message was received, at least."
+    )
+    sort: Sort = Field(default="age", description="age (oldest first) or -age (newest first).")
+    limit: Limit = Field(default=100, description=f"Page size, 1 to {MAX_LIMIT}.")
+    after: After | None = Field(
+        default=None, description="Queue id to page on from (next_after of the last page)."
+    )
+
+
+class GetRequest(Request):
+    id: QueueId
+
+
+class CountsRequest(Request):
+    pass
+
+
+class StatsRequest(Request):
+    pass
+
+
+class RetryRequest(Request):
+    """Retry one message now (`id`), or every deferred message to a domain (`domain`)."""
+
+    id: QueueId | None = None
+    domain: Domain | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> RetryRequest:
+        if (self.id is None) == (self.domain is None):
+            raise PydanticCustomError("query", "give either id or domain")
+        return self
+
+
+class DeleteRequest(Request):
+    """Delete a message (no bounce), or only the recipients given."""
+
+    id: QueueId
+    recipients: Recipients | None = None
+
+
+class HoldRequest(Request):
+    id: QueueId
+
+
+class ReleaseRequest(Request):
+    id: QueueId
+
+
+class FreezeRequest(Request):
+    pass
+
+
+class UnfreezeRequest(Request):
+    pass
+
+
+# -- answers -----------------------------------------------------------------------------
+
+
+class ErrorAnswer(Answer):
+    """A refused or failed call: 400 bad request, 404 no such message, 409 not in a state for
+    it, 503 the spool cannot reach what it needs."""
+
+    error: str
+    code: Literal[400, 404, 409, 503]
+
+
+class ListAnswer(Answer):
+    items: list[queue.Entry]
+    next_after: str | None = Field(description="Give as `after` for the next page; null: no more.")
+
+
+class GetAnswer(Answer):
+    item: queue.Entry
+
+
+class CountsAnswer(Answer):
+    counts: dict[str, int] = Field(description="Messages per state, and `total`.")
+    frozen: bool
+
+
+class Oldest(Answer):
+    id: str
+    age_seconds: float
+
+
+class DomainAges(Answer):
+    total: int
+    ages: list[int]
+
+
+class StatsAnswer(Answer):
+    """Counts by state and domain, the oldest waiting message and age buckets (qshape)."""
+
+    by_state: dict[str, int]
+    total: int
+    waiting: int
+    oldest: Oldest | None
+    buckets: list[str] = Field(description="Labels of the age buckets in minutes, newest first.")
+    ages: list[int] = Field(description="Waiting messages per age bucket.")
+    by_domain: dict[str, DomainAges]
+    frozen: bool
+
+
+class RetryAnswer(Answer):
+    retried: int
+    item: queue.Entry | None = Field(
+        default=None,
+        exclude_if=lambda item: item is None,
+        description="The message, when one was retried by id.",
+    )
+
+
+class DeleteAnswer(Answer):
+    deleted: bool
+    item: queue.Entry | None = Field(description="What is left, when only recipients went.")
+
+
+class HoldAnswer(Answer):
+    item: queue.Entry
+
+
+class ReleaseAnswer(Answer):
+    item: queue.Entry
+
+
+class FreezeAnswer(Answer):
+    frozen: bool
+
+
+class UnfreezeAnswer(Answer):
+    frozen: bool
+
+
+# -- calls -------------------------------------------------------------------------------
+
+RequestT = TypeVar("RequestT", bound=Request)
+AnswerT = TypeVar("AnswerT", bound=Answer)
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[RequestT, AnswerT]):
+    """One call of the API: its subject and the shapes of its request and answer."""
+
+    name: str
+    subject: str
+    _: KW_ONLY
+    request: type[RequestT]
+    answer: type[AnswerT]
+
+
+LIST = Call("list", names.QUERY_LIST_SUBJECT, request=ListRequest, answer=ListAnswer)
+GET = Call("get", names.QUERY_GET_SUBJECT, request=GetRequest, answer=GetAnswer)
+COUNTS = Call("counts", names.QUERY_COUNTS_SUBJECT, request=CountsRequest, answer=CountsAnswer)
+STATS = Call("stats", names.QUERY_STATS_SUBJECT, request=StatsRequest, answer=StatsAnswer)
+RETRY = Call("retry", names.QUERY_RETRY_SUBJECT, request=RetryRequest, answer=RetryAnswer)
+DELETE = Call("delete", names.QUERY_DELETE_SUBJECT, request=DeleteRequest, answer=DeleteAnswer)
+HOLD = Call("hold", names.QUERY_HOLD_SUBJECT, request=HoldRequest, answer=HoldAnswer)
+RELEASE = Call("release", names.QUERY_RELEASE_SUBJECT, request=ReleaseRequest, answer=ReleaseAnswer)
+FREEZE = Call("freeze", names.QUERY_FREEZE_SUBJECT, request=FreezeRequest, answer=FreezeAnswer)
+UNFREEZE = Call(
+    "unfreeze", names.QUERY_UNFREEZE_SUBJECT, request=UnfreezeRequest, answer=UnfreezeAnswer
+)
+
+CALLS: tuple[Call[Any, Any], ...] = (
+    LIST,
+    GET,
+    COUNTS,
+    STATS,
+    RETRY,
+    DELETE,
+    HOLD,
+    RELEASE,
+    FREEZE,
+    UNFREEZE,
+)
+
+
+def reason(error: ValidationError) -> str:
+    """One line for whoever made the request, naming each field that is wrong."""
+    parts = []
+    for problem in error.errors():
+        field = ".".join(str(part) for part in problem["loc"])
+        if problem["type"] == "query":
+            parts.append(problem["msg"])
+        elif problem["type"] == "missing":
+            parts.append(f"{field} is required")
+        elif problem["type"] == "extra_forbidden":
+            parts.append(f"unknown field {field!r}")
+        else:
+            parts.append(f"{field}: {problem['msg']}" if field else problem["msg"])
+    return "; ".join(parts)
+
+
+def parse_request(model: type[RequestT], data: bytes | dict[str, Any]) -> RequestT:
+    """A request from its JSON (or from the fields given); `BadQuery` with the reason."""
+    if isinstance(data, dict):
+        raw: Any = data
+    elif not data:
+        raw = {}
+    else:
+        try:
+            raw = json.loads(data)
+        except json.JSONDecodeError as error:
+            raise BadQuery(f"request is not JSON: {error}") from None
+    if not isinstance(raw, dict):
+        raise BadQuery("request must be a JSON object")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as error:
+        raise BadQuery(reason(error)) from None
+
+
+def parse_answer(model: type[AnswerT], data: bytes) -> AnswerT | ErrorAnswer:
+    """An answer from its JSON: the call's answer, or the error the spool gave instead."""
+    raw = json.loads(data)
+    if isinstance(raw, dict) and "error" in raw:
+        return ErrorAnswer.model_validate(raw)
+    return model.model_validate(raw)
+
+
+# -- schemas -----------------------------------------------------------------------------
+
+
+def schema_files() -> dict[str, Callable[[], dict[str, Any]]]:
+    """File name and schema of every request and answer: `queue.<call>.<request|answer>.json`
+    (a request as the spool accepts it, an answer as the spool writes it)."""
+    files: dict[str, Callable[[], dict[str, Any]]] = {}
+    for call in CALLS:
+        files[f"queue.{call.name}.request.json"] = call.request.model_json_schema
+        files[f"queue.{call.name}.answer.json"] = functools.partial(
+            call.answer.model_json_schema, mode="serialization"
+        )
+    files["queue.error.answer.json"] = ErrorAnswer.model_json_schema
+    return files
+
+
+def export_schemas(directory: Path) -> list[Path]:
+    """Write the JSON schema of every request and answer into `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, schema in schema_files().items():
+        path = directory / name
+        path.write_text(json.dumps(schema(), indent=2, sort_keys=True) + "\n")
+        written.append(path)
+    return written
