@@ -1,6 +1,7 @@
 """Empath core: what every service shares (events, settings, bus, store, telemetry, CLI)."""
 
 __all__ = [
+    "addresses",
     "bus",
     "cli",
     "errors",

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
-from empath.core import bus, errors, events, flags, logs, names, store, telemetry
+from empath.core import addresses, bus, errors, events, flags, logs, names, store, telemetry
 from empath.core.settings import Settings
 from empath.delivery import client, pool, resolver, throttle, tls
 
@@ -26,10 +26,6 @@ log = logging.getLogger("empath.delivery.worker")
 tracer = telemetry.tracer("empath.delivery")
 
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
-
-
-def domain_of(address: str) -> str:
-    return address.rpartition("@")[2].lower().rstrip(".")
 
 
 class Worker:
@@ -97,7 +93,7 @@ class Worker:
             ]
         by_domain: dict[str, list[events.Recipient]] = collections.defaultdict(list)
         for recipient in job.recipients:
-            by_domain[domain_of(recipient.address)].append(recipient)
+            by_domain[addresses.domain_of(recipient.address)].append(recipient)
         per_domain = await asyncio.gather(
             *(
                 self.deliver(job, domain, recipients, body)

@@ -11,9 +11,9 @@ import asyncio
 import logging
 import ssl
 
+from empath.core import addresses, errors, services, store
 from empath.core import bus as bus_module
-from empath.core import errors, services, store
-from empath.core.settings import Settings, parse_hostport
+from empath.core.settings import Settings
 from empath.ingress import credentials, handlers, limits, policies, protocol, reload
 
 log = logging.getLogger("empath.ingress")
@@ -102,9 +102,9 @@ async def serve(
         listeners.append(("submission", settings.submission_listen, True))
 
     servers: list[asyncio.Server] = []
-    addresses = []
+    listening = []
     for name, address, auth_required in listeners:
-        host, port = parse_hostport(address)
+        host, port = addresses.parse_hostport(address)
         listener = protocol.Listener(name=name, auth_required=auth_required)
 
         def factory(listener: protocol.Listener = listener) -> protocol.Session:
@@ -128,7 +128,7 @@ async def serve(
                 f"EMPATH_{name.upper()}_LISTEN: cannot listen on {address}: {error.strerror}"
             ) from error
         servers.append(server)
-        addresses.append(f"{name} on {host}:{port}")
+        listening.append(f"{name} on {host}:{port}")
 
     heartbeat = asyncio.create_task(bus.heartbeat("ingress", runtime.stop))
     reloader = reload.Reloader(
@@ -139,7 +139,7 @@ async def serve(
         auth_file=settings.auth_credentials_file,
     )
     reloading = asyncio.create_task(reloader.run(runtime.stop, settings.tls_reload_interval))
-    runtime.ready("ingress", ", ".join(addresses))
+    runtime.ready("ingress", ", ".join(listening))
     await runtime.stop.wait()
     await heartbeat
     await reloading

@@ -94,11 +94,6 @@ def mailbox(path: str, *, bad_reply: str) -> str:
     return path
 
 
-def domain_of(address: str) -> str:
-    """The domain of an address, lower case, without a trailing dot."""
-    return address.rpartition("@")[2].lower().rstrip(".")
-
-
 def _parameters(tokens: list[str]) -> dict[str, str | None]:
     found: dict[str, str | None] = {}
     for token in tokens:

@@ -19,9 +19,9 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.kv import KeyValue
 
-from empath.core import errors, flags, ids, names, queue
+from empath.core import addresses, errors, flags, ids, names, queue
 from empath.core import store as store_module
-from empath.spool import controls, records, shapes, view
+from empath.spool import controls, records, stats, view
 
 log = logging.getLogger("empath.spool.api")
 
@@ -132,7 +132,7 @@ class QueryAPI:
             for e in entries
             if (
                 domain is None
-                or any(shapes.domain_of(r.address) == domain.lower() for r in e.recipients)
+                or any(addresses.domain_of(r.address) == domain.lower() for r in e.recipients)
             )
             and (sender is None or sender.lower() in e.sender.lower())
             and (min_age is None or (now - e.received_at).total_seconds() >= min_age)
@@ -149,7 +149,7 @@ class QueryAPI:
         }
 
     async def _stats(self, request: dict[str, Any]) -> dict[str, Any]:
-        result = shapes.stats(list(self.view.entries.values()), now=datetime.now(UTC))
+        result = stats.summary(list(self.view.entries.values()), now=datetime.now(UTC))
         result["frozen"] = await flags.is_frozen(self.flags)
         return result
 
