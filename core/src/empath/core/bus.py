@@ -11,8 +11,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -35,7 +33,7 @@ from nats.js.api import (
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
-from empath.core import errors, events, names, telemetry
+from empath.core import errors, events, ids, names, telemetry
 from empath.core.settings import Settings
 
 log = logging.getLogger("empath.core.bus")
@@ -103,18 +101,15 @@ class Bus:
     async def heartbeat(self, service: str, stop: asyncio.Event, *, every: float = 10.0) -> None:
         """Renew this instance's entry in the services bucket until `stop` (for status)."""
         kv = await self.key_value(names.SERVICES_BUCKET, ttl=names.HEARTBEAT_TTL_SECONDS)
-        instance = "".join(c if c.isalnum() or c in "-_" else "-" for c in INSTANCE)
+        instance = "".join(c if c.isalnum() or c in "-_" else "-" for c in ids.INSTANCE)
         key = f"{service}.{instance}"
-        record = json.dumps({"service": service, "instance": INSTANCE, "started": time.time()})
+        record = json.dumps({"service": service, "instance": ids.INSTANCE, "started": time.time()})
         while not stop.is_set():
             with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, OSError):
                 await kv.put(key, record.encode())
             await _wait(stop, every)
         with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, OSError):
             await kv.purge(key)
-
-
-INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
 
 
 async def kv_items(kv: KeyValue) -> list[tuple[str, bytes]]:

@@ -11,21 +11,17 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import os
-import socket
 from datetime import UTC, datetime
 
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
-from empath.core import addresses, bus, errors, events, flags, logs, names, store, telemetry
+from empath.core import addresses, bus, errors, events, flags, ids, logs, names, store, telemetry
 from empath.core.settings import Settings
 from empath.delivery import client, pool, resolver, throttle, tls
 
 log = logging.getLogger("empath.delivery.worker")
 tracer = telemetry.tracer("empath.delivery")
-
-WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
 class Worker:
@@ -66,7 +62,7 @@ class Worker:
                     attempt=job.attempt,
                     started_at=started,
                     finished_at=datetime.now(UTC),
-                    worker=WORKER,
+                    worker=ids.INSTANCE,
                     results=tuple(results),
                 )
                 await self.bus.publish(
