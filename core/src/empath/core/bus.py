@@ -31,7 +31,6 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.kv import KeyValue
-from pydantic import ValidationError
 
 from empath.core import errors, events, ids, names, telemetry
 from empath.core.settings import Settings
@@ -191,12 +190,9 @@ async def ensure_streams(js: JetStreamContext) -> None:
             await js.update_stream(config)
 
 
-def parse(msg: Msg, model: type[events.Model]) -> Any:
-    """Decode an event, or raise `PermanentError`: a bad event will never get better."""
-    try:
-        return model.model_validate_json(msg.data)
-    except ValidationError as error:
-        raise errors.PermanentError(f"undecodable {model.__name__} event: {error}") from error
+def parse(msg: Msg, model: type[events.E]) -> events.E:
+    """Decode an event (an older version upgraded), or raise `BadEvent`, a `PermanentError`."""
+    return events.decode(msg.data, model)
 
 
 async def consume(

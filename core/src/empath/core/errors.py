@@ -38,5 +38,9 @@ class BusUnavailable(TemporaryError):
     """NATS JetStream could not be reached or did not acknowledge in time."""
 
 
+class BadEvent(PermanentError):
+    """An event that does not decode, or of a kind or version this service does not read."""
+
+
 class NotFound(PermanentError):
     """The thing asked for does not exist."""

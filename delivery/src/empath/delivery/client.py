@@ -225,6 +225,7 @@ async def transact(
     may try the next MX host); once MAIL is accepted, every outcome is a result.
     """
     hop = connection.hop
+    envelope = job.envelope
 
     def result(address: str, reply: Reply | str, *, dsn: bool = False) -> events.RecipientResult:
         code = reply.code if isinstance(reply, Reply) else int(reply[:3])
@@ -247,23 +248,23 @@ async def transact(
     limit = connection.size_limit
     if limit is not None and len(data) > limit:
         return everyone(f"552 5.3.4 Message is bigger than {hop.name} accepts ({limit})")
-    if job.smtputf8 and not connection.supports("smtputf8"):
+    if envelope.smtputf8 and not connection.supports("smtputf8"):
         return everyone(f"553 5.6.7 {hop.name} does not support SMTPUTF8")
-    if job.body == "8BITMIME" and not connection.supports("8bitmime"):
+    if envelope.body == "8BITMIME" and not connection.supports("8bitmime"):
         return everyone(f"554 5.6.3 {hop.name} does not support 8BITMIME")
 
     dsn = connection.supports("dsn")
-    mail = [f"MAIL FROM:<{job.sender}>"]
+    mail = [f"MAIL FROM:<{envelope.sender}>"]
     if connection.supports("size"):
         mail.append(f"SIZE={len(data)}")
-    if job.body == "8BITMIME":
+    if envelope.body == "8BITMIME":
         mail.append("BODY=8BITMIME")
-    if job.smtputf8:
+    if envelope.smtputf8:
         mail.append("SMTPUTF8")
-    if dsn and job.ret:
-        mail.append(f"RET={job.ret}")
-    if dsn and job.envid:
-        mail.append(f"ENVID={job.envid}")
+    if dsn and envelope.ret:
+        mail.append(f"RET={envelope.ret}")
+    if dsn and envelope.envid:
+        mail.append(f"ENVID={envelope.envid}")
     rcpts = []
     for r in recipients:
         rcpt = [f"RCPT TO:<{r.address}>"]

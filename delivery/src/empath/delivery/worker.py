@@ -85,10 +85,10 @@ class Worker:
             reply = "554 5.3.0 The message body is missing from the spool"
             return [
                 events.RecipientResult(address=r.address, outcome="failed", reply=reply)
-                for r in job.recipients
+                for r in job.envelope.recipients
             ]
         by_domain: dict[str, list[events.Recipient]] = collections.defaultdict(list)
-        for recipient in job.recipients:
+        for recipient in job.envelope.recipients:
             by_domain[addresses.domain_of(recipient.address)].append(recipient)
         per_domain = await asyncio.gather(
             *(

@@ -26,20 +26,13 @@ log = logging.getLogger("empath.spool.scheduler")
 
 
 def job_for(entry: queue.Entry) -> events.DeliveryJob:
+    """The job for the entry's current attempt, for the recipients still open."""
     return events.DeliveryJob(
         id=entry.id,
         attempt=entry.attempts,
         body_key=entry.body_key,
         size=entry.size,
-        sender=entry.sender,
-        recipients=tuple(
-            events.Recipient(address=r.address, notify=r.notify, orcpt=r.orcpt)
-            for r in entry.open_recipients
-        ),
-        ret=entry.ret,
-        envid=entry.envid,
-        smtputf8=entry.smtputf8,
-        body=entry.body,
+        envelope=entry.envelope(),
     )
 
 
