@@ -36,12 +36,20 @@ NEGATIVE_TTL = 60.0
 
 
 class DeliveryError(errors.EmpathError):
-    """A failure with the SMTP-style reply that recipients get for it."""
+    """A failure with the SMTP-style reply that recipients get for it; raised as one of the
+    two below, whose type says whether the recipients are deferred or failed."""
 
-    def __init__(self, reply: str, *, temporary: bool) -> None:
+    def __init__(self, reply: str) -> None:
         super().__init__(reply)
         self.reply = reply
-        self.temporary = temporary
+
+
+class DeliveryDeferred(DeliveryError, errors.TemporaryError):
+    """The recipients are deferred: try again later (a 4xx reply)."""
+
+
+class DeliveryFailed(DeliveryError, errors.PermanentError):
+    """The recipients failed for good and are bounced (a 5xx reply)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,9 +143,7 @@ class Resolver:
             except DeliveryError as error:
                 last = error  # one MX host without addresses: try the others
         if not hops:
-            raise last or DeliveryError(
-                f"451 4.4.4 No address for any MX host of {domain}", temporary=True
-            )
+            raise last or DeliveryDeferred(f"451 4.4.4 No address for any MX host of {domain}")
         return hops
 
     async def _runtime_override(self, domain: str) -> tuple[str, int] | None:
@@ -189,7 +195,7 @@ class Resolver:
             await self._shared_put(key, value, ttl)
             found = value
         if isinstance(found, dict) and "error" in found:
-            raise DeliveryError(found["error"], temporary=False)
+            raise DeliveryFailed(found["error"])
         return found
 
     async def _shared_get(self, key: str) -> Any | None:
@@ -229,9 +235,8 @@ class Resolver:
         except dns.resolver.NoAnswer:
             raise
         except (dns.resolver.NoNameservers, dns.exception.Timeout) as error:
-            raise DeliveryError(
-                f"451 4.4.3 DNS lookup of {rdtype} for {name} failed: {error.__class__.__name__}",
-                temporary=True,
+            raise DeliveryDeferred(
+                f"451 4.4.3 DNS lookup of {rdtype} for {name} failed: {error.__class__.__name__}"
             ) from error
 
     async def _mx(self, domain: str) -> tuple[Any, float]:
@@ -263,5 +268,5 @@ class Resolver:
                 ttls.append(float(answer.rrset.ttl))
         ttl = min(ttls, default=NEGATIVE_TTL)
         if not addresses:
-            raise DeliveryError(f"451 4.4.4 No address for host {host}", temporary=True)
+            raise DeliveryDeferred(f"451 4.4.4 No address for host {host}")
         return addresses, ttl
