@@ -32,7 +32,7 @@ from nats.js.api import (
 )
 from nats.js.kv import KeyValue
 
-from empath.core import errors, events, ids, names, telemetry
+from empath.core import errors, events, ids, logs, names, periodic, telemetry
 from empath.core.settings import Settings
 
 log = logging.getLogger("empath.core.bus")
@@ -103,10 +103,11 @@ class Bus:
         instance = "".join(c if c.isalnum() or c in "-_" else "-" for c in ids.INSTANCE)
         key = f"{service}.{instance}"
         record = json.dumps({"service": service, "instance": ids.INSTANCE, "started": time.time()})
-        while not stop.is_set():
-            with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, OSError):
-                await kv.put(key, record.encode())
-            await _wait(stop, every)
+
+        async def beat() -> None:
+            await kv.put(key, record.encode())
+
+        await periodic.every(every, beat, stop=stop, log=log, what=f"heartbeat of {key}")
         with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, OSError):
             await kv.purge(key)
 
@@ -190,11 +191,6 @@ async def ensure_streams(js: JetStreamContext) -> None:
             await js.update_stream(config)
 
 
-def parse(msg: Msg, model: type[events.E]) -> events.E:
-    """Decode an event (an older version upgraded), or raise `BadEvent`, a `PermanentError`."""
-    return events.decode(msg.data, model)
-
-
 async def consume(
     bus: Bus,
     *,
@@ -221,17 +217,18 @@ async def consume(
         ack_wait=ack_wait,
         max_ack_pending=max(batch * 64, concurrency * 4, 1024),
     )
-    while not stop.is_set():
-        try:
-            sub = await bus.js.pull_subscribe(
-                subject, durable=durable, stream=stream.name, config=config
-            )
-            break
-        except (nats.errors.Error, nats.js.errors.Error, OSError) as e:
-            log.warning("cannot subscribe %s (%s): %r", durable, stream.name, e)
-            await _wait(stop, retry_delay)
-    else:
+    subscription: list[JetStreamContext.PullSubscription] = []
+
+    async def subscribe() -> object:
+        subscription.append(
+            await bus.js.pull_subscribe(subject, durable=durable, stream=stream.name, config=config)
+        )
+        return periodic.DONE
+
+    what = f"cannot subscribe {durable} ({stream.name})"
+    if not await periodic.every(retry_delay, subscribe, stop=stop, log=log, what=what):
         return
+    [sub] = subscription
     inflight: set[asyncio.Task[None]] = set()
     try:
         while not stop.is_set():
@@ -241,7 +238,9 @@ async def consume(
                 continue
             try:
                 msgs = await sub.fetch(min(batch, room), timeout=1.0)
-            except nats.errors.TimeoutError:
+            except TimeoutError:
+                # Nothing to fetch. nats-py raises its own TimeoutError or, on some paths, the
+                # built-in one (an OSError, so it must be caught before the next clause).
                 continue
             except (nats.errors.Error, nats.js.errors.Error, OSError) as e:
                 log.warning("fetch from %s failed: %r", durable, e)
@@ -265,20 +264,17 @@ async def consume(
 @contextlib.asynccontextmanager
 async def keep_alive(msg: Msg, every: float = 10.0) -> AsyncIterator[None]:
     """Tell JetStream the message is still being worked on, so it is not redelivered."""
-
-    async def beat() -> None:
-        while True:
-            await asyncio.sleep(every)
-            with contextlib.suppress(nats.errors.Error, OSError):
-                await msg.in_progress()
-
-    task = asyncio.create_task(beat())
+    done = asyncio.Event()
+    task = asyncio.create_task(
+        periodic.every(
+            every, msg.in_progress, stop=done, log=log, what="in-progress ack", wait_first=True
+        )
+    )
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        done.set()
+        await task
 
 
 async def _dispatch(msg: Msg, handle: Handler, retry_delay: float, ack_wait: float) -> None:
@@ -286,11 +282,12 @@ async def _dispatch(msg: Msg, handle: Handler, retry_delay: float, ack_wait: flo
         async with keep_alive(msg, every=ack_wait / 3):
             await handle(msg)
     except errors.EmpathError as error:
+        about = log if error.queue_id is None else logs.for_message(log, error.queue_id)
         if error.temporary:
-            log.warning("will retry %s: %s", msg.subject, error)
+            about.warning("will retry %s: %s", msg.subject, error)
             await _settle(msg.nak(delay=retry_delay))
         else:
-            log.error("dropping %s: %s", msg.subject, error)
+            about.error("dropping %s: %s", msg.subject, error)
             await _settle(msg.term())
         return
     except Exception:

@@ -34,6 +34,8 @@ class EmpathError(Exception):
     """Base of every error raised by Empath code."""
 
     temporary: bool = False
+    # The message the error is about, when known (a consumer's handler sets it), for the log.
+    queue_id: str | None = None
 
 
 class TemporaryError(EmpathError):

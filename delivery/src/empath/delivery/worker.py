@@ -16,7 +16,18 @@ from datetime import UTC, datetime
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
-from empath.core import addresses, bus, errors, events, flags, ids, logs, names, store, telemetry
+from empath.core import (
+    addresses,
+    bus,
+    consumers,
+    errors,
+    events,
+    flags,
+    ids,
+    names,
+    store,
+    telemetry,
+)
 from empath.core.settings import Settings
 from empath.delivery import client, pool, resolver, throttle, tls
 
@@ -45,31 +56,26 @@ class Worker:
         self.flags = flags
 
     async def handle(self, msg: Msg) -> None:
-        job: events.DeliveryJob = bus.parse(msg, events.DeliveryJob)
+        # While the queue is frozen a job is not even read: it goes back to the stream.
         if await flags.is_frozen(self.flags):
             raise errors.TemporaryError("the queue is frozen: job put back")
-        mlog = logs.for_message(log, job.id)
-        with tracer.start_as_current_span(
-            "delivery.attempt",
-            context=telemetry.extract(msg.headers),
-            attributes={"empath.queue_id": job.id, "empath.attempt": job.attempt},
-        ):
-            async with bus.keep_alive(msg):
-                started = datetime.now(UTC)
-                results = await self.attempt(job)
-                event = events.Attempted(
-                    id=job.id,
-                    attempt=job.attempt,
-                    started_at=started,
-                    finished_at=datetime.now(UTC),
-                    worker=ids.INSTANCE,
-                    results=tuple(results),
-                )
-                await self.bus.publish(
-                    names.ATTEMPTED_SUBJECT, event, msg_id=f"{job.id}.{job.attempt}"
-                )
+        with consumers.receive(
+            msg, events.DeliveryJob, log=log, tracer=tracer, span="delivery.attempt"
+        ) as inbound:
+            job = inbound.event
+            started = datetime.now(UTC)
+            results = await self.attempt(job)
+            event = events.Attempted(
+                id=job.id,
+                attempt=job.attempt,
+                started_at=started,
+                finished_at=datetime.now(UTC),
+                worker=ids.INSTANCE,
+                results=tuple(results),
+            )
+            await self.bus.publish(names.ATTEMPTED_SUBJECT, event, msg_id=f"{job.id}.{job.attempt}")
         for result in results:
-            mlog.info(
+            inbound.log.info(
                 "to=<%s> %s via %s tls=%s: %s",
                 result.address,
                 result.outcome,

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import ssl
 
-from empath.core import addresses, errors, services, store
+from empath.core import addresses, errors, periodic, services, store
 from empath.core import bus as bus_module
 from empath.core.settings import Settings
 from empath.ingress import credentials, handlers, limits, policies, protocol, reload
@@ -34,18 +34,14 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
 
 
 async def wait_for_store(objects: store.ObjectStore, stop: asyncio.Event) -> bool:
-    delay = 0.5
-    while not stop.is_set():
-        try:
-            await objects.ensure_bucket()
-            return True
-        except errors.StoreUnavailable as error:
-            log.warning("waiting for the object store: %s", error)
-            try:
-                await asyncio.wait_for(stop.wait(), delay)
-            except TimeoutError:
-                delay = min(delay * 2, 10)
-    return False
+    """Wait until the bucket is there (a pod may start before the store); False if stopped."""
+
+    async def reach() -> object:
+        await objects.ensure_bucket()
+        return periodic.DONE
+
+    what = "waiting for the object store"
+    return await periodic.every(0.5, reach, stop=stop, log=log, what=what, backoff_to=10.0)
 
 
 async def run(runtime: services.Runtime) -> None:
