@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from empath.core import errors, events, settings
+from empath.core import errors, events, queries, settings
 from empath.operator.main import PREFIX, OperatorSettings
 
 EMPATH = str(Path(sys.executable).parent / "empath")
@@ -96,6 +96,7 @@ def test_a_missing_config_file_is_named(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_the_committed_schemas_match_the_events(tmp_path: Path) -> None:
     events.export_schemas(tmp_path)
+    queries.export_schemas(tmp_path)
     committed = REPO / "core" / "schemas"
     assert sorted(p.name for p in committed.iterdir()) == sorted(p.name for p in tmp_path.iterdir())
     for path in tmp_path.iterdir():

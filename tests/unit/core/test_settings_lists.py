@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from empath.core import errors, settings
-from empath.core import settings as addresses  # the parsers are moving to core/addresses.py
+from empath.core import addresses, errors, settings
 
 
 def load(**values: Any) -> settings.Settings:

@@ -11,8 +11,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from empath.core import errors
-from empath.core import settings as addresses  # the parsers are moving to core/addresses.py
+from empath.core import addresses, errors
 from empath.core import settings as config
 
 SOME = settings(max_examples=150)

@@ -122,16 +122,21 @@ async def greeted(remote: Remote, ehlo: tuple[str, ...], **fields: Any) -> clien
 
 
 def job(*recipients: str | events.Recipient, **fields: Any) -> events.DeliveryJob:
-    values: dict[str, Any] = {
-        "id": "01KJP5Z4M0ABCDEFGHJKMNPQRS",
-        "attempt": 1,
-        "body_key": "bodies/x",
-        "size": 10,
+    """A job for these recipients; `fields` are the job's own fields or its envelope's."""
+    envelope: dict[str, Any] = {
         "sender": "alice@example.org",
         "recipients": tuple(
             r if isinstance(r, events.Recipient) else events.Recipient(address=r)
             for r in recipients or ("bob@example.com",)
         ),
     }
-    values.update(fields)
+    envelope.update({k: v for k, v in fields.items() if k in events.Envelope.model_fields})
+    values: dict[str, Any] = {
+        "id": "01KJP5Z4M0ABCDEFGHJKMNPQRS",
+        "attempt": 1,
+        "body_key": "bodies/x",
+        "size": 10,
+        "envelope": events.Envelope(**envelope),
+    }
+    values.update({k: v for k, v in fields.items() if k not in events.Envelope.model_fields})
     return events.DeliveryJob(**values)

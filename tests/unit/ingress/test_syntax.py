@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from empath.core import addresses
 from empath.ingress import replies, syntax
-from empath.ingress import syntax as addresses  # domain_of is moving to core/addresses.py
 
 SYNTAX_MAIL = "501 5.5.4 Syntax: MAIL FROM:<address> [SP <mail-parameters>]"
 BAD_SENDER = "553 5.1.7 Malformed sender address"

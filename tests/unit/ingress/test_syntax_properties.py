@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from empath.core import addresses
 from empath.ingress import syntax
-from empath.ingress import syntax as addresses  # domain_of is moving to core/addresses.py
 
 SOME = settings(max_examples=300)
 

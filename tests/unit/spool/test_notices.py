@@ -150,10 +150,10 @@ async def test_a_dsn_about_an_smtputf8_message_is_itself_smtputf8_and_8bit() -> 
 
 
 def test_dsn_ids_are_queue_ids_that_sort_by_time() -> None:
-    earlier = notices.derived_id("m/failure/attempt-1", NOW)
-    later = notices.derived_id("m/failure/attempt-1", NOW + timedelta(milliseconds=1))
+    earlier = ids.derived_id("m/failure/attempt-1", NOW)
+    later = ids.derived_id("m/failure/attempt-1", NOW + timedelta(milliseconds=1))
 
     assert ids.is_valid(earlier)
     assert earlier < later
-    assert notices.derived_id("m/failure/attempt-1", NOW) == earlier
-    assert notices.derived_id("m/failure/attempt-2", NOW) != earlier
+    assert ids.derived_id("m/failure/attempt-1", NOW) == earlier
+    assert ids.derived_id("m/failure/attempt-2", NOW) != earlier

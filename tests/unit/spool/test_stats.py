@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 
 from empath.core import ids, queue
-from empath.spool import shapes as qshape  # shapes.py is becoming stats.py
+from empath.spool import stats as queue_stats
 from tests.unit.spool.samples import NOW, entry, recipient
 
 
 def stats(entries: list[queue.Entry]) -> dict[str, Any]:
-    return qshape.stats(entries, now=NOW)
+    return queue_stats.summary(entries, now=NOW)
 
 
 def received(

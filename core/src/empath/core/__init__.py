@@ -1,8 +1,10 @@
 """Empath core: what every service shares (events, settings, bus, store, telemetry, CLI)."""
 
 __all__ = [
+    "addresses",
     "bus",
     "cli",
+    "consumers",
     "dnscache",
     "errors",
     "events",
@@ -10,6 +12,7 @@ __all__ = [
     "kubenames",
     "logs",
     "names",
+    "periodic",
     "queries",
     "queue",
     "services",

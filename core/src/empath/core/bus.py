@@ -11,8 +11,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -33,9 +31,8 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.kv import KeyValue
-from pydantic import ValidationError
 
-from empath.core import errors, events, names, telemetry
+from empath.core import errors, events, ids, logs, names, periodic, telemetry
 from empath.core.settings import Settings
 
 log = logging.getLogger("empath.core.bus")
@@ -103,18 +100,16 @@ class Bus:
     async def heartbeat(self, service: str, stop: asyncio.Event, *, every: float = 10.0) -> None:
         """Renew this instance's entry in the services bucket until `stop` (for status)."""
         kv = await self.key_value(names.SERVICES_BUCKET, ttl=names.HEARTBEAT_TTL_SECONDS)
-        instance = "".join(c if c.isalnum() or c in "-_" else "-" for c in INSTANCE)
+        instance = "".join(c if c.isalnum() or c in "-_" else "-" for c in ids.INSTANCE)
         key = f"{service}.{instance}"
-        record = json.dumps({"service": service, "instance": INSTANCE, "started": time.time()})
-        while not stop.is_set():
-            with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, OSError):
-                await kv.put(key, record.encode())
-            await _wait(stop, every)
+        record = json.dumps({"service": service, "instance": ids.INSTANCE, "started": time.time()})
+
+        async def beat() -> None:
+            await kv.put(key, record.encode())
+
+        await periodic.every(every, beat, stop=stop, log=log, what=f"heartbeat of {key}")
         with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, OSError):
             await kv.purge(key)
-
-
-INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
 
 
 async def kv_items(kv: KeyValue) -> list[tuple[str, bytes]]:
@@ -196,14 +191,6 @@ async def ensure_streams(js: JetStreamContext) -> None:
             await js.update_stream(config)
 
 
-def parse(msg: Msg, model: type[events.Model]) -> Any:
-    """Decode an event, or raise `PermanentError`: a bad event will never get better."""
-    try:
-        return model.model_validate_json(msg.data)
-    except ValidationError as error:
-        raise errors.PermanentError(f"undecodable {model.__name__} event: {error}") from error
-
-
 async def consume(
     bus: Bus,
     *,
@@ -230,17 +217,18 @@ async def consume(
         ack_wait=ack_wait,
         max_ack_pending=max(batch * 64, concurrency * 4, 1024),
     )
-    while not stop.is_set():
-        try:
-            sub = await bus.js.pull_subscribe(
-                subject, durable=durable, stream=stream.name, config=config
-            )
-            break
-        except (nats.errors.Error, nats.js.errors.Error, OSError) as e:
-            log.warning("cannot subscribe %s (%s): %r", durable, stream.name, e)
-            await _wait(stop, retry_delay)
-    else:
+    subscription: list[JetStreamContext.PullSubscription] = []
+
+    async def subscribe() -> object:
+        subscription.append(
+            await bus.js.pull_subscribe(subject, durable=durable, stream=stream.name, config=config)
+        )
+        return periodic.DONE
+
+    what = f"cannot subscribe {durable} ({stream.name})"
+    if not await periodic.every(retry_delay, subscribe, stop=stop, log=log, what=what):
         return
+    [sub] = subscription
     inflight: set[asyncio.Task[None]] = set()
     try:
         while not stop.is_set():
@@ -250,7 +238,9 @@ async def consume(
                 continue
             try:
                 msgs = await sub.fetch(min(batch, room), timeout=1.0)
-            except nats.errors.TimeoutError:
+            except TimeoutError:
+                # Nothing to fetch. nats-py raises its own TimeoutError or, on some paths, the
+                # built-in one (an OSError, so it must be caught before the next clause).
                 continue
             except (nats.errors.Error, nats.js.errors.Error, OSError) as e:
                 log.warning("fetch from %s failed: %r", durable, e)
@@ -274,20 +264,17 @@ async def consume(
 @contextlib.asynccontextmanager
 async def keep_alive(msg: Msg, every: float = 10.0) -> AsyncIterator[None]:
     """Tell JetStream the message is still being worked on, so it is not redelivered."""
-
-    async def beat() -> None:
-        while True:
-            await asyncio.sleep(every)
-            with contextlib.suppress(nats.errors.Error, OSError):
-                await msg.in_progress()
-
-    task = asyncio.create_task(beat())
+    done = asyncio.Event()
+    task = asyncio.create_task(
+        periodic.every(
+            every, msg.in_progress, stop=done, log=log, what="in-progress ack", wait_first=True
+        )
+    )
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        done.set()
+        await task
 
 
 async def _dispatch(msg: Msg, handle: Handler, retry_delay: float, ack_wait: float) -> None:
@@ -295,11 +282,12 @@ async def _dispatch(msg: Msg, handle: Handler, retry_delay: float, ack_wait: flo
         async with keep_alive(msg, every=ack_wait / 3):
             await handle(msg)
     except errors.EmpathError as error:
+        about = log if error.queue_id is None else logs.for_message(log, error.queue_id)
         if error.temporary:
-            log.warning("will retry %s: %s", msg.subject, error)
+            about.warning("will retry %s: %s", msg.subject, error)
             await _settle(msg.nak(delay=retry_delay))
         else:
-            log.error("dropping %s: %s", msg.subject, error)
+            about.error("dropping %s: %s", msg.subject, error)
             await _settle(msg.term())
         return
     except Exception:

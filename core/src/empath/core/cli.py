@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from empath.core import errors, events, health, logs, services, settings, telemetry, up
+from empath.core import errors, events, health, logs, queries, services, settings, telemetry, up
 
 log = logging.getLogger("empath.core.cli")
 
@@ -69,7 +69,7 @@ def schemas_command(
     directory: Annotated[Path, typer.Argument(help="Where to write the JSON schemas.")],
 ) -> None:
     """Export the JSON schema of every event and of the query API's requests and answers."""
-    for path in events.export_schemas(directory):
+    for path in [*events.export_schemas(directory), *queries.export_schemas(directory)]:
         typer.echo(str(path))
 
 

@@ -2,7 +2,29 @@
 
 Mail cares about one split above all: is a failure temporary (try again later) or permanent
 (give up and tell the sender)? That split is a property of the exception type, mapped once: to
-4xx/5xx replies in ingress, to redeliver-later/terminate acknowledgements in the consumers.
+4xx/5xx replies in ingress, to redeliver-later/terminate acknowledgements in the consumers
+(`bus.consume`), to HTTP statuses in the spool's query API. Every exception Empath raises is
+one of these, or derives from one (the services' own are named by module)::
+
+    EmpathError
+    ├── TemporaryError                  retry later: SMTP 4xx, JetStream nak
+    │   ├── StoreUnavailable
+    │   ├── BusUnavailable
+    │   ├── delivery.client.SessionLost
+    │   ├── delivery.resolver.DeliveryDeferred      (also a delivery.resolver.DeliveryError)
+    │   └── operator.kube.ApiError
+    └── PermanentError                  give up: SMTP 5xx, JetStream term
+        ├── ConfigurationError
+        │   └── operator.render.InvalidSpec
+        ├── BadEvent
+        ├── NotFound
+        ├── ingress.syntax.SyntaxProblem
+        ├── spool.api.BadRequest
+        └── delivery.resolver.DeliveryFailed        (also a delivery.resolver.DeliveryError)
+
+`delivery.resolver.DeliveryError` carries the SMTP reply its recipients get; only its two
+subclasses above are raised. Library exceptions (minio, nats, dnspython, sockets) are wrapped
+into these where they enter, with `raise ... from`.
 """
 
 from __future__ import annotations
@@ -12,6 +34,8 @@ class EmpathError(Exception):
     """Base of every error raised by Empath code."""
 
     temporary: bool = False
+    # The message the error is about, when known (a consumer's handler sets it), for the log.
+    queue_id: str | None = None
 
 
 class TemporaryError(EmpathError):
@@ -36,6 +60,10 @@ class StoreUnavailable(TemporaryError):
 
 class BusUnavailable(TemporaryError):
     """NATS JetStream could not be reached or did not acknowledge in time."""
+
+
+class BadEvent(PermanentError):
+    """An event that does not decode, or of a kind or version this service does not read."""
 
 
 class NotFound(PermanentError):

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from empath.core import errors
 
 Notify = Literal["NEVER", "SUCCESS", "FAILURE", "DELAY"]
 
@@ -65,7 +67,35 @@ class Received(Model):
 
 
 class DeliveryJob(Model):
+    """spool -> delivery: attempt `attempt` of message `id`, for the recipients still to deliver.
+
+    Version 2 carries the message's envelope as one `Envelope`, whose recipients are the ones
+    still to deliver. Version 1 spelled the envelope out field by field; delivery still reads it
+    (`DeliveryJobV1`), for jobs already in the stream when it is upgraded.
+    """
+
+    kind: Literal["delivery-job"] = "delivery-job"
+    version: Literal[2] = 2
+    id: str
+    attempt: int = Field(ge=1)
+    body_key: str
+    size: int = Field(ge=0)
+    envelope: Envelope = Field(description="The recipients are those still to deliver.")
+
+
+class Older(Model):
+    """An older version of an event, still read: it upgrades itself to the current version."""
+
+    def upgrade(self) -> Model:
+        raise NotImplementedError
+
+
+# A delivery job as spools before version 2 published it: read, never written. Its docstring
+# and title are those of the schema it was exported with.
+class DeliveryJobV1(Older):
     """spool -> delivery: attempt `attempt` of message `id` for these recipients."""
+
+    model_config = ConfigDict(title="DeliveryJob")
 
     kind: Literal["delivery-job"] = "delivery-job"
     version: Literal[1] = 1
@@ -79,6 +109,11 @@ class DeliveryJob(Model):
     envid: str | None = None
     smtputf8: bool = False
     body: Literal["7BIT", "8BITMIME"] = "7BIT"
+
+    def upgrade(self) -> DeliveryJob:
+        job = self.model_dump(include={"id", "attempt", "body_key", "size"})
+        envelope = self.model_dump(include=set(Envelope.model_fields))
+        return DeliveryJob(**job, envelope=Envelope(**envelope))
 
 
 Outcome = Literal["delivered", "deferred", "failed"]
@@ -110,6 +145,11 @@ class Attempted(Model):
 
 EVENTS: tuple[type[Model], ...] = (Received, DeliveryJob, Attempted)
 
+# Older versions still read, by kind and version; each upgrades itself to the current one.
+OLDER: dict[tuple[str, int], type[Older]] = {("delivery-job", 1): DeliveryJobV1}
+
+E = TypeVar("E", bound=Model)
+
 
 def schema_name(event: type[Model]) -> str:
     """File name of an event's schema: `<kind>.v<version>.json`."""
@@ -118,15 +158,43 @@ def schema_name(event: type[Model]) -> str:
 
 
 def export_schemas(directory: Path) -> list[Path]:
-    """Write the JSON schema of every event, and of the spool's query API, into `directory`."""
-    # The queries carry queue records, which are built from these events: importing them at
-    # the top would be circular.
-    from empath.core import queries
-
+    """Write the JSON schema of every event, and of every older version still read."""
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for event in EVENTS:
+    for event in (*EVENTS, *OLDER.values()):
         path = directory / schema_name(event)
         path.write_text(json.dumps(event.model_json_schema(), indent=2, sort_keys=True) + "\n")
         written.append(path)
-    return written + queries.export_schemas(directory)
+    return written
+
+
+def decode(data: bytes, model: type[E]) -> E:
+    """An event of `model`'s kind: its current version, or an older one still read, upgraded.
+
+    Anything else raises `BadEvent`: an event this service cannot read never gets better, so
+    a consumer terminates it rather than guessing at it.
+    """
+    kind = model.model_fields["kind"].default
+    current = model.model_fields["version"].default
+    try:
+        raw = json.loads(data)
+    except ValueError as error:
+        raise errors.BadEvent(f"undecodable {kind} event: {error}") from error
+    if not isinstance(raw, dict) or raw.get("kind") != kind:
+        found = raw.get("kind") if isinstance(raw, dict) else type(raw).__name__
+        raise errors.BadEvent(f"expected a {kind} event, got {found!r}")
+    version = raw.get("version")
+    try:
+        if version == current:
+            return model.model_validate(raw)
+        older = (
+            OLDER.get((kind, version))
+            if isinstance(version, int) and not isinstance(version, bool)
+            else None
+        )
+        if older is None:
+            known = sorted([current, *(v for k, v in OLDER if k == kind)])
+            raise errors.BadEvent(f"{kind} event of version {version!r}: this reads {known}")
+        return cast(E, older.model_validate(raw).upgrade())
+    except ValidationError as error:
+        raise errors.BadEvent(f"undecodable {kind} v{version} event: {error}") from error

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from empath.core import addresses
 from empath.core.services import Runtime
-from empath.core.settings import parse_hostport
 
 
 class Health:
@@ -53,7 +53,7 @@ async def serving(runtime: Runtime, listen: str | None) -> AsyncIterator[None]:
     app.router.add_get("/readyz", health.readyz)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    host, port = parse_hostport(listen, default_host="0.0.0.0")
+    host, port = addresses.parse_hostport(listen, default_host="0.0.0.0")
     await web.TCPSite(runner, host, port).start()
     try:
         yield

@@ -1,22 +1,47 @@
-"""Queue ids: unique, sortable by time, safe in SMTP replies, NATS KV keys and object keys."""
+"""Identifiers: queue ids, and the name of this process.
+
+Queue ids are unique, sortable by time, and safe in SMTP replies, NATS KV keys and object keys.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import secrets
+import socket
 import time
+from datetime import datetime
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford's base32: no I, L, O, U
 
+# This process, as heartbeats and attempt reports name it: `host:pid`.
+INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
 
-def new_id(now_ns: int | None = None) -> str:
-    """A 26-character ULID: 48 bits of milliseconds then 80 random bits."""
-    millis = (time.time_ns() if now_ns is None else now_ns) // 1_000_000
-    value = (millis << 80) | secrets.randbits(80)
+
+def _ulid(millis: int, entropy: int) -> str:
+    """48 bits of milliseconds then 80 bits of entropy, in 26 base32 characters."""
+    value = (millis << 80) | (entropy & ((1 << 80) - 1))
     chars = []
     for _ in range(26):
         value, digit = divmod(value, 32)
         chars.append(_ALPHABET[digit])
     return "".join(reversed(chars))
+
+
+def new_id(now_ns: int | None = None) -> str:
+    """A 26-character ULID: 48 bits of milliseconds then 80 random bits."""
+    millis = (time.time_ns() if now_ns is None else now_ns) // 1_000_000
+    return _ulid(millis, secrets.randbits(80))
+
+
+def derived_id(seed: str, when: datetime) -> str:
+    """A queue id made from a seed instead of randomness: the same seed, the same id.
+
+    For messages Empath makes itself in answer to an event (DSNs): a redelivered event makes
+    the same id again, so JetStream drops the duplicate publish.
+    """
+    millis = int(when.timestamp() * 1000)
+    return _ulid(millis, int.from_bytes(hashlib.sha256(seed.encode()).digest()[:10], "big"))
 
 
 def is_valid(message_id: str) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import Field
 
@@ -74,10 +75,11 @@ class Entry(events.Model):
     attempts: int = 0
     next_attempt: datetime | None = None
     last_reply: str | None = None
-    ret: str | None = None
+    # The rest of the envelope (`events.Envelope`), kept flat as records have always been.
+    ret: Literal["FULL", "HDRS"] | None = None
     envid: str | None = None
     smtputf8: bool = False
-    body: str = "7BIT"
+    body: Literal["7BIT", "8BITMIME"] = "7BIT"
     client: events.Client
     history: tuple[AttemptRecord, ...] = ()
     held: bool = False  # frozen by an operator (hold); released by release
@@ -97,18 +99,25 @@ class Entry(events.Model):
         envelope = event.envelope
         return cls(
             id=event.id,
-            sender=envelope.sender,
-            recipients=tuple(
-                RecipientState(address=r.address, notify=r.notify, orcpt=r.orcpt)
-                for r in envelope.recipients
-            ),
+            recipients=tuple(RecipientState(**r.model_dump()) for r in envelope.recipients),
             size=event.size,
             body_key=event.body_key,
             received_at=event.received_at,
             next_attempt=event.received_at,
-            ret=envelope.ret,
-            envid=envelope.envid,
-            smtputf8=envelope.smtputf8,
-            body=envelope.body,
             client=event.client,
+            **envelope.model_dump(include=_ENVELOPE_REST),
         )
+
+    def envelope(self) -> events.Envelope:
+        """The envelope still to deliver: the message's, with only its open recipients."""
+        return events.Envelope(
+            recipients=tuple(
+                events.Recipient(**r.model_dump(include=_RECIPIENT)) for r in self.open_recipients
+            ),
+            **self.model_dump(include=_ENVELOPE_REST),
+        )
+
+
+# The envelope's fields that a record keeps as they are (recipients get a status as well).
+_ENVELOPE_REST = set(events.Envelope.model_fields) - {"recipients"}
+_RECIPIENT = set(events.Recipient.model_fields)

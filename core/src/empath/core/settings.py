@@ -31,7 +31,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from empath.core import errors
+from empath.core import addresses, errors
 
 ENV_PREFIX = "EMPATH_"
 CONFIG_ENV = "EMPATH_CONFIG"
@@ -48,36 +48,10 @@ def split_commas(value: Any) -> Any:
     return value
 
 
-def parse_hostport(value: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
-    """`host:port`, `[v6]:port` or `:port` -> (host, port), with a clear error."""
-    host, sep, port_text = value.strip().rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"expected host:port, got {value!r}")
-    host = host.strip("[]") or default_host
-    return host, int(port_text)
-
-
-def parse_target(value: str, *, default_port: int = 25) -> tuple[str, int]:
-    """An MX override: `host`, `host:port`, `[v6]:port` or a bare IPv6 address."""
-    value = value.strip()
-    try:
-        return str(ipaddress.ip_address(value.strip("[]"))), default_port
-    except ValueError:
-        pass
-    if ":" in value:
-        return parse_hostport(value)
-    if not value or " " in value or "/" in value:
-        raise ValueError(f"expected host[:port], got {value!r}")
-    return value, default_port
-
-
-def parse_nameserver(value: str) -> tuple[str, int]:
-    """A DNS server: `ip` or `ip:port` (`[v6]:port`)."""
-    host, port = parse_target(value, default_port=53)
-    try:
-        return str(ipaddress.ip_address(host)), port
-    except ValueError:
-        raise ValueError(f"expected ip[:port], got {value!r}") from None
+# The parsers live in `addresses`; these names stay for the callers that still use them here.
+parse_hostport = addresses.parse_hostport
+parse_target = addresses.parse_target
+parse_nameserver = addresses.parse_nameserver
 
 
 class Plugin(BaseModel):
@@ -239,7 +213,7 @@ class Settings(BaseSettings):
     def _domains(cls, value: Any) -> Any:
         value = split_commas(value)
         if isinstance(value, list):
-            value = [str(d).strip().lower().rstrip(".") for d in value]
+            value = [addresses.normal_domain(str(d)) for d in value]
             for domain in value:
                 if not domain or " " in domain or "@" in domain:
                     raise ValueError(f"not a domain: {domain!r}")
@@ -255,7 +229,7 @@ class Settings(BaseSettings):
                 domain, sep, target = item.partition("=")
                 if not sep or not domain.strip() or not target.strip():
                     raise ValueError(f"expected domain=value, got {item!r}")
-                pairs[domain.strip().lower().rstrip(".")] = target.strip()
+                pairs[addresses.normal_domain(domain)] = target.strip()
             return pairs
         return value
 
@@ -263,7 +237,7 @@ class Settings(BaseSettings):
     @classmethod
     def _overrides(cls, value: dict[str, str]) -> dict[str, str]:
         for target in value.values():
-            parse_target(target)
+            addresses.parse_target(target)
         return value
 
     @field_validator("dns_nameservers", "retry_schedule", "trusted_networks", mode="before")
@@ -275,7 +249,7 @@ class Settings(BaseSettings):
     @classmethod
     def _nameservers(cls, value: list[str]) -> list[str]:
         for server in value:
-            parse_nameserver(server)
+            addresses.parse_nameserver(server)
         return value
 
     @field_validator("retry_schedule")
@@ -331,7 +305,7 @@ class Settings(BaseSettings):
     @classmethod
     def _listen(cls, value: str | None) -> str | None:
         if value is not None:
-            parse_hostport(value)
+            addresses.parse_hostport(value)
         return value
 
     @model_validator(mode="after")

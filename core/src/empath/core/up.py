@@ -23,8 +23,8 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from empath.core import errors, services
-from empath.core.settings import Settings, parse_hostport
+from empath.core import addresses, errors, services
+from empath.core.settings import Settings
 
 log = logging.getLogger("empath.core.up")
 
@@ -166,7 +166,7 @@ def s3_credentials_env(access_key: str, secret_key: str) -> dict[str, str]:
 
 
 async def start_nats(settings: Settings, data: Path) -> Child:
-    host, port = parse_hostport(settings.up_nats_listen)
+    host, port = addresses.parse_hostport(settings.up_nats_listen)
     argv = nats_argv(host=host, port=port, store_dir=data / "nats")
     child = await spawn("nats", argv, logs=data / "logs", env={})
     await wait_for_port(host, port, child=child)
@@ -174,7 +174,7 @@ async def start_nats(settings: Settings, data: Path) -> Child:
 
 
 async def start_object_store(settings: Settings, data: Path) -> Child:
-    host, port = parse_hostport(settings.up_s3_listen)
+    host, port = addresses.parse_hostport(settings.up_s3_listen)
     (data / "s3").mkdir(parents=True, exist_ok=True)
     argv = weed_argv(host=host, s3_port=port, data_dir=data / "s3", bucket=settings.s3_bucket)
     env = s3_credentials_env(settings.s3_access_key, settings.s3_secret_key.get_secret_value())
@@ -193,11 +193,11 @@ async def infrastructure(settings: Settings) -> AsyncIterator[Settings]:
     try:
         if "nats_url" not in settings.model_fields_set:
             children.append(await start_nats(settings, data))
-            host, port = parse_hostport(settings.up_nats_listen)
+            host, port = addresses.parse_hostport(settings.up_nats_listen)
             endpoints["nats_url"] = f"nats://{host}:{port}"
         if "s3_endpoint" not in settings.model_fields_set:
             children.append(await start_object_store(settings, data))
-            host, port = parse_hostport(settings.up_s3_listen)
+            host, port = addresses.parse_hostport(settings.up_s3_listen)
             endpoints["s3_endpoint"] = f"http://{host}:{port}"
         yield settings.model_copy(update=endpoints)
     finally:
@@ -214,7 +214,7 @@ async def up(settings: Settings, *, announce: bool = True) -> None:
     if "control" in mains and settings.control_token is None and not settings.control_token_file:
         token = secrets.token_urlsafe(24)
         settings = settings.model_copy(update={"control_token": SecretStr(token)})
-        host, port = parse_hostport(settings.control_listen)
+        host, port = addresses.parse_hostport(settings.control_listen)
         hint = (
             f"empathctl: export EMPATHCTL_URL=http://{host}:{port} EMPATHCTL_TOKEN={token}\n"
             "          (a new token each start; set EMPATH_CONTROL_TOKEN to keep one)"

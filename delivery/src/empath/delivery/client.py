@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from empath.core import events
+from empath.core import errors, events
 from empath.delivery import tls
-from empath.delivery.resolver import DeliveryError, Hop
+from empath.delivery.resolver import DeliveryDeferred, DeliveryError, Hop
 
 log = logging.getLogger("empath.delivery.client")
 
@@ -37,8 +37,8 @@ class Reply:
         return f"{self.code} {' '.join(t for t in self.lines if t)}".rstrip()
 
 
-class SessionLost(Exception):
-    """The connection broke or timed out."""
+class SessionLost(errors.TemporaryError):
+    """The connection broke or timed out (turned into a `DeliveryDeferred` with a reply)."""
 
 
 def wire_body(body: bytes) -> bytes:
@@ -147,31 +147,27 @@ async def connect(
     connect_timeout: float,
     command_timeout: float,
 ) -> Connection:
-    """Open a session per the TLS policy, or raise a temporary `DeliveryError` (the caller
-    tries the next MX host)."""
+    """Open a session per the TLS policy, or raise `DeliveryDeferred` (the caller tries the
+    next MX host)."""
     where = f"{hop.name}[{hop.address}]:{hop.port}"
     try:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(hop.address, hop.port), connect_timeout
         )
     except (OSError, TimeoutError) as error:
-        raise DeliveryError(
-            f"451 4.4.1 Cannot connect to {where}: {error}", temporary=True
-        ) from error
+        raise DeliveryDeferred(f"451 4.4.1 Cannot connect to {where}: {error}") from error
     connection = Connection(reader=reader, writer=writer, hop=hop, timeout=command_timeout)
     try:
         greeting = await connection.read_reply()
         if greeting.code != 220:
-            raise DeliveryError(f"{greeting} (greeting of {where})", temporary=True)
+            raise DeliveryDeferred(f"{greeting} (greeting of {where})")
         reply = await connection.ehlo(helo)
         if reply.code != 250:
-            raise DeliveryError(f"{reply} (HELO to {where})", temporary=True)
+            raise DeliveryDeferred(f"{reply} (HELO to {where})")
         connection.tls_note = await _starttls(connection, helo=helo, policy=policy, ca_file=ca_file)
     except SessionLost as error:
         writer.close()
-        raise DeliveryError(
-            f"451 4.4.2 {where} dropped the session: {error}", temporary=True
-        ) from error
+        raise DeliveryDeferred(f"451 4.4.2 {where} dropped the session: {error}") from error
     except DeliveryError:
         writer.close()
         raise
@@ -185,14 +181,13 @@ async def _starttls(connection: Connection, *, helo: str, policy: str, ca_file: 
         return "none (policy none)"
     if not connection.supports("starttls"):
         if policy == "required":
-            raise DeliveryError(
-                f"451 4.7.5 {hop.name} does not offer STARTTLS and TLS is required",
-                temporary=True,
+            raise DeliveryDeferred(
+                f"451 4.7.5 {hop.name} does not offer STARTTLS and TLS is required"
             )
         return "none (STARTTLS not offered)"
     reply = await connection.command("STARTTLS")
     if reply.code != 220:
-        raise DeliveryError(f"{reply} (STARTTLS at {hop.name})", temporary=True)
+        raise DeliveryDeferred(f"{reply} (STARTTLS at {hop.name})")
     context = tls.context(policy, ca_file)
     assert context is not None
     try:
@@ -201,12 +196,12 @@ async def _starttls(connection: Connection, *, helo: str, policy: str, ca_file: 
         )
     except (ssl.SSLError, OSError, TimeoutError) as error:
         connection.broken = True
-        raise DeliveryError(
-            f"451 4.7.5 TLS with {hop.name} failed ({policy}): {error}", temporary=True
+        raise DeliveryDeferred(
+            f"451 4.7.5 TLS with {hop.name} failed ({policy}): {error}"
         ) from error
     reply = await connection.ehlo(helo)
     if reply.code != 250:
-        raise DeliveryError(f"{reply} (EHLO after STARTTLS at {hop.name})", temporary=True)
+        raise DeliveryDeferred(f"{reply} (EHLO after STARTTLS at {hop.name})")
     ssl_object = connection.writer.get_extra_info("ssl_object")
     version = ssl_object.version() if ssl_object is not None else "TLS"
     verified = "verified" if policy in {"verify", "required"} else "not verified (opportunistic)"
@@ -221,10 +216,11 @@ async def transact(
 ) -> list[events.RecipientResult]:
     """One mail transaction for these recipients; a result for each.
 
-    Raises `DeliveryError` only when the session broke before MAIL was accepted (the caller
+    Raises `DeliveryDeferred` only when the session broke before MAIL was accepted (the caller
     may try the next MX host); once MAIL is accepted, every outcome is a result.
     """
     hop = connection.hop
+    envelope = job.envelope
 
     def result(address: str, reply: Reply | str, *, dsn: bool = False) -> events.RecipientResult:
         code = reply.code if isinstance(reply, Reply) else int(reply[:3])
@@ -247,23 +243,23 @@ async def transact(
     limit = connection.size_limit
     if limit is not None and len(data) > limit:
         return everyone(f"552 5.3.4 Message is bigger than {hop.name} accepts ({limit})")
-    if job.smtputf8 and not connection.supports("smtputf8"):
+    if envelope.smtputf8 and not connection.supports("smtputf8"):
         return everyone(f"553 5.6.7 {hop.name} does not support SMTPUTF8")
-    if job.body == "8BITMIME" and not connection.supports("8bitmime"):
+    if envelope.body == "8BITMIME" and not connection.supports("8bitmime"):
         return everyone(f"554 5.6.3 {hop.name} does not support 8BITMIME")
 
     dsn = connection.supports("dsn")
-    mail = [f"MAIL FROM:<{job.sender}>"]
+    mail = [f"MAIL FROM:<{envelope.sender}>"]
     if connection.supports("size"):
         mail.append(f"SIZE={len(data)}")
-    if job.body == "8BITMIME":
+    if envelope.body == "8BITMIME":
         mail.append("BODY=8BITMIME")
-    if job.smtputf8:
+    if envelope.smtputf8:
         mail.append("SMTPUTF8")
-    if dsn and job.ret:
-        mail.append(f"RET={job.ret}")
-    if dsn and job.envid:
-        mail.append(f"ENVID={job.envid}")
+    if dsn and envelope.ret:
+        mail.append(f"RET={envelope.ret}")
+    if dsn and envelope.envid:
+        mail.append(f"ENVID={envelope.envid}")
     rcpts = []
     for r in recipients:
         rcpt = [f"RCPT TO:<{r.address}>"]
@@ -277,13 +273,11 @@ async def transact(
     try:
         mail_reply, rcpt_replies, data_reply = await _envelope(connection, " ".join(mail), rcpts)
     except SessionLost as error:
-        raise DeliveryError(
-            f"451 4.4.2 {hop.name} dropped the session: {error}", temporary=True
-        ) from error
+        raise DeliveryDeferred(f"451 4.4.2 {hop.name} dropped the session: {error}") from error
     if mail_reply.code >= 400:
         if mail_reply.code == 421:
             connection.broken = True
-            raise DeliveryError(str(mail_reply), temporary=True)
+            raise DeliveryDeferred(str(mail_reply))
         return everyone(mail_reply)
     accepted = [r for r, reply in zip(recipients, rcpt_replies, strict=True) if reply.code < 300]
     final: Reply | str | None = None

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from empath.core import periodic
 from empath.delivery.client import Connection
 from empath.delivery.resolver import Hop
+
+log = logging.getLogger("empath.delivery.pool")
 
 Key = tuple[str, int, str]
 
@@ -28,10 +31,21 @@ class Pool:
         )
         self.opened = 0
         self.reused = 0
-        self._reaper: asyncio.Task[None] | None = None
+        self._reaper: asyncio.Task[bool] | None = None
+        self._closing = asyncio.Event()
 
     def start(self) -> None:
-        self._reaper = asyncio.create_task(self._reap(), name="delivery-pool-reaper")
+        self._reaper = asyncio.create_task(
+            periodic.every(
+                min(self.idle_timeout / 2, 5.0),
+                self._reap,
+                stop=self._closing,
+                log=log,
+                what="closing idle sessions",
+                wait_first=True,
+            ),
+            name="delivery-pool-reaper",
+        )
 
     async def acquire(
         self, hop: Hop, policy: str, opener: Callable[[], Awaitable[Connection]]
@@ -58,25 +72,22 @@ class Pool:
         return time.monotonic() - connection.last_used > self.idle_timeout
 
     async def _reap(self) -> None:
-        while True:
-            await asyncio.sleep(min(self.idle_timeout / 2, 5.0))
-            for key, idle in list(self._idle.items()):
-                keep: collections.deque[Connection] = collections.deque()
-                for connection in idle:
-                    if self._stale(connection) or not connection.usable:
-                        await connection.close()
-                    else:
-                        keep.append(connection)
-                if keep:
-                    self._idle[key] = keep
+        for key, idle in list(self._idle.items()):
+            keep: collections.deque[Connection] = collections.deque()
+            for connection in idle:
+                if self._stale(connection) or not connection.usable:
+                    await connection.close()
                 else:
-                    self._idle.pop(key, None)
+                    keep.append(connection)
+            if keep:
+                self._idle[key] = keep
+            else:
+                self._idle.pop(key, None)
 
     async def close(self) -> None:
         if self._reaper is not None:
-            self._reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reaper
+            self._closing.set()
+            await self._reaper
         for idle in self._idle.values():
             for connection in idle:
                 await connection.close()

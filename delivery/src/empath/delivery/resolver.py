@@ -27,8 +27,8 @@ import nats.errors
 import nats.js.errors
 from nats.js.kv import KeyValue
 
-from empath.core import dnscache, errors
-from empath.core.settings import Settings, parse_nameserver, parse_target
+from empath.core import addresses, dnscache, errors
+from empath.core.settings import Settings
 
 log = logging.getLogger("empath.delivery.resolver")
 
@@ -36,12 +36,20 @@ NEGATIVE_TTL = 60.0
 
 
 class DeliveryError(errors.EmpathError):
-    """A failure with the SMTP-style reply that recipients get for it."""
+    """A failure with the SMTP-style reply that recipients get for it; raised as one of the
+    two below, whose type says whether the recipients are deferred or failed."""
 
-    def __init__(self, reply: str, *, temporary: bool) -> None:
+    def __init__(self, reply: str) -> None:
         super().__init__(reply)
         self.reply = reply
-        self.temporary = temporary
+
+
+class DeliveryDeferred(DeliveryError, errors.TemporaryError):
+    """The recipients are deferred: try again later (a 4xx reply)."""
+
+
+class DeliveryFailed(DeliveryError, errors.PermanentError):
+    """The recipients failed for good and are bounced (a 5xx reply)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,13 +110,13 @@ class Resolver:
         shared: KeyValue | None = None,
         runtime_overrides: KeyValue | None = None,
     ) -> None:
-        self.overrides = {d: parse_target(t) for d, t in settings.mx_overrides.items()}
+        self.overrides = {d: addresses.parse_target(t) for d, t in settings.mx_overrides.items()}
         self.runtime_overrides = runtime_overrides
         self.port = settings.delivery_port
         resolver = dns.asyncresolver.Resolver(configure=not settings.dns_nameservers)
         if settings.dns_nameservers:
             resolver.nameservers = [
-                dns.nameserver.Do53Nameserver(*parse_nameserver(server))
+                dns.nameserver.Do53Nameserver(*addresses.parse_nameserver(server))
                 for server in settings.dns_nameservers
             ]
         resolver.lifetime = settings.dns_timeout
@@ -135,9 +143,7 @@ class Resolver:
             except DeliveryError as error:
                 last = error  # one MX host without addresses: try the others
         if not hops:
-            raise last or DeliveryError(
-                f"451 4.4.4 No address for any MX host of {domain}", temporary=True
-            )
+            raise last or DeliveryDeferred(f"451 4.4.4 No address for any MX host of {domain}")
         return hops
 
     async def _runtime_override(self, domain: str) -> tuple[str, int] | None:
@@ -150,7 +156,7 @@ class Resolver:
             return None
         except (nats.errors.Error, nats.js.errors.Error):
             return None
-        return parse_target(entry.value.decode()) if entry.value else None
+        return addresses.parse_target(entry.value.decode()) if entry.value else None
 
     def forget(self, domain: str) -> None:
         """Drop what this worker cached about a domain ("*": everything)."""
@@ -190,7 +196,7 @@ class Resolver:
             self.cache.put(key, record, record.ttl())
             await self._shared_put(key, record)
         if record.error is not None:
-            raise DeliveryError(record.error, temporary=False)
+            raise DeliveryFailed(record.error)
         return record.value
 
     async def _shared_get(self, key: str) -> dnscache.Record | None:
@@ -222,9 +228,8 @@ class Resolver:
         except dns.resolver.NoAnswer:
             raise
         except (dns.resolver.NoNameservers, dns.exception.Timeout) as error:
-            raise DeliveryError(
-                f"451 4.4.3 DNS lookup of {rdtype} for {name} failed: {error.__class__.__name__}",
-                temporary=True,
+            raise DeliveryDeferred(
+                f"451 4.4.3 DNS lookup of {rdtype} for {name} failed: {error.__class__.__name__}"
             ) from error
 
     async def _mx(self, domain: str) -> dnscache.Record:
@@ -258,5 +263,5 @@ class Resolver:
                 ttls.append(float(answer.rrset.ttl))
         ttl = min(ttls, default=NEGATIVE_TTL)
         if not addresses:
-            raise DeliveryError(f"451 4.4.4 No address for host {host}", temporary=True)
+            raise DeliveryDeferred(f"451 4.4.4 No address for host {host}")
         return dnscache.Record.answer(addresses, ttl=ttl)

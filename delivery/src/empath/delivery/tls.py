@@ -13,11 +13,12 @@ import ssl
 from functools import cache
 from pathlib import Path
 
+from empath.core import addresses
 from empath.core.settings import Settings
 
 
 def policy_for(settings: Settings, domain: str) -> str:
-    return settings.tls_policies.get(domain.lower().rstrip("."), settings.tls_policy)
+    return settings.tls_policies.get(addresses.normal_domain(domain), settings.tls_policy)
 
 
 @cache

@@ -11,25 +11,28 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import os
-import socket
 from datetime import UTC, datetime
 
 from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
-from empath.core import bus, errors, events, flags, logs, names, store, telemetry
+from empath.core import (
+    addresses,
+    bus,
+    consumers,
+    errors,
+    events,
+    flags,
+    ids,
+    names,
+    store,
+    telemetry,
+)
 from empath.core.settings import Settings
 from empath.delivery import client, pool, resolver, throttle, tls
 
 log = logging.getLogger("empath.delivery.worker")
 tracer = telemetry.tracer("empath.delivery")
-
-WORKER = f"{socket.gethostname()}:{os.getpid()}"
-
-
-def domain_of(address: str) -> str:
-    return address.rpartition("@")[2].lower().rstrip(".")
 
 
 class Worker:
@@ -53,31 +56,26 @@ class Worker:
         self.flags = flags
 
     async def handle(self, msg: Msg) -> None:
-        job: events.DeliveryJob = bus.parse(msg, events.DeliveryJob)
+        # While the queue is frozen a job is not even read: it goes back to the stream.
         if await flags.is_frozen(self.flags):
             raise errors.TemporaryError("the queue is frozen: job put back")
-        mlog = logs.for_message(log, job.id)
-        with tracer.start_as_current_span(
-            "delivery.attempt",
-            context=telemetry.extract(msg.headers),
-            attributes={"empath.queue_id": job.id, "empath.attempt": job.attempt},
-        ):
-            async with bus.keep_alive(msg):
-                started = datetime.now(UTC)
-                results = await self.attempt(job)
-                event = events.Attempted(
-                    id=job.id,
-                    attempt=job.attempt,
-                    started_at=started,
-                    finished_at=datetime.now(UTC),
-                    worker=WORKER,
-                    results=tuple(results),
-                )
-                await self.bus.publish(
-                    names.ATTEMPTED_SUBJECT, event, msg_id=f"{job.id}.{job.attempt}"
-                )
+        with consumers.receive(
+            msg, events.DeliveryJob, log=log, tracer=tracer, span="delivery.attempt"
+        ) as inbound:
+            job = inbound.event
+            started = datetime.now(UTC)
+            results = await self.attempt(job)
+            event = events.Attempted(
+                id=job.id,
+                attempt=job.attempt,
+                started_at=started,
+                finished_at=datetime.now(UTC),
+                worker=ids.INSTANCE,
+                results=tuple(results),
+            )
+            await self.bus.publish(names.ATTEMPTED_SUBJECT, event, msg_id=f"{job.id}.{job.attempt}")
         for result in results:
-            mlog.info(
+            inbound.log.info(
                 "to=<%s> %s via %s tls=%s: %s",
                 result.address,
                 result.outcome,
@@ -93,11 +91,11 @@ class Worker:
             reply = "554 5.3.0 The message body is missing from the spool"
             return [
                 events.RecipientResult(address=r.address, outcome="failed", reply=reply)
-                for r in job.recipients
+                for r in job.envelope.recipients
             ]
         by_domain: dict[str, list[events.Recipient]] = collections.defaultdict(list)
-        for recipient in job.recipients:
-            by_domain[domain_of(recipient.address)].append(recipient)
+        for recipient in job.envelope.recipients:
+            by_domain[addresses.domain_of(recipient.address)].append(recipient)
         per_domain = await asyncio.gather(
             *(
                 self.deliver(job, domain, recipients, body)

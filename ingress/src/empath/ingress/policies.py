@@ -15,6 +15,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from empath.core import addresses
 from empath.core.settings import Network
 
 
@@ -35,9 +36,9 @@ class RelayPolicy:
         postmaster: str | None = None,
     ) -> RelayPolicy:
         return cls(
-            frozenset(d.lower().rstrip(".") for d in domains),
+            frozenset(addresses.normal_domain(d) for d in domains),
             tuple(trusted),
-            hostname.lower().rstrip("."),
+            addresses.normal_domain(hostname),
             postmaster,
         )
 
@@ -46,11 +47,11 @@ class RelayPolicy:
         local, at, domain = path.rpartition("@") if "@" in path else (path, "", "")
         if local.lower() != "postmaster":
             return False
-        return not at or domain.lower().rstrip(".") == self.hostname
+        return not at or addresses.normal_domain(domain) == self.hostname
 
     def is_relay_domain(self, domain: str) -> bool:
         """`example.com` matches itself only; `.example.com` matches its subdomains."""
-        domain = domain.lower().rstrip(".")
+        domain = addresses.normal_domain(domain)
         if domain in self.domains:
             return True
         parts = domain.split(".")

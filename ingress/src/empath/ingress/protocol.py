@@ -20,6 +20,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword
 from aiosmtpd.smtp import Session as SMTPSession
 from aiosmtpd.smtp import syntax as help_syntax
 
+from empath.core import addresses
 from empath.ingress import credentials as credentials_module
 from empath.ingress import limits as limits_module
 from empath.ingress import policies, replies, syntax
@@ -67,7 +68,7 @@ class _Data:
 def _same(address: str) -> str:
     """What makes two recipients one: the local part as written, the domain in any case."""
     local, at, domain = address.rpartition("@")
-    return f"{local}{at}{domain.lower().rstrip('.')}"
+    return f"{local}{at}{addresses.normal_domain(domain)}"
 
 
 class Session(SMTP):
@@ -337,7 +338,7 @@ class Session(SMTP):
             return
         authenticated = bool(self.state.authenticated)
         if not postmaster and not self.policy.allows(
-            syntax.domain_of(address), ip=self.peer_ip, authenticated=authenticated
+            addresses.domain_of(address), ip=self.peer_ip, authenticated=authenticated
         ):
             log.warning("%s: relay denied for <%s>", self.peer_ip, address)
             await self.push(replies.RELAY_DENIED.format(address=address))

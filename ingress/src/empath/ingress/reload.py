@@ -9,13 +9,12 @@ does not load (half written, wrong) keeps the old one in service and is logged.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import ssl
 from pathlib import Path
 
-from empath.core import errors
+from empath.core import errors, periodic
 from empath.ingress import credentials
 
 log = logging.getLogger("empath.ingress.reload")
@@ -78,10 +77,11 @@ class Reloader:
                 log.info("AUTH users reloaded from %s (%d users)", self.auth_file, len(fresh))
 
     async def run(self, stop: asyncio.Event, interval: float) -> None:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), interval)
-            if not stop.is_set():
-                # On the loop, not in a thread: the context is in use by handshakes here, and
-                # a stat and two small reads do not hold the loop up.
-                self.check()
+        """Look every `interval` seconds until `stop`.
+
+        On the loop, not in a thread: the context is in use by handshakes here, and a stat and
+        two small reads do not hold the loop up.
+        """
+        await periodic.every(
+            interval, self.check, stop=stop, log=log, what="reloading", wait_first=True
+        )

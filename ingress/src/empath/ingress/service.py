@@ -11,9 +11,9 @@ import asyncio
 import logging
 import ssl
 
+from empath.core import addresses, errors, periodic, services, store
 from empath.core import bus as bus_module
-from empath.core import errors, services, store
-from empath.core.settings import Settings, parse_hostport
+from empath.core.settings import Settings
 from empath.ingress import credentials, handlers, limits, policies, protocol, reload
 
 log = logging.getLogger("empath.ingress")
@@ -34,18 +34,14 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
 
 
 async def wait_for_store(objects: store.ObjectStore, stop: asyncio.Event) -> bool:
-    delay = 0.5
-    while not stop.is_set():
-        try:
-            await objects.ensure_bucket()
-            return True
-        except errors.StoreUnavailable as error:
-            log.warning("waiting for the object store: %s", error)
-            try:
-                await asyncio.wait_for(stop.wait(), delay)
-            except TimeoutError:
-                delay = min(delay * 2, 10)
-    return False
+    """Wait until the bucket is there (a pod may start before the store); False if stopped."""
+
+    async def reach() -> object:
+        await objects.ensure_bucket()
+        return periodic.DONE
+
+    what = "waiting for the object store"
+    return await periodic.every(0.5, reach, stop=stop, log=log, what=what, backoff_to=10.0)
 
 
 async def run(runtime: services.Runtime) -> None:
@@ -102,9 +98,9 @@ async def serve(
         listeners.append(("submission", settings.submission_listen, True))
 
     servers: list[asyncio.Server] = []
-    addresses = []
+    listening = []
     for name, address, auth_required in listeners:
-        host, port = parse_hostport(address)
+        host, port = addresses.parse_hostport(address)
         listener = protocol.Listener(name=name, auth_required=auth_required)
 
         def factory(listener: protocol.Listener = listener) -> protocol.Session:
@@ -128,7 +124,7 @@ async def serve(
                 f"EMPATH_{name.upper()}_LISTEN: cannot listen on {address}: {error.strerror}"
             ) from error
         servers.append(server)
-        addresses.append(f"{name} on {host}:{port}")
+        listening.append(f"{name} on {host}:{port}")
 
     heartbeat = asyncio.create_task(bus.heartbeat("ingress", runtime.stop))
     reloader = reload.Reloader(
@@ -139,7 +135,7 @@ async def serve(
         auth_file=settings.auth_credentials_file,
     )
     reloading = asyncio.create_task(reloader.run(runtime.stop, settings.tls_reload_interval))
-    runtime.ready("ingress", ", ".join(addresses))
+    runtime.ready("ingress", ", ".join(listening))
     await runtime.stop.wait()
     await heartbeat
     await reloading

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from empath.core import errors
 from empath.ingress import replies
 
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\x80-\U0010ffff]"
@@ -30,8 +31,8 @@ _PARAM = re.compile(
 MAX_PATH = 256  # RFC 5321 §4.5.3.1.3
 
 
-class SyntaxProblem(Exception):
-    """The envelope command is malformed; `reply` is what to answer."""
+class SyntaxProblem(errors.PermanentError):
+    """The envelope command is malformed; `reply` (a 5xx) is what to answer."""
 
     def __init__(self, reply: str) -> None:
         super().__init__(reply)
@@ -92,11 +93,6 @@ def mailbox(path: str, *, bad_reply: str) -> str:
     if len(path) > MAX_PATH or not _MAILBOX.match(path):
         raise SyntaxProblem(bad_reply)
     return path
-
-
-def domain_of(address: str) -> str:
-    """The domain of an address, lower case, without a trailing dot."""
-    return address.rpartition("@")[2].lower().rstrip(".")
 
 
 def _parameters(tokens: list[str]) -> dict[str, str | None]:

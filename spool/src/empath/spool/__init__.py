@@ -11,4 +11,6 @@ __all__ = [
     "retries",
     "scheduler",
     "service",
+    "stats",
+    "view",
 ]

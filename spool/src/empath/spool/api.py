@@ -18,9 +18,9 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.kv import KeyValue
 
-from empath.core import errors, flags, names, queries
+from empath.core import addresses, errors, flags, names, queries
 from empath.core import store as store_module
-from empath.spool import controls, records, shapes, view
+from empath.spool import controls, records, stats, view
 
 log = logging.getLogger("empath.spool.api")
 
@@ -101,7 +101,10 @@ class QueryAPI:
         entries = [
             e
             for e in entries
-            if (domain is None or any(shapes.domain_of(r.address) == domain for r in e.recipients))
+            if (
+                domain is None
+                or any(addresses.domain_of(r.address) == domain for r in e.recipients)
+            )
             and (sender is None or sender in e.sender.lower())
             and (min_age is None or (now - e.received_at).total_seconds() >= min_age)
         ]
@@ -109,7 +112,7 @@ class QueryAPI:
         return queries.ListAnswer(items=page.items, next_after=page.next_after)
 
     async def _stats(self, request: queries.StatsRequest) -> queries.StatsAnswer:
-        result = shapes.stats(list(self.view.entries.values()), now=datetime.now(UTC))
+        result = stats.summary(list(self.view.entries.values()), now=datetime.now(UTC))
         return queries.StatsAnswer(**result, frozen=await flags.is_frozen(self.flags))
 
     async def _retry(self, request: queries.RetryRequest) -> queries.RetryAnswer:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from nats.js.kv import KeyValue
 
-from empath.core import errors, flags, queue
+from empath.core import addresses, errors, flags, queue
 from empath.core import store as store_module
 from empath.spool import records
 
@@ -73,11 +73,11 @@ async def retry(store: records.Records, message_id: str) -> queue.Entry:
 
 async def retry_domain(store: records.Records, entries: list[queue.Entry], domain: str) -> int:
     """Try now every deferred message with a recipient still open at `domain`."""
-    domain = domain.lower().rstrip(".")
+    domain = addresses.normal_domain(domain)
     count = 0
     for entry in entries:
         if entry.state == queue.State.DEFERRED and any(
-            r.address.rpartition("@")[2].lower() == domain for r in entry.open_recipients
+            addresses.domain_of(r.address) == domain for r in entry.open_recipients
         ):
             count += (await store.update(entry.id, _retry_now)) is not None
     return count

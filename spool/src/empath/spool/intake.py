@@ -6,7 +6,7 @@ import logging
 
 from nats.aio.msg import Msg
 
-from empath.core import bus, events, logs, queue, store, telemetry
+from empath.core import consumers, events, queue, store, telemetry
 from empath.spool import records
 
 log = logging.getLogger("empath.spool.intake")
@@ -20,13 +20,10 @@ class Intake:
 
     async def handle(self, msg: Msg) -> None:
         """Record one accepted message; safe to run twice (and on two replicas) for one event."""
-        event: events.Received = bus.parse(msg, events.Received)
-        mlog = logs.for_message(log, event.id)
-        with tracer.start_as_current_span(
-            "spool.intake",
-            context=telemetry.extract(msg.headers),
-            attributes={"empath.queue_id": event.id},
-        ):
+        with consumers.receive(
+            msg, events.Received, log=log, tracer=tracer, span="spool.intake"
+        ) as inbound:
+            event, mlog = inbound.event, inbound.log
             if not await self.objects.exists(event.body_key):
                 # Ingress removes the body when it could not confirm the publish and answered
                 # 451: the client will send the message again, so this event is void.

@@ -6,28 +6,14 @@ event produces the same id: JetStream drops the duplicate publish and intake rec
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from datetime import datetime, timedelta
 
-from empath.core import bus, events, logs, names, queue, store
+from empath.core import bus, events, ids, logs, names, queue, store
 from empath.core.settings import Settings
 from empath.spool import dsn
 
 log = logging.getLogger("empath.spool.notices")
-
-_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-
-
-def derived_id(seed: str, when: datetime) -> str:
-    """A queue id (ULID shape) made from a seed instead of randomness."""
-    millis = int(when.timestamp() * 1000)
-    value = (millis << 80) | int.from_bytes(hashlib.sha256(seed.encode()).digest()[:10], "big")
-    chars = []
-    for _ in range(26):
-        value, digit = divmod(value, 32)
-        chars.append(_ALPHABET[digit])
-    return "".join(reversed(chars))
 
 
 class Notices:
@@ -49,7 +35,7 @@ class Notices:
         if not entry.sender or not reports:  # never a DSN to the null sender
             return None
         original = await self.objects.get(entry.body_key)
-        notice_id = derived_id(f"{entry.id}/{kind}/{cause}", now)
+        notice_id = ids.derived_id(f"{entry.id}/{kind}/{cause}", now)
         body = dsn.build(
             kind=kind,
             entry=entry,

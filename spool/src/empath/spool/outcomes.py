@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from nats.aio.msg import Msg
 
-from empath.core import bus, errors, events, logs, queue, store, telemetry
+from empath.core import consumers, errors, events, queue, store, telemetry
 from empath.core.settings import Settings
 from empath.spool import dsn, notices, records, retries
 
@@ -166,13 +166,10 @@ class Outcomes:
         self.notices = notices
 
     async def handle(self, msg: Msg) -> None:
-        event: events.Attempted = bus.parse(msg, events.Attempted)
-        mlog = logs.for_message(log, event.id)
-        with tracer.start_as_current_span(
-            "spool.outcome",
-            context=telemetry.extract(msg.headers),
-            attributes={"empath.queue_id": event.id, "empath.attempt": event.attempt},
-        ):
+        with consumers.receive(
+            msg, events.Attempted, log=log, tracer=tracer, span="spool.outcome"
+        ) as inbound:
+            event, mlog = inbound.event, inbound.log
             now = datetime.now(UTC)
             try:
                 before = await self.records.get(event.id)

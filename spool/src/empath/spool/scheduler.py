@@ -9,16 +9,13 @@ attempt number), so with several spool replicas a message is dispatched once. Th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 
-import nats.errors
-import nats.js.errors
 from nats.js.kv import KeyValue
 
 from empath.core import bus as bus_module
-from empath.core import errors, events, flags, logs, names, queue
+from empath.core import errors, events, flags, logs, names, periodic, queue
 from empath.core.settings import Settings
 from empath.spool import records, retries, view
 
@@ -26,20 +23,13 @@ log = logging.getLogger("empath.spool.scheduler")
 
 
 def job_for(entry: queue.Entry) -> events.DeliveryJob:
+    """The job for the entry's current attempt, for the recipients still open."""
     return events.DeliveryJob(
         id=entry.id,
         attempt=entry.attempts,
         body_key=entry.body_key,
         size=entry.size,
-        sender=entry.sender,
-        recipients=tuple(
-            events.Recipient(address=r.address, notify=r.notify, orcpt=r.orcpt)
-            for r in entry.open_recipients
-        ),
-        ret=entry.ret,
-        envid=entry.envid,
-        smtputf8=entry.smtputf8,
-        body=entry.body,
+        envelope=entry.envelope(),
     )
 
 
@@ -60,13 +50,13 @@ class Scheduler:
         self.view = live
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.tick(datetime.now(UTC))
-            except (errors.EmpathError, nats.errors.Error, nats.js.errors.Error) as error:
-                log.warning("scheduler tick failed: %s", error)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.settings.scheduler_interval)
+        await periodic.every(
+            self.settings.scheduler_interval,
+            lambda: self.tick(datetime.now(UTC)),
+            stop=stop,
+            log=log,
+            what="scheduler tick failed",
+        )
 
     async def tick(self, now: datetime) -> int:
         """Dispatch what is due; returns how many jobs were published."""

@@ -17,7 +17,7 @@ import nats.js.errors
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
-from empath.core import names, queue
+from empath.core import names, periodic, queue
 
 log = logging.getLogger("empath.spool.view")
 
@@ -33,13 +33,10 @@ class QueueView:
         return sorted(self.entries.values(), key=lambda entry: entry.id)
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self._follow(stop)
-            except (nats.errors.Error, nats.js.errors.Error, OSError) as error:
-                log.warning("queue watch lost (%r): rebuilding", error)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 1.0)
+        """Follow the bucket until `stop`; a lost watch is rebuilt from scratch a second later."""
+        await periodic.every(
+            1.0, lambda: self._follow(stop), stop=stop, log=log, what="queue watch lost, rebuilding"
+        )
 
     async def _follow(self, stop: asyncio.Event) -> None:
         watcher = await self.kv.watch(f"{names.QUEUE_KEY_PREFIX}>")

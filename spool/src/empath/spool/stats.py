@@ -7,7 +7,7 @@ import collections
 from datetime import datetime
 from typing import Any
 
-from empath.core import queue
+from empath.core import addresses, queue
 
 BUCKETS = (5, 10, 20, 40, 80, 160, 320, 640, 1280)
 LABELS = ("T", *(str(b) for b in BUCKETS), "1280+")
@@ -21,11 +21,8 @@ def bucket(age_minutes: float) -> int:
     return len(BUCKETS)
 
 
-def domain_of(address: str) -> str:
-    return address.rpartition("@")[2].lower()
-
-
-def stats(entries: list[queue.Entry], *, now: datetime) -> dict[str, Any]:
+def summary(entries: list[queue.Entry], *, now: datetime) -> dict[str, Any]:
+    """What `queue stats` shows: counts by state, the waiting ones by age and by domain."""
     by_state = collections.Counter(entry.state.value for entry in entries)
     waiting = [entry for entry in entries if not entry.finished]
     totals = [0] * len(LABELS)
@@ -33,7 +30,7 @@ def stats(entries: list[queue.Entry], *, now: datetime) -> dict[str, Any]:
     for entry in waiting:
         index = bucket((now - entry.received_at).total_seconds() / 60)
         totals[index] += 1
-        for domain in {domain_of(r.address) for r in entry.open_recipients}:
+        for domain in {addresses.domain_of(r.address) for r in entry.open_recipients}:
             by_domain[domain][index] += 1
     oldest = min(waiting, key=lambda entry: entry.id, default=None)
     return {

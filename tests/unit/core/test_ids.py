@@ -1,0 +1,27 @@
+"""Queue ids sort by time; a DSN's id is the same however often its cause is redelivered."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from empath.core import ids
+
+
+def test_a_derived_id_is_the_same_for_the_same_seed_and_time() -> None:
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    first = ids.derived_id("01ARZ3NDEKTSV4RRFFQ69G5FAV/failure/attempt-3", when)
+    assert first == ids.derived_id("01ARZ3NDEKTSV4RRFFQ69G5FAV/failure/attempt-3", when)
+    assert first != ids.derived_id("01ARZ3NDEKTSV4RRFFQ69G5FAV/failure/attempt-4", when)
+    assert ids.is_valid(first)
+
+
+def test_derived_and_random_ids_sort_by_time() -> None:
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    later = when + timedelta(milliseconds=1)
+    made = [
+        ids.new_id(int(when.timestamp() * 1e9)),
+        ids.derived_id("zzz", later),
+        ids.new_id(int((later + timedelta(seconds=1)).timestamp() * 1e9)),
+    ]
+    assert sorted(made, key=lambda i: i[:10]) == made
+    assert all(ids.is_valid(i) for i in made)
