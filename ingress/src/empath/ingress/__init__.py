@@ -6,6 +6,7 @@ __all__ = [
     "limits",
     "policies",
     "protocol",
+    "reload",
     "replies",
     "service",
     "syntax",
