@@ -7,13 +7,16 @@ outage, restoring it the recovery.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import StartSystem, System
+from empath.core import names
 from tests.servers import Proxy
+from tests.system import StartSystem, System
+from tests.waiting import eventually
 from tests.wire import Wire
 
 MESSAGE = b"Subject: durable\r\n\r\nbody\r\n"
@@ -45,17 +48,22 @@ async def send(wire: Wire) -> str:
 
 async def send_until_queued(system: System, timeout: float = 20.0) -> str:
     """After an outage: retry as an SMTP client would, until the message is queued."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
+
+    async def attempt() -> str:
         wire = await system.wire()
         await wire.command("EHLO client.test")
         reply = await send(wire)
         await wire.close()
-        if reply.startswith("250"):
-            return reply
-        assert reply.startswith("451 4.3.0 "), reply
-        assert asyncio.get_running_loop().time() < deadline, "never recovered"
-        await asyncio.sleep(0.3)
+        assert reply.startswith(("250 ", "451 4.3.0 ")), reply
+        return reply
+
+    return await eventually(
+        attempt,
+        until=lambda reply: reply.startswith("250 "),
+        what="the message to be queued after the outage",
+        timeout=timeout,
+        interval=0.3,
+    )
 
 
 async def test_nats_down_gives_451_keeps_nothing_and_recovers(
@@ -99,7 +107,9 @@ async def test_object_store_down_gives_451_keeps_nothing_and_recovers(
     assert reply.startswith("451 4.3.0 ")
     assert await wire.command("NOOP") == "250 2.0.0 OK"
     await wire.close()
-    await asyncio.sleep(0.5)
+    # Had the refused message been announced, the spool would have it once it took in every
+    # `received` event there is.
+    await system.consumed(names.RECEIVED_STREAM, names.SPOOL_RECEIVED_CONSUMER)
     assert len(await system.entries()) == 1
     assert len(await system.bodies()) == 1
 
@@ -110,13 +120,19 @@ async def test_object_store_down_gives_451_keeps_nothing_and_recovers(
 
 
 async def test_ingress_waits_for_its_dependencies_at_start(
-    start_system: StartSystem, nats_proxy: Proxy
+    start_system: StartSystem, nats_proxy: Proxy, caplog: pytest.LogCaptureFixture
 ) -> None:
     await nats_proxy.cut()
-    starting = asyncio.create_task(
-        start_system(nats_url=f"nats://127.0.0.1:{nats_proxy.port}", frozen=True)
-    )
-    await asyncio.sleep(1.0)
+    url = f"nats://127.0.0.1:{nats_proxy.port}"
+    caplog.set_level(logging.DEBUG, logger="empath.core.bus")
+    starting = asyncio.create_task(start_system(nats_url=url, frozen=True))
+
+    def refused() -> list[str]:
+        refusal = f"Connect call failed ('127.0.0.1', {nats_proxy.port})"
+        return [m for m in caplog.messages if m.startswith("NATS: ") and refusal in m]
+
+    # The services tried, were refused, and tried again: they wait rather than give up.
+    await eventually(refused, until=lambda seen: len(seen) >= 4, what="NATS refusing the services")
     assert not starting.done()
     await nats_proxy.restore()
     system = await asyncio.wait_for(starting, 30)

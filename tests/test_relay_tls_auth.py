@@ -14,8 +14,8 @@ import pytest
 import trustme
 
 from empath.core import errors, settings
-from tests.conftest import StartSystem, System
 from tests.servers import free_port
+from tests.system import StartSystem, System
 from tests.wire import Wire
 
 PASSWORD = "correct horse battery staple"
