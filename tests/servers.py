@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from empath.core import up
+from tests.waiting import eventually
 
 
 def free_port() -> int:
@@ -146,9 +147,10 @@ class Proxy:
             self._server = None
         for writer in list(self._pipes):
             writer.transport.abort()
-        for task in list(self._tasks):
+        pumps = list(self._tasks)
+        for task in pumps:
             task.cancel()
-        await asyncio.sleep(0.05)
+        await asyncio.gather(*pumps, return_exceptions=True)
 
     async def restore(self) -> None:
         await self.start()
@@ -183,15 +185,21 @@ def kubeconfig(
 async def probe_ok(url: str, process: subprocess.Popen[str], timeout: float = 20) -> httpx.Response:
     """Ask `url` as a kubelet's probe would, until it answers 200; fail if the process exits."""
     async with httpx.AsyncClient() as http:
-        for _ in range(int(timeout / 0.05)):
+
+        async def probe() -> httpx.Response | httpx.TransportError:
             if process.poll() is not None:
                 output = process.stdout.read() if process.stdout else ""
                 raise AssertionError(f"exited with {process.returncode}: {output[-2000:]}")
             try:
-                answer = await http.get(url)
-                if answer.status_code == 200:
-                    return answer
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"{url} never answered 200")
+                return await http.get(url)
+            except httpx.TransportError as error:
+                return error
+
+        answer = await eventually(
+            probe,
+            until=lambda a: isinstance(a, httpx.Response) and a.status_code == 200,
+            what=f"{url} to answer 200",
+            timeout=timeout,
+        )
+        assert isinstance(answer, httpx.Response)
+        return answer
