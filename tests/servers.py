@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -67,11 +68,22 @@ def running(
 
 
 @contextlib.contextmanager
-def nats_server(directory: Path) -> Iterator[str]:
+def nats_process(directory: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A nats-server with JetStream: its URL, and its process for a test to pause."""
+    directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     argv = up.nats_argv(host="127.0.0.1", port=port, store_dir=directory / "js")
-    with running(argv, port, directory / "nats.log"):
-        yield f"nats://127.0.0.1:{port}"
+    with running(argv, port, directory / "nats.log") as process:
+        try:
+            yield f"nats://127.0.0.1:{port}", process
+        finally:
+            process.send_signal(signal.SIGCONT)  # a paused server would not hear SIGTERM
+
+
+@contextlib.contextmanager
+def nats_server(directory: Path) -> Iterator[str]:
+    with nats_process(directory) as (url, _):
+        yield url
 
 
 S3_ACCESS_KEY = "empath-test"

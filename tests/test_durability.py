@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 from empath.core import names
+from tests import servers
 from tests.servers import Proxy
 from tests.system import StartSystem, System
 from tests.waiting import eventually
@@ -137,3 +141,36 @@ async def test_ingress_waits_for_its_dependencies_at_start(
     await nats_proxy.restore()
     system = await asyncio.wait_for(starting, 30)
     assert (await send_until_queued(system)).startswith("250 ")
+
+
+async def test_a_nats_that_does_not_answer_gives_451_within_the_publish_timeout(
+    start_system: StartSystem, tmp_path: Path
+) -> None:
+    """EMPATH_PUBLISH_TIMEOUT: the connection stays up but JetStream never acks (the server
+    is paused); the client hears 451 about that long after its final dot, and no body stays."""
+    with servers.nats_process(tmp_path / "paused-nats") as (url, nats_server):
+        own = {"nats_url": url}
+        system = await start_system(publish_timeout=1.0, frozen=True, direct=own, **own)
+        wire = await system.wire()
+        await wire.command("EHLO client.test")
+        await wire.command("MAIL FROM:<a@example.org>")
+        await wire.command("RCPT TO:<u@example.com>")
+        assert (await wire.command("DATA")).startswith("354")
+        nats_server.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            await wire.send(MESSAGE + b".\r\n")
+            reply = await wire.reply()
+            waited = time.monotonic() - started
+            assert reply == "451 4.3.0 Temporary failure queueing the message, try again later"
+            assert 0.9 <= waited < 5, waited
+            assert await system.bodies() == []
+        finally:
+            nats_server.send_signal(signal.SIGCONT)
+        # The publish the server never answered may still land once it runs again: the
+        # spool takes the event in and, finding no body, records nothing.
+        await system.consumed(names.RECEIVED_STREAM, names.SPOOL_RECEIVED_CONSUMER)
+        assert await system.entries() == []
+        assert (await send(wire)).startswith("250 2.0.0 Ok: queued as ")
+        await wire.close()
+        await system.stop()
