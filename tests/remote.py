@@ -3,13 +3,15 @@
 A `Remote` records what arrives (envelope, the exact bytes, the TLS state of the session) and
 can be told to answer 4xx or 5xx at RCPT or DATA, to refuse chosen recipients, to drop the
 connection in the middle of DATA, or to be slow; it counts sessions, the most it had open at
-once, and the transactions that reached the end of DATA. A `Mute` accepts TCP and then says
-nothing, before its greeting or after EHLO.
+once, when sessions ended, and the transactions that reached the end of DATA. A `Mute`
+accepts TCP and then says nothing, before its greeting or after EHLO; an `Unreachable` never
+completes a TCP handshake at all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -44,7 +46,7 @@ class Remote:
     sessions: int = 0
     open_sessions: int = 0
     data_received: int = 0  # transactions whose whole body came in (before any delay)
-    closed_sessions: int = 0
+    closed_at: list[float] = field(default_factory=list)  # when each session ended
     most_open: int = 0
     host: str = "127.0.0.1"
     port: int = 0
@@ -122,7 +124,7 @@ class Remote:
             def connection_lost(self, error: Exception | None) -> None:
                 if getattr(self, "_counted", False):
                     remote.open_sessions -= 1
-                    remote.closed_sessions += 1
+                    remote.closed_at.append(time.monotonic())
                     self._counted = False
                 super().connection_lost(error)
 
@@ -186,3 +188,27 @@ class Mute:
             for writer in list(self._writers):
                 writer.close()
             await self._server.wait_closed()
+
+
+class Unreachable:
+    """An address where a TCP connect neither succeeds nor fails: it hangs, as it does to a
+    host that drops SYNs. A listener with a backlog of none, filled, drops every further SYN
+    on Linux; the client kernel retries the SYN until the caller gives up."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._listener = socket.socket()
+        self._fillers: list[socket.socket] = []
+
+    def start(self) -> None:
+        self._listener.bind((self.host, self.port))
+        self._listener.listen(0)
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex((self.host, self.port))
+            self._fillers.append(filler)
+
+    def close(self) -> None:
+        for sock in (*self._fillers, self._listener):
+            sock.close()
