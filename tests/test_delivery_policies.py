@@ -7,7 +7,7 @@ import signal
 import ssl
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,24 +24,13 @@ from tests.mail import mx, send, settle
 from tests.system import StartSystem, System
 from tests.waiting import eventually
 
-_second_nats: list[Any] = []
 
-
-def nats_url_of(tmp_path: Path) -> str:
-    """A second nats-server for a second, independent Empath (stopped at module end)."""
-    directory = tmp_path / "second-nats"
-    directory.mkdir()
-    context = servers.nats_server(directory)
-    url = context.__enter__()
-    _second_nats.append(context)
-    return url
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _stop_second_nats() -> Any:
-    yield
-    while _second_nats:
-        _second_nats.pop().__exit__(None, None, None)
+@pytest.fixture
+def downstream_nats(tmp_path: Path) -> Iterator[str]:
+    """A second nats-server, for a second, independent Empath. A test names it first among
+    its fixtures, so it stops after the services that use it."""
+    with servers.nats_server(tmp_path / "second-nats") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -129,15 +118,15 @@ async def test_a_message_bigger_than_the_remote_takes_fails(
 
 
 async def test_dsn_parameters_pass_on_to_a_dsn_capable_server(
+    downstream_nats: str,
     relay: Callable[..., Any],
     start_system: StartSystem,
     dns: DnsServer,
     mx_port: int,
-    tmp_path: Path,
 ) -> None:
     # The remote is another Empath, with its own NATS and bucket: it speaks DSN, and its queue
     # shows what it was given.
-    own = {"nats_url": await asyncio.to_thread(nats_url_of, tmp_path), "s3_bucket": "downstream"}
+    own = {"nats_url": downstream_nats, "s3_bucket": "downstream"}
     downstream = await start_system(
         frozen=True,
         direct=own,
