@@ -146,6 +146,26 @@ async def test_an_idle_client_is_timed_out_with_421(start_system: StartSystem) -
     await wire.close()
 
 
+async def test_an_idle_session_reaped_by_the_timeout_frees_its_connection_slot(
+    start_system: StartSystem,
+) -> None:
+    system = await start_system(smtp_command_timeout=0.5, max_connections=1)
+    idle = await system.wire()
+    assert idle.greeting.startswith("220 ")
+    refused = await Wire.open(system.smtp_port, greet=False)
+    assert (await refused.reply()).startswith("421 4.7.0 ")  # the one slot is taken
+    await refused.close()
+    # The idle client says nothing more: the server times it out and closes it ...
+    assert (await idle.reply(timeout=5)).startswith("421 4.4.2 ")
+    assert await idle.closed()
+    await idle.close()
+    # ... and its slot serves the next client.
+    nxt = await system.wire()
+    assert nxt.greeting.startswith("220 ")
+    assert await nxt.command("EHLO client.test") != ""
+    await nxt.close()
+
+
 async def test_a_stalled_data_transfer_is_timed_out(start_system: StartSystem) -> None:
     system = await start_system(smtp_command_timeout=30, smtp_data_timeout=0.5)
     wire = await system.wire()
