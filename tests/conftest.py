@@ -8,10 +8,8 @@ KV buckets). Services run in the test's event loop, exactly as `empath up` runs 
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,10 +17,13 @@ from urllib.parse import urlsplit
 import pytest
 from minio import Minio
 
-from empath.core import bus, flags, names, queue, services, settings, store, telemetry
+from empath.core import bus, flags, names, services, settings, store, telemetry
 from empath.spool import records
 from tests import servers
-from tests.wire import Wire
+from tests.dns_server import DnsServer
+from tests.remote import Remote
+from tests.system import StartSystem, System
+from tests.waiting import eventually
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -84,66 +85,6 @@ def make_settings(
         return settings.Settings(**values)
 
     return make
-
-
-@dataclass
-class System:
-    """Services running in this test, and a look into their queue and bucket."""
-
-    settings: settings.Settings
-    runtime: services.Runtime
-    task: asyncio.Task[None]
-    bus: bus.Bus
-    objects: store.ObjectStore
-    records: records.Records
-
-    @property
-    def smtp_port(self) -> int:
-        return settings.parse_hostport(self.settings.smtp_listen)[1]
-
-    @property
-    def submission_port(self) -> int:
-        assert self.settings.submission_listen
-        return settings.parse_hostport(self.settings.submission_listen)[1]
-
-    async def wire(self, port: int | None = None) -> Wire:
-        return await Wire.open(port or self.smtp_port)
-
-    async def entry(self, message_id: str, timeout: float = 10.0) -> queue.Entry:
-        """The queue record of a message, waiting for the spool to write it."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            try:
-                return await self.records.get(message_id)
-            except Exception:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise
-                await asyncio.sleep(0.05)
-
-    async def listed(self, count: int, timeout: float = 10.0) -> None:
-        """Wait until the spool's query API (its live view, which follows KV a moment behind)
-        counts `count` messages."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            reply = await self.bus.nc.request(names.QUERY_COUNTS_SUBJECT, b"{}", timeout=5)
-            total = json.loads(reply.data)["counts"]["total"]
-            if total >= count:
-                return
-            assert asyncio.get_running_loop().time() < deadline, f"the API counts {total}"
-            await asyncio.sleep(0.05)
-
-    async def entries(self) -> list[queue.Entry]:
-        return await self.records.all()
-
-    async def bodies(self) -> list[str]:
-        return await self.objects.keys()
-
-    async def stop(self) -> None:
-        self.runtime.stop.set()
-        await asyncio.wait_for(self.task, 30)
-
-
-StartSystem = Callable[..., Awaitable[System]]
 
 
 @pytest.fixture
@@ -223,16 +164,70 @@ async def _no_asyncio_pending_tasks() -> AsyncIterator[None]:
     """Fail a test that leaves asyncio tasks running (kopf's hygiene)."""
     before = asyncio.all_tasks()
     yield
-    leftover: set[asyncio.Task[Any]] = set()
-    for _ in range(40):
-        leftover = {
+
+    def leftover() -> set[asyncio.Task[Any]]:
+        return {
             t
             for t in asyncio.all_tasks() - before
             if not t.done() and t is not asyncio.current_task()
         }
-        if not leftover:
-            return
-        await asyncio.sleep(0.05)
-    for task in leftover:
-        task.cancel()
-    pytest.fail(f"tasks left running: {leftover}")
+
+    try:
+        await eventually(leftover, until=lambda tasks: not tasks, what="no task left running")
+    except AssertionError as error:
+        for task in leftover():
+            task.cancel()
+        pytest.fail(str(error))
+
+
+# -- delivery: real DNS and remote MX hosts on loopback ----------------------------------------
+
+
+@pytest.fixture
+async def dns() -> AsyncIterator[DnsServer]:
+    server = DnsServer()
+    await server.start()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+def mx_port() -> int:
+    """The one port every remote MX of a test listens on (each on its own loopback address),
+    which delivery is told with EMPATH_DELIVERY_PORT."""
+    return servers.free_port()
+
+
+@pytest.fixture
+async def remote(mx_port: int) -> AsyncIterator[Callable[..., Any]]:
+    """Start a remote MX on a loopback address: `await remote("127.0.0.2", **behaviour)`."""
+    started: list[Remote] = []
+
+    async def start(host: str, **behaviour: Any) -> Remote:
+        server = Remote(name=f"mx.{host}", host=host, port=mx_port, **behaviour)
+        await server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        await server.close()
+
+
+@pytest.fixture
+def relay(start_system: StartSystem, dns: DnsServer, mx_port: int) -> Callable[..., Any]:
+    """Start ingress, spool and delivery, resolving through the test's DNS server."""
+
+    async def start(**overrides: Any) -> System:
+        values: dict[str, Any] = {
+            "only": ("ingress", "spool", "delivery"),
+            "dns_nameservers": [f"127.0.0.1:{dns.port}"],
+            "delivery_port": mx_port,
+            "retry_schedule": [0, 1],
+            "scheduler_interval": 0.2,
+            "delivery_rate_per_domain": 0,
+        }
+        values.update(overrides)
+        return await start_system(**values)
+
+    return start

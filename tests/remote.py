@@ -2,13 +2,16 @@
 
 A `Remote` records what arrives (envelope, the exact bytes, the TLS state of the session) and
 can be told to answer 4xx or 5xx at RCPT or DATA, to refuse chosen recipients, to drop the
-connection in the middle of DATA, or to be slow; it counts sessions, and the most it had open
-at once.
+connection in the middle of DATA, or to be slow; it counts sessions, the most it had open at
+once, when sessions ended, and the transactions that reached the end of DATA. A `Mute`
+accepts TCP and then says nothing, before its greeting or after EHLO; an `Unreachable` never
+completes a TCP handshake at all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -42,6 +45,8 @@ class Remote:
     arrived: list[Arrived] = field(default_factory=list)
     sessions: int = 0
     open_sessions: int = 0
+    data_received: int = 0  # transactions whose whole body came in (before any delay)
+    closed_at: list[float] = field(default_factory=list)  # when each session ended
     most_open: int = 0
     host: str = "127.0.0.1"
     port: int = 0
@@ -81,6 +86,7 @@ class Remote:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.data_received += 1
         if self.drop_in_data:
             assert server.transport is not None
             server.transport.abort()
@@ -118,6 +124,7 @@ class Remote:
             def connection_lost(self, error: Exception | None) -> None:
                 if getattr(self, "_counted", False):
                     remote.open_sessions -= 1
+                    remote.closed_at.append(time.monotonic())
                     self._counted = False
                 super().connection_lost(error)
 
@@ -138,3 +145,70 @@ class Remote:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+
+@dataclass
+class Mute:
+    """A remote MX that accepts TCP and then goes quiet: it never greets, or (`greet`) it
+    greets and answers EHLO and then answers nothing more. It keeps what the client sent."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    greet: bool = False
+    heard: bytearray = field(default_factory=bytearray)
+    sessions: int = 0
+    _server: asyncio.Server | None = None
+    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.sessions += 1
+        self._writers.add(writer)
+        try:
+            if self.greet:
+                writer.write(b"220 mute.test ESMTP\r\n")
+                line = await reader.readline()
+                self.heard += line
+                writer.write(b"250-mute.test\r\n250 PIPELINING\r\n")
+                await writer.drain()
+            while data := await reader.read(4096):
+                self.heard += data
+        except ConnectionError:
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for writer in list(self._writers):
+                writer.close()
+            await self._server.wait_closed()
+
+
+class Unreachable:
+    """An address where a TCP connect neither succeeds nor fails: it hangs, as it does to a
+    host that drops SYNs. A listener with a backlog of none, filled, drops every further SYN
+    on Linux; the client kernel retries the SYN until the caller gives up."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._listener = socket.socket()
+        self._fillers: list[socket.socket] = []
+
+    def start(self) -> None:
+        self._listener.bind((self.host, self.port))
+        self._listener.listen(0)
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex((self.host, self.port))
+            self._fillers.append(filler)
+
+    def close(self) -> None:
+        for sock in (*self._fillers, self._listener):
+            sock.close()

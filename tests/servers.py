@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from empath.core import up
+from tests.waiting import eventually
 
 
 def free_port() -> int:
@@ -66,11 +68,22 @@ def running(
 
 
 @contextlib.contextmanager
-def nats_server(directory: Path) -> Iterator[str]:
+def nats_process(directory: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A nats-server with JetStream: its URL, and its process for a test to pause."""
+    directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     argv = up.nats_argv(host="127.0.0.1", port=port, store_dir=directory / "js")
-    with running(argv, port, directory / "nats.log"):
-        yield f"nats://127.0.0.1:{port}"
+    with running(argv, port, directory / "nats.log") as process:
+        try:
+            yield f"nats://127.0.0.1:{port}", process
+        finally:
+            process.send_signal(signal.SIGCONT)  # a paused server would not hear SIGTERM
+
+
+@contextlib.contextmanager
+def nats_server(directory: Path) -> Iterator[str]:
+    with nats_process(directory) as (url, _):
+        yield url
 
 
 S3_ACCESS_KEY = "empath-test"
@@ -146,9 +159,10 @@ class Proxy:
             self._server = None
         for writer in list(self._pipes):
             writer.transport.abort()
-        for task in list(self._tasks):
+        pumps = list(self._tasks)
+        for task in pumps:
             task.cancel()
-        await asyncio.sleep(0.05)
+        await asyncio.gather(*pumps, return_exceptions=True)
 
     async def restore(self) -> None:
         await self.start()
@@ -183,15 +197,21 @@ def kubeconfig(
 async def probe_ok(url: str, process: subprocess.Popen[str], timeout: float = 20) -> httpx.Response:
     """Ask `url` as a kubelet's probe would, until it answers 200; fail if the process exits."""
     async with httpx.AsyncClient() as http:
-        for _ in range(int(timeout / 0.05)):
+
+        async def probe() -> httpx.Response | httpx.TransportError:
             if process.poll() is not None:
                 output = process.stdout.read() if process.stdout else ""
                 raise AssertionError(f"exited with {process.returncode}: {output[-2000:]}")
             try:
-                answer = await http.get(url)
-                if answer.status_code == 200:
-                    return answer
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.05)
-    raise AssertionError(f"{url} never answered 200")
+                return await http.get(url)
+            except httpx.TransportError as error:
+                return error
+
+        answer = await eventually(
+            probe,
+            until=lambda a: isinstance(a, httpx.Response) and a.status_code == 200,
+            what=f"{url} to answer 200",
+            timeout=timeout,
+        )
+        assert isinstance(answer, httpx.Response)
+        return answer

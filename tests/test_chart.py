@@ -17,40 +17,17 @@ import pytest
 import yaml
 
 from empath.operator import crds, render
+from tests.chart import CHART, TRYOUT, by_kind, rendered
 from tests.specs import mailserver
 
-CHART = Path(__file__).parent.parent / "charts" / "empath"
 # The oldest the chart's kubeVersion admits and the newest kubernetes-validate knows.
 VERSIONS = ("1.28.0", kubernetes_validate.latest_version())
-TRYOUT = {
-    "tryout": {
-        "nats": {"enabled": True},
-        "objectStore": {"enabled": True},
-        "mailserver": {"enabled": True},
-    }
-}
-
-
-def rendered(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    with helm.Chart.load(str(CHART)) as chart:
-        files = chart.render(values or {}, name="empath", namespace="mail", is_install=True)
-    return [
-        doc
-        for name, text in sorted(files.items())
-        if name.endswith(".yaml")
-        for doc in yaml.safe_load_all(text)
-        if doc
-    ]
 
 
 def notes(values: dict[str, Any] | None = None) -> str:
     with helm.Chart.load(str(CHART)) as chart:
         files = chart.render(values or {}, name="empath", namespace="mail", is_install=True)
     return str(files["empath/templates/NOTES.txt"])
-
-
-def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [o for o in objects if o["kind"] == kind]
 
 
 def schema_of(crd: dict[str, Any]) -> dict[str, Any]:

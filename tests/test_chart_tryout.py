@@ -17,8 +17,8 @@ import pytest
 from empath.core import bus, errors, settings, store
 from empath.core.up import WEED_PORTS, find_binary
 from empath.operator import render
+from tests.chart import TRYOUT, by_kind, rendered
 from tests.servers import free_port, running
-from tests.test_chart import TRYOUT, by_kind, rendered
 
 
 def container(objects: list[dict[str, Any]], name: str) -> dict[str, Any]:

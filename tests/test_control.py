@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import httpx
 import jsonschema
 import pytest
 
 from empath.control import api, audit
 from empath.core import dnscache, names
-from tests.conftest import StartSystem, System
+from tests.control_client import TOKEN, call, empathctl
 from tests.servers import free_port
+from tests.system import StartSystem, System
 from tests.wire import Wire
-
-TOKEN = "test-token-0123456789"
-EMPATHCTL = str(Path(sys.executable).parent / "empathctl")
 
 
 @pytest.fixture
@@ -33,18 +27,6 @@ async def control(start_system: StartSystem, tmp_path: Path) -> System:
         control_listen=f"127.0.0.1:{free_port()}",
         control_audit_file=tmp_path / "audit.log",
     )
-
-
-def url(system: System) -> str:
-    return f"http://{system.settings.control_listen}"
-
-
-async def call(
-    system: System, method: str, path: str, *, token: str | None = TOKEN, **kwargs: Any
-) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with httpx.AsyncClient(base_url=url(system), headers=headers) as client:
-        return await client.request(method, path, **kwargs)
 
 
 async def queue_some(system: System, senders: list[str], to: str = "u@example.com") -> list[str]:
@@ -336,17 +318,6 @@ async def test_status_reports_health_services_and_depth(control: System) -> None
     assert status["services"] == {"control": 1, "ingress": 1, "spool": 1}
     assert status["delivery_workers"] == 0
     assert status["queue"]["waiting"] == 1
-
-
-def empathctl(system: System | None, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("EMPATHCTL")}
-    environment["HOME"] = "/nonexistent"
-    if system is not None:
-        environment.update(EMPATHCTL_URL=url(system), EMPATHCTL_TOKEN=TOKEN)
-    environment.update(env)
-    return subprocess.run(
-        [EMPATHCTL, *args], env=environment, capture_output=True, text=True, timeout=60
-    )
 
 
 async def test_empathctl_lists_views_and_holds(control: System) -> None:

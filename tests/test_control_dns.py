@@ -5,12 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from tests.control_client import TOKEN, call
 from tests.dns_server import DnsServer
+from tests.mail import mx, send, settle
 from tests.servers import free_port
-from tests.test_control import TOKEN, call
-from tests.test_delivery import dns, mx, mx_port, relay, remote, send, settle
-
-__all__ = ["dns", "mx_port", "relay", "remote"]
 
 
 async def test_the_shared_cache_can_be_listed_refreshed_and_cleared(

@@ -10,13 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.control_client import EMPATHCTL, TOKEN, call, empathctl, url
 from tests.dns_server import DnsServer
+from tests.mail import mx, send, settle
 from tests.servers import free_port
-from tests.test_control import EMPATHCTL, TOKEN, call, empathctl, url
-from tests.test_delivery import dns, mx, mx_port, relay, remote, send, settle
 from tests.wire import Wire
-
-__all__ = ["dns", "mx_port", "relay", "remote"]
 
 
 async def test_every_state_shows_up_and_retry_by_domain_works(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import System
+from tests.system import System
 
 SMUGGLED = (
     b"MAIL FROM:<evil@elsewhere.test>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\n"

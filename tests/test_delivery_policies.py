@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import ssl
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,31 +18,19 @@ import trustme
 from empath.core import flags, names
 from empath.spool import controls
 from tests import servers
-from tests.conftest import StartSystem
+from tests import system as system_module
 from tests.dns_server import DnsServer
-from tests.test_delivery import arrivals, dns, mx, mx_port, relay, remote, send, settle
-
-__all__ = ["dns", "mx_port", "relay", "remote"]
-
-
-_second_nats: list[Any] = []
+from tests.mail import mx, send, settle
+from tests.system import StartSystem, System
+from tests.waiting import eventually
 
 
-def nats_url_of(tmp_path: Path) -> str:
-    """A second nats-server for a second, independent Empath (stopped at module end)."""
-    directory = tmp_path / "second-nats"
-    directory.mkdir()
-    context = servers.nats_server(directory)
-    url = context.__enter__()
-    _second_nats.append(context)
-    return url
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _stop_second_nats() -> Any:
-    yield
-    while _second_nats:
-        _second_nats.pop().__exit__(None, None, None)
+@pytest.fixture
+def downstream_nats(tmp_path: Path) -> Iterator[str]:
+    """A second nats-server, for a second, independent Empath. A test names it first among
+    its fixtures, so it stops after the services that use it."""
+    with servers.nats_server(tmp_path / "second-nats") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -130,15 +118,15 @@ async def test_a_message_bigger_than_the_remote_takes_fails(
 
 
 async def test_dsn_parameters_pass_on_to_a_dsn_capable_server(
+    downstream_nats: str,
     relay: Callable[..., Any],
     start_system: StartSystem,
     dns: DnsServer,
     mx_port: int,
-    tmp_path: Path,
 ) -> None:
     # The remote is another Empath, with its own NATS and bucket: it speaks DSN, and its queue
     # shows what it was given.
-    own = {"nats_url": await asyncio.to_thread(nats_url_of, tmp_path), "s3_bucket": "downstream"}
+    own = {"nats_url": downstream_nats, "s3_bucket": "downstream"}
     downstream = await start_system(
         frozen=True,
         direct=own,
@@ -166,6 +154,20 @@ async def test_dsn_parameters_pass_on_to_a_dsn_capable_server(
     assert passed.recipients[0].orcpt == "rfc822;u@dest.test"
 
 
+async def notices_delivered(system: System, *, sent: list[str]) -> None:
+    """Wait until every notice the spool queued for the messages `sent` has been delivered.
+
+    A notice is queued (published as `received`) before the outcome that calls for it is
+    recorded; so once those outcomes are recorded and the spool has taken in every `received`
+    event, every notice is in the queue, and each is waited for until delivered.
+    """
+    await system.consumed(names.RECEIVED_STREAM, names.SPOOL_RECEIVED_CONSUMER)
+    for entry in await system.entries():
+        if entry.id not in sent:
+            assert entry.sender == "", entry  # a notice, from the null sender
+            await settle(system, entry.id, "delivered")
+
+
 async def test_notify_never_sends_no_bounce_and_notify_success_reports_relay(
     relay: Callable[..., Any], remote: Callable[..., Any], dns: DnsServer
 ) -> None:
@@ -178,8 +180,7 @@ async def test_notify_never_sends_no_bounce_and_notify_success_reports_relay(
     await settle(system, never, "failed")
     success = await send(system, "a@sender.test", ["u@dest.test"], NOTIFY="SUCCESS")
     await settle(system, success, "delivered")
-    await arrivals(sender_mx, 1)
-    await asyncio.sleep(1.0)
+    await notices_delivered(system, sent=[never, success])
     assert len(sender_mx.arrived) == 1  # the success notice, and no bounce
     notice = sender_mx.arrived[0].data
     assert b"Action: relayed" in notice
@@ -195,15 +196,20 @@ async def test_a_delay_notice_is_sent_once_when_asked_for(
     mx(dns, "sender.test", (10, "mx.sender.test", "127.0.0.3"))
     system = await relay(delay_warning_after=0, retry_schedule=[0, 0.5])
     queue_id = await send(system, "a@sender.test", ["u@dest.test"], NOTIFY="DELAY,FAILURE")
-    for _ in range(100):
-        entry = await system.entry(queue_id)
-        if entry.attempts >= 3:
-            break
-        await asyncio.sleep(0.1)
-    await arrivals(sender_mx, 1)
+    # Three attempts deferred, each past the delay-warning time: a notice is due after each,
+    # and only the first may go out.
+    await system.entry(queue_id)
+    await eventually(
+        lambda: system.records.get(queue_id),
+        until=lambda entry: entry.attempts >= 3 and entry.state == "deferred",
+        what="three deferred attempts",
+    )
+    await notices_delivered(system, sent=[queue_id])
     assert len(sender_mx.arrived) == 1
     assert b"Action: delayed" in sender_mx.arrived[0].data
     assert b"Will-Retry-Until: " in sender_mx.arrived[0].data
+    entry = await system.records.get(queue_id)
+    assert entry.recipients[0].notified == ("delay",)
 
 
 async def test_a_frozen_queue_starts_no_attempt_and_loses_nothing(
@@ -215,9 +221,10 @@ async def test_a_frozen_queue_starts_no_attempt_and_loses_nothing(
     store = await system.bus.key_value(names.FLAGS_BUCKET)
     await controls.freeze(store)
     queue_id = await send(system, "a@sender.test", ["u@dest.test"])
-    await asyncio.sleep(1.5)
+    await system.entry(queue_id)
+    await system.scheduler_looked()  # it saw the message, due, and let it be
     assert (await system.records.get(queue_id)).state == "queued"
-    assert server.arrived == []
+    assert server.sessions == 0
     await controls.unfreeze(store)
     assert not await flags.is_frozen(store)
     await settle(system, queue_id, "delivered")
@@ -235,9 +242,15 @@ async def test_a_held_message_waits_until_released(
     held = await controls.hold(system.records, queue_id)
     assert (held.state, held.held) == ("frozen", True)
     server.rcpt_reply = None
-    await asyncio.sleep(1.5)
+    sessions = server.sessions
+    assert held.next_attempt is not None
+    await eventually(
+        lambda: datetime.now(UTC) > held.next_attempt,
+        what="the held message's retry time to pass",
+    )
+    await system.scheduler_looked()  # it saw the message due, and held
     assert (await system.records.get(queue_id)).state == "frozen"
-    assert server.arrived == []
+    assert (server.sessions, server.arrived) == (sessions, [])
     await controls.release(system.records, queue_id)
     await settle(system, queue_id, "delivered")
 
@@ -248,6 +261,7 @@ async def test_a_worker_killed_mid_delivery_leads_to_redelivery_recorded_once(
     dns: DnsServer,
     mx_port: int,
     make_settings: Callable[..., Any],
+    tmp_path: Path,
 ) -> None:
     server = await remote("127.0.0.2", data_delay=3.0)
     mx(dns, "dest.test", (10, "mx.dest.test", "127.0.0.2"))
@@ -259,33 +273,25 @@ async def test_a_worker_killed_mid_delivery_leads_to_redelivery_recorded_once(
     }
     system = await start_system(**common)  # ingress and spool; no delivery yet
     config = make_settings(**common)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EMPATH_")}
-    for name, value in config.model_dump(mode="json").items():
-        if value is not None:
-            text = (
-                ",".join(map(str, value))
-                if isinstance(value, list)
-                else (
-                    ",".join(f"{k}={v}" for k, v in value.items())
-                    if isinstance(value, dict)
-                    else str(value)
-                )
-            )
-            env[f"EMPATH_{name.upper()}"] = text
-    env["EMPATH_S3_SECRET_KEY"] = config.s3_secret_key.get_secret_value()
-    worker = subprocess.Popen(  # noqa: ASYNC220 -- started once, not awaited on
-        [str(Path(sys.executable).parent / "empath"), "delivery"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        worker = subprocess.Popen(  # noqa: ASYNC220 -- started once, not awaited on
+            [str(Path(sys.executable).parent / "empath"), "delivery"],
+            env=system_module.environment(config),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         queue_id = await send(system, "a@sender.test", ["u@dest.test"])
-        for _ in range(200):  # wait until the worker is inside DATA at the remote
-            if server.open_sessions and (await system.records.get(queue_id)).state == "delivering":
-                break
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.5)
+
+        def inside_data() -> int:
+            if worker.poll() is not None:
+                raise AssertionError(f"the worker exited: {log.read_text()[-2000:]}")
+            return server.data_received
+
+        # The worker is a process of its own, which takes seconds to start on a busy machine.
+        await eventually(inside_data, what="the worker to be inside DATA", timeout=30)
+        assert (await system.records.get(queue_id)).state == "delivering"
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
     finally:
@@ -327,16 +333,15 @@ async def test_stopping_delivery_finishes_the_attempt_in_flight(
     mx(dns, "dest.test", (10, "mx.dest.test", "127.0.0.2"))
     system = await relay()
     queue_id = await send(system, "a@sender.test", ["u@dest.test"])
-    for _ in range(100):
-        if server.open_sessions:
-            break
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(0.3)
+    await eventually(lambda: server.data_received, what="the worker to be inside DATA")
     system.runtime.stop.set()
     await asyncio.wait_for(system.task, 30)
     assert len(server.arrived) == 1
-    entry = await system.records.get(queue_id)
-    # The outcome was published before the worker stopped; the spool may have stopped first,
-    # so the event waits in its stream: the history has it or the stream still holds it.
-    stream = await system.bus.js.stream_info(names.ATTEMPTED_STREAM.name)
-    assert entry.state == "delivered" or stream.state.messages == 1
+    # The outcome was published and the job acked before the worker stopped (the spool may
+    # have stopped before it took the outcome in): services started again record the one
+    # attempt, and no second attempt reaches the remote.
+    again = await relay()
+    entry = await settle(again, queue_id, "delivered")
+    assert [h.attempt for h in entry.history] == [1]
+    await again.consumed(names.JOBS_STREAM, names.DELIVERY_JOBS_CONSUMER)
+    assert len(server.arrived) == 1

@@ -7,13 +7,20 @@ outage, restoring it the recovery.
 from __future__ import annotations
 
 import asyncio
+import logging
+import signal
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import StartSystem, System
+from empath.core import names
+from tests import servers
 from tests.servers import Proxy
+from tests.system import StartSystem, System
+from tests.waiting import eventually
 from tests.wire import Wire
 
 MESSAGE = b"Subject: durable\r\n\r\nbody\r\n"
@@ -45,17 +52,22 @@ async def send(wire: Wire) -> str:
 
 async def send_until_queued(system: System, timeout: float = 20.0) -> str:
     """After an outage: retry as an SMTP client would, until the message is queued."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
+
+    async def attempt() -> str:
         wire = await system.wire()
         await wire.command("EHLO client.test")
         reply = await send(wire)
         await wire.close()
-        if reply.startswith("250"):
-            return reply
-        assert reply.startswith("451 4.3.0 "), reply
-        assert asyncio.get_running_loop().time() < deadline, "never recovered"
-        await asyncio.sleep(0.3)
+        assert reply.startswith(("250 ", "451 4.3.0 ")), reply
+        return reply
+
+    return await eventually(
+        attempt,
+        until=lambda reply: reply.startswith("250 "),
+        what="the message to be queued after the outage",
+        timeout=timeout,
+        interval=0.3,
+    )
 
 
 async def test_nats_down_gives_451_keeps_nothing_and_recovers(
@@ -99,7 +111,9 @@ async def test_object_store_down_gives_451_keeps_nothing_and_recovers(
     assert reply.startswith("451 4.3.0 ")
     assert await wire.command("NOOP") == "250 2.0.0 OK"
     await wire.close()
-    await asyncio.sleep(0.5)
+    # Had the refused message been announced, the spool would have it once it took in every
+    # `received` event there is.
+    await system.consumed(names.RECEIVED_STREAM, names.SPOOL_RECEIVED_CONSUMER)
     assert len(await system.entries()) == 1
     assert len(await system.bodies()) == 1
 
@@ -110,14 +124,53 @@ async def test_object_store_down_gives_451_keeps_nothing_and_recovers(
 
 
 async def test_ingress_waits_for_its_dependencies_at_start(
-    start_system: StartSystem, nats_proxy: Proxy
+    start_system: StartSystem, nats_proxy: Proxy, caplog: pytest.LogCaptureFixture
 ) -> None:
     await nats_proxy.cut()
-    starting = asyncio.create_task(
-        start_system(nats_url=f"nats://127.0.0.1:{nats_proxy.port}", frozen=True)
-    )
-    await asyncio.sleep(1.0)
+    url = f"nats://127.0.0.1:{nats_proxy.port}"
+    caplog.set_level(logging.DEBUG, logger="empath.core.bus")
+    starting = asyncio.create_task(start_system(nats_url=url, frozen=True))
+
+    def refused() -> list[str]:
+        refusal = f"Connect call failed ('127.0.0.1', {nats_proxy.port})"
+        return [m for m in caplog.messages if m.startswith("NATS: ") and refusal in m]
+
+    # The services tried, were refused, and tried again: they wait rather than give up.
+    await eventually(refused, until=lambda seen: len(seen) >= 4, what="NATS refusing the services")
     assert not starting.done()
     await nats_proxy.restore()
     system = await asyncio.wait_for(starting, 30)
     assert (await send_until_queued(system)).startswith("250 ")
+
+
+async def test_a_nats_that_does_not_answer_gives_451_within_the_publish_timeout(
+    start_system: StartSystem, tmp_path: Path
+) -> None:
+    """EMPATH_PUBLISH_TIMEOUT: the connection stays up but JetStream never acks (the server
+    is paused); the client hears 451 about that long after its final dot, and no body stays."""
+    with servers.nats_process(tmp_path / "paused-nats") as (url, nats_server):
+        own = {"nats_url": url}
+        system = await start_system(publish_timeout=1.0, frozen=True, direct=own, **own)
+        wire = await system.wire()
+        await wire.command("EHLO client.test")
+        await wire.command("MAIL FROM:<a@example.org>")
+        await wire.command("RCPT TO:<u@example.com>")
+        assert (await wire.command("DATA")).startswith("354")
+        nats_server.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            await wire.send(MESSAGE + b".\r\n")
+            reply = await wire.reply()
+            waited = time.monotonic() - started
+            assert reply == "451 4.3.0 Temporary failure queueing the message, try again later"
+            assert 0.9 <= waited < 5, waited
+            assert await system.bodies() == []
+        finally:
+            nats_server.send_signal(signal.SIGCONT)
+        # The publish the server never answered may still land once it runs again: the
+        # spool takes the event in and, finding no body, records nothing.
+        await system.consumed(names.RECEIVED_STREAM, names.SPOOL_RECEIVED_CONSUMER)
+        assert await system.entries() == []
+        assert (await send(wire)).startswith("250 2.0.0 Ok: queued as ")
+        await wire.close()
+        await system.stop()

@@ -20,8 +20,8 @@ import httpx
 import pytest
 from kmock import KubernetesEmulator, RawHandler, Request, ResourceInfo, Response
 
-from tests.conftest import StartSystem, System
 from tests.servers import free_port, kubeconfig
+from tests.system import StartSystem, System
 from tests.wire import Wire
 
 TOKEN = "control-token-for-kube"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.conftest import StartSystem
+from tests.system import StartSystem
+from tests.waiting import eventually
 from tests.wire import Wire
 
 
@@ -95,9 +96,18 @@ async def test_connections_over_the_total_are_refused_with_421(start_system: Sta
     assert (await third.reply()).startswith("421 4.7.0 mx.test Too many connections")
     assert await third.closed()
     await first.close()
-    await asyncio.sleep(0.1)
-    fourth = await system.wire()
-    assert fourth.greeting.startswith("220 ")
+
+    async def greeted() -> Wire | None:
+        """A new session, once the server has noticed the first one ended."""
+        wire = await system.wire()
+        if wire.greeting.startswith("220 "):
+            return wire
+        assert wire.greeting.startswith("421 4.7.0 "), wire.greeting
+        await wire.close()
+        return None
+
+    fourth = await eventually(greeted, what="a session in the slot the first one left")
+    assert fourth is not None
     for wire in (second, third, fourth):
         await wire.close()
 
@@ -134,6 +144,26 @@ async def test_an_idle_client_is_timed_out_with_421(start_system: StartSystem) -
     assert await wire.reply(timeout=5) == "421 4.4.2 mx.test Timeout exceeded, closing connection"
     assert await wire.closed()
     await wire.close()
+
+
+async def test_an_idle_session_reaped_by_the_timeout_frees_its_connection_slot(
+    start_system: StartSystem,
+) -> None:
+    system = await start_system(smtp_command_timeout=0.5, max_connections=1)
+    idle = await system.wire()
+    assert idle.greeting.startswith("220 ")
+    refused = await Wire.open(system.smtp_port, greet=False)
+    assert (await refused.reply()).startswith("421 4.7.0 ")  # the one slot is taken
+    await refused.close()
+    # The idle client says nothing more: the server times it out and closes it ...
+    assert (await idle.reply(timeout=5)).startswith("421 4.4.2 ")
+    assert await idle.closed()
+    await idle.close()
+    # ... and its slot serves the next client.
+    nxt = await system.wire()
+    assert nxt.greeting.startswith("220 ")
+    assert await nxt.command("EHLO client.test") != ""
+    await nxt.close()
 
 
 async def test_a_stalled_data_transfer_is_timed_out(start_system: StartSystem) -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
+import subprocess
+import sys
 from base64 import b64encode
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,11 +17,13 @@ import pytest
 import trustme
 
 from empath.core import errors, settings
-from tests.conftest import StartSystem, System
 from tests.servers import free_port
+from tests.system import StartSystem, System
+from tests.waiting import eventually
 from tests.wire import Wire
 
 PASSWORD = "correct horse battery staple"
+EMPATH = str(Path(sys.executable).parent / "empath")
 
 
 @pytest.fixture(scope="module")
@@ -261,6 +266,7 @@ async def test_a_renewed_certificate_and_new_users_are_taken_without_a_restart(
     tls_files: dict[str, Path],
     ca: trustme.CA,
     client_tls: ssl.SSLContext,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """As cert-manager renews a Secret and the kubelet rewrites its volume."""
     system = await start_system(tls_reload_interval=0.1, **tls_files)
@@ -273,19 +279,22 @@ async def test_a_renewed_certificate_and_new_users_are_taken_without_a_restart(
     hashed = bcrypt.hashpw(b"bob-password", bcrypt.gensalt(rounds=4)).decode()
     tls_files["auth_credentials_file"].write_text(f"bob:{hashed}\n")
 
-    for _ in range(100):
-        after = await tls_wire(system, client_tls)
-        if peer_cert(after) != first:
-            break
-        await after.close()
-        await asyncio.sleep(0.05)
+    async def renewed_session() -> Wire | None:
+        wire = await tls_wire(system, client_tls)
+        if peer_cert(wire) != first:
+            return wire
+        await wire.close()
+        return None
+
+    after = await eventually(renewed_session, what="a session with the renewed certificate")
+    assert after is not None
     assert peer_cert(after) == der(renewed)
     # The users changed with it: bob is in, alice is out.
-    for _ in range(100):
-        reply = await after.command(f"AUTH PLAIN {plain('bob', 'bob-password')}")
-        if reply.startswith("235"):
-            break
-        await asyncio.sleep(0.05)
+    reply = await eventually(
+        lambda: after.command(f"AUTH PLAIN {plain('bob', 'bob-password')}"),
+        until=lambda reply: reply.startswith("235"),
+        what="bob's login to be taken",
+    )
     assert reply == "235 2.7.0 Authentication successful"
     other = await tls_wire(system, client_tls)
     assert (await other.command(f"AUTH PLAIN {plain('alice', PASSWORD)}")).startswith("535 ")
@@ -293,9 +302,52 @@ async def test_a_renewed_certificate_and_new_users_are_taken_without_a_restart(
     assert peer_cert(before) == first
 
     # A half-written certificate is not taken: the last good one stays in service.
+    caplog.set_level(logging.WARNING, logger="empath.ingress.reload")
     tls_files["tls_cert_file"].write_text("-----BEGIN CERTIFICATE-----\ntruncated")
-    await asyncio.sleep(0.5)
+    await eventually(
+        lambda: [m for m in caplog.messages if m.startswith("TLS certificate changed but")],
+        what="the reloader to look at the half-written certificate",
+    )
     again = await tls_wire(system, client_tls)
     assert peer_cert(again) == der(renewed)
     for wire in (before, after, other, again):
         await wire.close()
+
+
+async def test_a_line_from_empath_hash_password_lets_its_user_log_in(
+    start_system: StartSystem,
+    tls_files: dict[str, Path],
+    client_tls: ssl.SSLContext,
+) -> None:
+    """The README's way to make the credentials file: `empath hash-password USER`, the password
+    on stdin, its line appended to the file, and ingress's own check takes it."""
+    secret = "carol's secret"
+    made = await asyncio.to_thread(
+        subprocess.run,
+        [EMPATH, "hash-password", "carol", "--rounds", "10"],
+        input=f"{secret}\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    line = made.stdout.strip()
+    user, _, hashed = line.partition(":")
+    assert (user, hashed[:7]) == ("carol", "$2b$10$")
+    assert secret not in line
+    with tls_files["auth_credentials_file"].open("a") as credentials:
+        credentials.write(line + "\n")
+
+    system = await start_system(trusted_networks=["10.99.0.0/16"], **tls_files)
+    wire = await tls_wire(system, client_tls)
+    wrong = plain("carol", secret.upper())
+    assert (await wire.command(f"AUTH PLAIN {wrong}")).startswith("535 5.7.8 ")
+    assert await wire.command(f"AUTH PLAIN {plain('carol', secret)}") == (
+        "235 2.7.0 Authentication successful"
+    )
+    await wire.close()
+    # The file's other user is still in: the line was added, nothing replaced.
+    other = await tls_wire(system, client_tls)
+    assert (await other.command(f"AUTH PLAIN {plain('alice', PASSWORD)}")).startswith("235 ")
+    await other.close()

@@ -106,6 +106,24 @@ def test_the_committed_schemas_match_the_events(tmp_path: Path) -> None:
         )
 
 
+def test_empath_schemas_writes_every_event_schema_as_committed(tmp_path: Path) -> None:
+    target = tmp_path / "schemas"
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "empath"), "schemas", str(target)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    expected = sorted(events.schema_name(event) for event in events.EVENTS)
+    assert sorted(p.name for p in target.iterdir()) == expected
+    assert sorted(Path(line).name for line in result.stdout.splitlines()) == expected
+    committed = REPO / "core" / "schemas"
+    for name in expected:
+        assert (target / name).read_bytes() == (committed / name).read_bytes(), name
+
+
 def test_an_event_of_an_unknown_version_is_refused() -> None:
     raw = json.loads(
         events.Received(

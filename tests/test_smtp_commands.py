@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tests.conftest import System
+from tests.system import System
 
 ENHANCED = re.compile(r"^[245]\d\d[ -][245]\.\d{1,3}\.\d{1,3} ")
 

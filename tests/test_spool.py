@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from empath.core import events, ids, names, queue, store
-from tests.conftest import StartSystem, System
+from tests.system import StartSystem, System
 from tests.wire import Wire
 
 
@@ -93,14 +93,8 @@ async def test_a_redelivered_event_does_not_reset_the_record(system: System) -> 
 
 
 async def wait_consumed(system: System) -> None:
-    for _ in range(200):
-        info = await system.bus.js.consumer_info(
-            names.RECEIVED_STREAM.name, names.SPOOL_RECEIVED_CONSUMER
-        )
-        if info.num_pending == 0 and info.num_ack_pending == 0:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"events not consumed: {info}")
+    """Until the spool has acked every `received` event published so far."""
+    await system.consumed(names.RECEIVED_STREAM, names.SPOOL_RECEIVED_CONSUMER)
 
 
 async def test_an_event_whose_body_is_missing_is_dropped(system: System) -> None:

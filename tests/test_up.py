@@ -17,6 +17,7 @@ import nats
 import pytest
 
 from tests import servers
+from tests.waiting import eventually
 
 EMPATH = str(Path(sys.executable).parent / "empath")
 
@@ -136,11 +137,12 @@ async def test_up_runs_the_system_and_a_restart_finds_the_queue_as_it_was(
         timeout=60,
     )
     assert queue_id in listed.stdout, listed.stderr
-    for _ in range(200):
-        state = await queue_state(ports["nats"])
-        if state["counts"]["deferred"] == 1:  # type: ignore[index]
-            break
-        await asyncio.sleep(0.1)
+    state = await eventually(
+        lambda: queue_state(ports["nats"]),
+        until=lambda state: state["counts"]["deferred"] == 1,  # type: ignore[index]
+        what="the message to be deferred",
+        timeout=20,
+    )
     items = state["items"]
     assert [i["id"] for i in items] == [queue_id]  # type: ignore[attr-defined]
     assert items[0]["attempts"] == 1  # type: ignore[index]
@@ -192,7 +194,7 @@ async def test_a_doubled_ctrl_c_still_stops_gracefully(
     assert up.process is not None
     # A terminal's Ctrl-C, delivered once by the terminal and once more by a wrapper.
     up.process.send_signal(signal.SIGINT)
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # the scenario: a second signal a moment later, while stopping
     up.process.send_signal(signal.SIGINT)
     assert await asyncio.to_thread(up.process.wait, 60) == 0
     assert up.process.stdout is not None

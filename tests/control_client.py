@@ -1,0 +1,40 @@
+"""The control API as its clients reach it: over HTTP with the token, and through `empathctl`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.system import System
+
+TOKEN = "test-token-0123456789"
+EMPATHCTL = str(Path(sys.executable).parent / "empathctl")
+
+
+def url(system: System) -> str:
+    return f"http://{system.settings.control_listen}"
+
+
+async def call(
+    system: System, method: str, path: str, *, token: str | None = TOKEN, **kwargs: Any
+) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(base_url=url(system), headers=headers) as client:
+        return await client.request(method, path, **kwargs)
+
+
+def empathctl(system: System | None, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `empathctl` pointed at `system` (no config file of the user's in the way)."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("EMPATHCTL")}
+    environment["HOME"] = "/nonexistent"
+    if system is not None:
+        environment.update(EMPATHCTL_URL=url(system), EMPATHCTL_TOKEN=TOKEN)
+    environment.update(env)
+    return subprocess.run(
+        [EMPATHCTL, *args], env=environment, capture_output=True, text=True, timeout=60
+    )
