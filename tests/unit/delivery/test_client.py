@@ -99,6 +99,33 @@ async def test_a_reply_that_never_ends_times_out_and_breaks_the_session() -> Non
     assert not session.usable
 
 
+async def test_a_reply_that_trickles_in_within_the_timeout_per_line_still_times_out_whole() -> None:
+    remote = Remote()
+    session = connection(remote, timeout=0.5)
+    reading = asyncio.create_task(session.read_reply())
+    started = asyncio.get_running_loop().time()
+    for _ in range(client.MAX_REPLY_LINES):
+        if reading.done():
+            break
+        remote.reply("250-still going")  # every line in a fifth of the timeout
+        await asyncio.sleep(0.1)
+
+    with pytest.raises(client.SessionLost, match="TimeoutError"):
+        await reading
+    assert asyncio.get_running_loop().time() - started < 1.0
+    assert not session.usable
+
+
+async def test_control_characters_in_a_reply_never_reach_the_record() -> None:
+    remote = Remote()
+    session = connection(remote)
+    remote.reply(b"550 5.1.1 no\rX-Injected: yes\x1b[2J\x00 user\r\n")
+
+    reply = await session.read_reply()
+
+    assert str(reply) == "550 5.1.1 no?X-Injected: yes?[2J? user"
+
+
 # Transactions with PIPELINING
 
 

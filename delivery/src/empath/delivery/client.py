@@ -19,13 +19,15 @@ from pathlib import Path
 
 from empath.core import errors, events
 from empath.delivery import tls
-from empath.delivery.resolver import DeliveryDeferred, DeliveryError, Hop
+from empath.delivery.resolver import DeliveryDeferred, Hop
 
 log = logging.getLogger("empath.delivery.client")
 
 _LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
 _LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
 MAX_REPLY_LINES = 100
+# A remote's reply goes into the queue record, logs and DSNs: no control character survives.
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +103,7 @@ class Connection:
             raw = await self.reader.readline()
             if not raw.endswith(b"\n"):
                 raise SessionLost("connection closed")
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            line = _CONTROLS.sub("?", raw.decode("utf-8", "replace").rstrip("\r\n"))
             if len(line) < 3 or not line[:3].isdigit():
                 raise SessionLost(f"not an SMTP reply: {line[:80]!r}")
             code = int(line[:3])
@@ -180,7 +182,7 @@ async def connect(
     except SessionLost as error:
         writer.close()
         raise DeliveryDeferred(f"451 4.4.2 {where} dropped the session: {error}") from error
-    except DeliveryError:
+    except BaseException:  # refused, or cancelled (the session deadline): never left open
         writer.close()
         raise
     return connection

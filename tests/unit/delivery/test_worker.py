@@ -1,0 +1,48 @@
+"""The worker turns every failure of one domain's delivery into an outcome for its recipients:
+an error that escaped would send the job back again and again, no attempt counted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from empath.core import events
+from empath.core import settings as config
+from empath.delivery import client, pool, resolver, throttle, worker
+from tests.unit.delivery.remote import HOP, job
+
+
+class Routes:
+    async def route(self, domain: str) -> list[resolver.Hop]:
+        return [HOP]
+
+
+def a_worker(**settings: Any) -> worker.Worker:
+    return worker.Worker(
+        settings=config.load(environment=False, hostname="mx.test", **settings),
+        bus=None,  # type: ignore[arg-type]
+        objects=None,  # type: ignore[arg-type]
+        routes=Routes(),  # type: ignore[arg-type]
+        connections=pool.Pool(messages_per_connection=10, idle_timeout=30),
+        limits=throttle.Throttle(connections=1, rate=0),
+        flags=None,  # type: ignore[arg-type]
+    )
+
+
+async def test_an_error_nobody_foresaw_defers_the_recipients_with_its_kind(
+    monkeypatch: Any,
+) -> None:
+    async def connect(*args: Any, **kwargs: Any) -> client.Connection:
+        raise UnicodeEncodeError("utf-8", "\udcff", 0, 1, "surrogates not allowed")
+
+    monkeypatch.setattr(client, "connect", connect)
+    recipients = [
+        events.Recipient(address="b@example.com"),
+        events.Recipient(address="c@example.com"),
+    ]
+
+    results = await a_worker().deliver_safely(job(*recipients), "example.com", recipients, b"x")
+
+    assert [(r.address, r.outcome, r.reply) for r in results] == [
+        (a, "deferred", "451 4.3.0 Delivery to example.com failed: UnicodeEncodeError")
+        for a in ("b@example.com", "c@example.com")
+    ]
