@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from empath.core import events
+from empath.core import errors, events
 from empath.core import settings as config
 from empath.delivery import client, pool, resolver, throttle, worker
 from tests.unit.delivery.remote import HOP, job
@@ -45,4 +45,20 @@ async def test_an_error_nobody_foresaw_defers_the_recipients_with_its_kind(
     assert [(r.address, r.outcome, r.reply) for r in results] == [
         (a, "deferred", "451 4.3.0 Delivery to example.com failed: UnicodeEncodeError")
         for a in ("b@example.com", "c@example.com")
+    ]
+
+
+async def test_a_body_the_store_cannot_give_now_is_a_deferred_attempt() -> None:
+    class Down:
+        async def get(self, key: str) -> bytes:
+            raise errors.StoreUnavailable(f"get {key}: connection refused")
+
+    deliverer = a_worker()
+    deliverer.objects = Down()  # type: ignore[assignment]
+
+    results = await deliverer.attempt(job("b@example.com", "c@example.net"))
+
+    assert [(r.address, r.outcome, r.reply) for r in results] == [
+        (a, "deferred", "451 4.3.0 The message body cannot be read from the spool now")
+        for a in ("b@example.com", "c@example.net")
     ]

@@ -94,6 +94,15 @@ class Worker:
                 events.RecipientResult(address=r.address, outcome="failed", reply=reply)
                 for r in job.envelope.recipients
             ]
+        except errors.StoreUnavailable as error:
+            # An attempt that failed here, deferred with the retry schedule's back-off: not a
+            # job sent back to be redelivered at once, for ever, with no attempt counted.
+            logs.for_message(log, job.id).warning("cannot read the body: %s", error)
+            reply = "451 4.3.0 The message body cannot be read from the spool now"
+            return [
+                events.RecipientResult(address=r.address, outcome="deferred", reply=reply)
+                for r in job.envelope.recipients
+            ]
         by_domain: dict[str, list[events.Recipient]] = collections.defaultdict(list)
         for recipient in job.envelope.recipients:
             by_domain[addresses.domain_of(recipient.address)].append(recipient)
