@@ -171,6 +171,26 @@ async def test_an_error_inside_a_command_never_shows_its_text_to_the_client(
     assert reply == "451 4.3.0 Internal error, try again later"
 
 
+async def test_an_envelope_over_the_bus_payload_limit_is_refused_before_anything_is_stored(
+    start_system: StartSystem,
+) -> None:
+    system = await start_system(frozen=True, max_recipients=3000)
+    recipients = [f"{'u' * 200}{i}@example.com" for i in range(2500)]  # about 1.2 MB as JSON
+    wire = await system.wire()
+    await wire.command("EHLO client.test")
+    await wire.command("MAIL FROM:<a@example.org>")
+    await wire.send("".join(f"RCPT TO:<{r}> ORCPT=rfc822;{r}\r\n" for r in recipients) + "DATA\r\n")
+    answers = [await wire.reply() for _ in recipients]
+    assert (await wire.reply()).startswith("354")
+    await wire.send(BODY + b".\r\n")
+    reply = await wire.reply()
+    await wire.close()
+
+    assert set(answers) == {"250 2.1.5 Recipient OK"}
+    assert reply == ("552 5.3.4 The envelope is too big to queue: send to fewer recipients at once")
+    assert await system.bodies() == []
+
+
 # An overall DATA deadline
 
 

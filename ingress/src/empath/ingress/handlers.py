@@ -22,6 +22,8 @@ from empath.ingress.protocol import IDENT, Session, Transaction
 log = logging.getLogger("empath.ingress.handlers")
 tracer = telemetry.tracer("empath.ingress")
 
+HEADERS_ROOM = 4096  # for the NATS headers (message id, trace context) next to the event
+
 
 def protocol_name(session: Any) -> str:
     """The `with` keyword of the trace header (RFC 3848)."""
@@ -88,10 +90,15 @@ class QueueingHandler:
             event, body = self._event(server, session, envelope)
             # Everything that can fail without the store fails here, before the body is put:
             # an event that cannot be published must not leave a body behind.
-            event.model_dump_json()
+            size = len(event.model_dump_json().encode())
         except Exception:
             log.exception("cannot make the received event of a message from %s", server.peer_ip)
             return replies.QUEUE_FAILED
+        if size + HEADERS_ROOM > self.bus.nc.max_payload:
+            log.warning(
+                "%s: the envelope takes %d bytes, over NATS's payload limit", server.peer_ip, size
+            )
+            return replies.ENVELOPE_TOO_BIG
         return await asyncio.shield(self._commit(event, body))
 
     async def handle_exception(self, error: Exception) -> str:
