@@ -1,9 +1,12 @@
-"""The worker turns every failure of one domain's delivery into an outcome for its recipients:
-an error that escaped would send the job back again and again, no attempt counted."""
+"""Delivery turns every failure of one domain's delivery into an outcome for its recipients:
+an error that escaped the worker would send the job back again and again, no attempt counted."""
 
 from __future__ import annotations
 
+import types
 from typing import Any
+
+import pytest
 
 from empath.core import errors, events
 from empath.core import settings as config
@@ -62,3 +65,19 @@ async def test_a_body_the_store_cannot_give_now_is_a_deferred_attempt() -> None:
         (a, "deferred", "451 4.3.0 The message body cannot be read from the spool now")
         for a in ("b@example.com", "c@example.net")
     ]
+
+
+@pytest.mark.parametrize("value", [b"a/b:25", b":25", b"h:25:26", b"\xff\xfe"])
+async def test_a_malformed_runtime_mx_override_defers_its_domain_with_a_reason(
+    value: bytes,
+) -> None:
+    class Overrides:
+        async def get(self, key: str) -> Any:
+            return types.SimpleNamespace(value=value)
+
+    settings = config.load(environment=False, hostname="mx.test")
+    routes = resolver.Resolver(settings, runtime_overrides=Overrides())  # type: ignore[arg-type]
+
+    with pytest.raises(resolver.DeliveryDeferred) as deferred:
+        await routes.route("example.com")
+    assert deferred.value.reply == "451 4.3.5 The MX override for example.com is not a host[:port]"
