@@ -104,7 +104,7 @@ async def test_injected_headers_never_reach_the_stored_message(system: System) -
     ("command", "reply"),
     [
         (b"MAIL FROM:<\xff\xfe@x.example> SMTPUTF8", "553 5.1.7 Malformed sender address"),
-        (b"MAIL FROM:<a@\xc3\x28.example> SMTPUTF8", "553 5.1.7 Malformed sender address"),
+        (b"MAIL FROM:<a\xc3@x.example> SMTPUTF8", "553 5.1.7 Malformed sender address"),
         (b"MAIL FROM:<a\xc2\x85b@x.example> SMTPUTF8", "553 5.1.7 Malformed sender address"),
     ],
 )
