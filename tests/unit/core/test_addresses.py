@@ -42,7 +42,13 @@ def test_an_mx_override_names_a_host_and_a_port(value: str, expected: tuple[str,
     assert addresses.parse_target(value) == expected
 
 
-@pytest.mark.parametrize("value", ["", "two words", "host/path", "host:0", "host:99999"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        *("", "two words", "host/path", "host:0", "host:99999"),
+        *("smtp example.org:25", "a/b:25", "h:25:26", "]", ":25", "[h]:25", "h:٢٥"),
+    ],
+)
 def test_a_malformed_mx_override_is_refused(value: str) -> None:
     with pytest.raises(ValueError, match="expected host"):
         addresses.parse_target(value)

@@ -67,6 +67,36 @@ def test_trusting_the_whole_internet_is_refused_as_an_open_relay(network: str) -
     assert "open relay" in problem
 
 
+@pytest.mark.parametrize(
+    "network", ["0.0.0.0/1,128.0.0.0/1", "::/1, 8000::/1", "10.0.0.0/8, 0.0.0.0/2, 64.0.0.0/6"]
+)
+def test_trusted_networks_that_together_trust_too_much_are_refused_as_an_open_relay(
+    network: str,
+) -> None:
+    problem = refusal(trusted_networks=network)
+
+    assert "EMPATH_TRUSTED_NETWORKS: " in problem
+    assert "open relay" in problem
+    assert "EMPATH_TRUSTED_NETWORKS_MAX_SHARE" in problem
+
+
+def test_the_share_trusted_networks_may_cover_is_a_setting() -> None:
+    loaded = load(trusted_networks="0.0.0.0/2", trusted_networks_max_share=0.3)
+
+    assert loaded.trusted_networks == [ipaddress.ip_network("0.0.0.0/2")]
+    assert "EMPATH_TRUSTED_NETWORKS: " in refusal(
+        trusted_networks="0.0.0.0/2", trusted_networks_max_share=0.2
+    )
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["smtp example.org:25", "smtp.example.org:25:26", "a/b:25", ":25", "]", "[smtp.example.org]"],
+)
+def test_an_mx_override_to_no_host_is_refused_at_start(target: str) -> None:
+    assert "EMPATH_MX_OVERRIDES: " in refusal(mx_overrides=f"example.com={target}")
+
+
 @pytest.mark.parametrize("network", ["10.0.0.1/8", "10.0.0.0/33", "intranet", "10.0.0.0/8;"])
 def test_a_malformed_network_is_refused_by_name(network: str) -> None:
     assert "EMPATH_TRUSTED_NETWORKS: " in refusal(trusted_networks=network)

@@ -26,16 +26,26 @@ def load(**values: Any) -> config.Settings:
     return config.load(environment=False, hostname="mx.test", **values)
 
 
-def networks() -> st.SearchStrategy[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+def refusal(**values: Any) -> str:
+    try:
+        load(**values)
+    except errors.ConfigurationError as error:
+        return str(error)
+    raise AssertionError(f"accepted: {values}")
+
+
+def networks(
+    shortest: int = 1,
+) -> st.SearchStrategy[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     v4 = st.builds(
         lambda a, p: ipaddress.ip_network(f"{a}/{p}", strict=False),
         st.ip_addresses(v=4),
-        st.integers(1, 32),
+        st.integers(shortest, 32),
     )
     v6 = st.builds(
         lambda a, p: ipaddress.ip_network(f"{a}/{p}", strict=False),
         st.ip_addresses(v=6),
-        st.integers(1, 128),
+        st.integers(shortest, 128),
     )
     return v4 | v6
 
@@ -63,7 +73,7 @@ def test_relay_domains_read_back_from_a_comma_list_in_any_case(
 
 
 @SOME
-@given(st.data(), st.lists(networks(), max_size=5))
+@given(st.data(), st.lists(networks(shortest=10), max_size=5))  # together under 1% of a space
 def test_trusted_networks_read_back_from_a_comma_list(
     data: st.DataObject, trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
 ) -> None:
@@ -116,6 +126,27 @@ def test_mx_overrides_read_back_from_domain_equals_target_pairs(
     assert load(mx_overrides=data.draw(comma_list(pairs))).mx_overrides == overrides
 
 
+@SOME
+@given(st.lists(networks(), max_size=6))
+def test_trusted_networks_that_together_cover_over_the_share_are_refused_as_an_open_relay(
+    trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network],
+) -> None:
+    shares = [
+        sum(n.num_addresses for n in ipaddress.collapse_addresses(
+            [n for n in trusted if n.version == version]
+        )) / 2**bits
+        for version, bits in ((4, 32), (6, 128))
+    ]  # fmt: skip
+    written = ",".join(str(n) for n in trusted)
+
+    if max(shares) > 0.01:
+        problem = refusal(trusted_networks=written)
+        assert "EMPATH_TRUSTED_NETWORKS: " in problem
+        assert "open relay" in problem
+    else:
+        assert load(trusted_networks=written).trusted_networks == trusted
+
+
 TARGET_JUNK = st.text(st.sampled_from("[]:.0129afAF x/-\t"), max_size=20) | st.text(max_size=20)
 
 
@@ -126,6 +157,17 @@ def test_a_target_either_parses_to_a_port_that_exists_or_is_a_value_error(text: 
         host, port = addresses.parse_target(text)
         assert isinstance(host, str)
         assert 0 < port < 65536
+
+
+@settings(max_examples=500)
+@given(TARGET_JUNK)
+def test_a_target_that_parses_names_a_host_or_an_address(text: str) -> None:
+    with contextlib.suppress(ValueError):
+        host, _ = addresses.parse_target(text)
+        assert host
+        assert not any(c.isspace() or c in "/[]" for c in host)
+        if ":" in host:  # only an IPv6 address has colons
+            ipaddress.IPv6Address(host)
 
 
 @settings(max_examples=300)

@@ -99,6 +99,33 @@ async def test_a_reply_that_never_ends_times_out_and_breaks_the_session() -> Non
     assert not session.usable
 
 
+async def test_a_reply_that_trickles_in_within_the_timeout_per_line_still_times_out_whole() -> None:
+    remote = Remote()
+    session = connection(remote, timeout=0.5)
+    reading = asyncio.create_task(session.read_reply())
+    started = asyncio.get_running_loop().time()
+    for _ in range(client.MAX_REPLY_LINES):
+        if reading.done():
+            break
+        remote.reply("250-still going")  # every line in a fifth of the timeout
+        await asyncio.sleep(0.1)
+
+    with pytest.raises(client.SessionLost, match="TimeoutError"):
+        await reading
+    assert asyncio.get_running_loop().time() - started < 1.0
+    assert not session.usable
+
+
+async def test_control_characters_in_a_reply_never_reach_the_record() -> None:
+    remote = Remote()
+    session = connection(remote)
+    remote.reply(b"550 5.1.1 no\rX-Injected: yes\x1b[2J\x00 user\r\n")
+
+    reply = await session.read_reply()
+
+    assert str(reply) == "550 5.1.1 no?X-Injected: yes?[2J? user"
+
+
 # Transactions with PIPELINING
 
 
@@ -475,3 +502,48 @@ async def test_a_session_that_cannot_be_reset_is_not_reused() -> None:
     remote.hang_up()
 
     assert not await reset
+
+
+# Sessions the remote breaks
+
+
+async def test_a_reply_line_longer_than_the_stream_limit_loses_the_session() -> None:
+    remote = Remote()
+    session = await greeted(remote, PLAIN_EHLO)
+    recipients = [events.Recipient(address="b@example.com")]
+    sent = asyncio.create_task(client.transact(session, job(*recipients), recipients, BODY))
+
+    await remote.turn()
+    remote.reply(b"250 " + b"x" * 70_000 + b"\r\n")
+
+    with pytest.raises(resolver.DeliveryError) as error:
+        await sent
+    assert error.value.temporary
+    assert not session.usable
+
+
+async def test_a_session_the_remote_hung_up_is_no_longer_usable() -> None:
+    remote = Remote()
+    session = connection(remote)
+
+    reset = asyncio.create_task(session.reset())
+    await remote.turn()
+    remote.hang_up()
+
+    assert not await reset
+    assert not session.usable
+
+
+async def test_a_421_and_hang_up_after_pipelined_commands_keeps_the_421() -> None:
+    remote = Remote()
+    session = await greeted(remote, PIPELINING_EHLO)
+    recipients = [events.Recipient(address="b@example.com")]
+    sent = asyncio.create_task(client.transact(session, job(*recipients), recipients, BODY))
+
+    await remote.turn()
+    remote.reply("421 4.7.0 mx1.example.com Too many connections")
+    remote.hang_up()  # as a server that says 421 does (RFC 5321 §3.8)
+
+    with pytest.raises(resolver.DeliveryError) as error:
+        await sent
+    assert error.value.reply == "421 4.7.0 mx1.example.com Too many connections"

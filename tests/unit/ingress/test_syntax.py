@@ -284,3 +284,48 @@ def test_mail_parameters_are_not_rcpt_parameters() -> None:
     assert refusal(syntax.mail_parameters, ["NOTIFY=NEVER"]) == (
         "555 5.5.4 Unsupported parameter: NOTIFY"
     )
+
+
+def test_size_takes_ascii_digits_only() -> None:
+    for value in ("²", "٣٣", "１０"):
+        with pytest.raises(syntax.SyntaxProblem, match=r"parameter SIZE$"):
+            syntax.mail_parameters([f"SIZE={value}"])
+
+
+def test_parameters_are_separated_by_spaces_only() -> None:
+    """RFC 5321 §4.1.2: Mail-parameters = esmtp-param *(SP esmtp-param); an RFC 6533
+    utf-8 ORCPT may hold a no-break space."""
+    _, tokens = syntax.split_path(
+        "TO:<bob@example.com> ORCPT=utf-8;bob\xa0smith@example.com", "TO:", syntax_reply="501"
+    )
+
+    assert tokens == ["ORCPT=utf-8;bob\xa0smith@example.com"]
+    assert syntax.rcpt_parameters(tokens).orcpt == "utf-8;bob\xa0smith@example.com"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "evil.test\rX-Injected: yes\rBcc: hidden@other.org",
+        "evil.test\nX-Injected: yes",
+        "evil\x00.test",
+        "evil\x1b[31m.test",
+        "evil\x85.test",
+        "\udcff\udcfe.test",
+        "",
+        "x" * 256,
+    ],
+)
+def test_a_helo_name_with_a_control_character_or_bad_bytes_is_refused_with_501(name: str) -> None:
+    reply = "501 5.5.4 Syntax: EHLO hostname"
+
+    assert refusal(lambda: syntax.helo_name(name, syntax_reply=reply)) == reply
+
+
+def test_helo_takes_names_literals_and_internationalised_names() -> None:
+    for name in ("mx.example.org", "[192.0.2.1]", "[IPv6:2001:db8::1]", "bücher.example", "PC 1"):
+        assert syntax.helo_name(name, syntax_reply="501") == name
+
+
+def test_unchecked_text_for_a_header_shows_controls_as_question_marks() -> None:
+    assert syntax.printable("a\rb\nc\x00d\udcffe\x85f ü") == "a?b?c?d?e?f ü"

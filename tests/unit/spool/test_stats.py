@@ -120,3 +120,18 @@ def test_the_busiest_domain_comes_first() -> None:
 
     assert list(counts["by_domain"]) == ["big.example", "small.example"]
     assert counts["by_domain"]["big.example"]["ages"][:4] == [1, 0, 0, 1]
+
+
+def test_a_domain_with_a_trailing_dot_counts_under_the_domain() -> None:
+    counts = stats([received(1, "U@EXAMPLE.COM."), received(1, "v@example.com")])
+
+    assert list(counts["by_domain"]) == ["example.com"]
+    assert counts["by_domain"]["example.com"]["total"] == 2
+
+
+def test_a_message_older_than_1280_minutes_counts_under_1280_plus() -> None:
+    counts = stats([received(1280), received(60 * 24 * 30)])
+
+    ages = dict(zip(counts["buckets"], counts["ages"], strict=True))
+    assert ages["1280+"] == 2
+    assert ages["1280"] == 0

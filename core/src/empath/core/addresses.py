@@ -10,6 +10,7 @@ the service that uses it read it alike.
 from __future__ import annotations
 
 import ipaddress
+import re
 
 
 def normal_domain(domain: str) -> str:
@@ -32,17 +33,48 @@ def parse_hostport(value: str, *, default_host: str = "127.0.0.1") -> tuple[str,
 
 
 def parse_target(value: str, *, default_port: int = 25) -> tuple[str, int]:
-    """An MX override: `host`, `host:port`, `[v6]:port` or a bare IPv6 address."""
-    value = value.strip()
-    try:
-        return str(ipaddress.ip_address(value.strip("[]"))), default_port
-    except ValueError:
-        pass
-    if ":" in value:
-        return parse_hostport(value)
-    if not value or " " in value or "/" in value:
+    """An MX override: `host`, `host:port`, `[ip]`, `[ip]:port` or a bare IPv6 address.
+
+    The host must be an IP address or a host name (dot-separated labels of letters, digits,
+    `-` and `_`): a target like `a/b:25` or `:25` names nothing to connect to.
+    """
+    text = value.strip()
+    if text.startswith("["):
+        inside, bracket, rest = text[1:].partition("]")
+        host = _ip(inside) if bracket else None
+        if host is None:
+            raise ValueError(f"expected host[:port] ([address] in brackets), got {value!r}")
+        if not rest:
+            return host, default_port
+        return host, _port(rest, value) if rest.startswith(":") else _port("", value)
+    if text.count(":") >= 2:  # a bare IPv6 address: it cannot carry a port
+        host = _ip(text)
+        if host is None:
+            raise ValueError(f"expected host[:port] ([v6] in brackets), got {value!r}")
+        return host, default_port
+    name, sep, port_text = text.partition(":")
+    if not _HOSTNAME.match(name):
         raise ValueError(f"expected host[:port], got {value!r}")
-    return value, default_port
+    host = _ip(name) or name
+    return host, _port(sep + port_text, value) if sep else default_port
+
+
+_HOSTNAME = re.compile(r"^[^\W_](?:[\w-]*[^\W_])?(?:\.[\w-]+)*\.?$")
+
+
+def _ip(text: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
+def _port(text: str, value: str) -> int:
+    """`:port` -> port, or the error that names the whole value."""
+    digits = text[1:]
+    if not (digits.isascii() and digits.isdigit() and 0 < int(digits) < 65536):
+        raise ValueError(f"expected host[:port] with a port from 1 to 65535, got {value!r}")
+    return int(digits)
 
 
 def parse_nameserver(value: str) -> tuple[str, int]:

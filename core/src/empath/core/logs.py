@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# What a peer could use to forge log lines or drive a terminal (CR, LF, ESC, C1, bad bytes).
+_UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return match.group().encode("unicode_escape").decode("ascii")
 
 
 class JsonFormatter(logging.Formatter):
@@ -37,6 +44,11 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        # The message is escaped (JSON lines are escaped by JSON): one record, one line.
+        record.message = _UNSAFE.sub(_escaped, record.message)
+        return super().formatMessage(record)
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)

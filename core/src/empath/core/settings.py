@@ -189,6 +189,36 @@ class Settings(BaseSettings):
     # Liveness (/livez) and readiness (/readyz) for Kubernetes probes; off unless set.
     health_listen: str | None = None
 
+    # Hardening against hostile peers (issue 10).
+    # The whole of DATA, however slowly the client sends it (seconds).
+    smtp_data_deadline: float = Field(default=600.0, gt=0)
+    # One delivery session with one MX host: connect, greeting, EHLO, TLS, the transaction.
+    delivery_session_timeout: float = Field(default=900.0, gt=0)
+    # Whether a DSN may return the whole message to the sender of mail from an untrusted,
+    # unauthenticated client (otherwise only its headers: no backscatter of chosen content).
+    full_dsn_from_untrusted: bool = False
+    # The most of the IPv4 (or IPv6) address space the trusted networks together may cover.
+    trusted_networks_max_share: float = Field(default=0.01, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _trusted_share(self) -> Settings:
+        """The open-relay guard on the union of the trusted networks: `0.0.0.0/1,128.0.0.0/1`
+        trusts the whole Internet as surely as `0.0.0.0/0` does."""
+        v4 = [n for n in self.trusted_networks if isinstance(n, ipaddress.IPv4Network)]
+        v6 = [n for n in self.trusted_networks if isinstance(n, ipaddress.IPv6Network)]
+        for version, bits, covered in (
+            (4, 32, sum(n.num_addresses for n in ipaddress.collapse_addresses(v4))),
+            (6, 128, sum(n.num_addresses for n in ipaddress.collapse_addresses(v6))),
+        ):
+            if covered / 2**bits > self.trusted_networks_max_share:
+                raise ValueError(
+                    f"{ENV_PREFIX}TRUSTED_NETWORKS: together the networks trust "
+                    f"{covered / 2**bits:.1%} of the IPv{version} addresses, more than the "
+                    f"{self.trusted_networks_max_share:.1%} that "
+                    f"{ENV_PREFIX}TRUSTED_NETWORKS_MAX_SHARE allows: that is an open relay"
+                )
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,

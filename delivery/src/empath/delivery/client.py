@@ -19,13 +19,15 @@ from pathlib import Path
 
 from empath.core import errors, events
 from empath.delivery import tls
-from empath.delivery.resolver import DeliveryDeferred, DeliveryError, Hop
+from empath.delivery.resolver import DeliveryDeferred, Hop
 
 log = logging.getLogger("empath.delivery.client")
 
 _LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
 _LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
 MAX_REPLY_LINES = 100
+# A remote's reply goes into the queue record, logs and DSNs: no control character survives.
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,23 +81,35 @@ class Connection:
         return int(value) if value.isdigit() and int(value) > 0 else None
 
     async def read_reply(self) -> Reply:
-        code, texts = 0, []
+        """One reply, all its lines within one command timeout (not one timeout per line).
+
+        Whatever goes wrong (a hang-up, a timeout, a line over the stream limit, text that is
+        not a reply) loses the session: it is marked broken, so it never goes back to the pool.
+        """
         try:
-            for _ in range(MAX_REPLY_LINES):
-                raw = await asyncio.wait_for(self.reader.readline(), self.timeout)
-                if not raw.endswith(b"\n"):
-                    raise SessionLost("connection closed")
-                line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                if len(line) < 3 or not line[:3].isdigit():
-                    raise SessionLost(f"not an SMTP reply: {line[:80]!r}")
-                code = int(line[:3])
-                texts.append(line[4:])
-                if line[3:4] != "-":
-                    return Reply(code, tuple(texts))
-        except (OSError, TimeoutError, ssl.SSLError) as error:
+            async with asyncio.timeout(self.timeout):
+                return await self._read_lines()
+        except SessionLost:
+            self.broken = True
+            raise
+        except (OSError, TimeoutError, ssl.SSLError, ValueError) as error:
+            # ValueError: a line over the reader's limit (asyncio's LimitOverrunError).
             self.broken = True
             raise SessionLost(f"{error.__class__.__name__}: {error}") from error
-        self.broken = True
+
+    async def _read_lines(self) -> Reply:
+        code, texts = 0, []
+        for _ in range(MAX_REPLY_LINES):
+            raw = await self.reader.readline()
+            if not raw.endswith(b"\n"):
+                raise SessionLost("connection closed")
+            line = _CONTROLS.sub("?", raw.decode("utf-8", "replace").rstrip("\r\n"))
+            if len(line) < 3 or not line[:3].isdigit():
+                raise SessionLost(f"not an SMTP reply: {line[:80]!r}")
+            code = int(line[:3])
+            texts.append(line[4:])
+            if line[3:4] != "-":
+                return Reply(code, tuple(texts))
         raise SessionLost("reply too long")
 
     async def send(self, data: bytes) -> None:
@@ -168,7 +182,7 @@ async def connect(
     except SessionLost as error:
         writer.close()
         raise DeliveryDeferred(f"451 4.4.2 {where} dropped the session: {error}") from error
-    except DeliveryError:
+    except BaseException:  # refused, or cancelled (the session deadline): never left open
         writer.close()
         raise
     return connection
@@ -306,9 +320,20 @@ async def _envelope(
     after a refused MAIL, no DATA when every RCPT was refused)."""
     if connection.supports("pipelining"):
         await connection.send("".join(f"{c}\r\n" for c in (mail, *rcpts, "DATA")).encode())
-        mail_reply = await connection.read_reply()
-        rcpt_replies = [await connection.read_reply() for _ in rcpts]
-        return mail_reply, rcpt_replies, await connection.read_reply()
+        replies: list[Reply] = []
+        try:
+            for _ in range(len(rcpts) + 2):
+                replies.append(await connection.read_reply())
+        except SessionLost:
+            # A server that answers 421 closes the connection (RFC 5321 §3.8): the 421 is the
+            # reason, and it stands for every command it left unanswered.
+            closing = next((reply for reply in replies if reply.code == 421), None)
+            if closing is None:
+                raise
+            replies += [closing] * (len(rcpts) + 2 - len(replies))
+        if any(reply.code == 421 for reply in replies):
+            connection.broken = True
+        return replies[0], replies[1:-1], replies[-1]
     mail_reply = await connection.command(mail)
     if mail_reply.code >= 400:
         return mail_reply, [mail_reply for _ in rcpts], None

@@ -156,7 +156,15 @@ class Resolver:
             return None
         except (nats.errors.Error, nats.js.errors.Error):
             return None
-        return addresses.parse_target(entry.value.decode()) if entry.value else None
+        if not entry.value:
+            return None
+        try:
+            return addresses.parse_target(entry.value.decode())
+        except ValueError as error:  # UnicodeDecodeError too
+            log.warning("the MX override for %s is no target: %s", domain, error)
+            raise DeliveryDeferred(
+                f"451 4.3.5 The MX override for {domain} is not a host[:port]"
+            ) from error
 
     def forget(self, domain: str) -> None:
         """Drop what this worker cached about a domain ("*": everything)."""

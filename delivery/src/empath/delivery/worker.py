@@ -24,6 +24,7 @@ from empath.core import (
     events,
     flags,
     ids,
+    logs,
     names,
     store,
     telemetry,
@@ -93,16 +94,45 @@ class Worker:
                 events.RecipientResult(address=r.address, outcome="failed", reply=reply)
                 for r in job.envelope.recipients
             ]
+        except errors.StoreUnavailable as error:
+            # An attempt that failed here, deferred with the retry schedule's back-off: not a
+            # job sent back to be redelivered at once, for ever, with no attempt counted.
+            logs.for_message(log, job.id).warning("cannot read the body: %s", error)
+            reply = "451 4.3.0 The message body cannot be read from the spool now"
+            return [
+                events.RecipientResult(address=r.address, outcome="deferred", reply=reply)
+                for r in job.envelope.recipients
+            ]
         by_domain: dict[str, list[events.Recipient]] = collections.defaultdict(list)
         for recipient in job.envelope.recipients:
             by_domain[addresses.domain_of(recipient.address)].append(recipient)
         per_domain = await asyncio.gather(
             *(
-                self.deliver(job, domain, recipients, body)
+                self.deliver_safely(job, domain, recipients, body)
                 for domain, recipients in by_domain.items()
             )
         )
         return [result for results in per_domain for result in results]
+
+    async def deliver_safely(
+        self,
+        job: events.DeliveryJob,
+        domain: str,
+        recipients: list[events.Recipient],
+        body: bytes,
+    ) -> list[events.RecipientResult]:
+        """`deliver`, with whatever it did not foresee made an outcome: deferred with the
+        reason. An error that escaped would send the job back to the stream again and again
+        without an attempt counted, so `max_attempts` would never apply."""
+        try:
+            return await self.deliver(job, domain, recipients, body)
+        except Exception as error:
+            logs.for_message(log, job.id).exception("delivery to %s failed unexpectedly", domain)
+            reply = f"451 4.3.0 Delivery to {domain} failed: {error.__class__.__name__}"
+            return [
+                events.RecipientResult(address=r.address, outcome="deferred", reply=reply)
+                for r in recipients
+            ]
 
     async def deliver(
         self,
@@ -132,30 +162,58 @@ class Worker:
         async with self.limits.slot(domain):
             for hop in hops:
                 try:
-                    connection = await self.connections.acquire(
-                        hop,
-                        policy,
-                        lambda hop=hop: client.connect(  # type: ignore[misc]
+                    async with asyncio.timeout(self.settings.delivery_session_timeout):
+                        return await self._session(
                             hop,
-                            helo=self.settings.hostname,
+                            domain=domain,
                             policy=policy,
-                            ca_file=self.settings.tls_ca_file,
-                            connect_timeout=self.settings.delivery_connect_timeout,
-                            command_timeout=self.settings.delivery_command_timeout,
-                        ),
+                            job=job,
+                            recipients=recipients,
+                            body=body,
+                        )
+                except resolver.DeliveryError as error:
+                    last = error  # this MX host did not answer: the next one
+                except TimeoutError:
+                    last = resolver.DeliveryDeferred(
+                        f"451 4.4.2 The session with {hop.name}[{hop.address}]:{hop.port} took "
+                        f"longer than {self.settings.delivery_session_timeout:g} s"
                     )
-                except resolver.DeliveryError as error:
-                    last = error
-                    continue
-                await self.limits.pace(domain)
-                try:
-                    results = await client.transact(connection, job, recipients, body)
-                except resolver.DeliveryError as error:
-                    await self.connections.release(connection, policy, reusable=False)
-                    last = error
-                    continue  # the session broke before MAIL was accepted: next MX host
-                reusable = all(not r.reply.startswith("421") for r in results)
-                await self.connections.release(connection, policy, reusable=reusable)
-                return results
         assert last is not None
         return everyone("deferred" if last.temporary else "failed", last.reply)
+
+    async def _session(
+        self,
+        hop: resolver.Hop,
+        *,
+        domain: str,
+        policy: str,
+        job: events.DeliveryJob,
+        recipients: list[events.Recipient],
+        body: bytes,
+    ) -> list[events.RecipientResult]:
+        """One MX host: a session (new or reused) and the transaction, or `DeliveryError`
+        when the host did not take the transaction (the caller tries the next one)."""
+        connection = await self.connections.acquire(
+            hop,
+            policy,
+            lambda: client.connect(
+                hop,
+                helo=self.settings.hostname,
+                policy=policy,
+                ca_file=self.settings.tls_ca_file,
+                connect_timeout=self.settings.delivery_connect_timeout,
+                command_timeout=self.settings.delivery_command_timeout,
+            ),
+        )
+        try:
+            await self.limits.pace(domain)
+            results = await client.transact(connection, job, recipients, body)
+        except BaseException:
+            # Broke before MAIL was accepted, ran out of time, or failed unforeseen: the
+            # session is in an unknown state and never goes back to the pool.
+            connection.broken = True
+            await self.connections.release(connection, policy, reusable=False)
+            raise
+        reusable = all(not r.reply.startswith("421") for r in results)
+        await self.connections.release(connection, policy, reusable=reusable)
+        return results

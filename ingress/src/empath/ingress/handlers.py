@@ -16,11 +16,13 @@ from typing import Any
 
 from empath.core import bus as bus_module
 from empath.core import errors, events, ids, logs, names, store, telemetry
-from empath.ingress import replies
+from empath.ingress import replies, syntax
 from empath.ingress.protocol import IDENT, Session, Transaction
 
 log = logging.getLogger("empath.ingress.handlers")
 tracer = telemetry.tracer("empath.ingress")
+
+HEADERS_ROOM = 4096  # for the NATS headers (message id, trace context) next to the event
 
 
 def protocol_name(session: Any) -> str:
@@ -35,9 +37,11 @@ def protocol_name(session: Any) -> str:
 def trace_header(*, server: Session, queue_id: str, recipients: list[str], now: datetime) -> bytes:
     """The `Received:` header prepended to every message (RFC 5321 §4.4)."""
     session = server.state
-    helo = session.host_name or "unknown"
+    # The name was checked at HELO; `printable` is the second line of defence against a CR
+    # that would start a header of the client's choosing downstream.
+    helo = syntax.printable(session.host_name or "unknown")
     lines = [
-        f"Received: from {helo} ([{server.peer_ip}])",
+        f"Received: from {helo} ([{syntax.printable(server.peer_ip)}])",
         f"\tby {server.hostname} ({IDENT.split()[0]}) with {protocol_name(session)} id {queue_id}",
     ]
     if session.ssl is not None and isinstance(server.transport, asyncio.Transport):
@@ -46,7 +50,7 @@ def trace_header(*, server: Session, queue_id: str, recipients: list[str], now: 
             lines.append(f"\t(using {ssl_object.version()} with cipher {ssl_object.cipher()[0]})")
     tail = f"; {format_datetime(now)}"
     if len(recipients) == 1:  # naming more would tell each recipient about the others
-        lines.append(f"\tfor <{recipients[0]}>{tail}")
+        lines.append(f"\tfor <{syntax.printable(recipients[0])}>{tail}")
     else:
         lines[-1] += tail
     return ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
@@ -55,11 +59,57 @@ def trace_header(*, server: Session, queue_id: str, recipients: list[str], now: 
 class QueueingHandler:
     """aiosmtpd handler: the DATA hook that queues the message."""
 
-    def __init__(self, *, objects: store.ObjectStore, bus: bus_module.Bus) -> None:
+    def __init__(
+        self,
+        *,
+        objects: store.ObjectStore,
+        bus: bus_module.Bus,
+        full_dsn_from_untrusted: bool = False,
+    ) -> None:
         self.objects = objects
         self.bus = bus
+        self.full_dsn_from_untrusted = full_dsn_from_untrusted
+
+    def _ret(self, server: Session, session: Any, asked: str | None) -> str | None:
+        """RET as the DSNs for this message will honour it.
+
+        Anyone can forge a sender: a full-body DSN of mail from an untrusted, unauthenticated
+        client would return content of their choosing to whoever they name (backscatter). Such
+        mail gets DSNs with the headers only, unless configured otherwise.
+        """
+        if (
+            self.full_dsn_from_untrusted
+            or session.authenticated
+            or server.policy.is_trusted(server.peer_ip)
+        ):
+            return asked
+        return "HDRS"
 
     async def handle_DATA(self, server: Session, session: Any, envelope: Transaction) -> str:
+        try:
+            event, body = self._event(server, session, envelope)
+            # Everything that can fail without the store fails here, before the body is put:
+            # an event that cannot be published must not leave a body behind.
+            size = len(event.model_dump_json().encode())
+        except Exception:
+            log.exception("cannot make the received event of a message from %s", server.peer_ip)
+            return replies.QUEUE_FAILED
+        if size + HEADERS_ROOM > self.bus.nc.max_payload:
+            log.warning(
+                "%s: the envelope takes %d bytes, over NATS's payload limit", server.peer_ip, size
+            )
+            return replies.ENVELOPE_TOO_BIG
+        return await asyncio.shield(self._commit(event, body))
+
+    async def handle_exception(self, error: Exception) -> str:
+        """aiosmtpd's last resort for an error in a command: a generic reply, never the
+        exception's text (it would tell a client about the inside)."""
+        log.error("error in an SMTP command: %s", error, exc_info=error)
+        return replies.INTERNAL_ERROR
+
+    def _event(
+        self, server: Session, session: Any, envelope: Transaction
+    ) -> tuple[events.Received, bytes]:
         now = datetime.now(UTC)
         queue_id = ids.new_id()
         body = trace_header(
@@ -79,7 +129,7 @@ class QueueingHandler:
                         envelope.rcpt_tos, envelope.recipient_parameters, strict=True
                     )
                 ),
-                ret=envelope.parameters.ret,
+                ret=self._ret(server, session, envelope.parameters.ret),
                 envid=envelope.parameters.envid,
                 smtputf8=envelope.parameters.smtputf8,
                 body=envelope.parameters.body,
@@ -88,13 +138,13 @@ class QueueingHandler:
                 ip=server.peer_ip,
                 helo=session.host_name,
                 tls=session.ssl is not None,
-                authenticated_as=login.decode("utf-8", "replace")
+                authenticated_as=syntax.printable(login.decode("utf-8", "replace"))
                 if isinstance(login, bytes)
                 else None,
                 listener=server.listener.name,
             ),
         )
-        return await asyncio.shield(self._commit(event, body))
+        return event, body
 
     async def _commit(self, event: events.Received, body: bytes) -> str:
         mlog = logs.for_message(log, event.id)
@@ -108,7 +158,7 @@ class QueueingHandler:
                 return replies.QUEUE_FAILED
             try:
                 await self.bus.publish(names.RECEIVED_SUBJECT, event, msg_id=event.id)
-            except errors.EmpathError as error:
+            except Exception as error:  # whatever it was, the body must not stay behind
                 mlog.error("cannot publish received: %s", error)
                 try:
                     await self.objects.delete(event.body_key)

@@ -38,6 +38,8 @@ class Limits:
     max_errors: int
     command_timeout: float
     data_timeout: float
+    # The whole of DATA: a client trickling a byte a second must not keep a slot for ever.
+    data_deadline: float = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,8 +209,10 @@ class Session(SMTP):
 
     @help_syntax("HELO hostname")
     async def smtp_HELO(self, hostname: str | None) -> None:
-        if not hostname:
-            await self.push(replies.SYNTAX_HELO)
+        try:
+            hostname = syntax.helo_name(hostname, syntax_reply=replies.SYNTAX_HELO)
+        except syntax.SyntaxProblem as problem:
+            await self.push(problem.reply)
             return
         self._set_rset_state()
         self.state.extended_smtp = False
@@ -217,8 +221,10 @@ class Session(SMTP):
 
     @help_syntax("EHLO hostname")
     async def smtp_EHLO(self, hostname: str | None) -> None:
-        if not hostname:
-            await self.push(replies.SYNTAX_EHLO)
+        try:
+            hostname = syntax.helo_name(hostname, syntax_reply=replies.SYNTAX_EHLO)
+        except syntax.SyntaxProblem as problem:
+            await self.push(problem.reply)
             return
         self._set_rset_state()
         self.state.extended_smtp = True
@@ -400,8 +406,13 @@ class Session(SMTP):
         limit_size = self.limits.max_message_size
         limit_line = self.limits.max_line_length + 2
         at_line_start = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.limits.data_deadline
         while True:
-            self._reset_timeout(self.limits.data_timeout)
+            # Each read waits at most the data timeout, and never past the DATA deadline; when
+            # either runs out, `_timeout_cb` answers 421 and closes.
+            left = deadline - loop.time()
+            self._reset_timeout(max(min(self.limits.data_timeout, left), 0.001))
             try:
                 line = await self._reader.readuntil(b"\r\n")
             except asyncio.LimitOverrunError as overrun:

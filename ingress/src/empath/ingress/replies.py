@@ -45,6 +45,8 @@ TOO_MANY_ERRORS = "421 4.7.0 {host} Too many errors, closing connection"
 TIMEOUT = "421 4.4.2 {host} Timeout exceeded, closing connection"
 SHUTTING_DOWN = "421 4.3.2 {host} Service shutting down, try again later"
 QUEUE_FAILED = "451 4.3.0 Temporary failure queueing the message, try again later"
+ENVELOPE_TOO_BIG = "552 5.3.4 The envelope is too big to queue: send to fewer recipients at once"
+INTERNAL_ERROR = "451 4.3.0 Internal error, try again later"
 
 # Enhanced codes for replies that arrive without one, by reply code.
 _BY_CODE = {

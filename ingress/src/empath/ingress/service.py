@@ -84,6 +84,7 @@ async def serve(
         max_errors=settings.max_errors,
         command_timeout=settings.smtp_command_timeout,
         data_timeout=settings.smtp_data_timeout,
+        data_deadline=settings.smtp_data_deadline,
     )
     policy = policies.RelayPolicy.of(
         settings.relay_domains,
@@ -91,7 +92,9 @@ async def serve(
         hostname=settings.hostname,
         postmaster=settings.postmaster,
     )
-    handler = handlers.QueueingHandler(objects=objects, bus=bus)
+    handler = handlers.QueueingHandler(
+        objects=objects, bus=bus, full_dsn_from_untrusted=settings.full_dsn_from_untrusted
+    )
     loop = asyncio.get_running_loop()
     listeners = [("smtp", settings.smtp_listen, False)]
     if settings.submission_listen:

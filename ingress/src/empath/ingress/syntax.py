@@ -13,20 +13,29 @@ from dataclasses import dataclass
 from empath.core import errors
 from empath.ingress import replies
 
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\x80-\U0010ffff]"
+# RFC 6531's UTF8-non-ascii, less what can never be text: the C1 controls, and the surrogates
+# that stand for bytes that are not UTF-8 (aiosmtpd decodes with surrogateescape). An address
+# goes into headers, logs and JSON events, where either would do harm or fail.
+_UTF8 = r"\xa0-\ud7ff\ue000-\U0010ffff"
+_ATEXT = rf"[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~\-{_UTF8}]"
 _DOT_ATOM = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
-_QUOTED = r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e\x80-\U0010ffff]|\\[\x20-\x7e])*"'
-_LABEL = (
-    r"[A-Za-z0-9\x80-\U0010ffff](?:[A-Za-z0-9\-\x80-\U0010ffff]{0,61}[A-Za-z0-9\x80-\U0010ffff])?"
-)
+_QUOTED = rf'"(?:[\x20\x21\x23-\x5b\x5d-\x7e{_UTF8}]|\\[\x20-\x7e])*"'
+_LET_DIG = rf"[A-Za-z0-9{_UTF8}]"
+_LABEL = rf"{_LET_DIG}(?:[A-Za-z0-9\-{_UTF8}]{{0,61}}{_LET_DIG})?"
 _DOMAIN = rf"{_LABEL}(?:\.{_LABEL})*\.?"
 _LITERAL = r"\[(?:[0-9.]{7,15}|IPv6:[0-9A-Fa-f:.]+)\]"
-_MAILBOX = re.compile(rf"^(?P<local>{_DOT_ATOM}|{_QUOTED})@(?P<domain>{_DOMAIN}|{_LITERAL})$")
+_MAILBOX = re.compile(rf"^(?P<local>{_DOT_ATOM}|{_QUOTED})@(?P<domain>{_DOMAIN}|{_LITERAL})\Z")
 _ROUTE = re.compile(rf"^@{_DOMAIN}(?:,@{_DOMAIN})*:")
-_XTEXT = re.compile(r"^(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*$")
+_XTEXT = re.compile(r"^(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*\Z")
 _PARAM = re.compile(
-    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9\-]*)(?:=(?P<value>[\x21-\x3c\x3e-\x7e\x80-\U0010ffff]+))?$"
+    rf"^(?P<name>[A-Za-z0-9][A-Za-z0-9\-]*)(?:=(?P<value>[\x21-\x3c\x3e-\x7e{_UTF8}]+))?\Z"
 )
+
+_DIGITS = re.compile(r"[0-9]+\Z")  # not str.isdigit: "²" and "٣" are digits to Python
+# A HELO/EHLO name goes into the `Received:` header and the logs: printable text only, so no
+# CR, LF, NUL or other control character (a bare CR would become a header line downstream).
+_HELO = re.compile(rf"[\x20-\x7e{_UTF8}]{{1,255}}\Z")
+_UNPRINTABLE = re.compile(rf"[^\x20-\x7e{_UTF8}]")
 
 MAX_PATH = 256  # RFC 5321 §4.5.3.1.3
 
@@ -54,6 +63,19 @@ class RcptParameters:
     orcpt: str | None = None
 
 
+def helo_name(argument: str | None, *, syntax_reply: str) -> str:
+    """The client's name from HELO/EHLO, if it is printable text (RFC 5321 §4.1.1.1)."""
+    if argument is None or not _HELO.match(argument):
+        raise SyntaxProblem(syntax_reply)
+    return argument
+
+
+def printable(text: str) -> str:
+    """`text` with anything unprintable (controls, undecodable bytes) shown as `?`: for values
+    that reach a header or a log line and were not checked on the way in."""
+    return _UNPRINTABLE.sub("?", text)
+
+
 def split_path(argument: str, keyword: str, *, syntax_reply: str) -> tuple[str, list[str]]:
     """`FROM:<a@b> SIZE=1` -> (`<a@b>` contents, [`SIZE=1`]); tolerates a space after ':'."""
     if argument[: len(keyword)].upper() != keyword:
@@ -70,7 +92,9 @@ def split_path(argument: str, keyword: str, *, syntax_reply: str) -> tuple[str, 
         path, _, tail = rest.partition(" ")
         if not path:
             raise SyntaxProblem(syntax_reply)
-    return path, tail.split()
+    # RFC 5321 §4.1.2: parameters are separated by SP only (an RFC 6533 ORCPT may hold other
+    # Unicode spaces); a run of spaces is tolerated.
+    return path, [token for token in tail.split(" ") if token]
 
 
 def _closing_bracket(text: str) -> int:
@@ -120,7 +144,7 @@ def mail_parameters(tokens: list[str]) -> MailParameters:
     smtputf8 = False
     for name, value in params.items():
         if name == "SIZE":
-            if value is None or not value.isdigit() or len(value) > 20:
+            if value is None or not _DIGITS.match(value) or len(value) > 20:
                 raise SyntaxProblem(replies.BAD_PARAMETER.format(name=name))
             size = int(value)
         elif name == "BODY":
@@ -158,7 +182,7 @@ def rcpt_parameters(tokens: list[str]) -> RcptParameters:
                 raise SyntaxProblem(replies.BAD_PARAMETER.format(name=name))
         elif name == "ORCPT":
             addr_type, semicolon, text = (value or "").partition(";")
-            if not semicolon or not re.match(r"^[A-Za-z0-9][A-Za-z0-9\-]*$", addr_type):
+            if not semicolon or not re.match(r"^[A-Za-z0-9][A-Za-z0-9\-]*\Z", addr_type):
                 raise SyntaxProblem(replies.BAD_PARAMETER.format(name=name))
             if addr_type.lower() == "utf-8":  # RFC 6533 utf-8-addr-xtext: any non-control text
                 if any(ord(c) < 0x21 for c in text) or len(text) > 500:

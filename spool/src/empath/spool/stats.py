@@ -11,14 +11,20 @@ from empath.core import addresses, queue
 
 BUCKETS = (5, 10, 20, 40, 80, 160, 320, 640, 1280)
 LABELS = ("T", *(str(b) for b in BUCKETS), "1280+")
+OLDER = len(LABELS) - 1  # "1280+"
 
 
 def bucket(age_minutes: float) -> int:
-    """The index of the age bucket (0 is the newest)."""
+    """The index of the age label (0 is the newest).
+
+    A label names the lower bound of its ages ("T" is under 5 minutes, "640" is 640 to 1280), so
+    a message of 1280 minutes or more counts under "1280+", and the "1280" column, kept for the
+    layout of qshape, stays empty.
+    """
     for index, limit in enumerate(BUCKETS):
         if age_minutes < limit:
             return index
-    return len(BUCKETS)
+    return OLDER
 
 
 def summary(entries: list[queue.Entry], *, now: datetime) -> dict[str, Any]:
