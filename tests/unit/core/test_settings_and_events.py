@@ -14,7 +14,7 @@ from empath.core import errors, events, queries, settings
 from empath.operator.main import PREFIX, OperatorSettings
 
 EMPATH = str(Path(sys.executable).parent / "empath")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -141,7 +141,7 @@ def test_an_event_of_an_unknown_version_is_refused() -> None:
 
 
 def test_the_readme_documents_every_setting() -> None:
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     names = [f"EMPATH_{name.upper()}" for name in settings.Settings.model_fields]
     names += [f"{PREFIX}{name.upper()}" for name in OperatorSettings.model_fields]
     assert [name for name in names if f"`{name}`" not in readme] == []

@@ -30,10 +30,10 @@ import trustme
 
 from empath.operator import render
 from tests import servers
+from tests.integration.kubernetes.test_operator import eventually
 from tests.remote import Remote
 from tests.servers import free_port, probe_ok
 from tests.specs import mailserver
-from tests.test_operator import eventually
 
 EMPATH = str(Path(sys.executable).parent / "empath")
 
