@@ -25,6 +25,7 @@ STATUSES = {
     401: "No valid token (`Authorization: Bearer` or `X-Empath-Token`).",
     404: "No such message (or body, or override).",
     409: "The message is not in a state for this.",
+    413: "The body is larger than the API takes.",
     503: "A part of the system (the spool, NATS, the object store) is unavailable.",
 }
 PATH_PARAMETERS: dict[str, dict[str, Any]] = {
@@ -117,7 +118,8 @@ def document(all_routes: Iterable[calls.Route]) -> dict[str, Any]:
                 "content": _content(refs[route.answer, "serialization"]),
             }
         }
-        for status in (*(() if route.open else (401,)), *route.refusals):
+        too_large = (413,) if route.body is not None else ()
+        for status in (*(() if route.open else (401,)), *route.refusals, *too_large):
             responses[str(status)] = {"description": STATUSES[status], "content": problem}
         operation: dict[str, Any] = {
             "operationId": f"{route.method.lower()}_{route.handler.__name__}",
@@ -125,7 +127,7 @@ def document(all_routes: Iterable[calls.Route]) -> dict[str, Any]:
             "parameters": parameters,
             "responses": dict(sorted(responses.items())),
         }
-        if route.mutating:
+        if route.audited:
             operation["description"] = "Recorded in the audit log."
         if route.body is not None:
             operation["requestBody"] = {

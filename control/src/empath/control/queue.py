@@ -188,6 +188,7 @@ ROUTES = (
         answer=MessageAnswer,
         query=ViewQuery,
         refusals=ONE,
+        reads_message=True,
     ),
     calls.Route(
         "GET",
@@ -196,6 +197,7 @@ ROUTES = (
         summary="One message with its header section",
         answer=MessageAnswer,
         refusals=ONE,
+        reads_message=True,
     ),
     calls.Route(
         "DELETE",

@@ -70,11 +70,17 @@ After = Annotated[
     AfterValidator(_queue_id),
     _reasoned("after must be a queue id"),
 ]
+MAX_DOMAIN = 255  # RFC 5321 §4.5.3.1.2
+MAX_ADDRESS = 256  # a path, RFC 5321 §4.5.3.1.3
 Domain = Annotated[
-    str, Field(strict=True, pattern=r"\S"), _reasoned("domain must be a non-empty string")
+    str,
+    Field(strict=True, pattern=r"\S", max_length=MAX_DOMAIN),
+    _reasoned(f"domain must be a non-empty string of at most {MAX_DOMAIN} characters"),
 ]
 Sender = Annotated[
-    str, Field(strict=True, pattern=r"\S"), _reasoned("sender must be a non-empty string")
+    str,
+    Field(strict=True, pattern=r"\S", max_length=MAX_ADDRESS),
+    _reasoned(f"sender must be a non-empty string of at most {MAX_ADDRESS} characters"),
 ]
 Limit = Annotated[
     int,
@@ -89,8 +95,8 @@ Sort = Annotated[
     _reasoned("sort must be age (oldest first) or -age (newest first)"),
 ]
 Recipients = Annotated[
-    list[Annotated[str, Field(strict=True)]],
-    _reasoned("recipients must be a list of addresses"),
+    list[Annotated[str, Field(strict=True, max_length=MAX_ADDRESS)]],
+    _reasoned(f"recipients must be a list of addresses of at most {MAX_ADDRESS} characters"),
 ]
 
 

@@ -215,6 +215,10 @@ class Settings(BaseSettings):
     # Liveness (/livez) and readiness (/readyz) for Kubernetes probes; off unless set.
     health_listen: str | None = None
 
+    # Named control tokens: a file of `name:token` lines, each name recorded in the audit log
+    # for the calls made with its token (read by the control service at start).
+    control_tokens_file: Path | None = None
+
     @classmethod
     def settings_customise_sources(
         cls,
