@@ -81,7 +81,8 @@ async def keep(link: Link, settings: Settings, stop: asyncio.Event) -> None:
                     await asyncio.wait_for(stop.wait(), CHECK_SECONDS)
         finally:
             link.retired.set()
-            await beat
+            with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, OSError):
+                await beat  # failed at once when the connection closed as it began
         if stop.is_set():
             return
         log.warning(
