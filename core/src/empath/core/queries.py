@@ -204,13 +204,31 @@ class ErrorAnswer(Answer):
     code: Literal[400, 404, 409, 503]
 
 
+class Omitted(Answer):
+    """What an answer left out of a message's record so that it fits NATS's payload limit."""
+
+    recipients: int = Field(default=0, description="Recipients left out (the last ones).")
+    history: int = Field(default=0, description="Attempts left out (the oldest ones).")
+
+
 class ListAnswer(Answer):
+    """A page of messages. A page holds at most `limit` messages and fewer when more would not
+    fit in one NATS message (`next_after` is set then); each item lists at most
+    `LIST_RECIPIENTS` recipients, and `omitted` says, by queue id, what an item leaves out."""
+
     items: list[queue.Entry]
     next_after: str | None = Field(description="Give as `after` for the next page; null: no more.")
+    omitted: dict[str, Omitted] = Field(
+        default_factory=dict, description="By queue id: what an item leaves out."
+    )
 
 
 class GetAnswer(Answer):
+    """A message's record, whole unless it would not fit in one NATS message: then the oldest
+    attempts, and if need be the last recipients, are left out and `omitted` says how many."""
+
     item: queue.Entry
+    omitted: Omitted | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class CountsAnswer(Answer):
@@ -269,6 +287,62 @@ class FreezeAnswer(Answer):
 
 class UnfreezeAnswer(Answer):
     frozen: bool
+
+
+# -- sizes ------------------------------------------------------------------------------
+
+LIST_RECIPIENTS = 100  # recipients shown per item of a list
+RESERVE = 4096  # bytes of a NATS payload kept for what wraps the items
+
+
+def fit(
+    entry: queue.Entry, budget: int, *, max_recipients: int | None = None
+) -> tuple[queue.Entry, Omitted | None]:
+    """`entry` as JSON of at most `budget` bytes (its recipients cut to `max_recipients`
+    first): the oldest attempts go first, then the last recipients; what went is returned."""
+    recipients, history = entry.recipients, entry.history
+    if max_recipients is not None:
+        recipients = recipients[:max_recipients]
+
+    def shaped() -> queue.Entry:
+        return entry.model_copy(update={"recipients": recipients, "history": history})
+
+    def size() -> int:
+        return len(shaped().model_dump_json())
+
+    while history and size() > budget:
+        history = history[1:]
+    while len(recipients) > 1 and size() > budget:
+        recipients = recipients[: len(recipients) // 2]
+    cut = Omitted(
+        recipients=len(entry.recipients) - len(recipients),
+        history=len(entry.history) - len(history),
+    )
+    if not (cut.recipients or cut.history):
+        return entry, None
+    return shaped(), cut
+
+
+def fit_page(
+    entries: list[queue.Entry], budget: int, *, more: bool
+) -> tuple[list[queue.Entry], dict[str, Omitted], bool]:
+    """As many of `entries` (in order) as fit in `budget` bytes of JSON, each cut to fit
+    alone; and whether more remain (`more`: there were more than `entries` to begin with)."""
+    items: list[queue.Entry] = []
+    omitted: dict[str, Omitted] = {}
+    used = 0
+    for entry in entries:
+        item, cut = fit(entry, budget, max_recipients=LIST_RECIPIENTS)
+        size = len(item.model_dump_json()) + 1
+        if cut is not None:
+            size += len(entry.id) + len(cut.model_dump_json()) + 4
+        if items and used + size > budget:
+            return items, omitted, True
+        items.append(item)
+        used += size
+        if cut is not None:
+            omitted[entry.id] = cut
+    return items, omitted, more
 
 
 # -- calls -------------------------------------------------------------------------------
