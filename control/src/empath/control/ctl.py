@@ -83,6 +83,9 @@ def run(app: typer.Typer, program: str, args: list[str] | None = None) -> None:
     except transport.Failed as failure:
         typer.echo(f"{program}: {failure.message}", err=True)
         sys.exit(failure.code)
+    except Exception as error:  # a bug: say so in one line, and never exit 0
+        typer.echo(f"{program}: internal error: {error!r}", err=True)
+        sys.exit(transport.CRASHED)
 
 
 def main() -> None:
