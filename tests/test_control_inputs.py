@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -152,3 +153,15 @@ async def test_bad_list_parameters_are_400(control: System, params: dict[str, An
     response = await call(control, "GET", "/api/v1/queue", params=params)
     assert response.status_code == 400, response.text
     assert response.json()["error"]
+
+
+async def test_a_request_line_over_the_limit_is_refused_without_a_traceback_in_the_log(
+    control: System, caplog: pytest.LogCaptureFixture
+) -> None:
+    response = await call(control, "GET", "/api/v1/queue", params={"sender": "s" * 10_000})
+    assert response.status_code == 400
+    assert [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR] == []
+    [refused] = [r for r in caplog.records if r.name == "empath.control.http"]
+    assert refused.levelno == logging.WARNING
+    assert "Got more than" in refused.getMessage()
+    assert (await call(control, "GET", "/healthz")).status_code == 200

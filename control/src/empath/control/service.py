@@ -4,14 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
-from aiohttp import web
+from aiohttp import http_exceptions, web
 
 from empath.control import api, audit, link, tokens
 from empath.core import errors, services, store
 from empath.core.settings import parse_hostport
 
 log = logging.getLogger("empath.control")
+
+
+class HttpLog(logging.Logger):
+    """aiohttp's server log. aiohttp logs a request it refuses before any handler runs (a
+    request line over its limit, bytes that are not HTTP) as an exception with a traceback;
+    a client's bad bytes are no fault of the service, so that is one line at WARNING here.
+    Anything else stays an exception with its traceback."""
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        if isinstance(exc_info, http_exceptions.HttpProcessingError):
+            self.warning("%s: %s", str(msg) % args, exc_info, **kwargs)
+        else:
+            super().exception(msg, *args, exc_info=exc_info, **kwargs)
+
+
+def http_log() -> HttpLog:
+    logger = HttpLog("empath.control.http")
+    logger.parent = log
+    return logger
 
 
 async def run(runtime: services.Runtime) -> None:
@@ -31,7 +51,7 @@ async def run(runtime: services.Runtime) -> None:
             tokens=known,
             audit_log=audit.AuditLog(settings.control_audit_file),
         )
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5, logger=http_log())
         await runner.setup()
         host, port = parse_hostport(settings.control_listen)
         site = web.TCPSite(runner, host, port)
