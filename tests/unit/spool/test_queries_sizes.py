@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
+from typing import Any
 
 from empath.core import events, queries, queue
 from tests.unit.spool.test_queries_paging import START, entry, list_call
@@ -95,3 +97,60 @@ def test_a_record_that_fits_is_answered_whole() -> None:
     assert len(item.model_dump_json()) <= 10_000
     assert omitted == queries.Omitted(recipients=1000 - len(item.recipients))
     assert item.recipients == record.recipients[: len(item.recipients)]  # the first ones kept
+
+
+class Captured:
+    """A request's reply subject: what the spool sends back."""
+
+    reply = "_INBOX.test"
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    async def respond(self, data: bytes) -> None:
+        self.sent.append(data)
+
+
+async def test_every_answer_that_carries_a_huge_record_is_cut_to_fit_and_says_so() -> None:
+    record = crowded(0, recipients=300, attempts=12)
+    query = list_call([], max_payload=MAX_PAYLOAD)
+    for call, answer in (
+        (queries.GET, queries.GetAnswer(item=record)),
+        (queries.HOLD, queries.HoldAnswer(item=record)),
+        (queries.RETRY, queries.RetryAnswer(retried=1, item=record)),
+        (queries.DELETE, queries.DeleteAnswer(deleted=True, item=record)),
+    ):
+        msg: Any = Captured()
+        await query._send(msg, call, answer)
+        [data] = msg.sent
+        assert len(data) <= MAX_PAYLOAD
+        sent = json.loads(data)
+        assert sent["item"]["id"] == record.id
+        assert len(sent["item"]["recipients"]) == 300
+        assert 0 < sent["omitted"]["history"] == 12 - len(sent["item"]["history"])
+
+
+async def test_stats_of_very_many_domains_leave_out_the_least_busy_and_say_how_many() -> None:
+    domains = {
+        f"{'d' * 60}{n:06d}.example": queries.DomainAges(total=n, ages=[n, 0, 0, 0, 0, 0, 0])
+        for n in range(20_000, 0, -1)  # the busiest first, as the spool orders them
+    }
+    stats = queries.StatsAnswer(
+        by_state={},
+        total=0,
+        waiting=0,
+        oldest=None,
+        buckets=[],
+        ages=[],
+        by_domain=domains,
+        frozen=False,
+    )
+    assert len(stats.model_dump_json()) > MAX_PAYLOAD
+    msg: Any = Captured()
+    await list_call([], max_payload=MAX_PAYLOAD)._send(msg, queries.STATS, stats)
+    [data] = msg.sent
+    assert len(data) <= MAX_PAYLOAD
+    sent = json.loads(data)
+    kept = list(sent["by_domain"])
+    assert kept == list(domains)[: len(kept)]
+    assert sent["domains_omitted"] == len(domains) - len(kept) > 0

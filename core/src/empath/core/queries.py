@@ -223,12 +223,20 @@ class ListAnswer(Answer):
     )
 
 
-class GetAnswer(Answer):
-    """A message's record, whole unless it would not fit in one NATS message: then the oldest
-    attempts, and if need be the last recipients, are left out and `omitted` says how many."""
+class ItemAnswer(Answer):
+    """An answer that carries one message's record: whole unless it would not fit in one NATS
+    message; then the oldest attempts, and if need be the last recipients, are left out and
+    `omitted` says how many."""
 
+    omitted: Omitted | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="What the record leaves out to fit NATS's payload limit.",
+    )
+
+
+class GetAnswer(ItemAnswer):
     item: queue.Entry
-    omitted: Omitted | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class CountsAnswer(Answer):
@@ -255,11 +263,16 @@ class StatsAnswer(Answer):
     oldest: Oldest | None
     buckets: list[str] = Field(description="Labels of the age buckets in minutes, newest first.")
     ages: list[int] = Field(description="Waiting messages per age bucket.")
-    by_domain: dict[str, DomainAges]
+    by_domain: dict[str, DomainAges] = Field(
+        description="The domains with the most waiting messages first."
+    )
     frozen: bool
+    domains_omitted: int = Field(
+        default=0, description="Domains left out of by_domain (the least busy) to fit NATS."
+    )
 
 
-class RetryAnswer(Answer):
+class RetryAnswer(ItemAnswer):
     retried: int
     item: queue.Entry | None = Field(
         default=None,
@@ -268,16 +281,16 @@ class RetryAnswer(Answer):
     )
 
 
-class DeleteAnswer(Answer):
+class DeleteAnswer(ItemAnswer):
     deleted: bool
     item: queue.Entry | None = Field(description="What is left, when only recipients went.")
 
 
-class HoldAnswer(Answer):
+class HoldAnswer(ItemAnswer):
     item: queue.Entry
 
 
-class ReleaseAnswer(Answer):
+class ReleaseAnswer(ItemAnswer):
     item: queue.Entry
 
 
@@ -321,6 +334,30 @@ def fit(
     if not (cut.recipients or cut.history):
         return entry, None
     return shaped(), cut
+
+
+def fit_answer(answer: AnswerT, budget: int) -> AnswerT:
+    """`answer` cut to at most `budget` bytes of JSON where it can be, saying what it left
+    out: a record's attempts and recipients (`fit`), the least busy domains of the stats."""
+    if len(answer.model_dump_json()) <= budget:
+        return answer
+    item = getattr(answer, "item", None)
+    if isinstance(answer, ItemAnswer) and isinstance(item, queue.Entry):
+        fitted, omitted = fit(item, budget - 200)
+        return answer.model_copy(update={"item": fitted, "omitted": omitted})
+    if isinstance(answer, StatsAnswer):
+        domains = list(answer.by_domain.items())  # the busiest first
+        keep = len(domains)
+        while (
+            keep
+            and len(answer.model_copy(update={"by_domain": dict(domains[:keep])}).model_dump_json())
+            > budget - 100
+        ):
+            keep //= 2
+        return answer.model_copy(
+            update={"by_domain": dict(domains[:keep]), "domains_omitted": len(domains) - keep}
+        )
+    return answer
 
 
 def fit_page(

@@ -90,7 +90,7 @@ class QueryAPI:
     async def _send(self, msg: Msg, call: queries.Call[Any, Any], reply: queries.Answer) -> None:
         """Send `reply`; when it cannot go, say why in the log (WARNING) and, if NATS still
         carries it, send the caller a 503 that says so instead of letting it time out."""
-        data = reply.model_dump_json().encode()
+        data = queries.fit_answer(reply, self.budget).model_dump_json().encode()
         try:
             await msg.respond(data)
             return
@@ -157,8 +157,7 @@ class QueryAPI:
         return queries.DeleteAnswer(deleted=True, item=left)
 
     async def _get(self, request: queries.GetRequest) -> queries.GetAnswer:
-        item, omitted = queries.fit(await self.records.get(request.id), self.budget)
-        return queries.GetAnswer(item=item, omitted=omitted)
+        return queries.GetAnswer(item=await self.records.get(request.id))
 
     async def _counts(self, request: queries.CountsRequest) -> queries.CountsAnswer:
         counts = records.counts_of(list(self.view.entries.values()))

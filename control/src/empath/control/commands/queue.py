@@ -92,6 +92,8 @@ def stats_table(data: Any) -> Table:
         table.add_row(domain, str(row["total"]), *map(str, row["ages"]))
     states = ", ".join(f"{k}={v}" for k, v in data["by_state"].items())
     table.caption = states + (f"; oldest {data['oldest']['id']}" if data.get("oldest") else "")
+    if data.get("domains_omitted"):
+        table.caption += f"; {data['domains_omitted']} less busy domains not shown"
     return table
 
 
