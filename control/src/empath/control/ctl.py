@@ -2,7 +2,8 @@
 
 URL and token come from `--url`/`--token`, else `EMPATHCTL_URL`/`EMPATHCTL_TOKEN`, else the
 config file (`--config`, default `~/.config/empath/empathctl.yaml` with `url:` and `token:`).
-Tables for people by default, `-o json|yaml` for scripts. Errors exit non-zero with one line
+Tables for people by default, `-o json|yaml` for scripts; as in kubectl, the program's own
+options may come before or after the command (`hoist`). Errors exit non-zero with one line
 (the codes are in `transport`). `build` makes the program from the command groups and a
 program's own options, which is how `kubectl empath` runs the same commands through the
 Kubernetes API server.

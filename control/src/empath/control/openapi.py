@@ -33,7 +33,10 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
         "schema": {"type": "string", "pattern": "^[0-9A-HJKMNP-TV-Z]{26}$"},
         "description": "Queue id (26 characters).",
     },
-    "domain": {"schema": {"type": "string"}, "description": "A domain name."},
+    "domain": {
+        "schema": {"type": "string", "maxLength": 253},
+        "description": "A domain name (labels of at most 63 letters, digits and hyphens).",
+    },
 }
 
 
