@@ -10,7 +10,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from empath.control import api, audit
+from empath.control import api, audit, link, tokens
 from empath.core import dnscache, names
 from tests.control_client import TOKEN, call, empathctl
 from tests.servers import free_port
@@ -61,13 +61,15 @@ async def test_the_openapi_document_names_every_route_the_app_serves(control: Sy
     assert document["openapi"].startswith("3.")
     assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     app = api.application(
-        bus=control.bus,
+        connection=link.Link(
+            bus=control.bus,
+            services=await control.bus.key_value(names.SERVICES_BUCKET),
+            dns=await control.bus.key_value(names.DNS_BUCKET),
+            overrides=await control.bus.key_value(names.OVERRIDES_BUCKET),
+        ),
         objects=control.objects,
-        token=TOKEN,
+        tokens=tokens.Tokens({"default": TOKEN}),
         audit_log=audit.AuditLog(None),
-        services=await control.bus.key_value(names.SERVICES_BUCKET),
-        dns_cache=await control.bus.key_value(names.DNS_BUCKET),
-        overrides=await control.bus.key_value(names.OVERRIDES_BUCKET),
     )
     served = {
         (route.resource.canonical, route.method.lower())

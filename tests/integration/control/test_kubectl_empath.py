@@ -186,3 +186,40 @@ async def test_the_namespaces_only_mailserver_needs_no_name(
     ambiguous = await asyncio.to_thread(kubectl, cluster, "queue", "list")
     assert ambiguous.returncode == 2
     assert "2 MailServers in 'mail' (corp, edge): name one with --mailserver" in (ambiguous.stderr)
+
+
+async def test_kubectl_empath_takes_its_options_after_the_subcommand_and_completes(
+    control: System, cluster: Path
+) -> None:
+    wire = await Wire.open(control.smtp_port)
+    reply = await wire.transaction("a@one.test", ["u@example.com"], b"Subject: k\r\n\r\nx\r\n")
+    await wire.close()
+    queue_id = reply.rsplit(" ", 1)[1]
+    await control.listed(1)
+    listed = await asyncio.to_thread(
+        kubectl,
+        cluster,
+        "queue",
+        "list",
+        "-o",
+        "json",
+        "--context",
+        "test",
+        "-n",
+        "mail",
+        "--mailserver",
+        "corp",
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert [i["id"] for i in json.loads(listed.stdout)["items"]] == [queue_id]
+
+    env = {**os.environ, "KUBECONFIG": str(cluster), "PATH": f"{BIN}:{os.environ['PATH']}"}
+    completed = await asyncio.to_thread(
+        subprocess.run,
+        [str(BIN / "kubectl"), "__complete", "empath", "-n", "mail", "queue", "li"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.stdout.splitlines() == ["list", ":4"], completed.stderr

@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import typer
 
-from empath.control import ctl, transport
+from empath.control import ctl, output, transport
+from empath.control.commands import queue
 
 EMPATHCTL = str(Path(sys.executable).parent / "empathctl")
 
@@ -40,3 +42,30 @@ def test_a_failure_is_one_line_after_the_programs_name() -> None:
         timeout=60,
     )
     assert (done.returncode, done.stderr) == (2, "empathctl: give a message id or --domain\n")
+
+
+def test_a_command_that_crashes_says_so_in_one_line_and_never_exits_0(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def options(ctx: typer.Context) -> None:
+        ctx.obj = transport.Session.start("table", connect=ctl.direct)
+
+    app = ctl.build("empathctl", options)
+    broken = typer.Typer()
+
+    @broken.command("now")
+    def now() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_typer(broken, name="crash")
+    with pytest.raises(SystemExit) as exited:
+        ctl.run(app, "empathctl", ["crash", "now"])
+    assert exited.value.code == transport.CRASHED
+    assert capsys.readouterr().err == "empathctl: internal error: RuntimeError('a bug')\n"
+
+
+def test_the_table_console_prints_markup_as_text(capsys: pytest.CaptureFixture[str]) -> None:
+    session = transport.Session.start("table", connect=ctl.direct)
+    data = {"items": [], "next_after": "[/bold] [red]:smile:"}
+    output.show(session, data, queue.queue_table)
+    assert "more: --after [/bold] [red]:smile:" in capsys.readouterr().out

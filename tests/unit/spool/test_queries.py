@@ -57,8 +57,26 @@ def test_every_new_queue_id_is_a_valid_id_in_a_request() -> None:
         ),
         (queries.ListRequest, {"after": "../etc"}, "after must be a queue id"),
         (queries.ListRequest, {"after": ID.lower()}, "after must be a queue id"),
-        (queries.ListRequest, {"domain": "  "}, "domain must be a non-empty string"),
-        (queries.ListRequest, {"sender": 5}, "sender must be a non-empty string"),
+        (
+            queries.ListRequest,
+            {"domain": "  "},
+            "domain must be a non-empty string of at most 255 characters",
+        ),
+        (
+            queries.ListRequest,
+            {"domain": "d" * 256},
+            "domain must be a non-empty string of at most 255 characters",
+        ),
+        (
+            queries.ListRequest,
+            {"sender": 5},
+            "sender must be a non-empty string of at most 256 characters",
+        ),
+        (
+            queries.ListRequest,
+            {"sender": "s" * 257},
+            "sender must be a non-empty string of at most 256 characters",
+        ),
         (queries.ListRequest, {"min_age": -1}, "min_age must be a number of seconds"),
         (queries.ListRequest, {"page": 5}, "unknown field 'page'"),
         (queries.GetRequest, {}, "id is required"),
@@ -69,7 +87,12 @@ def test_every_new_queue_id_is_a_valid_id_in_a_request() -> None:
         (
             queries.DeleteRequest,
             {"id": ID, "recipients": "v@example.com"},
-            "recipients must be a list of addresses",
+            "recipients must be a list of addresses of at most 256 characters",
+        ),
+        (
+            queries.DeleteRequest,
+            {"id": ID, "recipients": ["r" * 257]},
+            "recipients must be a list of addresses of at most 256 characters",
         ),
         (queries.FreezeRequest, {"now": True}, "unknown field 'now'"),
     ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -76,12 +77,14 @@ def test_an_empty_queue_is_one_empty_page() -> None:
     assert records.page_of([], limit=10) == records.Page(items=[], next_after=None)
 
 
-def list_call(entries: list[queue.Entry]) -> api.QueryAPI:
-    """The list call over a view holding `entries` (it needs nothing else)."""
+def list_call(entries: list[queue.Entry], max_payload: int = 1024 * 1024) -> api.QueryAPI:
+    """The list call over a view holding `entries` (it needs nothing else but the payload
+    limit of the NATS connection)."""
     live = view.QueueView(kv=None)  # type: ignore[arg-type]
     live.entries = {e.id: e for e in entries}
     nothing: Any = None
-    return api.QueryAPI(nothing, nothing, nothing, live, nothing)
+    nc: Any = types.SimpleNamespace(max_payload=max_payload)
+    return api.QueryAPI(nc, nothing, nothing, live, nothing)
 
 
 async def test_newest_first_pages_on_to_older_messages() -> None:

@@ -8,10 +8,12 @@ __all__ = [
     "ctl",
     "dns",
     "kube",
+    "link",
     "openapi",
     "output",
     "queue",
     "service",
     "system",
+    "tokens",
     "transport",
 ]

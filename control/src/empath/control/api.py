@@ -1,25 +1,25 @@
 """The HTTP JSON API: queue, DNS and system management, assembled from each area's routes.
 
 Queue calls are answered by the spool over NATS request/reply (`empath.api.queue.*`); this
-service adds HTTP, the bearer token, the audit log and the OpenAPI document. Every call but
+service adds HTTP, the bearer tokens, the audit log and the OpenAPI document. Every call but
 `/healthz` and `/readyz` needs `Authorization: Bearer <token>`. A bad call gets 400 and a reason
-and changes nothing.
+and changes nothing; a body larger than `calls.MAX_BODY` gets 413.
 """
 
 from __future__ import annotations
 
-import hmac
 import time
+from typing import Any
 
 from aiohttp import web
-from nats.js.kv import KeyValue
 
-from empath.control import audit, calls, dns, openapi, queue, system
-from empath.core import bus as bus_module
+from empath.control import audit, calls, dns, link, openapi, queue, system
+from empath.control import tokens as tokens_module
 from empath.core import store
 
 ROUTES: tuple[calls.Route, ...] = (*system.ROUTES, *queue.ROUTES, *dns.ROUTES)
 OPEN_PATHS = {route.path for route in ROUTES if route.open}
+AUDITED = {(route.method, route.path) for route in ROUTES if route.audited}
 DOCUMENT = openapi.document(ROUTES)
 
 
@@ -27,17 +27,18 @@ DOCUMENT = openapi.document(ROUTES)
 async def authenticate(request: web.Request, handler: calls.Handler) -> web.StreamResponse:
     if request.path in OPEN_PATHS:
         return await handler(request)
-    token = request.app[calls.TOKEN]
     # Through the Kubernetes API service proxy the API server keeps `Authorization` for
     # itself, so the token may come as `X-Empath-Token` instead.
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     given = value.strip() if scheme.lower() == "bearer" else ""
     given = request.headers.get("X-Empath-Token", given)
-    if not given or not hmac.compare_digest(given.encode(), token.encode()):
+    name = request.app[calls.TOKENS].name_of(given) if given else None
+    if name is None:
         refused = calls.problem(401, "a valid bearer token is required")
         refused.headers["WWW-Authenticate"] = 'Bearer realm="empath"'
+        _audit(request, who=None, status=401, token_given=bool(given))
         return refused
-    if request.method not in calls.MUTATING:
+    if not _audited(request):
         return await handler(request)
     status = 500
     try:
@@ -48,32 +49,41 @@ async def authenticate(request: web.Request, handler: calls.Handler) -> web.Stre
         status = error.status
         raise
     finally:
-        request.app[calls.AUDIT].record(
-            who=audit.fingerprint(token),
-            user=request.headers.get("X-Remote-User") or request.headers.get("Impersonate-User"),
-            remote=request.remote,
-            agent=request.headers.get("User-Agent"),
-            method=request.method,
-            path=request.path_qs,
-            status=status,
-        )
+        _audit(request, who=f"token:{name}", status=status, fingerprint=audit.fingerprint(given))
+
+
+def _audited(request: web.Request) -> bool:
+    resource = request.match_info.route.resource
+    path = resource.canonical if resource is not None else request.path
+    return (request.method, path) in AUDITED
+
+
+def _audit(request: web.Request, *, who: str | None, status: int, **more: Any) -> None:
+    request.app[calls.AUDIT].record(
+        who=who,
+        **more,
+        **audit.claim(request.headers),
+        remote=request.remote,
+        agent=request.headers.get("User-Agent"),
+        method=request.method,
+        path=request.path_qs,
+        status=status,
+    )
 
 
 def application(
     *,
-    bus: bus_module.Bus,
+    connection: link.Link,
     objects: store.ObjectStore,
-    token: str,
+    tokens: tokens_module.Tokens,
     audit_log: audit.AuditLog,
-    services: KeyValue,
-    dns_cache: KeyValue,
-    overrides: KeyValue,
 ) -> web.Application:
     # `problems` sits inside `authenticate`, so the audit log records the status of a refusal.
-    app = web.Application(middlewares=[authenticate, calls.problems])
-    app[calls.BUS], app[calls.OBJECTS], app[calls.TOKEN] = bus, objects, token
-    app[calls.AUDIT], app[calls.SERVICES], app[calls.DNS] = audit_log, services, dns_cache
-    app[calls.OVERRIDES], app[calls.STARTED] = overrides, time.monotonic()
+    app = web.Application(
+        middlewares=[authenticate, calls.problems], client_max_size=calls.MAX_BODY
+    )
+    app[calls.LINK], app[calls.OBJECTS], app[calls.TOKENS] = connection, objects, tokens
+    app[calls.AUDIT], app[calls.STARTED] = audit_log, time.monotonic()
     app[calls.DOCUMENT] = DOCUMENT
     app.add_routes([route.definition() for route in ROUTES])
     return app

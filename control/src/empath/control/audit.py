@@ -1,8 +1,10 @@
-"""The audit log: one JSON line for every call that changes something (who, what, when, result).
+"""The audit log: one JSON line for every call that changes something or reads a message, and
+for every call refused for want of a valid token (who, what, when, result).
 
-"Who" is the token's fingerprint (never the token) and the client's address; behind the
-Kubernetes API service proxy, the user Kubernetes authenticated comes in the
-`X-Remote-User`-style headers a proxy adds, which are recorded too when present.
+"Who" is proven: the name of the token the call used (`tokens`), with its fingerprint (never
+the token), and the client's address. A user named in `X-Remote-User` or `Impersonate-User`
+is only what the caller says (anyone holding a token can send any header), so it is recorded
+apart, as `claimed_user` with `claim_verified: false`, never as `who`.
 """
 
 from __future__ import annotations
@@ -16,9 +18,20 @@ from typing import Any
 
 log = logging.getLogger("empath.control.audit")
 
+CLAIM_HEADERS = ("X-Remote-User", "Impersonate-User")
+
 
 def fingerprint(token: str) -> str:
-    return "token:" + hashlib.sha256(token.encode()).hexdigest()[:12]
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
+def claim(headers: Any) -> dict[str, Any]:
+    """The user a caller's headers name, marked as the unverified claim it is ({} if none)."""
+    for header in CLAIM_HEADERS:
+        value = headers.get(header)
+        if value:
+            return {"claimed_user": value[:256], "claim_header": header, "claim_verified": False}
+    return {}
 
 
 class AuditLog:

@@ -8,6 +8,7 @@ JSON error answer (`{"error": reason}`) with its status, so every refusal looks 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import KW_ONLY, dataclass
@@ -15,26 +16,26 @@ from typing import Any
 
 import nats.errors
 from aiohttp import web
-from nats.js.kv import KeyValue
 from pydantic import BaseModel, ConfigDict
 
-from empath.control import audit
-from empath.core import bus as bus_module
+from empath.control import audit, link, tokens
 from empath.core import ids, queries, store
+
+log = logging.getLogger("empath.control")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-BUS: web.AppKey[bus_module.Bus] = web.AppKey("bus", bus_module.Bus)
+LINK: web.AppKey[link.Link] = web.AppKey("link", link.Link)
 OBJECTS: web.AppKey[store.ObjectStore] = web.AppKey("objects", store.ObjectStore)
-TOKEN: web.AppKey[str] = web.AppKey("token", str)
+TOKENS: web.AppKey[tokens.Tokens] = web.AppKey("tokens", tokens.Tokens)
 AUDIT: web.AppKey[audit.AuditLog] = web.AppKey("audit", audit.AuditLog)
 STARTED: web.AppKey[float] = web.AppKey("started", float)
-DNS: web.AppKey[KeyValue] = web.AppKey("dns", KeyValue)
-OVERRIDES: web.AppKey[KeyValue] = web.AppKey("overrides", KeyValue)
-SERVICES: web.AppKey[KeyValue] = web.AppKey("services", KeyValue)
 DOCUMENT: web.AppKey[dict[str, Any]] = web.AppKey("document", dict)
 
 SPOOL_TIMEOUT = 10.0
+# A JSON body of the API is a few short fields (a target, a domain, some recipients): this
+# bounds what a call makes the service read and parse.
+MAX_BODY = 64 * 1024
 
 
 class Model(BaseModel):
@@ -80,10 +81,15 @@ class Route:
     query: type[BaseModel] | None = None  # query parameters, one per field
     refusals: tuple[int, ...] = (400, 503)  # error statuses besides 401
     open: bool = False  # answered without the token
+    reads_message: bool = False  # shows a message's content: audited like a change
 
     @property
     def mutating(self) -> bool:
         return self.method in MUTATING
+
+    @property
+    def audited(self) -> bool:
+        return self.mutating or self.reads_message
 
     def definition(self) -> web.RouteDef:
         if self.method == "GET":  # answers HEAD too, as aiohttp's GET routes do
@@ -109,10 +115,21 @@ def reply(answer: BaseModel, *, status: int = 200) -> web.Response:
 
 @web.middleware
 async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refusals as JSON answers; a failure nobody foresaw is logged with its traceback here
+    and answered 500 with one line, never with the traceback."""
     try:
         return await handler(request)
     except Problem as refused:
         return problem(refused.status, refused.reason)
+    except nats.errors.Error as error:  # NATS lost or restarting: the call may work again
+        return problem(503, f"NATS: {error!r}")
+    except web.HTTPRequestEntityTooLarge:
+        return problem(413, f"the body is larger than {MAX_BODY} bytes")
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return problem(500, "internal error (logged by the control service)")
 
 
 def message_id(request: web.Request) -> str:
@@ -135,10 +152,19 @@ def number(request: web.Request, name: str, *, integer: bool = False) -> float |
 async def json_body(request: web.Request) -> dict[str, Any]:
     if not request.can_read_body:
         return {}
+    raw = await request.read()  # aiohttp refuses more than the app's client_max_size: 413
+    if not raw.strip():
+        return {}
     try:
-        body = await request.json()
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise Problem(400, f"body is not UTF-8: {error.reason} at byte {error.start}") from None
+    try:
+        body = json.loads(text)
     except json.JSONDecodeError as error:
         raise Problem(400, f"body is not JSON: {error}") from None
+    except RecursionError:
+        raise Problem(400, "body is not JSON this API takes: nested too deeply") from None
     if not isinstance(body, dict):
         raise Problem(400, "body must be a JSON object")
     return body
@@ -162,13 +188,18 @@ async def ask(
 ) -> queries.AnswerT:
     """Put a queue call to the spool (NATS request/reply) and return its answer; the spool's
     refusals become `Problem`s with its code."""
-    nc = request.app[BUS].nc
+    connection = request.app[LINK]
+    down = connection.problem()
+    if down is not None:
+        raise Problem(503, down)
     try:
-        message = await nc.request(
+        message = await connection.bus.nc.request(
             call.subject, query.model_dump_json(exclude_unset=True).encode(), SPOOL_TIMEOUT
         )
     except nats.errors.NoRespondersError:
         raise Problem(503, "no spool is running") from None
+    except nats.errors.MaxPayloadError:
+        raise Problem(400, "the request is larger than NATS carries") from None
     except (nats.errors.Error, OSError) as error:
         raise Problem(503, f"the spool did not answer: {error!r}") from None
     try:

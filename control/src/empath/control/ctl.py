@@ -2,7 +2,8 @@
 
 URL and token come from `--url`/`--token`, else `EMPATHCTL_URL`/`EMPATHCTL_TOKEN`, else the
 config file (`--config`, default `~/.config/empath/empathctl.yaml` with `url:` and `token:`).
-Tables for people by default, `-o json|yaml` for scripts. Errors exit non-zero with one line
+Tables for people by default, `-o json|yaml` for scripts; as in kubectl, the program's own
+options may come before or after the command (`hoist`). Errors exit non-zero with one line
 (the codes are in `transport`). `build` makes the program from the command groups and a
 program's own options, which is how `kubectl empath` runs the same commands through the
 Kubernetes API server.
@@ -12,11 +13,12 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import typer.main
 import yaml
 
 from empath.control import transport
@@ -65,7 +67,7 @@ def build(program: str, options: Callable[..., None]) -> typer.Typer:
     app = typer.Typer(
         name=program,
         no_args_is_help=True,
-        add_completion=False,
+        add_completion=True,
         pretty_exceptions_enable=False,
         help="Manage an Empath mail system.",
     )
@@ -76,13 +78,49 @@ def build(program: str, options: Callable[..., None]) -> typer.Typer:
     return app
 
 
+def hoist(params: Iterable[Any], args: list[str]) -> list[str]:
+    """kubectl's habit: the program's own options (`params`: `-o`, `--url`, `-n`, ...) may
+    come after the subcommand too; move them before it, where click looks for them. `--` ends
+    the options."""
+    takes_value: dict[str, bool] = {}
+    for param in params:
+        if param.param_type_name == "option" and not (param.name or "").endswith("_completion"):
+            for name in (*param.opts, *param.secondary_opts):
+                takes_value[name] = not param.is_flag
+    hoisted: list[str] = []
+    rest: list[str] = []
+    words = iter(args)
+    for word in words:
+        if word == "--":
+            rest += [word, *words]
+            break
+        name = word.split("=", 1)[0] if word.startswith("--") else word[:2]
+        if name not in takes_value:
+            rest.append(word)
+            continue
+        attached = "=" in word if word.startswith("--") else len(word) > 2
+        if not takes_value[name] or attached:
+            hoisted.append(word)
+            continue
+        value = next(words, None)
+        if value is None:  # left where it is: click says the value is missing
+            rest.append(word)
+        else:
+            hoisted += [word, value]
+    return hoisted + rest
+
+
 def run(app: typer.Typer, program: str, args: list[str] | None = None) -> None:
     """Run the program; a failure is one line on stderr, after the program's name."""
+    given = sys.argv[1:] if args is None else args
     try:
-        app(prog_name=program, args=sys.argv[1:] if args is None else args)
+        app(prog_name=program, args=hoist(typer.main.get_command(app).params, given))
     except transport.Failed as failure:
         typer.echo(f"{program}: {failure.message}", err=True)
         sys.exit(failure.code)
+    except Exception as error:  # a bug: say so in one line, and never exit 0
+        typer.echo(f"{program}: internal error: {error!r}", err=True)
+        sys.exit(transport.CRASHED)
 
 
 def main() -> None:

@@ -8,6 +8,8 @@ before DNS and before the overrides of their settings.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import time
 from typing import Literal
 
@@ -20,7 +22,10 @@ from empath.control import calls
 from empath.core import bus, dnscache, names
 from empath.core.settings import parse_target
 
-DOMAIN_CHARACTERS = set("abcdefghijklmnopqrstuvwxyz0123456789.-_")
+MAX_DOMAIN = 253  # RFC 1035 §2.3.4: 255 octets on the wire, 253 characters written out
+MAX_LABEL = 63
+# Letters, digits and hyphens (RFC 1123 §2.1), underscores for service names such as _mta-sts.
+LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?$")
 
 
 class CacheItem(calls.Model):
@@ -68,17 +73,45 @@ class RemovedAnswer(calls.Model):
     removed: str
 
 
+def domain_problem(domain: str) -> str | None:
+    """Why `domain` (normalised) is no domain name, or None. Checked before it names a KV key
+    or a subject: NATS closes the connection of a client whose subject is over its limits."""
+    if not domain:
+        return "the domain is empty"
+    if len(domain) > MAX_DOMAIN:
+        return f"a domain has at most {MAX_DOMAIN} characters, this one {len(domain)}"
+    for label in domain.split("."):
+        if len(label) > MAX_LABEL:
+            return f"a label of a domain has at most {MAX_LABEL} characters"
+        if not LABEL.match(label):
+            return (
+                "a domain is labels of letters, digits and hyphens (not first or last) joined "
+                "by dots; an international one in its xn-- form"
+            )
+    return None
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _domain(request: web.Request) -> str:
     domain = dnscache.normalise(request.match_info["domain"])
-    if not domain or not set(domain) <= DOMAIN_CHARACTERS:
-        raise calls.Problem(400, f"not a domain: {domain!r}")
+    problem = domain_problem(domain)
+    if problem is not None:
+        shown = domain if len(domain) <= 80 else domain[:80] + "..."
+        raise calls.Problem(400, f"not a domain: {shown!r}: {problem}")
     return domain
 
 
 async def list_cache(request: web.Request) -> web.Response:
     now = time.time()
     items = []
-    for key, value in await bus.kv_items(request.app[calls.DNS]):
+    for key, value in await bus.kv_items(request.app[calls.LINK].dns):
         record = dnscache.read(value, now=now)
         if record is None:
             continue
@@ -96,28 +129,28 @@ async def list_cache(request: web.Request) -> web.Response:
 
 
 async def clear_cache(request: web.Request) -> web.Response:
-    kv = request.app[calls.DNS]
+    kv = request.app[calls.LINK].dns
     entries = await bus.kv_items(kv)
     for key, _ in entries:
         await kv.purge(key)
-    await request.app[calls.BUS].nc.publish(names.DNS_INVALIDATE_SUBJECT, b"*")
+    await request.app[calls.LINK].bus.nc.publish(names.DNS_INVALIDATE_SUBJECT, b"*")
     return calls.reply(ClearedAnswer(cleared=len(entries)))
 
 
 async def refresh(request: web.Request) -> web.Response:
     domain = _domain(request)
     try:
-        await request.app[calls.DNS].purge(dnscache.key(domain))
+        await request.app[calls.LINK].dns.purge(dnscache.key(domain))
     except (nats.errors.Error, nats.js.errors.Error) as error:
         raise calls.Problem(503, str(error)) from None
-    await request.app[calls.BUS].nc.publish(names.DNS_INVALIDATE_SUBJECT, domain.encode())
+    await request.app[calls.LINK].bus.nc.publish(names.DNS_INVALIDATE_SUBJECT, domain.encode())
     return calls.reply(RefreshedAnswer(refreshed=domain))
 
 
 async def list_overrides(request: web.Request) -> web.Response:
     items = [
         Override(domain=key, target=value.decode(), source="runtime")
-        for key, value in await bus.kv_items(request.app[calls.OVERRIDES])
+        for key, value in await bus.kv_items(request.app[calls.LINK].overrides)
     ]
     return calls.reply(OverridesAnswer(items=items))
 
@@ -131,22 +164,26 @@ async def set_override(request: web.Request) -> web.Response:
     try:
         host, port = parse_target(target)
     except ValueError as error:
-        raise calls.Problem(400, str(error)) from None
+        raise calls.Problem(400, str(error)[:200]) from None
+    if not _is_address(host):
+        problem = domain_problem(dnscache.normalise(host))
+        if problem is not None:
+            raise calls.Problem(400, f"the target is no host name: {problem}")
     value = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    await request.app[calls.OVERRIDES].put(domain, value.encode())
-    await request.app[calls.BUS].nc.publish(names.DNS_INVALIDATE_SUBJECT, domain.encode())
+    await request.app[calls.LINK].overrides.put(domain, value.encode())
+    await request.app[calls.LINK].bus.nc.publish(names.DNS_INVALIDATE_SUBJECT, domain.encode())
     return calls.reply(OverrideSetAnswer(domain=domain, target=value))
 
 
 async def remove_override(request: web.Request) -> web.Response:
     domain = _domain(request)
-    kv = request.app[calls.OVERRIDES]
+    kv = request.app[calls.LINK].overrides
     try:
         await kv.get(domain)
     except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
         raise calls.Problem(404, f"no override for {domain}") from None
     await kv.purge(domain)
-    await request.app[calls.BUS].nc.publish(names.DNS_INVALIDATE_SUBJECT, domain.encode())
+    await request.app[calls.LINK].bus.nc.publish(names.DNS_INVALIDATE_SUBJECT, domain.encode())
     return calls.reply(RemovedAnswer(removed=domain))
 
 

@@ -12,6 +12,10 @@ read that Secret and use the service proxy.
 from __future__ import annotations
 
 import base64
+import contextlib
+import io
+import os
+import sys
 from typing import Annotated, NoReturn
 
 import httpx
@@ -122,3 +126,39 @@ def options(
 
 def main() -> None:
     ctl.run(ctl.build(PROGRAM, options), PROGRAM)
+
+
+COMPLETE_VAR = "_KUBECTL_EMPATH_COMPLETE"
+
+
+def completions(words: list[str]) -> list[str]:
+    """What may come next after `kubectl empath <words>` (the last word is the one being
+    typed), as the program's own completion (click's bash protocol) finds it."""
+    words = words or [""]
+    environment = {
+        COMPLETE_VAR: "complete_bash",
+        "COMP_WORDS": " ".join(["kubectl-empath", *words]),
+        "COMP_CWORD": str(len(words)),
+    }
+    saved = {name: os.environ.get(name) for name in environment}
+    buffer = io.StringIO()
+    os.environ.update(environment)
+    try:
+        with contextlib.redirect_stdout(buffer), contextlib.suppress(SystemExit):
+            ctl.build(PROGRAM, options)(prog_name=PROGRAM, complete_var=COMPLETE_VAR, args=[])
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return [line for line in buffer.getvalue().splitlines() if line]
+
+
+def complete() -> None:
+    """`kubectl_complete-empath`: kubectl (1.26 and later) runs it to complete
+    `kubectl empath ...`; it prints the candidates one a line, then Cobra's directive `:4`
+    (do not offer file names)."""
+    for candidate in completions(sys.argv[1:]):
+        print(candidate)
+    print(":4")

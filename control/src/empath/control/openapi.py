@@ -25,6 +25,7 @@ STATUSES = {
     401: "No valid token (`Authorization: Bearer` or `X-Empath-Token`).",
     404: "No such message (or body, or override).",
     409: "The message is not in a state for this.",
+    413: "The body is larger than the API takes.",
     503: "A part of the system (the spool, NATS, the object store) is unavailable.",
 }
 PATH_PARAMETERS: dict[str, dict[str, Any]] = {
@@ -32,7 +33,10 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
         "schema": {"type": "string", "pattern": "^[0-9A-HJKMNP-TV-Z]{26}$"},
         "description": "Queue id (26 characters).",
     },
-    "domain": {"schema": {"type": "string"}, "description": "A domain name."},
+    "domain": {
+        "schema": {"type": "string", "maxLength": 253},
+        "description": "A domain name (labels of at most 63 letters, digits and hyphens).",
+    },
 }
 
 
@@ -117,7 +121,8 @@ def document(all_routes: Iterable[calls.Route]) -> dict[str, Any]:
                 "content": _content(refs[route.answer, "serialization"]),
             }
         }
-        for status in (*(() if route.open else (401,)), *route.refusals):
+        too_large = (413,) if route.body is not None else ()
+        for status in (*(() if route.open else (401,)), *route.refusals, *too_large):
             responses[str(status)] = {"description": STATUSES[status], "content": problem}
         operation: dict[str, Any] = {
             "operationId": f"{route.method.lower()}_{route.handler.__name__}",
@@ -125,7 +130,7 @@ def document(all_routes: Iterable[calls.Route]) -> dict[str, Any]:
             "parameters": parameters,
             "responses": dict(sorted(responses.items())),
         }
-        if route.mutating:
+        if route.audited:
             operation["description"] = "Recorded in the audit log."
         if route.body is not None:
             operation["requestBody"] = {

@@ -15,8 +15,10 @@ from rich.table import Table
 
 from empath.control import transport
 
-# Piped output is read by scripts and greps: do not squeeze it into 80 columns.
-console = Console(width=None if os.isatty(1) else 200)
+# Piped output is read by scripts and greps: do not squeeze it into 80 columns. What is shown
+# comes from the queue (senders, replies, headers anyone can write): text, never markup,
+# emoji codes or highlighting.
+console = Console(width=None if os.isatty(1) else 200, markup=False, emoji=False, highlight=False)
 
 Tabulate = Callable[[Any], Table]
 

@@ -20,6 +20,11 @@ class MessageAnswer(calls.Model):
     """A message's record, with its header section and whole text when asked for."""
 
     item: queue.Entry
+    omitted: queries.Omitted | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="What the record leaves out to fit NATS's payload limit.",
+    )
     headers: str | None = Field(default=None, exclude_if=lambda value: value is None)
     body: str | None = Field(default=None, exclude_if=lambda value: value is None)
 
@@ -75,6 +80,7 @@ async def with_message(request: web.Request, *, body: bool) -> web.Response:
     return calls.reply(
         MessageAnswer(
             item=answer.item,
+            omitted=answer.omitted,
             headers=raw.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace"),
             body=raw.decode("utf-8", "replace") if body else None,
         )
@@ -188,6 +194,7 @@ ROUTES = (
         answer=MessageAnswer,
         query=ViewQuery,
         refusals=ONE,
+        reads_message=True,
     ),
     calls.Route(
         "GET",
@@ -196,6 +203,7 @@ ROUTES = (
         summary="One message with its header section",
         answer=MessageAnswer,
         refusals=ONE,
+        reads_message=True,
     ),
     calls.Route(
         "DELETE",

@@ -4,48 +4,54 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
-from aiohttp import web
+from aiohttp import http_exceptions, web
 
-from empath.control import api, audit
-from empath.core import bus as bus_module
-from empath.core import errors, names, services, store
-from empath.core.settings import Settings, parse_hostport
+from empath.control import api, audit, link, tokens
+from empath.core import errors, services, store
+from empath.core.settings import parse_hostport
 
 log = logging.getLogger("empath.control")
 
 
-def token_of(settings: Settings) -> str:
-    if settings.control_token is not None:
-        return settings.control_token.get_secret_value()
-    if settings.control_token_file is not None:
-        token = settings.control_token_file.read_text().strip()
-        if token:
-            return token
-    raise errors.ConfigurationError(
-        "EMPATH_CONTROL_TOKEN or EMPATH_CONTROL_TOKEN_FILE is required: the control API "
-        "never runs without authentication"
-    )
+class HttpLog(logging.Logger):
+    """aiohttp's server log. aiohttp logs a request it refuses before any handler runs (a
+    request line over its limit, bytes that are not HTTP) as an exception with a traceback;
+    a client's bad bytes are no fault of the service, so that is one line at WARNING here.
+    Anything else stays an exception with its traceback."""
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        if isinstance(exc_info, http_exceptions.HttpProcessingError):
+            self.warning("%s: %s", str(msg) % args, exc_info, **kwargs)
+        else:
+            super().exception(msg, *args, exc_info=exc_info, **kwargs)
+
+
+def http_log() -> HttpLog:
+    logger = HttpLog("empath.control.http")
+    logger.parent = log
+    return logger
 
 
 async def run(runtime: services.Runtime) -> None:
     settings = runtime.settings
-    token = token_of(settings)
+    known = tokens.load(settings)
     objects = store.ObjectStore(settings)
-    bus = await bus_module.connect(settings, name="control")
+    connection = await link.Link.open(settings)
+    ending = asyncio.Event()
+    keeper = asyncio.create_task(link.keep(connection, settings, ending))
+    # The probes the operator points at (`EMPATH_HEALTH_LISTEN`) fail too while NATS is lost.
+    runtime.checks.append(connection.problem)
     runner: web.AppRunner | None = None
     try:
-        heartbeat = asyncio.create_task(bus.heartbeat("control", runtime.stop))
         app = api.application(
-            bus=bus,
+            connection=connection,
             objects=objects,
-            token=token,
+            tokens=known,
             audit_log=audit.AuditLog(settings.control_audit_file),
-            services=await bus.key_value(names.SERVICES_BUCKET, ttl=names.HEARTBEAT_TTL_SECONDS),
-            dns_cache=await bus.key_value(names.DNS_BUCKET),
-            overrides=await bus.key_value(names.OVERRIDES_BUCKET),
         )
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5, logger=http_log())
         await runner.setup()
         host, port = parse_hostport(settings.control_listen)
         site = web.TCPSite(runner, host, port)
@@ -56,12 +62,14 @@ async def run(runtime: services.Runtime) -> None:
                 f"EMPATH_CONTROL_LISTEN: cannot listen on {settings.control_listen}: "
                 f"{error.strerror}"
             ) from error
+        log.info("control tokens: %s", ", ".join(known.names))
         runtime.ready("control", f"http://{host}:{port}")
         await runtime.stop.wait()
-        await heartbeat
     finally:
+        ending.set()  # the keeper ends with the service, whatever ended it
+        await keeper
         if runner is not None:
             await runner.cleanup()
-        await bus.close()
+        await connection.bus.close()
         objects.close()
     log.info("stopped")

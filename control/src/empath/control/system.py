@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from importlib.metadata import version
+from typing import Any
 
+import nats.errors
+import nats.js.errors
 from aiohttp import web
 from pydantic import ConfigDict, Field
 
-from empath.control import calls, openapi
+from empath.control import calls, link, openapi
 from empath.core import bus as bus_module
 from empath.core import errors, queries
 
@@ -39,7 +43,7 @@ class Instance(calls.Model):
 
     service: str
     instance: str = Field(description="host:pid")
-    started: float = Field(description="Unix time.")
+    started: datetime = Field(description="When it started (ISO 8601, UTC).")
 
 
 class Depth(calls.Model):
@@ -59,18 +63,30 @@ class StatusAnswer(calls.Model):
     queue: Depth | None = Field(description="null when the spool does not answer.")
 
 
+async def _live(connection: link.Link) -> list[dict[str, Any]]:
+    """The heartbeats in the services bucket; none while NATS is lost."""
+    if connection.problem() is not None:
+        return []
+    try:
+        return await bus_module.live_services(connection.services)
+    except (nats.errors.Error, nats.js.errors.Error, OSError):
+        return []
+
+
 def _version() -> str:
     return version("empath-control")
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Fails while NATS is lost: the service cannot do anything then (it reconnects)."""
+    down = request.app[calls.LINK].problem()
+    if down is not None:
+        raise calls.Problem(503, down)
     return calls.reply(HealthAnswer(ok=True))
 
 
 async def readyz(request: web.Request) -> web.Response:
-    if not request.app[calls.BUS].nc.is_connected:
-        raise calls.Problem(503, "not connected to NATS")
-    return calls.reply(HealthAnswer(ok=True))
+    return await healthz(request)
 
 
 async def ping(request: web.Request) -> web.Response:
@@ -84,10 +100,7 @@ async def status(request: web.Request) -> web.Response:
         store = StorePart(ok=True, error=None)
     except errors.EmpathError as error:
         store = StorePart(ok=False, error=str(error))
-    instances = [
-        Instance.model_validate(found)
-        for found in await bus_module.live_services(app[calls.SERVICES])
-    ]
+    instances = [Instance.model_validate(found) for found in await _live(app[calls.LINK])]
     counts: dict[str, int] = {}
     for instance in instances:
         counts[instance.service] = counts.get(instance.service, 0) + 1
@@ -101,7 +114,7 @@ async def status(request: web.Request) -> web.Response:
         StatusAnswer(
             version=_version(),
             uptime_seconds=round(time.monotonic() - app[calls.STARTED], 1),
-            nats=NatsPart(ok=app[calls.BUS].nc.is_connected),
+            nats=NatsPart(ok=app[calls.LINK].problem() is None),
             object_store=store,
             services=counts,
             instances=instances,
@@ -116,9 +129,9 @@ ROUTES = (
         "GET",
         "/healthz",
         handler=healthz,
-        summary="Liveness",
+        summary="Health: 503 while NATS is lost (the service reconnects)",
         answer=HealthAnswer,
-        refusals=(),
+        refusals=(503,),
         open=True,
     ),
     calls.Route(

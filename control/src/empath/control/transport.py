@@ -3,7 +3,7 @@
 A command fails by raising `Failed` with one line and an exit code; the program's runner
 (`ctl.run`) prints it after the program's own name. The exit codes are a contract for
 scripts: 1 when the API refused (its reason is printed), 2 for bad usage or configuration,
-3 when the API cannot be reached.
+3 when the API cannot be reached, 4 when the program itself failed (a bug: never exit 0).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import typer
 REFUSED = 1
 USAGE = 2
 UNREACHABLE = 3
+CRASHED = 4
 
 OUTPUTS = ("table", "json", "yaml")
 TIMEOUT = 30.0

@@ -2,7 +2,9 @@
 
 `GET /livez` answers 200 while the event loop runs. `GET /readyz` answers 200 once the
 service has said it is ready and until it starts shutting down, so a pod that drains its
-connections is taken out of its Service's endpoints first. Both answer 503 otherwise.
+connections is taken out of its Service's endpoints first, and not while one of the service's
+`Runtime.checks` gives a reason (the control service's lost NATS connection). Both answer 503
+otherwise.
 """
 
 from __future__ import annotations
@@ -28,9 +30,13 @@ class Health:
         return web.Response(text="ok\n")
 
     async def readyz(self, request: web.Request) -> web.Response:
-        if self.ready and not self.runtime.stop.is_set():
+        down = [reason for check in self.runtime.checks if (reason := check()) is not None]
+        if self.ready and not self.runtime.stop.is_set() and not down:
             return web.Response(text="ready\n")
-        reason = "shutting down" if self.runtime.stop.is_set() else "starting"
+        if self.runtime.stop.is_set():
+            reason = "shutting down"
+        else:
+            reason = "; ".join(down) if self.ready else "starting"
         return web.Response(status=503, text=f"{reason}\n")
 
 

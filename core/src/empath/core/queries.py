@@ -70,11 +70,17 @@ After = Annotated[
     AfterValidator(_queue_id),
     _reasoned("after must be a queue id"),
 ]
+MAX_DOMAIN = 255  # RFC 5321 §4.5.3.1.2
+MAX_ADDRESS = 256  # a path, RFC 5321 §4.5.3.1.3
 Domain = Annotated[
-    str, Field(strict=True, pattern=r"\S"), _reasoned("domain must be a non-empty string")
+    str,
+    Field(strict=True, pattern=r"\S", max_length=MAX_DOMAIN),
+    _reasoned(f"domain must be a non-empty string of at most {MAX_DOMAIN} characters"),
 ]
 Sender = Annotated[
-    str, Field(strict=True, pattern=r"\S"), _reasoned("sender must be a non-empty string")
+    str,
+    Field(strict=True, pattern=r"\S", max_length=MAX_ADDRESS),
+    _reasoned(f"sender must be a non-empty string of at most {MAX_ADDRESS} characters"),
 ]
 Limit = Annotated[
     int,
@@ -89,8 +95,8 @@ Sort = Annotated[
     _reasoned("sort must be age (oldest first) or -age (newest first)"),
 ]
 Recipients = Annotated[
-    list[Annotated[str, Field(strict=True)]],
-    _reasoned("recipients must be a list of addresses"),
+    list[Annotated[str, Field(strict=True, max_length=MAX_ADDRESS)]],
+    _reasoned(f"recipients must be a list of addresses of at most {MAX_ADDRESS} characters"),
 ]
 
 
@@ -198,12 +204,38 @@ class ErrorAnswer(Answer):
     code: Literal[400, 404, 409, 503]
 
 
+class Omitted(Answer):
+    """What an answer left out of a message's record so that it fits NATS's payload limit."""
+
+    recipients: int = Field(default=0, description="Recipients left out (the last ones).")
+    history: int = Field(default=0, description="Attempts left out (the oldest ones).")
+
+
 class ListAnswer(Answer):
+    """A page of messages. A page holds at most `limit` messages and fewer when more would not
+    fit in one NATS message (`next_after` is set then); each item lists at most
+    `LIST_RECIPIENTS` recipients, and `omitted` says, by queue id, what an item leaves out."""
+
     items: list[queue.Entry]
     next_after: str | None = Field(description="Give as `after` for the next page; null: no more.")
+    omitted: dict[str, Omitted] = Field(
+        default_factory=dict, description="By queue id: what an item leaves out."
+    )
 
 
-class GetAnswer(Answer):
+class ItemAnswer(Answer):
+    """An answer that carries one message's record: whole unless it would not fit in one NATS
+    message; then the oldest attempts, and if need be the last recipients, are left out and
+    `omitted` says how many."""
+
+    omitted: Omitted | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="What the record leaves out to fit NATS's payload limit.",
+    )
+
+
+class GetAnswer(ItemAnswer):
     item: queue.Entry
 
 
@@ -231,11 +263,16 @@ class StatsAnswer(Answer):
     oldest: Oldest | None
     buckets: list[str] = Field(description="Labels of the age buckets in minutes, newest first.")
     ages: list[int] = Field(description="Waiting messages per age bucket.")
-    by_domain: dict[str, DomainAges]
+    by_domain: dict[str, DomainAges] = Field(
+        description="The domains with the most waiting messages first."
+    )
     frozen: bool
+    domains_omitted: int = Field(
+        default=0, description="Domains left out of by_domain (the least busy) to fit NATS."
+    )
 
 
-class RetryAnswer(Answer):
+class RetryAnswer(ItemAnswer):
     retried: int
     item: queue.Entry | None = Field(
         default=None,
@@ -244,16 +281,16 @@ class RetryAnswer(Answer):
     )
 
 
-class DeleteAnswer(Answer):
+class DeleteAnswer(ItemAnswer):
     deleted: bool
     item: queue.Entry | None = Field(description="What is left, when only recipients went.")
 
 
-class HoldAnswer(Answer):
+class HoldAnswer(ItemAnswer):
     item: queue.Entry
 
 
-class ReleaseAnswer(Answer):
+class ReleaseAnswer(ItemAnswer):
     item: queue.Entry
 
 
@@ -263,6 +300,86 @@ class FreezeAnswer(Answer):
 
 class UnfreezeAnswer(Answer):
     frozen: bool
+
+
+# -- sizes ------------------------------------------------------------------------------
+
+LIST_RECIPIENTS = 100  # recipients shown per item of a list
+RESERVE = 4096  # bytes of a NATS payload kept for what wraps the items
+
+
+def fit(
+    entry: queue.Entry, budget: int, *, max_recipients: int | None = None
+) -> tuple[queue.Entry, Omitted | None]:
+    """`entry` as JSON of at most `budget` bytes (its recipients cut to `max_recipients`
+    first): the oldest attempts go first, then the last recipients; what went is returned."""
+    recipients, history = entry.recipients, entry.history
+    if max_recipients is not None:
+        recipients = recipients[:max_recipients]
+
+    def shaped() -> queue.Entry:
+        return entry.model_copy(update={"recipients": recipients, "history": history})
+
+    def size() -> int:
+        return len(shaped().model_dump_json())
+
+    while history and size() > budget:
+        history = history[1:]
+    while len(recipients) > 1 and size() > budget:
+        recipients = recipients[: len(recipients) // 2]
+    cut = Omitted(
+        recipients=len(entry.recipients) - len(recipients),
+        history=len(entry.history) - len(history),
+    )
+    if not (cut.recipients or cut.history):
+        return entry, None
+    return shaped(), cut
+
+
+def fit_answer(answer: AnswerT, budget: int) -> AnswerT:
+    """`answer` cut to at most `budget` bytes of JSON where it can be, saying what it left
+    out: a record's attempts and recipients (`fit`), the least busy domains of the stats."""
+    if len(answer.model_dump_json()) <= budget:
+        return answer
+    item = getattr(answer, "item", None)
+    if isinstance(answer, ItemAnswer) and isinstance(item, queue.Entry):
+        fitted, omitted = fit(item, budget - 200)
+        return answer.model_copy(update={"item": fitted, "omitted": omitted})
+    if isinstance(answer, StatsAnswer):
+        domains = list(answer.by_domain.items())  # the busiest first
+        keep = len(domains)
+        while (
+            keep
+            and len(answer.model_copy(update={"by_domain": dict(domains[:keep])}).model_dump_json())
+            > budget - 100
+        ):
+            keep //= 2
+        return answer.model_copy(
+            update={"by_domain": dict(domains[:keep]), "domains_omitted": len(domains) - keep}
+        )
+    return answer
+
+
+def fit_page(
+    entries: list[queue.Entry], budget: int, *, more: bool
+) -> tuple[list[queue.Entry], dict[str, Omitted], bool]:
+    """As many of `entries` (in order) as fit in `budget` bytes of JSON, each cut to fit
+    alone; and whether more remain (`more`: there were more than `entries` to begin with)."""
+    items: list[queue.Entry] = []
+    omitted: dict[str, Omitted] = {}
+    used = 0
+    for entry in entries:
+        item, cut = fit(entry, budget, max_recipients=LIST_RECIPIENTS)
+        size = len(item.model_dump_json()) + 1
+        if cut is not None:
+            size += len(entry.id) + len(cut.model_dump_json()) + 4
+        if items and used + size > budget:
+            return items, omitted, True
+        items.append(item)
+        used += size
+        if cut is not None:
+            omitted[entry.id] = cut
+    return items, omitted, more
 
 
 # -- calls -------------------------------------------------------------------------------

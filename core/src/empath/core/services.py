@@ -31,6 +31,8 @@ class Runtime:
     settings: Settings
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     on_ready: Callable[[str, str], None] = lambda service, detail: None
+    # Each says why the service cannot work right now (None: it can); readiness fails then.
+    checks: list[Callable[[], str | None]] = field(default_factory=list)
 
     def ready(self, service: str, detail: str) -> None:
         log.info("%s ready: %s", service, detail)

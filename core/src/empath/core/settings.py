@@ -200,6 +200,10 @@ class Settings(BaseSettings):
     # The most of the IPv4 (or IPv6) address space the trusted networks together may cover.
     trusted_networks_max_share: float = Field(default=0.01, gt=0, lt=1)
 
+    # Named control tokens: a file of `name:token` lines, each name recorded in the audit log
+    # for the calls made with its token (read by the control service at start).
+    control_tokens_file: Path | None = None
+
     @model_validator(mode="after")
     def _trusted_share(self) -> Settings:
         """The open-relay guard on the union of the trusted networks: `0.0.0.0/1,128.0.0.0/1`

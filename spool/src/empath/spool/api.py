@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import nats.errors
 from nats.aio.client import Client as NATS
@@ -80,11 +81,37 @@ class QueryAPI:
             except errors.EmpathError as error:
                 reply = queries.ErrorAnswer(error=str(error), code=503)
             if msg.reply:
-                await msg.respond(reply.model_dump_json().encode())
+                await self._send(msg, call, reply)
 
         self._subs.append(
             await self.nc.subscribe(call.subject, queue=names.QUERY_QUEUE_GROUP, cb=respond)
         )
+
+    async def _send(self, msg: Msg, call: queries.Call[Any, Any], reply: queries.Answer) -> None:
+        """Send `reply`; when it cannot go, say why in the log (WARNING) and, if NATS still
+        carries it, send the caller a 503 that says so instead of letting it time out."""
+        data = queries.fit_answer(reply, self.budget).model_dump_json().encode()
+        try:
+            await msg.respond(data)
+            return
+        except (nats.errors.Error, OSError) as error:
+            log.warning(
+                "cannot send the answer to %s (%d bytes, NATS carries %d): %r",
+                call.name,
+                len(data),
+                self.nc.max_payload,
+                error,
+            )
+            reason = f"the spool could not send its answer: {error!r}"
+        with contextlib.suppress(nats.errors.Error, OSError):
+            await msg.respond(
+                queries.ErrorAnswer(error=reason, code=503).model_dump_json().encode()
+            )
+
+    @property
+    def budget(self) -> int:
+        """Bytes of JSON the items of one answer may take."""
+        return self.nc.max_payload - queries.RESERVE
 
     async def _list(self, request: queries.ListRequest) -> queries.ListAnswer:
         after = request.after
@@ -109,7 +136,12 @@ class QueryAPI:
             and (min_age is None or (now - e.received_at).total_seconds() >= min_age)
         ]
         page = records.page_of(entries, state=request.state, limit=request.limit, after=after)
-        return queries.ListAnswer(items=page.items, next_after=page.next_after)
+        items, omitted, more = queries.fit_page(
+            page.items, self.budget, more=page.next_after is not None
+        )
+        return queries.ListAnswer(
+            items=items, next_after=items[-1].id if more and items else None, omitted=omitted
+        )
 
     async def _stats(self, request: queries.StatsRequest) -> queries.StatsAnswer:
         result = stats.summary(list(self.view.entries.values()), now=datetime.now(UTC))

@@ -21,11 +21,13 @@ def queue_table(data: Any) -> Table:
     table = Table("STATE", "AGE", "SIZE", "SENDER", "RECIPIENTS", "LAST REPLY")
     table.add_column("ID", no_wrap=True)
     table.columns.insert(0, table.columns.pop())
+    omitted = data.get("omitted") or {}
     for item in data["items"]:
         recipients = item["recipients"]
+        total = len(recipients) + (omitted.get(item["id"]) or {}).get("recipients", 0)
         shown = ", ".join(r["address"] for r in recipients[:2])
-        if len(recipients) > 2:
-            shown += f" +{len(recipients) - 2}"
+        if total > 2:
+            shown += f" +{total - 2}"
         table.add_row(
             item["id"],
             item["state"],
@@ -64,6 +66,13 @@ def entry_table(data: Any) -> Table:
                 f"{result['address']}: {result['outcome']} via {result.get('remote')}"
                 f" ({result.get('tls')}) {result['reply']}",
             )
+    if data.get("omitted"):
+        left_out = data["omitted"]
+        table.add_row(
+            "omitted",
+            f"{left_out.get('recipients', 0)} recipients, {left_out.get('history', 0)} attempts "
+            "(too large for one answer)",
+        )
     if "headers" in data:
         table.add_row("headers", data["headers"])
     if "body" in data:
@@ -83,6 +92,8 @@ def stats_table(data: Any) -> Table:
         table.add_row(domain, str(row["total"]), *map(str, row["ages"]))
     states = ", ".join(f"{k}={v}" for k, v in data["by_state"].items())
     table.caption = states + (f"; oldest {data['oldest']['id']}" if data.get("oldest") else "")
+    if data.get("domains_omitted"):
+        table.caption += f"; {data['domains_omitted']} less busy domains not shown"
     return table
 
 
