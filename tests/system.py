@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from empath.core import bus, errors, ids, names, queue, services, settings, store
+from empath.core import addresses, bus, errors, ids, names, queue, services, settings, store
 from empath.spool import records
 from tests.waiting import eventually
 from tests.wire import Wire
@@ -35,12 +35,12 @@ class System:
 
     @property
     def smtp_port(self) -> int:
-        return settings.parse_hostport(self.settings.smtp_listen)[1]
+        return addresses.parse_hostport(self.settings.smtp_listen)[1]
 
     @property
     def submission_port(self) -> int:
         assert self.settings.submission_listen
-        return settings.parse_hostport(self.settings.submission_listen)[1]
+        return addresses.parse_hostport(self.settings.submission_listen)[1]
 
     async def wire(self, port: int | None = None) -> Wire:
         return await Wire.open(port or self.smtp_port)

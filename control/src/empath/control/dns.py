@@ -19,8 +19,7 @@ from aiohttp import web
 from pydantic import Field
 
 from empath.control import calls
-from empath.core import bus, dnscache, names
-from empath.core.settings import parse_target
+from empath.core import addresses, bus, dnscache, names
 
 MAX_DOMAIN = 253  # RFC 1035 §2.3.4: 255 octets on the wire, 253 characters written out
 MAX_LABEL = 63
@@ -162,7 +161,7 @@ async def set_override(request: web.Request) -> web.Response:
     if not isinstance(target, str):
         raise calls.Problem(400, 'give the target as {"target": "host[:port]"}')
     try:
-        host, port = parse_target(target)
+        host, port = addresses.parse_target(target)
     except ValueError as error:
         raise calls.Problem(400, str(error)[:200]) from None
     if not _is_address(host):

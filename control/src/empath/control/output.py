@@ -23,6 +23,12 @@ console = Console(width=None if os.isatty(1) else 200, markup=False, emoji=False
 Tabulate = Callable[[Any], Table]
 
 
+def call(ctx: typer.Context, method: str, path: str, **kwargs: Any) -> None:
+    """Make one call of the API for a command and show its answer (most commands are this)."""
+    session = transport.session(ctx)
+    show(session, session.call(method, path, **kwargs))
+
+
 def show(session: transport.Session, data: Any, table: Tabulate | None = None) -> None:
     """`data` in the session's format; YAML stands in for a table where there is none."""
     if session.output == "json":

@@ -9,8 +9,7 @@ from typing import Any
 from aiohttp import http_exceptions, web
 
 from empath.control import api, audit, link, tokens
-from empath.core import errors, services, store
-from empath.core.settings import parse_hostport
+from empath.core import addresses, errors, services, store
 
 log = logging.getLogger("empath.control")
 
@@ -53,7 +52,7 @@ async def run(runtime: services.Runtime) -> None:
         )
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=5, logger=http_log())
         await runner.setup()
-        host, port = parse_hostport(settings.control_listen)
+        host, port = addresses.parse_hostport(settings.control_listen)
         site = web.TCPSite(runner, host, port)
         try:
             await site.start()

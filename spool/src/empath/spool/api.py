@@ -53,6 +53,9 @@ class QueryAPI:
         await self._serve(queries.RELEASE, self._release)
         await self._serve(queries.FREEZE, self._freeze)
         await self._serve(queries.UNFREEZE, self._unfreeze)
+        # The server has the subscriptions once it answers a ping: only then may the spool
+        # say it is ready, or the first query after "ready" finds no responders.
+        await self.nc.flush()
 
     async def stop(self) -> None:
         for sub in self._subs:

@@ -12,29 +12,25 @@ app = typer.Typer(no_args_is_help=True, help="DNS cache and MX overrides.")
 @app.command("list-cache")
 def list_cache(ctx: typer.Context) -> None:
     """The DNS answers the delivery workers share."""
-    session = transport.session(ctx)
-    output.show(session, session.call("GET", "/api/v1/dns/cache"))
+    output.call(ctx, "GET", "/api/v1/dns/cache")
 
 
 @app.command("clear-cache")
 def clear_cache(ctx: typer.Context) -> None:
     """Forget every cached answer."""
-    session = transport.session(ctx)
-    output.show(session, session.call("DELETE", "/api/v1/dns/cache"))
+    output.call(ctx, "DELETE", "/api/v1/dns/cache")
 
 
 @app.command("refresh")
 def refresh(ctx: typer.Context, domain: str) -> None:
     """Forget the cached MX of a domain: the next delivery looks it up again."""
-    session = transport.session(ctx)
-    output.show(session, session.call("POST", f"/api/v1/dns/refresh/{domain}"))
+    output.call(ctx, "POST", f"/api/v1/dns/refresh/{domain}")
 
 
 @app.command("list-overrides")
 def list_overrides(ctx: typer.Context) -> None:
     """MX overrides set at run time."""
-    session = transport.session(ctx)
-    output.show(session, session.call("GET", "/api/v1/dns/overrides"))
+    output.call(ctx, "GET", "/api/v1/dns/overrides")
 
 
 @app.command("set-override")
@@ -48,5 +44,4 @@ def set_override(ctx: typer.Context, domain: str, target: str) -> None:
 @app.command("remove-override")
 def remove_override(ctx: typer.Context, domain: str) -> None:
     """Remove a run-time override."""
-    session = transport.session(ctx)
-    output.show(session, session.call("DELETE", f"/api/v1/dns/overrides/{domain}"))
+    output.call(ctx, "DELETE", f"/api/v1/dns/overrides/{domain}")

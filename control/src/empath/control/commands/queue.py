@@ -189,8 +189,7 @@ def queue_delete(
 
 def _on_message(verb: str, text: str) -> Callable[..., None]:
     def action(ctx: typer.Context, message_id: str) -> None:
-        session = transport.session(ctx)
-        output.show(session, session.call("POST", f"/api/v1/queue/{message_id}/{verb}"))
+        output.call(ctx, "POST", f"/api/v1/queue/{message_id}/{verb}")
 
     action.__doc__ = text
     return action
@@ -198,8 +197,7 @@ def _on_message(verb: str, text: str) -> Callable[..., None]:
 
 def _on_queue(verb: str, text: str) -> Callable[..., None]:
     def action(ctx: typer.Context) -> None:
-        session = transport.session(ctx)
-        output.show(session, session.call("POST", f"/api/v1/queue/{verb}"))
+        output.call(ctx, "POST", f"/api/v1/queue/{verb}")
 
     action.__doc__ = text
     return action

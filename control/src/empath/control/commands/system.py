@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from empath.control import output, transport
+from empath.control import output
 
 app = typer.Typer(no_args_is_help=True, help="The system.")
 
@@ -12,12 +12,10 @@ app = typer.Typer(no_args_is_help=True, help="The system.")
 @app.command("ping")
 def ping(ctx: typer.Context) -> None:
     """Is the API there?"""
-    session = transport.session(ctx)
-    output.show(session, session.call("GET", "/api/v1/system/ping"))
+    output.call(ctx, "GET", "/api/v1/system/ping")
 
 
 @app.command("status")
 def status(ctx: typer.Context) -> None:
     """Version, uptime, health of each part, delivery workers, queue depth."""
-    session = transport.session(ctx)
-    output.show(session, session.call("GET", "/api/v1/system/status"))
+    output.call(ctx, "GET", "/api/v1/system/status")
