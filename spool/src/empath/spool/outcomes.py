@@ -215,5 +215,11 @@ class Outcomes:
                     r.reply,
                 )
             if result.finished:
-                await self.objects.delete(result.body_key)
+                try:
+                    await self.objects.delete(result.body_key)
+                except errors.NotFound:
+                    mlog.warning(
+                        "%s: body %s was already gone", result.state.value, result.body_key
+                    )
+                    return
                 mlog.info("%s: body removed", result.state.value)
