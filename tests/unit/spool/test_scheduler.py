@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from empath.core import queue
+from empath.core import names, queue
 from empath.spool import scheduler
 from tests.unit.spool.samples import NOW, entry
 
@@ -61,3 +61,12 @@ def test_the_job_of_a_claim_carries_its_attempt_and_open_recipients_only() -> No
 
     assert job.attempt == claimed.attempts
     assert [r.address for r in job.envelope.recipients] == ["open@example.com"]
+
+
+def test_a_claim_older_than_half_the_duplicate_window_is_left_to_the_delivering_timeout() -> None:
+    claimed = scheduler.claimed(due(), NOW)
+    assert claimed is not None
+    window = timedelta(seconds=names.JOBS_STREAM.duplicate_window_seconds)
+
+    assert scheduler.lease_expired(claimed, NOW + window / 2 - timedelta(seconds=1))
+    assert not scheduler.lease_expired(claimed, NOW + window / 2)

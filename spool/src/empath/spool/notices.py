@@ -32,7 +32,10 @@ class Notices:
         now: datetime,
     ) -> str | None:
         """Queue a DSN of `kind` about `reports`; None when none may be sent."""
-        if not entry.sender or not reports:  # never a DSN to the null sender
+        if not reports:
+            return None
+        if not entry.sender:  # never a DSN to the null sender
+            logs.for_message(log, entry.id).info("no %s DSN: the sender is null", kind)
             return None
         try:
             original: bytes | None = await self.objects.get(entry.body_key)

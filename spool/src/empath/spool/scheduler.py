@@ -59,11 +59,19 @@ def claimed(entry: queue.Entry, now: datetime) -> queue.Entry | None:
 
 
 def lease_expired(entry: queue.Entry, now: datetime) -> bool:
-    """Whether a record in `delivering` has a job whose publish nobody confirmed in time."""
+    """Whether a record in `delivering` has a job whose publish nobody confirmed in time.
+
+    Only within half the jobs stream's duplicate window of the claim: past that, a second
+    publish might no longer be recognised as a copy, so such a record (a claim that stayed
+    unconfirmed for an hour, or one written before claims had a lease) is left to the
+    `delivering_timeout`, which retries it as a new attempt.
+    """
+    if entry.state != queue.State.DELIVERING or entry.next_attempt is None:
+        return False
+    claimed_at = entry.updated_at or entry.received_at
     return (
-        entry.state == queue.State.DELIVERING
-        and entry.next_attempt is not None
-        and entry.next_attempt <= now
+        entry.next_attempt <= now
+        and (now - claimed_at).total_seconds() < names.JOBS_STREAM.duplicate_window_seconds / 2
     )
 
 
