@@ -124,12 +124,9 @@ async def until(
 async def claim_as_a_dying_spool(system: System, queue_id: str) -> queue.Entry:
     """Claim the message for its next attempt exactly as the scheduler does, and publish no
     job: what a spool killed between the two steps leaves behind."""
-    entry = await system.entry(queue_id)
-    assert entry.next_attempt is not None
-    written = await system.records.update(
-        queue_id,
-        lambda current: scheduler.claimed(current, entry.next_attempt or entry.received_at),
-    )
+    due = (await system.entry(queue_id)).next_attempt
+    assert due is not None
+    written = await system.records.update(queue_id, lambda current: scheduler.claimed(current, due))
     assert written is not None
     return written[1]
 
