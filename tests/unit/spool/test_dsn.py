@@ -37,7 +37,7 @@ def report(address: str = "bob@example.com", **fields: object) -> dsn.Report:
     return dsn.Report(**values)  # type: ignore[arg-type]
 
 
-def build(kind: str = "failure", *, original: bytes = ORIGINAL, **options: object) -> bytes:
+def build(kind: str = "failure", *, original: bytes | None = ORIGINAL, **options: object) -> bytes:
     reports = options.pop("reports", [report()])
     return dsn.build(
         kind=kind,
@@ -106,6 +106,22 @@ def test_the_original_is_attached_byte_for_byte() -> None:
 def test_every_line_of_a_dsn_ends_in_crlf() -> None:
     raw = build(original=ORIGINAL)
 
+    assert re.search(rb"(?<!\r)\n", raw) is None
+    assert raw.endswith(b"--\r\n")
+
+
+def test_a_bounce_for_a_lost_body_says_so_and_has_no_original_part() -> None:
+    lost = "554 5.3.0 The message body is missing from the spool"
+
+    raw = build(original=None, reports=[report(status="5.3.0", diagnostic=lost)])
+
+    note, status = parts(raw)
+    assert status.get_content_type() == "message/delivery-status"
+    text = note.get_payload()
+    assert "<bob@example.com>: " + lost in text
+    assert "cannot be returned with this report" in text
+    assert "its stored copy was lost" in text
+    assert status_blocks(raw)[1]["Status"] == "5.3.0"
     assert re.search(rb"(?<!\r)\n", raw) is None
     assert raw.endswith(b"--\r\n")
 

@@ -3,6 +3,8 @@
 A DSN is an ordinary message from the null sender to the original envelope sender, queued and
 delivered like any other. Its three parts: a note for people, the machine-readable
 `message/delivery-status`, and the original message (RET=FULL) or its headers (RET=HDRS).
+When the original is lost (its body gone from the bucket), the DSN says so and has no third
+part (RFC 3462 makes it optional): the sender still learns the message was not delivered.
 The original is attached byte for byte, which is why the MIME is written here and not by
 `email.generator` (it would re-fold and re-encode what it re-parses).
 """
@@ -40,6 +42,11 @@ NOTES = {
 }
 
 
+MISSING_NOTE = (
+    "The original message cannot be returned with this report:\r\nits stored copy was lost.\r\n"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Report:
     """One recipient in a DSN."""
@@ -75,15 +82,14 @@ def build(
     kind: str,
     entry: queue.Entry,
     reports: list[Report],
-    original: bytes,
+    original: bytes | None,
     hostname: str,
     now: datetime,
     retry_until: datetime | None = None,
 ) -> bytes:
-    """The whole DSN message, ready to queue."""
+    """The whole DSN message, ready to queue; `original` is None when the body is lost."""
     action, subject = ACTIONS[kind]
     boundary = f"{secrets.token_hex(12)}/{hostname}"
-    ret = entry.ret or ("FULL" if len(original) <= FULL_LIMIT else "HDRS")
     headers = [
         f"From: Mail Delivery System <MAILER-DAEMON@{hostname}>",
         f"To: <{entry.sender}>",
@@ -98,6 +104,7 @@ def build(
         NOTES[kind]
         + "\r\n"
         + "".join(f"<{r.recipient.address}>: {r.diagnostic or r.status}\r\n" for r in reports)
+        + ("" if original is not None else "\r\n" + MISSING_NOTE)
     )
     per_message = [f"Reporting-MTA: dns; {hostname}"]
     if entry.envid:
@@ -121,11 +128,6 @@ def build(
         if kind == "delay" and retry_until is not None:
             lines.append(f"Will-Retry-Until: {format_datetime(retry_until)}")
         blocks.append("\r\n".join(lines))
-    if ret == "FULL":
-        returned_type, returned = "message/rfc822", original
-    else:
-        head = original.split(b"\r\n\r\n", 1)[0]
-        returned_type, returned = "text/rfc822-headers", head + b"\r\n"
     text = (
         "\r\n".join(headers) + "\r\n\r\n"
         "This is a MIME-encapsulated message.\r\n\r\n"
@@ -136,10 +138,20 @@ def build(
         f"--{boundary}\r\n"
         "Content-Description: Delivery report\r\n"
         "Content-Type: message/delivery-status\r\n\r\n" + "\r\n\r\n".join(blocks) + "\r\n\r\n"
+    ).encode("utf-8")
+    if original is None:
+        return text + f"--{boundary}--\r\n".encode()
+    ret = entry.ret or ("FULL" if len(original) <= FULL_LIMIT else "HDRS")
+    if ret == "FULL":
+        returned_type, returned = "message/rfc822", original
+    else:
+        head = original.split(b"\r\n\r\n", 1)[0]
+        returned_type, returned = "text/rfc822-headers", head + b"\r\n"
+    text += (
         f"--{boundary}\r\n"
         f"Content-Description: {'Undelivered message' if kind == 'failure' else 'Message'}\r\n"
         f"Content-Type: {returned_type}\r\n\r\n"
-    ).encode("utf-8")
+    ).encode()
     if not returned.endswith(b"\r\n"):
         returned += b"\r\n"
     return text + returned + f"\r\n--{boundary}--\r\n".encode()

@@ -1,4 +1,8 @@
-"""Intake: every `received` event becomes a `queued` record in the queue state."""
+"""Intake: every `received` event becomes a `queued` record in the queue state.
+
+An event that is not recorded (its body gone, or the message recorded already) is dropped
+with a warning naming its queue id: nothing leaves the spool's intake without a trace.
+"""
 
 from __future__ import annotations
 
@@ -37,4 +41,5 @@ class Intake:
                     event.size,
                 )
             else:
-                mlog.info("already recorded")
+                # A redelivered event (or one two replicas both took): the first one counts.
+                mlog.warning("already recorded: dropping the repeated received event")

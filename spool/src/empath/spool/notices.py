@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from empath.core import bus, events, ids, logs, names, queue, store
+from empath.core import bus, errors, events, ids, logs, names, queue, store
 from empath.core.settings import Settings
 from empath.spool import dsn
 
@@ -32,9 +32,20 @@ class Notices:
         now: datetime,
     ) -> str | None:
         """Queue a DSN of `kind` about `reports`; None when none may be sent."""
-        if not entry.sender or not reports:  # never a DSN to the null sender
+        if not reports:
             return None
-        original = await self.objects.get(entry.body_key)
+        if not entry.sender:  # never a DSN to the null sender
+            logs.for_message(log, entry.id).info("no %s DSN: the sender is null", kind)
+            return None
+        try:
+            original: bytes | None = await self.objects.get(entry.body_key)
+        except errors.NotFound:
+            # Lost (delivery then fails it with 554 5.3.0): the sender must still hear of it,
+            # and an outcome that could never be applied would leave the message stuck.
+            logs.for_message(log, entry.id).error(
+                "body %s is missing: the %s DSN goes without the original", entry.body_key, kind
+            )
+            original = None
         notice_id = ids.derived_id(f"{entry.id}/{kind}/{cause}", now)
         body = dsn.build(
             kind=kind,

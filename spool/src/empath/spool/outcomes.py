@@ -2,7 +2,8 @@
 failed or expired ones are bounced; when no recipient is left the body is deleted.
 
 Applying an outcome is a compare-and-set of the record, keyed by attempt number: a redelivered
-`attempted` event finds its attempt already in the history and changes nothing.
+`attempted` event finds its attempt already in the history and changes nothing. An outcome
+that changes nothing is dropped with a warning naming its queue id, never silently.
 """
 
 from __future__ import annotations
@@ -178,7 +179,13 @@ class Outcomes:
                 return
             after = apply(self.settings, before, event, now=now)
             if after is None:
-                mlog.info("attempt %d already recorded", event.attempt)
+                mlog.warning(
+                    "outcome of attempt %d dropped: %s",
+                    event.attempt,
+                    f"the message is {before.state.value}"
+                    if before.finished
+                    else "already recorded",
+                )
                 return
             # DSNs first (their ids are deterministic, so a retry re-sends nothing new), then
             # the record: a crash in between repeats the DSN publish, never loses it.
@@ -202,6 +209,9 @@ class Outcomes:
 
             written = await self.records.update(event.id, change)
             if written is None:
+                mlog.warning(
+                    "outcome of attempt %d dropped: applied meanwhile elsewhere", event.attempt
+                )
                 return
             _, result = written
             for r in event.results:
@@ -215,5 +225,11 @@ class Outcomes:
                     r.reply,
                 )
             if result.finished:
-                await self.objects.delete(result.body_key)
+                try:
+                    await self.objects.delete(result.body_key)
+                except errors.NotFound:
+                    mlog.warning(
+                        "%s: body %s was already gone", result.state.value, result.body_key
+                    )
+                    return
                 mlog.info("%s: body removed", result.state.value)

@@ -4,6 +4,23 @@ The queue state in KV is the only source of truth: each tick reads it, so nothin
 any service restarts. Dispatching is a compare-and-set of the record to `delivering` (with the
 attempt number), so with several spool replicas a message is dispatched once. The job's
 `Nats-Msg-Id` is `<id>.<attempt>`, so a repeated publish is dropped by JetStream.
+
+Claiming and publishing are two steps, and a spool may die between them: the record says
+`delivering` while no job exists, and no outcome will ever come. So the claim is a lease: it
+sets the record's `next_attempt` (otherwise unused while `delivering`) to a few seconds ahead,
+and only once JetStream has acknowledged the job does a second compare-and-set clear it. A
+record still `delivering` with its lease run out is one whose publish nobody confirmed; any
+replica's next tick publishes its job again. That is always safe: the job is the same, under
+the same `Nats-Msg-Id`, and the lease runs out seconds after the claim, well inside the
+stream's duplicate window, so when the first publish did arrive JetStream drops the second.
+Two replicas that both see the lease run out publish one job between them and one of them
+clears the lease. What a tick costs for this is a look at each record already in `delivering`
+(the view is in memory) and work only for those with a lease run out; a dispatch costs one
+more KV write.
+
+Publishing before claiming was the other way: no second write, but a job would then exist
+for a record that may not be claimed (held or changed meanwhile), and delivery checks jobs
+against the record they name.
 """
 
 from __future__ import annotations
@@ -20,6 +37,42 @@ from empath.core.settings import Settings
 from empath.spool import records, retries, view
 
 log = logging.getLogger("empath.spool.scheduler")
+
+# How long a claim waits for its publish to be confirmed before any replica publishes again.
+LEASE_SECONDS = 5.0
+
+
+def claimed(entry: queue.Entry, now: datetime) -> queue.Entry | None:
+    """The record claimed for its next attempt, or None when it is not due now."""
+    if entry.state not in {queue.State.QUEUED, queue.State.DEFERRED} or entry.held:
+        return None
+    if entry.next_attempt is None or entry.next_attempt > now or not entry.open_recipients:
+        return None
+    return entry.model_copy(
+        update={
+            "state": queue.State.DELIVERING,
+            "attempts": entry.attempts + 1,
+            "next_attempt": now + timedelta(seconds=LEASE_SECONDS),
+            "updated_at": now,
+        }
+    )
+
+
+def lease_expired(entry: queue.Entry, now: datetime) -> bool:
+    """Whether a record in `delivering` has a job whose publish nobody confirmed in time.
+
+    Only within half the jobs stream's duplicate window of the claim: past that, a second
+    publish might no longer be recognised as a copy, so such a record (a claim that stayed
+    unconfirmed for an hour, or one written before claims had a lease) is left to the
+    `delivering_timeout`, which retries it as a new attempt.
+    """
+    if entry.state != queue.State.DELIVERING or entry.next_attempt is None:
+        return False
+    claimed_at = entry.updated_at or entry.received_at
+    return (
+        entry.next_attempt <= now
+        and (now - claimed_at).total_seconds() < names.JOBS_STREAM.duplicate_window_seconds / 2
+    )
 
 
 def job_for(entry: queue.Entry) -> events.DeliveryJob:
@@ -62,11 +115,14 @@ class Scheduler:
         """Dispatch what is due; returns how many jobs were published."""
         frozen = await flags.is_frozen(self.flags)
         due: list[queue.Entry] = []
+        unconfirmed: list[queue.Entry] = []
         for entry in list(self.view.entries.values()):
             if entry.finished:
                 age = (now - (entry.updated_at or entry.received_at)).total_seconds()
                 if age > self.settings.finished_retention:
                     await self.records.delete(entry.id)
+            elif lease_expired(entry, now):
+                unconfirmed.append(entry)
             elif entry.state == queue.State.DELIVERING:
                 since = (now - (entry.updated_at or entry.received_at)).total_seconds()
                 if since > self.settings.delivering_timeout:
@@ -85,30 +141,24 @@ class Scheduler:
             async with limit:
                 return await self.dispatch(entry, now)
 
-        return sum(await asyncio.gather(*(dispatch(entry) for entry in due)))
+        async def republish(entry: queue.Entry) -> int:
+            async with limit:
+                return await self.republish(entry)
+
+        return sum(
+            await asyncio.gather(
+                *(dispatch(entry) for entry in due), *(republish(entry) for entry in unconfirmed)
+            )
+        )
 
     async def dispatch(self, entry: queue.Entry, now: datetime) -> int:
         mlog = logs.for_message(log, entry.id)
         if not entry.open_recipients:
             return 0
-
-        def claim(current: queue.Entry) -> queue.Entry | None:
-            if current.state not in {queue.State.QUEUED, queue.State.DEFERRED} or current.held:
-                return None
-            if current.next_attempt is None or current.next_attempt > now:
-                return None
-            return current.model_copy(
-                update={
-                    "state": queue.State.DELIVERING,
-                    "attempts": current.attempts + 1,
-                    "updated_at": now,
-                }
-            )
-
-        claimed = await self.records.update(entry.id, claim)
-        if claimed is None:
+        claim = await self.records.update(entry.id, lambda current: claimed(current, now))
+        if claim is None:
             return 0  # another replica took it, or it changed
-        before, after = claimed
+        before, after = claim
         try:
             await self.bus.publish(
                 names.JOBS_SUBJECT, job_for(after), msg_id=f"{after.id}.{after.attempts}"
@@ -129,7 +179,45 @@ class Scheduler:
         mlog.info(
             "attempt %d dispatched for %d recipients", after.attempts, len(after.open_recipients)
         )
+        await self._confirm(after)
         return 1
+
+    async def republish(self, entry: queue.Entry) -> int:
+        """Publish again the job of a claim whose publish was never confirmed (its spool died,
+        or NATS went away, in between); JetStream drops it if the first one did arrive."""
+        mlog = logs.for_message(log, entry.id)
+        mlog.warning(
+            "attempt %d was claimed but its job never confirmed: publishing it again",
+            entry.attempts,
+        )
+        await self.bus.publish(
+            names.JOBS_SUBJECT, job_for(entry), msg_id=f"{entry.id}.{entry.attempts}"
+        )
+        await self._confirm(entry)
+        return 1
+
+    async def _confirm(self, claim: queue.Entry) -> None:
+        """Clear the lease of a claim whose job JetStream acknowledged. When this write fails,
+        the lease runs out and the job is published again, which JetStream drops."""
+
+        def confirm(current: queue.Entry) -> queue.Entry | None:
+            if not (
+                current.state == queue.State.DELIVERING
+                and current.attempts == claim.attempts
+                and current.next_attempt is not None
+            ):
+                return None  # the outcome is in already, or another replica confirmed it
+            return current.model_copy(update={"next_attempt": None})
+
+        try:
+            await self.records.update(claim.id, confirm)
+        except errors.EmpathError as error:
+            logs.for_message(log, claim.id).warning(
+                "attempt %d published, but its lease could not be cleared (%s): it will be "
+                "published again, and JetStream will drop the copy",
+                claim.attempts,
+                error,
+            )
 
     async def _requeue_stuck(self, entry: queue.Entry, now: datetime) -> None:
         """An attempt that never reported back (it should not happen: jobs are redelivered

@@ -24,7 +24,7 @@ async def run(runtime: services.Runtime) -> None:
         kv = await bus.key_value(names.QUEUE_BUCKET)
         flags = await bus.key_value(names.FLAGS_BUCKET)
         queue_records = records.Records(kv)
-        live = view.QueueView(kv)
+        live = view.QueueView(kv, connection=bus.nc)
         following = asyncio.create_task(live.run(runtime.stop), name="spool-view")
         # Serve and schedule only once the view holds the whole queue.
         ready = asyncio.create_task(live.ready.wait())

@@ -1,0 +1,310 @@
+"""The spool under faults: a spool dying mid-dispatch, a lost body, a NATS restart.
+
+Each test brings the queue into the state a fault leaves (a record claimed with no job out,
+a body gone from the bucket, a restarted NATS server) and checks what a user would: the mail
+arrives once, the sender gets a bounce, a new message goes out at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from empath.core import events, flags, names, queue, up
+from empath.spool import scheduler
+from tests import servers
+from tests.conftest import StartSystem, System
+from tests.dns_server import DnsServer
+from tests.remote import Remote
+from tests.wire import Wire
+
+BODY = b"Subject: faults\r\nFrom: a@sender.test\r\n\r\nthe secret plan\r\n"
+
+
+class NatsServer:
+    """A nats-server this test may stop and start again on the same port and store."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = servers.free_port()
+        self.argv = up.nats_argv(host="127.0.0.1", port=self.port, store_dir=directory / "js")
+        self.log = directory / "nats-restartable.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT)
+        servers.wait_port(self.port, self.process, self.log)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            servers.stop(self.process)
+            self.process = None
+
+
+@pytest.fixture
+def nats(tmp_path: Path) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def dns() -> AsyncIterator[DnsServer]:
+    server = DnsServer()
+    await server.start()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def mx(dns: DnsServer) -> AsyncIterator[Remote]:
+    """One remote MX for the domains dest.test and sender.test."""
+    server = Remote(name="mx.dest.test", host="127.0.0.2", port=servers.free_port())
+    await server.start()
+    for domain in ("dest.test", "sender.test"):
+        dns.add(domain, "MX", f"10 mx.{domain}.")
+        dns.add(f"mx.{domain}", "A", "127.0.0.2")
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+def relay(start_system: StartSystem, dns: DnsServer, mx: Remote) -> Callable[..., Any]:
+    async def start(**overrides: Any) -> System:
+        values: dict[str, Any] = {
+            "only": ("ingress", "spool", "delivery"),
+            "dns_nameservers": [f"127.0.0.1:{dns.port}"],
+            "delivery_port": mx.port,
+            "relay_domains": ["dest.test"],
+            "retry_schedule": [0, 1],
+            "scheduler_interval": 0.2,
+            "delivery_rate_per_domain": 0,
+            "frozen": True,
+        }
+        values.update(overrides)
+        return await start_system(**values)
+
+    return start
+
+
+async def send(system: System) -> str:
+    wire = await system.wire()
+    reply = await wire.transaction("a@sender.test", ["u@dest.test"], BODY)
+    await wire.close()
+    assert reply.startswith("250 2.0.0 Ok: queued as "), reply
+    return reply.rsplit(" ", 1)[1]
+
+
+async def until(
+    check: Callable[[], Any], *, timeout: float, what: str, every: float = 0.05
+) -> float:
+    """Wait until `await check()` is true; returns how long that took."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while not await check():
+        assert loop.time() - started < timeout, f"not within {timeout}s: {what}"
+        await asyncio.sleep(every)
+    return loop.time() - started
+
+
+async def claim_as_a_dying_spool(system: System, queue_id: str) -> queue.Entry:
+    """Claim the message for its next attempt exactly as the scheduler does, and publish no
+    job: what a spool killed between the two steps leaves behind."""
+    due = (await system.entry(queue_id)).next_attempt
+    assert due is not None
+    written = await system.records.update(queue_id, lambda current: scheduler.claimed(current, due))
+    assert written is not None
+    return written[1]
+
+
+async def jobs(system: System) -> list[events.DeliveryJob]:
+    """The delivery jobs waiting in the stream."""
+    info = await system.bus.js.stream_info(names.JOBS_STREAM.name)
+    found = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        msg = await system.bus.js.get_msg(names.JOBS_STREAM.name, seq)
+        assert msg.data is not None
+        found.append(events.decode(msg.data, events.DeliveryJob))
+    return found
+
+
+async def unfreeze(system: System) -> None:
+    await flags.set_frozen(await system.bus.key_value(names.FLAGS_BUCKET), False)
+
+
+async def test_a_job_claimed_by_a_spool_that_died_before_publishing_is_delivered_in_seconds(
+    relay: Callable[..., Any], mx: Remote
+) -> None:
+    system = await relay()
+    queue_id = await send(system)
+    await claim_as_a_dying_spool(system, queue_id)
+    await unfreeze(system)
+
+    async def delivered() -> bool:
+        entry = await system.records.get(queue_id)
+        return entry.state == queue.State.DELIVERED
+
+    await until(delivered, timeout=scheduler.LEASE_SECONDS + 10, what="delivered")
+    assert [(a.sender, a.recipients) for a in mx.arrived] == [("a@sender.test", ["u@dest.test"])]
+    assert b"the secret plan" in mx.arrived[0].data
+    entry = await system.records.get(queue_id)
+    assert entry.attempts == 1
+    assert [past.attempt for past in entry.history] == [1]
+
+
+async def test_two_spools_publish_each_unconfirmed_job_once_even_when_it_did_arrive(
+    start_system: StartSystem,
+) -> None:
+    system = await start_system(frozen=True, relay_domains=["dest.test"])
+    await start_system(only=("spool",), scheduler_interval=0.2)
+    queued = [await send(system) for _ in range(4)]
+    claims = [await claim_as_a_dying_spool(system, queue_id) for queue_id in queued]
+    # The first two spools died after their publish arrived, the others before.
+    for claim in claims[:2]:
+        await system.bus.publish(
+            names.JOBS_SUBJECT, scheduler.job_for(claim), msg_id=f"{claim.id}.{claim.attempts}"
+        )
+
+    async def all_confirmed() -> bool:
+        entries = [await system.records.get(queue_id) for queue_id in queued]
+        return all(e.state == queue.State.DELIVERING and e.next_attempt is None for e in entries)
+
+    await until(all_confirmed, timeout=scheduler.LEASE_SECONDS + 10, what="jobs confirmed")
+    found = await jobs(system)
+    assert sorted((job.id, job.attempt) for job in found) == sorted((q, 1) for q in queued)
+    assert all([r.address for r in job.envelope.recipients] == ["u@dest.test"] for job in found)
+
+
+async def test_a_message_whose_body_is_lost_bounces_with_a_dsn_that_says_so(
+    relay: Callable[..., Any], mx: Remote
+) -> None:
+    system = await relay()
+    queue_id = await send(system)
+    entry = await system.entry(queue_id)
+    await system.objects.delete(entry.body_key)
+    await unfreeze(system)
+
+    async def finished() -> bool:
+        return (await system.records.get(queue_id)).finished
+
+    await until(finished, timeout=20, what="the message finished")
+    entry = await system.records.get(queue_id)
+    assert entry.state == queue.State.FAILED
+    assert entry.recipients[0].last_reply == "554 5.3.0 The message body is missing from the spool"
+
+    async def bounced() -> bool:
+        return any(a.recipients == ["a@sender.test"] for a in mx.arrived)
+
+    await until(bounced, timeout=20, what="the bounce arrived")
+    [bounce] = mx.arrived
+    assert bounce.sender == "<>"
+    assert b"Status: 5.3.0" in bounce.data
+    assert b"554 5.3.0 The message body is missing from the spool" in bounce.data
+    assert b"its stored copy was lost" in bounce.data
+    assert b"the secret plan" not in bounce.data
+
+
+async def test_after_a_nats_restart_a_new_message_is_dispatched_within_seconds(
+    start_system: StartSystem, nats: NatsServer
+) -> None:
+    system = await start_system(
+        nats_url=nats.url,
+        direct={"nats_url": nats.url},
+        relay_domains=["dest.test"],
+        scheduler_interval=0.2,
+    )
+
+    async def dispatched(queue_id: str) -> bool:
+        try:
+            entry = await system.records.get(queue_id)
+        except Exception:  # the test's own connection may still be reconnecting
+            return False
+        return entry.state == queue.State.DELIVERING
+
+    first = await send(system)
+    await until(lambda: dispatched(first), timeout=10, what="dispatched before the restart")
+
+    nats.stop()
+    nats.start()
+    second = await send_until_queued(system)
+
+    took = await until(lambda: dispatched(second), timeout=10, what="dispatched after the restart")
+    assert took < 2.5, f"dispatched only after {took:.1f}s"
+
+
+async def send_until_queued(system: System, timeout: float = 20.0) -> str:
+    """After the restart: retry as an SMTP client would, until the message is queued."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        wire = await Wire.open(system.smtp_port)
+        reply = await wire.transaction("a@sender.test", ["u@dest.test"], BODY)
+        await wire.close()
+        if reply.startswith("250"):
+            return reply.rsplit(" ", 1)[1]
+        assert reply.startswith("451 4.3.0 "), reply
+        assert loop.time() < deadline, "never recovered"
+        await asyncio.sleep(0.1)
+
+
+async def test_every_event_the_spool_drops_is_logged_with_its_queue_id(
+    start_system: StartSystem, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="empath.spool")
+    system = await start_system(frozen=True, relay_domains=["dest.test"])
+    queue_id = await send(system)
+    entry = await system.entry(queue_id)
+    received = events.Received(
+        id=queue_id,
+        body_key=entry.body_key,
+        size=entry.size,
+        received_at=entry.received_at,
+        envelope=entry.envelope(),
+        client=entry.client,
+    )
+    outcome = events.Attempted(
+        id=queue_id,
+        attempt=1,
+        started_at=datetime.now(UTC),
+        finished_at=datetime.now(UTC),
+        worker="test",
+        results=(events.RecipientResult(address="u@dest.test", outcome="delivered", reply="250"),),
+    )
+    unknown = outcome.model_copy(update={"id": "01KJP5Z4M0ABCDEFGHJKMNPQRS"})
+    # A repeated `received`, an outcome for a message not in the queue, and the same outcome
+    # twice (the second finds its attempt in the history).
+    await system.bus.publish(names.RECEIVED_SUBJECT, received, msg_id="again")
+    await system.bus.publish(names.ATTEMPTED_SUBJECT, unknown, msg_id="unknown")
+    await system.bus.publish(names.ATTEMPTED_SUBJECT, outcome, msg_id="first")
+    await system.bus.publish(names.ATTEMPTED_SUBJECT, outcome, msg_id="second")
+
+    def warned(queue_id: str, text: str) -> bool:
+        return any(
+            r.levelno >= logging.WARNING
+            and getattr(r, "queue_id", None) == queue_id
+            and text in r.getMessage()
+            for r in caplog.records
+        )
+
+    async def all_warned() -> bool:
+        return (
+            warned(queue_id, "already recorded: dropping the repeated received event")
+            and warned(unknown.id, "no longer queued")
+            and warned(queue_id, "outcome of attempt 1 dropped")
+        )
+
+    await until(all_warned, timeout=10, what="a warning for each dropped event")
