@@ -45,6 +45,17 @@ def nats_url(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
+def restartable_nats(tmp_path: Path) -> Iterator[servers.RestartableNats]:
+    """A nats-server the test may stop and start again (for tests of a NATS restart)."""
+    server = servers.RestartableNats(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
 def bucket(s3_endpoint: str) -> Iterator[str]:
     """A bucket of this test's own, removed afterwards (SeaweedFS frees its volumes)."""
     name = f"t-{secrets.token_hex(6)}"

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from tests.system import System
+from tests.wire import Wire
 
 TOKEN = "test-token-0123456789"
 EMPATHCTL = str(Path(sys.executable).parent / "empathctl")
@@ -38,3 +39,17 @@ def empathctl(system: System | None, *args: str, **env: str) -> subprocess.Compl
     return subprocess.run(
         [EMPATHCTL, *args], env=environment, capture_output=True, text=True, timeout=60
     )
+
+
+async def queue_some(system: System, senders: list[str], to: str = "u@example.com") -> list[str]:
+    """Queue one message from each sender; their ids, once the spool lists them all."""
+    wire = await Wire.open(system.smtp_port)
+    ids = []
+    for sender in senders:
+        reply = await wire.transaction(sender, [to], b"Subject: s\r\n\r\nbody\r\n")
+        ids.append(reply.rsplit(" ", 1)[1])
+    await wire.close()
+    for queue_id in ids:
+        await system.entry(queue_id)
+    await system.listed(len(await system.entries()))
+    return ids

@@ -90,6 +90,28 @@ S3_ACCESS_KEY = "empath-test"
 S3_SECRET_KEY = "empath-test-secret"
 
 
+class RestartableNats:
+    """A nats-server of one test's own, which the test may stop and start again: same port,
+    same JetStream directory, as a restarted server would be."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.argv = up.nats_argv(host="127.0.0.1", port=self.port, store_dir=directory / "js")
+        self.log = directory / "nats-restartable.log"
+        self._running: contextlib.ExitStack | None = None
+
+    def start(self) -> None:
+        stack = contextlib.ExitStack()
+        stack.enter_context(running(self.argv, self.port, self.log))
+        self._running = stack
+
+    def stop(self) -> None:
+        if self._running is not None:
+            self._running.close()
+            self._running = None
+
+
 @contextlib.contextmanager
 def seaweedfs(directory: Path) -> Iterator[str]:
     port = free_port()

@@ -12,34 +12,10 @@ import pytest
 
 from empath.control import api, audit, link, tokens
 from empath.core import dnscache, names
-from tests.control_client import TOKEN, call, empathctl
+from tests.control_client import TOKEN, call, empathctl, queue_some
 from tests.servers import free_port
 from tests.system import StartSystem, System
 from tests.wire import Wire
-
-
-@pytest.fixture
-async def control(start_system: StartSystem, tmp_path: Path) -> System:
-    return await start_system(
-        only=("ingress", "spool", "control"),
-        frozen=True,
-        control_token=TOKEN,
-        control_listen=f"127.0.0.1:{free_port()}",
-        control_audit_file=tmp_path / "audit.log",
-    )
-
-
-async def queue_some(system: System, senders: list[str], to: str = "u@example.com") -> list[str]:
-    wire = await Wire.open(system.smtp_port)
-    ids = []
-    for sender in senders:
-        reply = await wire.transaction(sender, [to], b"Subject: s\r\n\r\nbody\r\n")
-        ids.append(reply.rsplit(" ", 1)[1])
-    await wire.close()
-    for queue_id in ids:
-        await system.entry(queue_id)
-    await system.listed(len(await system.entries()))
-    return ids
 
 
 async def test_every_call_but_health_needs_the_token(control: System) -> None:

@@ -9,65 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from empath.core import events, flags, names, queue, up
+from empath.core import events, flags, names, queue
 from empath.spool import scheduler
 from tests import servers
 from tests.conftest import StartSystem, System
 from tests.dns_server import DnsServer
 from tests.remote import Remote
+from tests.waiting import eventually
 from tests.wire import Wire
 
 BODY = b"Subject: faults\r\nFrom: a@sender.test\r\n\r\nthe secret plan\r\n"
-
-
-class NatsServer:
-    """A nats-server this test may stop and start again on the same port and store."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port = servers.free_port()
-        self.argv = up.nats_argv(host="127.0.0.1", port=self.port, store_dir=directory / "js")
-        self.log = directory / "nats-restartable.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT)
-        servers.wait_port(self.port, self.process, self.log)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            servers.stop(self.process)
-            self.process = None
-
-
-@pytest.fixture
-def nats(tmp_path: Path) -> Iterator[NatsServer]:
-    server = NatsServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-async def dns() -> AsyncIterator[DnsServer]:
-    server = DnsServer()
-    await server.start()
-    yield server
-    await server.close()
 
 
 @pytest.fixture
@@ -109,18 +66,6 @@ async def send(system: System) -> str:
     return reply.rsplit(" ", 1)[1]
 
 
-async def until(
-    check: Callable[[], Any], *, timeout: float, what: str, every: float = 0.05
-) -> float:
-    """Wait until `await check()` is true; returns how long that took."""
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    while not await check():
-        assert loop.time() - started < timeout, f"not within {timeout}s: {what}"
-        await asyncio.sleep(every)
-    return loop.time() - started
-
-
 async def claim_as_a_dying_spool(system: System, queue_id: str) -> queue.Entry:
     """Claim the message for its next attempt exactly as the scheduler does, and publish no
     job: what a spool killed between the two steps leaves behind."""
@@ -158,7 +103,7 @@ async def test_a_job_claimed_by_a_spool_that_died_before_publishing_is_delivered
         entry = await system.records.get(queue_id)
         return entry.state == queue.State.DELIVERED
 
-    await until(delivered, timeout=scheduler.LEASE_SECONDS + 10, what="delivered")
+    await eventually(delivered, timeout=scheduler.LEASE_SECONDS + 10, what="delivered")
     assert [(a.sender, a.recipients) for a in mx.arrived] == [("a@sender.test", ["u@dest.test"])]
     assert b"the secret plan" in mx.arrived[0].data
     entry = await system.records.get(queue_id)
@@ -183,7 +128,7 @@ async def test_two_spools_publish_each_unconfirmed_job_once_even_when_it_did_arr
         entries = [await system.records.get(queue_id) for queue_id in queued]
         return all(e.state == queue.State.DELIVERING and e.next_attempt is None for e in entries)
 
-    await until(all_confirmed, timeout=scheduler.LEASE_SECONDS + 10, what="jobs confirmed")
+    await eventually(all_confirmed, timeout=scheduler.LEASE_SECONDS + 10, what="jobs confirmed")
     found = await jobs(system)
     assert sorted((job.id, job.attempt) for job in found) == sorted((q, 1) for q in queued)
     assert all([r.address for r in job.envelope.recipients] == ["u@dest.test"] for job in found)
@@ -201,7 +146,7 @@ async def test_a_message_whose_body_is_lost_bounces_with_a_dsn_that_says_so(
     async def finished() -> bool:
         return (await system.records.get(queue_id)).finished
 
-    await until(finished, timeout=20, what="the message finished")
+    await eventually(finished, timeout=20, what="the message finished")
     entry = await system.records.get(queue_id)
     assert entry.state == queue.State.FAILED
     assert entry.recipients[0].last_reply == "554 5.3.0 The message body is missing from the spool"
@@ -209,7 +154,7 @@ async def test_a_message_whose_body_is_lost_bounces_with_a_dsn_that_says_so(
     async def bounced() -> bool:
         return any(a.recipients == ["a@sender.test"] for a in mx.arrived)
 
-    await until(bounced, timeout=20, what="the bounce arrived")
+    await eventually(bounced, timeout=20, what="the bounce arrived")
     [bounce] = mx.arrived
     assert bounce.sender == "<>"
     assert b"Status: 5.3.0" in bounce.data
@@ -219,11 +164,11 @@ async def test_a_message_whose_body_is_lost_bounces_with_a_dsn_that_says_so(
 
 
 async def test_after_a_nats_restart_a_new_message_is_dispatched_within_seconds(
-    start_system: StartSystem, nats: NatsServer
+    start_system: StartSystem, restartable_nats: servers.RestartableNats
 ) -> None:
     system = await start_system(
-        nats_url=nats.url,
-        direct={"nats_url": nats.url},
+        nats_url=restartable_nats.url,
+        direct={"nats_url": restartable_nats.url},
         relay_domains=["dest.test"],
         scheduler_interval=0.2,
     )
@@ -236,13 +181,15 @@ async def test_after_a_nats_restart_a_new_message_is_dispatched_within_seconds(
         return entry.state == queue.State.DELIVERING
 
     first = await send(system)
-    await until(lambda: dispatched(first), timeout=10, what="dispatched before the restart")
+    await eventually(lambda: dispatched(first), timeout=10, what="dispatched before the restart")
 
-    nats.stop()
-    nats.start()
+    restartable_nats.stop()
+    restartable_nats.start()
     second = await send_until_queued(system)
 
-    took = await until(lambda: dispatched(second), timeout=10, what="dispatched after the restart")
+    started = asyncio.get_running_loop().time()
+    await eventually(lambda: dispatched(second), timeout=10, what="dispatched after the restart")
+    took = asyncio.get_running_loop().time() - started
     assert took < 2.5, f"dispatched only after {took:.1f}s"
 
 
@@ -307,4 +254,4 @@ async def test_every_event_the_spool_drops_is_logged_with_its_queue_id(
             and warned(queue_id, "outcome of attempt 1 dropped")
         )
 
-    await until(all_warned, timeout=10, what="a warning for each dropped event")
+    await eventually(all_warned, timeout=10, what="a warning for each dropped event")

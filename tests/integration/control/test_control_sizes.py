@@ -13,10 +13,8 @@ import pytest
 
 from empath.core import queries
 from empath.spool import api as spool_api
-from tests.conftest import System
-from tests.test_control import call, control, empathctl
-
-__all__ = ["control"]
+from tests.control_client import call, empathctl
+from tests.system import System
 
 
 def address(n: int) -> str:

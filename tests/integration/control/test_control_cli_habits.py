@@ -11,10 +11,8 @@ from datetime import datetime, timedelta
 
 import yaml
 
-from tests.conftest import System
-from tests.test_control import EMPATHCTL, TOKEN, control, empathctl, queue_some, url
-
-__all__ = ["control"]
+from tests.control_client import EMPATHCTL, TOKEN, empathctl, queue_some, url
+from tests.system import System
 
 
 async def test_the_programs_options_work_after_the_subcommand(control: System) -> None:

@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from tests.conftest import System
-from tests.test_control import control, empathctl, queue_some
-
-__all__ = ["control"]
+from tests.control_client import empathctl, queue_some
+from tests.system import System
 
 MARKUP_SENDERS = ['"[/bold]"@one.test', '"[red]x[/red]"@one.test', '"[link=http://e]y"@one.test']
 

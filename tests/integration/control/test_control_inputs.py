@@ -8,10 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import System
-from tests.test_control import call, control, queue_some
-
-__all__ = ["control"]
+from tests.control_client import call, queue_some
+from tests.system import System
 
 
 async def test_a_5000_character_override_domain_is_refused_and_the_service_keeps_working(

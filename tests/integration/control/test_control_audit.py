@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import StartSystem, System
+from tests.control_client import TOKEN, call, queue_some
 from tests.servers import free_port
-from tests.test_control import TOKEN, call, queue_some
+from tests.system import StartSystem, System
 
 ALICE = "alice-token-0123456789"
 ROBOT = "robot-token-9876543210"
