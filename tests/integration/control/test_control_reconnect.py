@@ -6,24 +6,31 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import pytest
+
 from empath.control import link
 from empath.core import health, settings
 from tests import servers
 from tests.control_client import TOKEN, call
-from tests.system import StartSystem
+from tests.system import StartSystem, System
 from tests.waiting import eventually
 
 
-async def test_health_fails_while_nats_restarts_and_the_service_works_again_after(
-    start_system: StartSystem, restartable_nats: servers.RestartableNats
-) -> None:
-    system = await start_system(
+@pytest.fixture
+async def system(start_system: StartSystem, restartable_nats: servers.RestartableNats) -> System:
+    """The control service alone, on a nats-server the test may restart."""
+    return await start_system(
         only=("control",),
         nats_url=restartable_nats.url,
         control_token=TOKEN,
         control_listen=f"127.0.0.1:{servers.free_port()}",
         direct={"nats_url": restartable_nats.url},
     )
+
+
+async def test_health_fails_while_nats_restarts_and_the_service_works_again_after(
+    system: System, restartable_nats: servers.RestartableNats
+) -> None:
     probes = health.Health(system.runtime)  # what EMPATH_HEALTH_LISTEN serves the operator
     probes.mark_ready("control", "")
 
@@ -85,15 +92,8 @@ async def test_a_connection_closed_for_good_is_replaced_by_a_new_one(
 
 
 async def test_the_status_reports_nats_down_while_it_is(
-    start_system: StartSystem, restartable_nats: servers.RestartableNats
+    system: System, restartable_nats: servers.RestartableNats
 ) -> None:
-    system = await start_system(
-        only=("control",),
-        nats_url=restartable_nats.url,
-        control_token=TOKEN,
-        control_listen=f"127.0.0.1:{servers.free_port()}",
-        direct={"nats_url": restartable_nats.url},
-    )
     await asyncio.to_thread(restartable_nats.stop)
 
     async def reported() -> bool:

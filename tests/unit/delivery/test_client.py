@@ -493,17 +493,6 @@ async def test_rset_and_quit_keep_or_end_the_session() -> None:
     assert not session.usable
 
 
-async def test_a_session_that_cannot_be_reset_is_not_reused() -> None:
-    remote = Remote()
-    session = connection(remote)
-
-    reset = asyncio.create_task(session.reset())
-    await remote.turn()
-    remote.hang_up()
-
-    assert not await reset
-
-
 # Sessions the remote breaks
 
 
