@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import logging
 import threading
@@ -21,10 +22,10 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-from kmock import KubernetesEmulator, Request, ResourceInfo, Response
+from kmock import KubernetesEmulator, Request, ResourceInfo
 
 from empath.operator import crds, main
-from tests import specs
+from tests import chart_rbac, specs
 from tests.emulator import Cluster
 from tests.servers import free_port, kubeconfig
 
@@ -78,7 +79,12 @@ class Api:
 
     def __init__(self, kmock: KubernetesEmulator) -> None:
         self.kmock = kmock
-        self.http = httpx.AsyncClient(base_url=str(kmock.url).rstrip("/"), timeout=10)
+        # The user's edits are kubectl's, a field manager of their own.
+        self.http = httpx.AsyncClient(
+            base_url=str(kmock.url).rstrip("/"),
+            timeout=10,
+            headers={"User-Agent": "kubectl/v1.34.0 (linux/amd64)"},
+        )
 
     async def create(self, url: str, obj: dict[str, Any]) -> None:
         (await self.http.post(url, json=obj)).raise_for_status()
@@ -193,6 +199,9 @@ async def api(kmock: KubernetesEmulator, tmp_path: Path, monkeypatch: pytest.Mon
         contexts={"test": {"user": "operator"}},
     )
     monkeypatch.setenv("KUBECONFIG", str(config))
+    # The operator may do what the chart's RBAC lets it do, and no more.
+    assert isinstance(kmock, Cluster)
+    kmock.access[OPERATOR_TOKEN] = chart_rbac.access()
     found = Api(kmock)
     yield found  # type: ignore[misc]
     await found.http.aclose()
@@ -628,25 +637,18 @@ async def test_a_restarted_operator_changes_nothing_and_a_deleted_server_is_left
 async def test_an_api_that_refuses_an_object_degrades_the_server_and_says_why(
     api: Api, operator: Any
 ) -> None:
-    async def forbidden(request: Request) -> Response:
-        return Response(
-            status=403,
-            payload={
-                "kind": "Status",
-                "apiVersion": "v1",
-                "status": "Failure",
-                "reason": "Forbidden",
-                "code": 403,
-                "message": 'poddisruptionbudgets.policy is forbidden: User "empath" cannot create',
-            },
-        )
-
-    api.kmock["post", f"/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets"] << forbidden
+    # An installation whose RBAC leaves out PodDisruptionBudgets.
+    assert isinstance(api.kmock, Cluster)
+    granted = api.kmock.access[OPERATOR_TOKEN]
+    api.kmock.access[OPERATOR_TOKEN] = dataclasses.replace(
+        granted,
+        cluster=tuple(r for r in granted.cluster if "poddisruptionbudgets" not in r.resources),
+    )
     await operator()
     await api.create(SERVERS, mailserver())
     server = await degraded(api, "ApplyFailed")
     assert "403" in server["degraded"]["message"]
-    assert "cannot create" in server["degraded"]["message"]
+    assert "poddisruptionbudgets.policy is forbidden" in server["degraded"]["message"]
     warning = await api.event(lambda e: e.get("reason") == "ApplyFailed")
     assert warning["type"] == "Warning"
     assert "poddisruptionbudgets" in warning["message"]
