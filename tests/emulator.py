@@ -39,8 +39,21 @@ import aiohttp.web
 import attrs
 from kmock import KubernetesEmulator, Request, action
 from kmock._internal import k8s as kmock_k8s
+from kmock._internal import parsing as kmock_parsing
 
 _versions = itertools.count(1)
+_parse_path = kmock_parsing.parse_path
+
+
+def _parse_namespaces(path: str) -> Any:
+    """kmock fails on `/api/v1/namespaces` (it reads a namespace name into it): the list of
+    namespaces, which kopf asks for, is the cluster-wide resource `namespaces`."""
+    if path.strip("/") == "api/v1/namespaces":
+        return kmock_parsing.ParsedPath("", "v1", "namespaces", None, None, None)
+    return _parse_path(path)
+
+
+kmock_parsing.parse_path = _parse_namespaces
 
 APPLY = "application/apply-patch+yaml"
 # Metadata the API server keeps itself; no manager owns it.

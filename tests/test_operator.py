@@ -203,6 +203,9 @@ async def api(kmock: KubernetesEmulator, tmp_path: Path, monkeypatch: pytest.Mon
     assert isinstance(kmock, Cluster)
     kmock.access[OPERATOR_TOKEN] = chart_rbac.access()
     found = Api(kmock)
+    await found.create(
+        "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}
+    )
     yield found  # type: ignore[misc]
     await found.http.aclose()
 

@@ -116,8 +116,8 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: Any, **_
     settings.watching.client_timeout = 330
     # The objects of MailServers are listed and watched by label on the API server: the
     # `labels=` filters of the handlers below only filter what was sent.
-    for group, plural in OWNED_RESOURCES:
-        settings.watching.label_selectors[group, plural] = OWNED_SELECTOR
+    for resource in OWNED_RESOURCES:
+        settings.watching.label_selectors[resource] = OWNED_SELECTOR
     # Started here, in kopf's context (events are posted through it); stopped at cleanup.
     memo.resyncing = asyncio.create_task(resync(memo.state, logger), name="empath-resync")
 
@@ -195,12 +195,13 @@ async def mailplugin_changed(
 
 OWNED = {"app.kubernetes.io/managed-by": metadata.MANAGED_BY}
 OWNED_SELECTOR = ",".join(f"{key}={value}" for key, value in OWNED.items())
-OWNED_RESOURCES: tuple[tuple[str, str], ...] = (
-    ("apps", "deployments"),
+# With their versions: kopf matches a selector without one to preferred versions only.
+OWNED_RESOURCES: tuple[tuple[str, str] | tuple[str, str, str], ...] = (
+    ("apps", "v1", "deployments"),
     ("v1", "services"),
     ("v1", "configmaps"),
-    ("policy", "poddisruptionbudgets"),
-    ("autoscaling", "horizontalpodautoscalers"),
+    ("policy", "v1", "poddisruptionbudgets"),
+    ("autoscaling", "v2", "horizontalpodautoscalers"),
 )
 
 

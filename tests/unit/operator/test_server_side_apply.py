@@ -1,0 +1,96 @@
+"""The emulator's server-side apply (tests/emulator.py) against the rules of the Kubernetes
+documentation ("Server-Side Apply": field management, conflicts, and removing fields), so that
+the operator tests that rely on it rely on the API server's behaviour."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests import emulator
+
+
+def configmap(**data: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": data}
+
+
+def test_an_apply_sets_what_it_says_and_its_manager_owns_those_fields() -> None:
+    managed: dict[str, set[emulator.FieldPath]] = {}
+    found = emulator.apply({}, configmap(a="1", b="2"), managed, manager="op", force=False)
+    assert found["data"] == {"a": "1", "b": "2"}
+    assert managed == {"op": {("data", "a"), ("data", "b")}}
+
+
+def test_a_field_the_manager_no_longer_applies_is_removed() -> None:
+    managed: dict[str, set[emulator.FieldPath]] = {}
+    live = emulator.apply({}, configmap(a="1", b="2"), managed, manager="op", force=False)
+    found = emulator.apply(live, configmap(a="1"), managed, manager="op", force=False)
+    assert found["data"] == {"a": "1"}
+
+
+def test_a_field_another_manager_also_set_stays_when_one_stops_applying_it() -> None:
+    managed: dict[str, set[emulator.FieldPath]] = {}
+    live = emulator.apply({}, configmap(a="1", b="2"), managed, manager="op", force=False)
+    live = emulator.apply(live, configmap(b="2"), managed, manager="other", force=False)
+    found = emulator.apply(live, configmap(a="1"), managed, manager="op", force=False)
+    assert found["data"] == {"a": "1", "b": "2"}  # still "other"'s
+
+
+def test_a_field_written_by_another_client_is_not_removed_by_an_apply() -> None:
+    managed: dict[str, set[emulator.FieldPath]] = {}
+    live = emulator.apply({}, configmap(a="1"), managed, manager="op", force=False)
+    edited = {**live, "data": {"a": "1", "hand": "x"}}
+    emulator.record_update(live, edited, managed, "kubectl-edit")
+    found = emulator.apply(edited, configmap(a="1"), managed, manager="op", force=False)
+    assert found["data"] == {"a": "1", "hand": "x"}
+
+
+def test_a_conflicting_value_is_refused_unless_forced_and_force_takes_the_field() -> None:
+    managed: dict[str, set[emulator.FieldPath]] = {}
+    live = emulator.apply({}, configmap(a="1"), managed, manager="op", force=False)
+    edited = {**live, "data": {"a": "hand"}}
+    emulator.record_update(live, edited, managed, "kubectl-edit")
+    with pytest.raises(emulator.ApplyConflict, match=r"data\.a"):
+        emulator.apply(edited, configmap(a="1"), managed, manager="op", force=False)
+    found = emulator.apply(edited, configmap(a="1"), managed, manager="op", force=True)
+    assert found["data"] == {"a": "1"}
+    assert ("data", "a") not in managed.get("kubectl-edit", set())
+
+
+def test_a_map_emptied_by_a_removal_goes_too() -> None:
+    managed: dict[str, set[emulator.FieldPath]] = {}
+    pod = {"apiVersion": "v1", "kind": "X", "metadata": {"name": "x"}}
+    live = emulator.apply(
+        {},
+        {**pod, "spec": {"nodeSelector": {"disk": "ssd"}, "n": 1}},
+        managed,
+        manager="op",
+        force=True,
+    )
+    found = emulator.apply(live, {**pod, "spec": {"n": 1}}, managed, manager="op", force=True)
+    assert found["spec"] == {"n": 1}
+
+
+def test_a_list_is_replaced_whole() -> None:
+    managed: dict[str, set[emulator.FieldPath]] = {}
+    obj = {"apiVersion": "v1", "kind": "X", "metadata": {"name": "x"}}
+    live = emulator.apply({}, {**obj, "spec": {"l": [1, 2]}}, managed, manager="op", force=True)
+    found = emulator.apply(live, {**obj, "spec": {"l": [3]}}, managed, manager="op", force=True)
+    assert found["spec"]["l"] == [3]
+
+
+def test_a_merge_patch_turns_one_object_into_the_other() -> None:
+    old = {"a": {"b": 1, "c": 2}, "d": [1], "e": 1}
+    new = {"a": {"b": 1}, "d": [2], "f": 3}
+    assert emulator.merge_patch(old, new) == {"a": {"c": None}, "d": [2], "e": None, "f": 3}
+
+
+@pytest.mark.parametrize(
+    ("selector", "matches"),
+    [("a=1", True), ("a=2", False), ("a!=2", True), ("a", True), ("!a", False), ("a=1,b", False)],
+)
+def test_label_selectors_are_read_as_the_api_server_reads_them(
+    selector: str, matches: bool
+) -> None:
+    assert emulator.labels_match(selector, {"a": "1"}) is matches
