@@ -187,6 +187,10 @@ async def test_the_autoscaler_switches_from_hpa_to_keda_and_back(api: Api, opera
     )
     server = await api.wait(f"{SERVERS}/corp", has_status(3))
     assert server["status"]["autoscaler"] == "hpa"
+    assert "spec.nats.monitoringEndpoint" in server["status"]["autoscalerReason"]
+    warning = await api.event(lambda e: e.get("reason") == "AutoscalerFallback")
+    assert warning["type"] == "Warning"
+    assert "scaling on CPU" in warning["message"]
     assert condition(server, "Degraded")["status"] == "False"
     assert await api.get(SCALED) is None
     hpa = await api.get(HPA)

@@ -114,6 +114,14 @@ async def reconcile(
         kopf.warn(cast(kopf.Body, body), reason="ApplyFailed", message=str(error))
         raise kopf.TemporaryError(f"applying failed, will retry: {error}", delay=15) from error
 
+    before = body.get("status") or {}
+    if (
+        rendered.autoscaler_fallback
+        and before.get("autoscalerReason") != rendered.autoscaler_reason
+    ):
+        kopf.warn(
+            cast(kopf.Body, body), reason="AutoscalerFallback", message=rendered.autoscaler_reason
+        )
     if changed:
         logger.info("applied %s", ", ".join(changed))
         kopf.info(
@@ -133,6 +141,7 @@ async def reconcile(
         "observedGeneration": generation,
         "plugins": rendered.plugins,
         "autoscaler": rendered.autoscaler,
+        "autoscalerReason": rendered.autoscaler_reason,
         **await status.observe(cluster, body, conditions, generation),
     }
     await status.write(cluster, body, found)
