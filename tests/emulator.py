@@ -250,6 +250,7 @@ class Call:
     group: str
     resource: str
     namespace: str | None
+    name: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -285,11 +286,11 @@ class Access:
                 namespaced.setdefault(binding["metadata"]["namespace"], []).extend(rules)
         return cls(tuple(cluster), {ns: tuple(rules) for ns, rules in namespaced.items()})
 
-    def allows(self, call: Call, name: str | None = None) -> bool:
+    def allows(self, call: Call) -> bool:
         rules = list(self.cluster)
         if call.namespace is not None:
             rules += self.namespaced.get(call.namespace, ())
-        return any(r.allows(call.verb, call.group, call.resource, name) for r in rules)
+        return any(r.allows(call.verb, call.group, call.resource, call.name) for r in rules)
 
     def grants(self) -> set[tuple[str, str, str, str | None]]:
         """Every (verb, group, resource, namespace) granted, for comparing with the calls."""
@@ -485,12 +486,12 @@ class Cluster(KubernetesEmulator):
         if request.subresource:
             resource = f"{resource}/{request.subresource}"
         namespace = self._key(request)[1]
-        calls = [Call(str(verb), request.resource.group or "", resource, namespace)]
+        calls = [Call(str(verb), request.resource.group or "", resource, namespace, request.name)]
         if _is_apply(request) and live is None:
             calls.append(dataclasses.replace(calls[0], verb="create"))
         for call in calls:
             self.calls.setdefault(token, set()).add(call)
-            if not access.allows(call, request.name):
+            if not access.allows(call):
                 raise _denied(
                     f"{resource}{'.' + call.group if call.group else ''} is forbidden: "
                     f"the operator cannot {call.verb} {resource} "
@@ -513,9 +514,15 @@ class Cluster(KubernetesEmulator):
         namespace = self._key(request)[1]
         assert request.resource is not None
         if live is not None:
-            call = Call("delete", request.resource.group or "", request.resource.plural, namespace)
+            call = Call(
+                "delete",
+                request.resource.group or "",
+                request.resource.plural,
+                namespace,
+                request.name,
+            )
             self.calls.setdefault(token, set()).add(call)
-            if not access.allows(call, request.name):
+            if not access.allows(call):
                 raise _denied(f"cannot set an ownerRef on a resource you can't delete: {call}")
         blocking_before = {r.get("uid") for r in old_refs if r.get("blockOwnerDeletion")}
         for ref in new_refs:
@@ -523,9 +530,9 @@ class Cluster(KubernetesEmulator):
                 continue
             group = ref["apiVersion"].rsplit("/", 1)[0] if "/" in ref["apiVersion"] else ""
             plural = self._plural(ref["apiVersion"], ref["kind"])
-            call = Call("update", group, f"{plural}/finalizers", namespace)
+            call = Call("update", group, f"{plural}/finalizers", namespace, ref.get("name"))
             self.calls.setdefault(token, set()).add(call)
-            if not access.allows(call, ref.get("name")):
+            if not access.allows(call):
                 raise _denied(
                     f"cannot set blockOwnerDeletion if an ownerReference refers to a resource "
                     f"you can't set finalizers on: {ref['kind']}/{ref.get('name')}"

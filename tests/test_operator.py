@@ -203,6 +203,9 @@ async def api(kmock: KubernetesEmulator, tmp_path: Path, monkeypatch: pytest.Mon
     assert isinstance(kmock, Cluster)
     kmock.access[OPERATOR_TOKEN] = chart_rbac.access()
     found = Api(kmock)
+    # What `helm install` made: the chart's CRDs (Helm's own field manager).
+    for crd in crds.definitions():
+        await found.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
     await found.create(
         "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}
     )

@@ -230,3 +230,35 @@ async def test_an_owned_object_deleted_while_the_api_refuses_it_comes_back(
     await api.wait(
         f"{SERVERS}/corp", lambda o: condition(o, "Degraded").get("status") == "False", timeout=40
     )
+
+
+async def test_the_operator_upgrades_its_crds_at_start_as_helm_upgrade_does_not(
+    api: Api, operator: Any
+) -> None:
+    """An older MailServer CRD (without spec.autoscaling.keda) is what an earlier release
+    left; `helm upgrade` leaves it; the new operator applies its own."""
+    url = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/mailservers.empath.io"
+    keda = ["spec", "versions", 0, "schema", "openAPIV3Schema", "properties", "spec"]
+
+    def autoscaling(crd: dict[str, Any]) -> dict[str, Any]:
+        node: Any = crd
+        for key in keda:
+            node = node[key]
+        return dict(node["properties"]["autoscaling"]["properties"])
+
+    old = await api.get(url)
+    assert old is not None
+    older = autoscaling(old)
+    del older["keda"]
+    crd = dict(old)
+    node: Any = crd
+    for key in keda:
+        node = node[key]
+    node["properties"]["autoscaling"]["properties"] = older
+    await api.delete(url)
+    await api.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+    assert "keda" not in autoscaling(await api.get(url) or {})
+
+    await operator()
+    upgraded = await api.wait(url, lambda o: "keda" in autoscaling(o))
+    assert upgraded["spec"]["versions"][0]["name"] == "v1alpha1"

@@ -70,6 +70,8 @@ class State:
     cluster: kube.Cluster
     options: render.Options
     schedule: Schedule = dataclasses.field(default_factory=lambda: Schedule(resync=300.0))
+    # Apply the CRDs this version serves at start (`upgrade_crds`).
+    apply_crds: bool = False
 
 
 async def _reconcile(
@@ -118,8 +120,25 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: Any, **_
     # `labels=` filters of the handlers below only filter what was sent.
     for resource in OWNED_RESOURCES:
         settings.watching.label_selectors[resource] = OWNED_SELECTOR
+    state: State = memo.state
+    if state.apply_crds:
+        await upgrade_crds(state.cluster, logger)
     # Started here, in kopf's context (events are posted through it); stopped at cleanup.
     memo.resyncing = asyncio.create_task(resync(memo.state, logger), name="empath-resync")
+
+
+async def upgrade_crds(cluster: kube.Cluster, logger: Any) -> None:
+    """Apply this version's CRDs (Helm upgrades never touch `crds/`), before kopf watches.
+    The chart lets the operator patch these two CRDs by name, not create them: one missing
+    (installed with --skip-crds and not yet made) is left to whoever skipped it."""
+    for crd in crds.definitions():
+        try:
+            if await cluster.apply(crd):
+                logger.info("CustomResourceDefinition %s upgraded", crd["metadata"]["name"])
+        except kube.ApiError as error:
+            logger.warning(
+                "CustomResourceDefinition %s not applied: %s", crd["metadata"]["name"], error
+            )
 
 
 @kopf.on.cleanup()

@@ -39,6 +39,7 @@ PLURALS = {
     "ScaledObject": "scaledobjects",
     "MailServer": "mailservers",
     "MailPlugin": "mailplugins",
+    "CustomResourceDefinition": "customresourcedefinitions",
 }
 
 
@@ -48,9 +49,11 @@ class ApiError(errors.TemporaryError):
         self.status = status
 
 
-def path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
+def path(api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:
+    """The URL of an object (or its collection); `namespace` None: a cluster-wide kind."""
     root = f"/apis/{api_version}" if "/" in api_version else f"/api/{api_version}"
-    found = f"{root}/namespaces/{namespace}/{PLURALS[kind]}"
+    where = f"{root}/namespaces/{namespace}" if namespace else root
+    found = f"{where}/{PLURALS[kind]}"
     return f"{found}/{name}" if name else found
 
 
@@ -61,7 +64,7 @@ def server_path(namespace: str, name: str) -> str:
 
 def object_path(obj: dict[str, Any]) -> str:
     meta = obj["metadata"]
-    return path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+    return path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
 
 
 def applied_hash(obj: dict[str, Any]) -> str:
