@@ -78,15 +78,16 @@ node_selector() {
     kubectl -n "$NAMESPACE" get deployment example-spool \
         -o jsonpath='{.spec.template.spec.nodeSelector.kubernetes\.io/os}'
 }
+node_selector_is() { test "$(node_selector)" = "$1"; }
 
 # A field added to the spec reaches the pods; removed, it leaves them (not merely unset in
 # the MailServer while the Deployment keeps it).
 kubectl -n "$NAMESPACE" patch mailserver example --type merge \
     -p '{"spec":{"pod":{"nodeSelector":{"kubernetes.io/os":"linux"}}}}'
-until_ok 120 test "$(node_selector)" = linux
+until_ok 120 node_selector_is linux
 kubectl -n "$NAMESPACE" patch mailserver example --type json \
     -p '[{"op":"remove","path":"/spec/pod/nodeSelector"}]'
-until_ok 120 test -z "$(node_selector)"
+until_ok 120 node_selector_is ""
 kubectl -n "$NAMESPACE" rollout status deployment/example-spool --timeout=3m
 kubectl -n "$NAMESPACE" get deployment example-spool -o json \
     | python3 -c 'import json,sys; pod=json.load(sys.stdin)["spec"]["template"]["spec"]; assert "nodeSelector" not in pod, pod["nodeSelector"]'
