@@ -189,11 +189,9 @@ class Cluster:
         desired = with_hash(obj)
         live = await self.get(url)
         if live is not None:
-            annotations = live.get("metadata", {}).get("annotations") or {}
-            if annotations.get(APPLIED_HASH) == desired["metadata"]["annotations"][
-                APPLIED_HASH
-            ] and contains(live, desired):
-                return False
+            last = (live.get("metadata", {}).get("annotations") or {}).get(APPLIED_HASH)
+            if last == applied_hash(obj) and contains(live, desired):
+                return False  # as this manager last applied it, and not edited since
         response = await self._call(
             "PATCH",
             url,
