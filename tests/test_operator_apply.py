@@ -44,6 +44,7 @@ OPTIONAL = {
         "nodeSelector": {"disk": "ssd"},
         "tolerations": [{"key": "mail", "operator": "Exists", "effect": "NoSchedule"}],
         "priorityClassName": "mail-critical",
+        "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}},
         "annotations": {"team": "mail"},
     },
     "listeners": {
@@ -106,7 +107,13 @@ async def test_a_field_removed_from_the_spec_leaves_every_object(api: Api, opera
         deployment = await api.get(deployment_url(f"corp-{component}"))
         assert deployment
         pod = pod_of(deployment)
-        for key in ("nodeSelector", "tolerations", "priorityClassName", "imagePullSecrets"):
+        for key in (
+            "nodeSelector",
+            "tolerations",
+            "priorityClassName",
+            "affinity",
+            "imagePullSecrets",
+        ):
             assert key not in pod["spec"], (component, key)
         assert "team" not in pod["metadata"]["annotations"], component
         assert "empath.io/config-hash" in pod["metadata"]["annotations"]
@@ -262,3 +269,59 @@ async def test_the_operator_upgrades_its_crds_at_start_as_helm_upgrade_does_not(
     await operator()
     upgraded = await api.wait(url, lambda o: "keda" in autoscaling(o))
     assert upgraded["spec"]["versions"][0]["name"] == "v1alpha1"
+
+
+async def test_the_emulator_refuses_a_scaled_object_for_a_deployment_an_hpa_scales(
+    api: Api,
+) -> None:
+    """As KEDA's admission webhook does: the order of a switch matters."""
+    api.kmock.resources[KEDA] = ResourceInfo(
+        kind="ScaledObject", namespaced=True, verbs={"get", "create", "patch", "delete"}
+    )
+    target = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "corp-delivery"}
+    await api.create(
+        HPA.rsplit("/", 1)[0],
+        {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "corp-delivery", "namespace": NS},
+            "spec": {"scaleTargetRef": target, "minReplicas": 1, "maxReplicas": 2},
+        },
+    )
+    scaled = {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": "corp-delivery", "namespace": NS},
+        "spec": {"scaleTargetRef": {"name": "corp-delivery"}},
+    }
+    refused = await api.http.post(SCALED.rsplit("/", 1)[0], json=scaled)
+    assert refused.status_code == 403
+    assert "already managed by the hpa 'corp-delivery'" in refused.json()["message"]
+    await api.delete(HPA)
+    await api.create(SCALED.rsplit("/", 1)[0], scaled)
+
+
+async def test_without_update_on_mailserver_finalizers_every_owned_object_is_refused(
+    api: Api, operator: Any
+) -> None:
+    """OwnerReferencesPermissionEnforcement (OpenShift): the owner references block the
+    MailServer's deletion, which needs that right; the chart grants it."""
+    assert isinstance(api.kmock, Cluster)
+    granted = api.kmock.access[OPERATOR_TOKEN]
+    api.kmock.access[OPERATOR_TOKEN] = dataclasses.replace(
+        granted,
+        cluster=tuple(r for r in granted.cluster if "mailservers/finalizers" not in r.resources),
+    )
+    await operator()
+    await api.create(SERVERS, mailserver())
+
+    async def refused() -> dict[str, Any]:
+        server = await api.get(f"{SERVERS}/corp")
+        assert server
+        found = condition(server, "Degraded")
+        assert found.get("reason") == "ApplyFailed", found
+        return found
+
+    found = await eventually(refused)
+    assert "cannot set blockOwnerDeletion" in found["message"]
+    assert await api.get(deployment_url("corp-ingress")) is None
