@@ -97,7 +97,7 @@ async def _reconcile_later_if_failing(
     body: Mapping[str, Any], mailplugins: Sequence[Mapping[str, Any]], state: State, logger: Any
 ) -> None:
     """A reconcile caused by something other than the MailServer (kopf retries only the
-    handlers of the object that changed): a failure is left to the timer's retries."""
+    handlers of the object that changed): a failure is left to `resync`'s retries."""
     try:
         await _reconcile(body, mailplugins, state, logger)
     except kopf.PermanentError as error:
