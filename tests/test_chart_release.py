@@ -9,7 +9,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import helm_python as helm
 import yaml
+
+from empath.operator import main
 
 REPO = Path(__file__).resolve().parents[1]
 WORKFLOW = REPO / ".github" / "workflows" / "release.yml"
@@ -81,3 +84,23 @@ def test_the_version_check_passes_for_the_charts_own_tag_and_fails_for_another(
     assert run(f"v{chart['appVersion']}", output) == 0
     assert output.read_text().strip() == f"version={chart['appVersion']}"
     assert run("v99.0.0", output) != 0
+
+
+def test_the_operator_settings_the_chart_sets_are_ones_it_reads() -> None:
+    """Each EMPATH_OPERATOR_* the chart's Deployment sets parses as the operator's setting."""
+    with helm.Chart.load(str(CHART)) as chart:
+        files = chart.render({}, name="empath", namespace="mail", is_install=True)
+    (deployment,) = [
+        doc
+        for doc in yaml.safe_load_all(files["empath/templates/operator.yaml"])
+        if doc and doc["kind"] == "Deployment"
+    ]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {
+        e["name"].removeprefix(main.PREFIX).lower(): e["value"]
+        for e in container["env"]
+        if e["name"].startswith(main.PREFIX) and "value" in e
+    }
+    settings = main.OperatorSettings(**{k: v for k, v in env.items() if v != ""})
+    assert settings.resync_seconds == 300
+    assert settings.apply_crds is True
