@@ -21,7 +21,9 @@ And what a real cluster refuses or does that a plain store would hide:
 - the OwnerReferencesPermissionEnforcement admission plugin (OpenShift has it on): setting
   `blockOwnerDeletion` needs `update` on the owner's `finalizers`, and changing the owner
   references of an existing object needs `delete` on it;
-- KEDA's validating webhook: a ScaledObject for a Deployment an HPA already scales is refused.
+- KEDA's validating webhook: a ScaledObject for a Deployment an HPA already scales is refused;
+- a CRD's CEL rules (`x-kubernetes-validations`, given in `schemas`): an object that breaks
+  one is refused with 422, after the schema's defaults are applied, as the API server does.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import Any
 
 import aiohttp.web
 import attrs
+import cel
 from kmock import KubernetesEmulator, Request, action
 from kmock._internal import k8s as kmock_k8s
 from kmock._internal import parsing as kmock_parsing
@@ -217,6 +220,24 @@ def labels_match(selector: str, labels: Mapping[str, str]) -> bool:
     return True
 
 
+def refusals(node_schema: Mapping[str, Any], value: Any) -> list[str]:
+    """The messages of the CEL rules `value` breaks, each evaluated with `self` at the node
+    of the schema that declares it, as the API server evaluates them."""
+    found = [
+        str(rule["message"])
+        for rule in node_schema.get("x-kubernetes-validations", [])
+        if not cel.evaluate(rule["rule"], {"self": value})
+    ]
+    if isinstance(value, dict):
+        for key, child in (node_schema.get("properties") or {}).items():
+            if key in value:
+                found += refusals(child, value[key])
+    if isinstance(value, list) and "items" in node_schema:
+        for item in value:
+            found += refusals(node_schema["items"], item)
+    return found
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Rule:
     groups: frozenset[str]
@@ -327,6 +348,9 @@ class Cluster(KubernetesEmulator):
     access: dict[str, Access] = attrs.field(factory=dict)
     # Every call each token with rules made, as RBAC sees it.
     calls: dict[str, set[Call]] = attrs.field(factory=dict)
+    # The CRDs' schemas by plural, with a function that applies their defaults: their CEL
+    # rules are checked on every write.
+    schemas: dict[str, tuple[dict[str, Any], Any]] = attrs.field(factory=dict)
 
     async def _handle(self, request: Request) -> aiohttp.web.StreamResponse:
         if request.resource is not None and request.resource.plural:  # not discovery
@@ -467,6 +491,7 @@ class Cluster(KubernetesEmulator):
                 if access is not None:
                     self._enforce_owner_references(access, token, request, live, new)
                 self._keda_webhook(request, new)
+                self._validate(request, new)
         if managed is not None:
             self.managed[self._key(request)] = managed
         return request
@@ -567,6 +592,20 @@ class Cluster(KubernetesEmulator):
                     f"'{target.get('name')}' of type 'apps/v1.Deployment' is already managed "
                     f"by the hpa '{name}'"
                 )
+
+    def _validate(self, request: Request, new: dict[str, Any]) -> None:
+        assert request.resource is not None
+        if request.resource.plural not in self.schemas:
+            return
+        schema, with_defaults = self.schemas[request.resource.plural]
+        broken = refusals(schema, with_defaults(schema, new))
+        if broken:
+            raise _denied(
+                f"{request.resource.plural} {new.get('metadata', {}).get('name')!r} is invalid: "
+                + "; ".join(broken),
+                status=422,
+                reason="Invalid",
+            )
 
     def _apply(
         self, request: Request, live: dict[str, Any] | None

@@ -325,3 +325,21 @@ async def test_without_update_on_mailserver_finalizers_every_owned_object_is_ref
     found = await eventually(refused)
     assert "cannot set blockOwnerDeletion" in found["message"]
     assert await api.get(deployment_url("corp-ingress")) is None
+
+
+async def test_a_mailserver_the_operator_could_not_run_is_refused_by_the_api(api: Api) -> None:
+    """The CRD's CEL rules, as the API server evaluates them: `kubectl apply` fails."""
+    refused = await api.http.post(SERVERS, json=mailserver("mx.example.com"))
+    assert refused.status_code == 422
+    assert "at most 40 characters" in refused.json()["message"]
+    await api.create(SERVERS, mailserver())
+    refused = await api.http.patch(
+        f"{SERVERS}/corp",
+        json={"spec": {"listeners": {"submission": {"enabled": True}}}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert refused.status_code == 422
+    assert "submission needs tls.secretName" in refused.json()["message"]
+    server = await api.get(f"{SERVERS}/corp")
+    assert server
+    assert "listeners" not in server["spec"]

@@ -7,36 +7,20 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import cel
 import pytest
 
 from empath.operator import crds, render
+from tests import emulator
 from tests.specs import mailserver
 
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
-def refusals(node_schema: dict[str, Any], value: Any) -> list[str]:
-    """The messages of every rule `value` breaks, walking the schema as the API server does."""
-    found = []
-    for rule in node_schema.get("x-kubernetes-validations", []):
-        if not cel.evaluate(rule["rule"], {"self": value}):
-            found.append(str(rule["message"]))
-    if isinstance(value, dict):
-        for key, child in (node_schema.get("properties") or {}).items():
-            if key in value:
-                found += refusals(child, value[key])
-    if isinstance(value, list) and "items" in node_schema:
-        for item in value:
-            found += refusals(node_schema["items"], item)
-    return found
-
-
 def admitted(body: dict[str, Any]) -> list[str]:
     """What the API server says to `body`: [] when it stores it."""
     schema = crds.schema(crds.MAILSERVERS)
-    return refusals(schema, crds.with_defaults(schema, body))
+    return emulator.refusals(schema, crds.with_defaults(schema, body))
 
 
 def test_a_valid_mailserver_passes_every_rule() -> None:
