@@ -94,3 +94,58 @@ def test_label_selectors_are_read_as_the_api_server_reads_them(
     selector: str, matches: bool
 ) -> None:
     assert emulator.labels_match(selector, {"a": "1"}) is matches
+
+
+def pod(*containers: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p"},
+        "spec": {"containers": list(containers)},
+    }
+
+
+def test_an_associative_list_is_merged_by_item_and_another_managers_item_stays() -> None:
+    """A sidecar added by another manager (a mesh, say) outlives the operator's applies."""
+    managed: dict[str, set[emulator.FieldPath]] = {}
+    app = {"name": "app", "image": "a:1", "env": [{"name": "A", "value": "1"}]}
+    live = emulator.apply({}, pod(app), managed, manager="op", force=True)
+    sidecar = {"name": "proxy", "image": "mesh:1"}
+    live = emulator.apply(live, pod(sidecar), managed, manager="mesh", force=True)
+    assert [c["name"] for c in live["spec"]["containers"]] == ["app", "proxy"]
+    found = emulator.apply(live, pod({**app, "image": "a:2"}), managed, manager="op", force=True)
+    assert found["spec"]["containers"] == [{**app, "image": "a:2"}, sidecar]
+
+
+def test_an_item_or_a_field_of_an_item_the_manager_stops_applying_is_removed() -> None:
+    managed: dict[str, set[emulator.FieldPath]] = {}
+    app = {
+        "name": "app",
+        "image": "a:1",
+        "env": [{"name": "A", "value": "1"}, {"name": "TLS", "value": "/tls"}],
+        "resources": {"limits": {"memory": "1Gi"}, "requests": {"cpu": "1"}},
+    }
+    live = emulator.apply({}, pod(app), managed, manager="op", force=True)
+    less = {
+        "name": "app",
+        "image": "a:1",
+        "env": [{"name": "A", "value": "1"}],
+        "resources": {"requests": {"cpu": "1"}},
+    }
+    found = emulator.apply(live, pod(less), managed, manager="op", force=True)
+    assert found["spec"]["containers"] == [less]
+    found = emulator.apply(
+        found, pod({"name": "other", "image": "o"}), managed, manager="op", force=True
+    )
+    assert found["spec"]["containers"] == [{"name": "other", "image": "o"}]
+
+
+def test_items_take_the_order_of_the_apply() -> None:
+    managed: dict[str, set[emulator.FieldPath]] = {}
+    env = [{"name": "A", "value": "1"}, {"name": "C", "value": "3"}]
+    live = emulator.apply({}, pod({"name": "app", "env": env}), managed, manager="op", force=True)
+    env = [env[0], {"name": "B", "value": "2"}, env[1]]
+    found = emulator.apply(
+        live, pod({"name": "app", "env": env}), managed, manager="op", force=True
+    )
+    assert found["spec"]["containers"][0]["env"] == env
