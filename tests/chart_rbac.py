@@ -8,7 +8,7 @@ from typing import Any
 import helm_python as helm
 import yaml
 
-from tests.emulator import Access
+from tests import rbac
 
 CHART = Path(__file__).parent.parent / "charts" / "empath"
 RELEASE_NAMESPACE = "empath-system"
@@ -29,8 +29,10 @@ def objects(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     ]
 
 
-def access(values: dict[str, Any] | None = None) -> Access:
+def access(values: dict[str, Any] | None = None) -> rbac.Access:
     """What the operator's service account may do with the chart installed with `values`."""
     found = objects(values)
     (account,) = [o for o in found if o["kind"] == "ServiceAccount"]
-    return Access.bound(found, account=account["metadata"]["name"], namespace=RELEASE_NAMESPACE)
+    return rbac.Access.bound(
+        found, account=account["metadata"]["name"], namespace=RELEASE_NAMESPACE
+    )

@@ -14,10 +14,11 @@ And what a real cluster refuses or does that a plain store would hide:
   manager applied before and no longer does, unless another manager also set them. Every
   other write makes its manager (`fieldManager`, else the client's name) the owner of the
   fields it changed. The associative lists of the built-in kinds (containers, env, volumes,
-  ports, ... by their keys) are merged by item, every other list is atomic;
+  ports, ... by their keys) are merged by item, every other list is atomic
+  (tests/server_side_apply.py);
 - list and watch filtered by `labelSelector` (equality-based), as the API server filters;
-- RBAC (`authorize`): a client whose token has rules gets 403 for any call they do not
-  allow, and every call it made is recorded in `calls`;
+- RBAC (`access`, tests/rbac.py): a client whose token has rules gets 403 for any call they
+  do not allow, and every call it made is recorded in `calls`;
 - the OwnerReferencesPermissionEnforcement admission plugin (OpenShift has it on): setting
   `blockOwnerDeletion` needs `update` on the owner's `finalizers`, and changing the owner
   references of an existing object needs `delete` on it;
@@ -34,7 +35,7 @@ import datetime
 import itertools
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp.web
@@ -43,6 +44,8 @@ import cel
 from kmock import KubernetesEmulator, Request, action
 from kmock._internal import k8s as kmock_k8s
 from kmock._internal import parsing as kmock_parsing
+
+from tests import rbac, server_side_apply
 
 _versions = itertools.count(1)
 _parse_path = kmock_parsing.parse_path
@@ -57,22 +60,7 @@ def _parse_namespaces(path: str) -> Any:
 
 
 kmock_parsing.parse_path = _parse_namespaces
-
 APPLY = "application/apply-patch+yaml"
-# Metadata the API server keeps itself; no manager owns it.
-IDENTITY = {
-    "name",
-    "namespace",
-    "uid",
-    "resourceVersion",
-    "generation",
-    "creationTimestamp",
-    "deletionTimestamp",
-    "managedFields",
-    "selfLink",
-}
-FieldPath = tuple["str | Keyed", ...]
-_MISSING = object()
 
 
 def _contained(current: Any, change: Any) -> bool:
@@ -83,238 +71,6 @@ def _contained(current: Any, change: Any) -> bool:
             for key, value in change.items()
         )
     return bool(current == change)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Keyed:
-    """An item of an associative list, by the values of its keys (`k:{...}` in managedFields):
-    managers own the fields of items, not the list."""
-
-    keys: tuple[tuple[str, Any], ...]
-
-    def matches(self, item: Any) -> bool:
-        return isinstance(item, dict) and all(item.get(k) == v for k, v in self.keys)
-
-    def __str__(self) -> str:
-        return "k:{" + ",".join(f"{k}={v}" for k, v in self.keys) + "}"
-
-
-# The associative lists (x-kubernetes-list-type: map) of the kinds the operator writes, by
-# the field name that holds them, and their keys; every other list is atomic.
-ASSOCIATIVE = {
-    "containers": ("name",),
-    "initContainers": ("name",),
-    "env": ("name",),
-    "volumes": ("name",),
-    "imagePullSecrets": ("name",),
-    "volumeMounts": ("mountPath",),
-    "ownerReferences": ("uid",),
-    "topologySpreadConstraints": ("topologyKey", "whenUnsatisfiable"),
-}
-
-
-def _list_keys(name: str, items: list[Any]) -> tuple[str, ...] | None:
-    if not items or not all(isinstance(item, dict) for item in items):
-        return None
-    if name == "ports":  # a container's by containerPort, a Service's by port
-        keys: tuple[str, ...] | None = (
-            ("containerPort", "protocol") if "containerPort" in items[0] else ("port", "protocol")
-        )
-    else:
-        keys = ASSOCIATIVE.get(name)
-    if keys is None or not all(keys[0] in item for item in items):
-        return None
-    return keys
-
-
-def fields(obj: Mapping[str, Any], prefix: FieldPath = ()) -> dict[FieldPath, Any]:
-    """Every field a manager can own, by path: maps and the items of associative lists are
-    walked; atomic lists and values are leaves."""
-    found: dict[FieldPath, Any] = {}
-    for key, value in obj.items():
-        here = (*prefix, key)
-        if not prefix and key in ("apiVersion", "kind", "status"):
-            continue
-        if prefix == ("metadata",) and key in IDENTITY:
-            continue
-        if isinstance(value, dict) and value:
-            found.update(fields(value, here))
-        elif isinstance(value, list) and (keys := _list_keys(key, value)):
-            for item in value:
-                keyed = Keyed(tuple((k, item.get(k)) for k in keys))
-                found.update(fields(item, (*here, keyed)))
-        else:
-            found[here] = value
-    return found
-
-
-def _child(node: Any, key: str | Keyed) -> Any:
-    if isinstance(key, Keyed):
-        if not isinstance(node, list):
-            return _MISSING
-        return next((item for item in node if key.matches(item)), _MISSING)
-    if not isinstance(node, dict) or key not in node:
-        return _MISSING
-    return node[key]
-
-
-def value_at(obj: Any, path: FieldPath) -> Any:
-    for key in path:
-        obj = _child(obj, key)
-        if obj is _MISSING:
-            return obj
-    return obj
-
-
-def _set(obj: dict[str, Any], path: FieldPath, value: Any) -> None:
-    node: Any = obj
-    for key, after in itertools.pairwise(path):
-        child = _child(node, key)
-        wanted = list if isinstance(after, Keyed) else dict
-        if not isinstance(child, wanted):
-            child = wanted()
-            if isinstance(key, Keyed):
-                child = dict(key.keys)  # a new item of the list, by its keys
-                node.append(child)
-            else:
-                node[key] = child
-        node = child
-    last = path[-1]
-    if isinstance(last, Keyed):
-        node[:] = [item for item in node if not last.matches(item)] + [copy.deepcopy(value)]
-    else:
-        node[last] = copy.deepcopy(value)
-
-
-def _remove(obj: dict[str, Any], path: FieldPath) -> None:
-    """Remove the field, and the maps, items and lists its removal leaves empty."""
-    chain: list[tuple[Any, str | Keyed, Any]] = []
-    node: Any = obj
-    for key in path[:-1]:
-        child = _child(node, key)
-        if child is _MISSING:
-            return
-        chain.append((node, key, child))
-        node = child
-    last = path[-1]
-    if isinstance(last, Keyed):
-        node[:] = [item for item in node if not last.matches(item)]
-    else:
-        node.pop(last, None)
-    for parent, key, child in reversed(chain):
-        if child:
-            return
-        if isinstance(key, Keyed):  # an item left empty (its keys went last)
-            parent[:] = [item for item in parent if item is not child]
-        else:
-            del parent[key]
-
-
-def _order_like(found: Any, applied: Any) -> None:
-    """The items of associative lists an apply gives, in its order, in the places they hold;
-    the items of other managers stay where they are."""
-    if not (isinstance(found, dict) and isinstance(applied, dict)):
-        return
-    for key, value in applied.items():
-        here = found.get(key)
-        if isinstance(value, dict):
-            _order_like(here, value)
-        elif (
-            isinstance(value, list) and isinstance(here, list) and (keys := _list_keys(key, value))
-        ):
-            ranks = [Keyed(tuple((k, item.get(k)) for k in keys)) for item in value]
-
-            def rank(item: Any, ranks: list[Keyed] = ranks) -> int:
-                return next((i for i, keyed in enumerate(ranks) if keyed.matches(item)), len(ranks))
-
-            slots = [i for i, item in enumerate(here) if rank(item) < len(ranks)]
-            for i, item in zip(slots, sorted((here[i] for i in slots), key=rank), strict=True):
-                here[i] = item
-            for item in here:
-                given = next(
-                    (g for g, keyed in zip(value, ranks, strict=True) if keyed.matches(item)), None
-                )
-                _order_like(item, given)
-
-
-def _is_key_field(path: FieldPath) -> bool:
-    """A key of an associative list's item: removed after the item's other fields (deeper
-    ones first), which are found by it."""
-    return len(path) >= 2 and isinstance(path[-2], Keyed) and path[-1] in dict(path[-2].keys)
-
-
-def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """The JSON merge patch (kmock's patch) that turns `old` into `new`."""
-    patch: dict[str, Any] = {key: None for key in old if key not in new}
-    for key, value in new.items():
-        if isinstance(value, dict) and isinstance(old.get(key), dict):
-            if sub := merge_patch(old[key], value):
-                patch[key] = sub
-        elif old.get(key, _MISSING) != value:
-            patch[key] = value
-    return patch
-
-
-class ApplyConflict(Exception):
-    pass
-
-
-def apply(
-    live: Mapping[str, Any],
-    applied: Mapping[str, Any],
-    managed: dict[str, set[FieldPath]],
-    *,
-    manager: str,
-    force: bool,
-) -> dict[str, Any]:
-    """Server-side apply of `applied` by `manager` to `live` ({} when absent): the new
-    object; `managed` (fields by manager) is updated to match."""
-    wanted = fields(applied)
-    others = {name: owned for name, owned in managed.items() if name != manager}
-    differing = {path for path, value in wanted.items() if value_at(live, path) != value}
-    if not force:
-        conflicts = sorted(
-            f"{'.'.join(map(str, path))} (owned by {name})"
-            for name, owned in others.items()
-            for path in differing & owned
-        )
-        if conflicts:
-            raise ApplyConflict("; ".join(conflicts))
-    found = copy.deepcopy(dict(live))
-    for path in sorted(
-        managed.get(manager, set()) - wanted.keys(), key=lambda p: (-len(p), _is_key_field(p))
-    ):
-        if not any(path in owned for owned in others.values()):
-            # The keys of an item no other manager keeps: the item goes (its other fields
-            # of this manager went before, being deeper or ordered first).
-            _remove(found, path[:-1] if _is_key_field(path) else path)
-    for path, value in wanted.items():
-        _set(found, path, value)
-    _order_like(found, applied)
-    for key in ("apiVersion", "kind"):
-        if key in applied:
-            found[key] = applied[key]
-    for key in ("name", "namespace"):
-        if key in applied.get("metadata", {}):
-            found.setdefault("metadata", {})[key] = applied["metadata"][key]
-    for owned in others.values():
-        owned -= {p for p in owned if any(p[: len(d)] == d for d in differing)}
-    managed[manager] = set(wanted)
-    return found
-
-
-def record_update(
-    old: Mapping[str, Any], new: Mapping[str, Any], managed: dict[str, set[FieldPath]], manager: str
-) -> None:
-    """Any other write: its manager owns the fields it changed; removed fields have no owner."""
-    before, after = fields(old), fields(new)
-    changed = {path for path, value in after.items() if before.get(path, _MISSING) != value}
-    gone = before.keys() - after.keys()
-    for owned in managed.values():
-        owned -= changed | gone
-    managed.setdefault(manager, set()).update(changed)
-    for name in [name for name, owned in managed.items() if not owned]:
-        del managed[name]
 
 
 def labels_match(selector: str, labels: Mapping[str, str]) -> bool:
@@ -354,93 +110,6 @@ def refusals(node_schema: Mapping[str, Any], value: Any) -> list[str]:
     return found
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Rule:
-    groups: frozenset[str]
-    resources: frozenset[str]
-    verbs: frozenset[str]
-    names: frozenset[str] = frozenset()
-
-    @classmethod
-    def of(cls, rule: Mapping[str, Any]) -> Rule:
-        return cls(
-            groups=frozenset(rule.get("apiGroups") or []),
-            resources=frozenset(rule.get("resources") or []),
-            verbs=frozenset(rule.get("verbs") or []),
-            names=frozenset(rule.get("resourceNames") or []),
-        )
-
-    def allows(self, verb: str, group: str, resource: str, name: str | None) -> bool:
-        return (
-            bool(self.groups & {group, "*"})
-            and bool(self.resources & {resource, "*"})
-            and bool(self.verbs & {verb, "*"})
-            and (not self.names or name in self.names)
-        )
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Call:
-    """One API call as RBAC sees it; `namespace` None: cluster-wide."""
-
-    verb: str
-    group: str
-    resource: str
-    namespace: str | None
-    name: str | None = None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Access:
-    """What RBAC grants one subject: rules everywhere, and rules in single namespaces."""
-
-    cluster: tuple[Rule, ...]
-    namespaced: Mapping[str, tuple[Rule, ...]]
-
-    @classmethod
-    def bound(cls, objects: Iterable[Mapping[str, Any]], *, account: str, namespace: str) -> Access:
-        """What the (Cluster)RoleBindings in `objects` grant the ServiceAccount."""
-        objects = list(objects)
-        roles = {
-            (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o
-            for o in objects
-            if o["kind"] in ("Role", "ClusterRole")
-        }
-        subject = {"kind": "ServiceAccount", "name": account, "namespace": namespace}
-        cluster: list[Rule] = []
-        namespaced: dict[str, list[Rule]] = {}
-        for binding in objects:
-            if binding["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
-                continue
-            if subject not in binding.get("subjects", []):
-                continue
-            ref = binding["roleRef"]
-            where = binding["metadata"].get("namespace") if ref["kind"] == "Role" else None
-            rules = [Rule.of(r) for r in roles[ref["kind"], where, ref["name"]]["rules"]]
-            if binding["kind"] == "ClusterRoleBinding":
-                cluster += rules
-            else:
-                namespaced.setdefault(binding["metadata"]["namespace"], []).extend(rules)
-        return cls(tuple(cluster), {ns: tuple(rules) for ns, rules in namespaced.items()})
-
-    def allows(self, call: Call) -> bool:
-        rules = list(self.cluster)
-        if call.namespace is not None:
-            rules += self.namespaced.get(call.namespace, ())
-        return any(r.allows(call.verb, call.group, call.resource, call.name) for r in rules)
-
-    def grants(self) -> set[tuple[str, str, str, str | None]]:
-        """Every (verb, group, resource, namespace) granted, for comparing with the calls."""
-        found: set[tuple[str, str, str, str | None]] = set()
-        for where, rules in [(None, self.cluster), *self.namespaced.items()]:
-            for rule in rules:
-                for verb in rule.verbs:
-                    for group in rule.groups:
-                        for resource in rule.resources:
-                            found.add((verb, group, resource, where))
-        return found
-
-
 VERBS = {
     action.FETCH: "get",
     action.LIST: "list",
@@ -457,13 +126,13 @@ def _denied(message: str, *, status: int = 403, reason: str = "Forbidden") -> Ex
 @attrs.define(kw_only=True)
 class Cluster(KubernetesEmulator):
     # Fields each manager set, by object (resource, namespace, name).
-    managed: dict[tuple[Any, str | None, str | None], dict[str, set[FieldPath]]] = attrs.field(
-        factory=dict
-    )
+    managed: dict[
+        tuple[Any, str | None, str | None], dict[str, set[server_side_apply.FieldPath]]
+    ] = attrs.field(factory=dict)
     # RBAC by bearer token; a token not here (the tests' own) may do anything.
-    access: dict[str, Access] = attrs.field(factory=dict)
+    access: dict[str, rbac.Access] = attrs.field(factory=dict)
     # Every call each token with rules made, as RBAC sees it.
-    calls: dict[str, set[Call]] = attrs.field(factory=dict)
+    calls: dict[str, set[rbac.Call]] = attrs.field(factory=dict)
     # The CRDs' schemas by plural, with a function that applies their defaults: their CEL
     # rules are checked on every write.
     schemas: dict[str, tuple[dict[str, Any], Any]] = attrs.field(factory=dict)
@@ -540,7 +209,7 @@ class Cluster(KubernetesEmulator):
         if after is None:
             return
         managed = {} if request.action == action.CREATE else self.managed.get(key, {})
-        record_update(before or {}, after, managed, _manager(request))
+        server_side_apply.record_update(before or {}, after, managed, _manager(request))
         self.managed[key] = managed
 
     def _stamp(self, request: Request) -> None:
@@ -589,7 +258,9 @@ class Cluster(KubernetesEmulator):
         if isinstance(request.data, list) and live is not None:
             for op in request.data:
                 path = tuple(p for p in str(op.get("path", "")).split("/") if p)
-                if op.get("op") == "test" and value_at(live, path) != op.get("value"):
+                if op.get("op") == "test" and server_side_apply.value_at(live, path) != op.get(
+                    "value"
+                ):
                     raise _denied(
                         f"the server rejected our request due to an error in our request: "
                         f"test of {op['path']} failed",
@@ -613,7 +284,7 @@ class Cluster(KubernetesEmulator):
         return request
 
     def _authorize(
-        self, access: Access, token: str, request: Request, live: dict[str, Any] | None
+        self, access: rbac.Access, token: str, request: Request, live: dict[str, Any] | None
     ) -> None:
         assert request.resource is not None
         verb = VERBS.get(request.action) if request.action else None
@@ -627,7 +298,9 @@ class Cluster(KubernetesEmulator):
         if request.subresource:
             resource = f"{resource}/{request.subresource}"
         namespace = self._key(request)[1]
-        calls = [Call(str(verb), request.resource.group or "", resource, namespace, request.name)]
+        calls = [
+            rbac.Call(str(verb), request.resource.group or "", resource, namespace, request.name)
+        ]
         if _is_apply(request) and live is None:
             calls.append(dataclasses.replace(calls[0], verb="create"))
         for call in calls:
@@ -641,7 +314,7 @@ class Cluster(KubernetesEmulator):
 
     def _enforce_owner_references(
         self,
-        access: Access,
+        access: rbac.Access,
         token: str,
         request: Request,
         live: dict[str, Any] | None,
@@ -655,7 +328,7 @@ class Cluster(KubernetesEmulator):
         namespace = self._key(request)[1]
         assert request.resource is not None
         if live is not None:
-            call = Call(
+            call = rbac.Call(
                 "delete",
                 request.resource.group or "",
                 request.resource.plural,
@@ -671,7 +344,7 @@ class Cluster(KubernetesEmulator):
                 continue
             group = ref["apiVersion"].rsplit("/", 1)[0] if "/" in ref["apiVersion"] else ""
             plural = self._plural(ref["apiVersion"], ref["kind"])
-            call = Call("update", group, f"{plural}/finalizers", namespace, ref.get("name"))
+            call = rbac.Call("update", group, f"{plural}/finalizers", namespace, ref.get("name"))
             self.calls.setdefault(token, set()).add(call)
             if not access.allows(call):
                 raise _denied(
@@ -725,19 +398,19 @@ class Cluster(KubernetesEmulator):
 
     def _apply(
         self, request: Request, live: dict[str, Any] | None
-    ) -> tuple[Request, dict[str, set[FieldPath]]]:
+    ) -> tuple[Request, dict[str, set[server_side_apply.FieldPath]]]:
         """Server-side apply, as the store's create or merge patch that it amounts to."""
         key = self._key(request)
         managed = {} if live is None else copy.deepcopy(self.managed.get(key, {}))
         try:
-            new = apply(
+            new = server_side_apply.apply(
                 live or {},
                 request.data or {},
                 managed,
                 manager=request.params.get("fieldManager", ""),
                 force=request.params.get("force") == "true",
             )
-        except ApplyConflict as conflict:
+        except server_side_apply.ApplyConflict as conflict:
             raise _denied(
                 f"Apply failed with conflicts: {conflict}", status=409, reason="Conflict"
             ) from None
@@ -745,7 +418,7 @@ class Cluster(KubernetesEmulator):
             raise _denied("PATCH is required to have a fieldManager", status=400, reason="Invalid")
         if live is None:
             return attrs.evolve(request, method="POST", action=action.CREATE, data=new), managed
-        return attrs.evolve(request, data=merge_patch(live, new)), managed
+        return attrs.evolve(request, data=server_side_apply.merge_patch(live, new)), managed
 
     async def _collect_garbage(self) -> None:
         """Delete every object whose owners are all gone (and so on down the chain)."""

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from kmock import ResourceInfo
 
-from tests import chart_rbac
+from tests import chart_rbac, rbac
 from tests import test_operator as harness
-from tests.emulator import Call, Cluster
+from tests.emulator import Cluster
 from tests.test_operator import (
     NS,
     OPERATOR_TOKEN,
@@ -34,7 +34,7 @@ operator = harness.operator
 OWNED = "app.kubernetes.io/managed-by=empath-operator"
 
 
-def covered(grant: tuple[str, str, str, str | None], calls: set[Call]) -> bool:
+def covered(grant: tuple[str, str, str, str | None], calls: set[rbac.Call]) -> bool:
     verb, group, resource, where = grant
     return any(
         (c.verb, c.group, c.resource) == (verb, group, resource)
