@@ -19,10 +19,12 @@ TRYOUT = {
 }
 
 
-def rendered(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Every object of the chart installed as `empath` in namespace `mail`."""
+def rendered(
+    values: dict[str, Any] | None = None, *, namespace: str = "mail"
+) -> list[dict[str, Any]]:
+    """Every object of the chart installed as release `empath` in `namespace`."""
     with helm.Chart.load(str(CHART)) as chart:
-        files = chart.render(values or {}, name="empath", namespace="mail", is_install=True)
+        files = chart.render(values or {}, name="empath", namespace=namespace, is_install=True)
     return [
         doc
         for name, text in sorted(files.items())

@@ -55,3 +55,15 @@ async def eventually(
                 f"waited {timeout:g}s for {what or _describe(condition)}; last seen: {last!r}"
             )
         await asyncio.sleep(interval)
+
+
+async def passes(check: Callable[[], Awaitable[T]], *, timeout: float = 20.0) -> T:
+    """What `check` returns once it stops failing its assertions (on timeout, an assertion
+    naming its last failure): `eventually` for checks written as assertions."""
+    return await eventually(
+        check,
+        until=lambda _: True,
+        ignoring=(AssertionError,),
+        what=check.__name__,
+        timeout=timeout,
+    )

@@ -112,7 +112,7 @@ def test_default_values_install_the_operator_with_least_privilege() -> None:
         assert "*" not in rule["verbs"], rule
         assert "*" not in rule["resources"], rule
     secrets = [r for r in rules if "secrets" in r["resources"]]
-    assert [r["verbs"] for r in secrets] == [["get", "create"]]  # never list or watch Secrets
+    assert [r["verbs"] for r in secrets] == [["create"]]  # never read, list or watch Secrets
     assert not [r for r in rules if "pods" in r["resources"] or "nodes" in r["resources"]]
     granted = {(g, res) for r in rules for g in r["apiGroups"] for res in r["resources"]}
     for needed in [

@@ -10,235 +10,36 @@ writing Deployment and Service status.
 
 from __future__ import annotations
 
-import asyncio
 import base64
+import dataclasses
 import json
 import logging
-import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import httpx
 import pytest
-from kmock import KubernetesEmulator, Request, ResourceInfo, Response
+from kmock import ResourceInfo
 
-from empath.operator import crds, main
-from tests import specs
 from tests.emulator import Cluster
-from tests.servers import free_port, kubeconfig
+from tests.operator_harness import (
+    COMPONENTS,
+    IMAGE,
+    NS,
+    OPERATOR_TOKEN,
+    PLUGINS,
+    SELECTOR,
+    SERVERS,
+    Api,
+    condition,
+    degraded,
+    deployment_url,
+    has_status,
+    mailplugin,
+    mailserver,
+)
+from tests.waiting import passes
 
 # An emulator that keeps resourceVersion, generation and owner references as the API does.
 pytestmark = pytest.mark.kmock(cls=Cluster)
-
-NS = "mail"
-IMAGE = "registry.example/empath:test"
-OPERATOR_TOKEN = "operator-token"
-SERVERS = f"/apis/{crds.GROUP}/{crds.VERSION}/namespaces/{NS}/mailservers"
-PLUGINS = f"/apis/{crds.GROUP}/{crds.VERSION}/namespaces/{NS}/mailplugins"
-COMPONENTS = ("ingress", "spool", "delivery", "control")
-# Where kopf keeps the spec it last handled to the end (its handlers done, failed or not).
-LAST_HANDLED = "kopf.zalando.org/last-handled-configuration"
-
-T = TypeVar("T")
-
-
-async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 20) -> T:
-    """What `check` returns once it passes its assertions; its last failure if it still
-    fails after `timeout` seconds. (Local until the suite has a shared one.)"""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        try:
-            return await check()
-        except AssertionError:
-            if loop.time() >= deadline:
-                raise
-        await asyncio.sleep(0.05)
-
-
-def mailserver(name: str = "corp", **spec: Any) -> dict[str, Any]:
-    body = specs.mailserver(
-        name, relayDomains=["example.com"], trustedNetworks=["10.0.0.0/8"], **spec
-    )
-    return body
-
-
-def mailplugin(name: str, labels: dict[str, str], **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{crds.GROUP}/{crds.VERSION}",
-        "kind": "MailPlugin",
-        "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}", "labels": labels},
-        "spec": {"hooks": ["rcpt"], "endpoint": {"url": f"http://{name}.mail.svc/hook"}, **spec},
-    }
-
-
-class Api:
-    """What a user (or the cluster) does over the API, and what it sees."""
-
-    def __init__(self, kmock: KubernetesEmulator) -> None:
-        self.kmock = kmock
-        self.http = httpx.AsyncClient(base_url=str(kmock.url).rstrip("/"), timeout=10)
-
-    async def create(self, url: str, obj: dict[str, Any]) -> None:
-        (await self.http.post(url, json=obj)).raise_for_status()
-
-    async def patch(self, url: str, change: dict[str, Any]) -> None:
-        response = await self.http.patch(
-            url, json=change, headers={"Content-Type": "application/merge-patch+json"}
-        )
-        response.raise_for_status()
-
-    async def delete(self, url: str) -> None:
-        (await self.http.delete(url)).raise_for_status()
-
-    async def get(self, url: str) -> dict[str, Any] | None:
-        response = await self.http.get(url)
-        return None if response.status_code == 404 else dict(response.json())
-
-    async def wait(
-        self, url: str, check: Callable[[dict[str, Any]], bool], timeout: float = 20
-    ) -> dict[str, Any]:
-        """The object at `url` once `check` holds for it."""
-
-        async def there() -> dict[str, Any]:
-            seen = await self.get(url)
-            assert seen is not None, f"{url} does not exist"
-            assert check(seen), f"{url} never got there; last seen: {json.dumps(seen)[:2000]}"
-            return seen
-
-        return await eventually(there, timeout=timeout)
-
-    async def event(self, check: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-        """An event about the MailServer, as `kubectl get events` lists them (kopf posts
-        them in the background)."""
-
-        async def posted() -> dict[str, Any]:
-            response = await self.http.get(f"/api/v1/namespaces/{NS}/events")
-            found = [e for e in response.json().get("items", []) if check(e)]
-            assert found, "no such event was posted"
-            return dict(found[0])
-
-        return await eventually(posted, timeout=10)
-
-    async def handled(self, check: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
-        """The MailServer once the operator is done with a spec `check` holds for (kopf
-        records it after the last handler of a change, which then writes no more)."""
-
-        def done(server: dict[str, Any]) -> bool:
-            last = (server["metadata"].get("annotations") or {}).get(LAST_HANDLED)
-            return last is not None and check(json.loads(last)["spec"])
-
-        return await self.wait(f"{SERVERS}/corp", done)
-
-    def requests(self, method: str, url: str) -> int:
-        """How many `method` requests for `url` the operator has made so far (it logs in with
-        its own token; these tests have none)."""
-        return len(list(self.kmock[method, url, from_the_operator]))
-
-    def versions(self, resource: str, name: str) -> int:
-        return len(self.kmock.objects[resource, NS, name].history)
-
-
-def from_the_operator(request: Request) -> bool:
-    return bool(request.headers.get("Authorization") == f"Bearer {OPERATOR_TOKEN}")
-
-
-def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
-    conditions = (obj.get("status") or {}).get("conditions") or []
-    return next((c for c in conditions if c["type"] == kind), {})
-
-
-async def degraded(api: Api, reason: str) -> dict[str, Any]:
-    """The MailServer once it is Degraded, and that condition, for `reason`."""
-    server = await api.wait(
-        f"{SERVERS}/corp", lambda o: condition(o, "Degraded").get("status") == "True"
-    )
-    found = condition(server, "Degraded")
-    assert found["reason"] == reason
-    return {**server, "degraded": found}
-
-
-def deployment_url(name: str) -> str:
-    return f"/apis/apps/v1/namespaces/{NS}/deployments/{name}"
-
-
-SELECTOR = {"matchLabels": {"team": "mail"}}
-
-
-def has_status(generation: int) -> Callable[[dict[str, Any]], bool]:
-    return lambda obj: (obj.get("status") or {}).get("observedGeneration") == generation
-
-
-@pytest.fixture
-async def api(kmock: KubernetesEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Api:
-    kmock.resources.load_bundled()
-    for crd in crds.definitions():
-        names = crd["spec"]["names"]
-        version = crd["spec"]["versions"][0]
-        kmock.resources[f"{crd['spec']['group']}/{version['name']}/{names['plural']}"] = (
-            ResourceInfo(
-                kind=names["kind"],
-                singular=names["singular"],
-                namespaced=crd["spec"]["scope"] == "Namespaced",
-                shortnames=set(names.get("shortNames", [])),
-                subresources=set(version.get("subresources", {})),
-                verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
-            )
-        )
-    config = kubeconfig(
-        tmp_path / "kubeconfig",
-        str(kmock.url),
-        users={"operator": OPERATOR_TOKEN},
-        contexts={"test": {"user": "operator"}},
-    )
-    monkeypatch.setenv("KUBECONFIG", str(config))
-    found = Api(kmock)
-    yield found  # type: ignore[misc]
-    await found.http.aclose()
-
-
-Operator = Callable[[], Awaitable[None]]
-
-
-@pytest.fixture
-async def operator(
-    api: Api,
-) -> AsyncIterator[Callable[[], Awaitable[Callable[[], Awaitable[None]]]]]:
-    """Start the operator; the returned function stops it (as a pod is stopped).
-
-    kopf cancels every task of its event loop on the way out, so it gets a thread and a loop
-    of its own, as it has a process of its own in a pod."""
-    running: list[tuple[threading.Event, threading.Thread]] = []
-
-    async def start(**options: Any) -> Callable[[], Awaitable[None]]:
-        settings = main.OperatorSettings(
-            image=IMAGE,
-            health_listen=f"127.0.0.1:{free_port()}",
-            otlp_endpoint="http://otel-collector.observability.svc:4318",
-            **options,
-        )
-        stop, ready = threading.Event(), threading.Event()
-        thread = threading.Thread(
-            target=lambda: asyncio.run(main.run(settings, stop=stop, ready=ready)),
-            name=f"operator-{len(running)}",
-            daemon=True,
-        )
-        thread.start()
-        running.append((stop, thread))
-        assert await asyncio.to_thread(ready.wait, 20), "the operator did not start"
-
-        async def halt() -> None:
-            stop.set()
-            await asyncio.to_thread(thread.join, 30)
-            assert not thread.is_alive(), "the operator did not stop"
-
-        return halt
-
-    yield start
-    for stop, thread in running:
-        stop.set()
-        await asyncio.to_thread(thread.join, 30)
 
 
 async def test_a_mailserver_becomes_the_objects_that_run_it(api: Api, operator: Any) -> None:
@@ -505,7 +306,7 @@ async def test_mailplugins_a_server_selects_render_into_its_settings(
         assert rendered.get("spam-check", {}).get("timeout") == 2, rendered
         return rendered
 
-    rendered = await eventually(followed)
+    rendered = await passes(followed)
     assert sorted(rendered) == ["greylist", "spam-check"]
     assert rendered["greylist"]["failure_policy"] == "Fail"
 
@@ -586,7 +387,7 @@ async def test_a_restarted_operator_changes_nothing_and_a_deleted_server_is_left
     async def resumed() -> None:
         assert "Resuming is processed: 1 succeeded; 0 failed." in caplog.messages
 
-    await eventually(resumed)
+    await passes(resumed)
     assert api.requests("get", deployment_url("corp-control")) > reads
     await stop()  # kopf finishes the events it has received before it stops
     # ... and writes nothing: not one object, not the status.
@@ -616,7 +417,7 @@ async def test_a_restarted_operator_changes_nothing_and_a_deleted_server_is_left
     async def looked_for_the_server_after_each_deletion() -> None:
         assert api.requests("get", f"{SERVERS}/corp") >= looked + len(watched)
 
-    await eventually(looked_for_the_server_after_each_deletion)
+    await passes(looked_for_the_server_after_each_deletion)
     await stop()
     assert await api.get(f"{SERVERS}/corp") is None
     for resource, name in children:
@@ -628,25 +429,18 @@ async def test_a_restarted_operator_changes_nothing_and_a_deleted_server_is_left
 async def test_an_api_that_refuses_an_object_degrades_the_server_and_says_why(
     api: Api, operator: Any
 ) -> None:
-    async def forbidden(request: Request) -> Response:
-        return Response(
-            status=403,
-            payload={
-                "kind": "Status",
-                "apiVersion": "v1",
-                "status": "Failure",
-                "reason": "Forbidden",
-                "code": 403,
-                "message": 'poddisruptionbudgets.policy is forbidden: User "empath" cannot create',
-            },
-        )
-
-    api.kmock["post", f"/apis/policy/v1/namespaces/{NS}/poddisruptionbudgets"] << forbidden
+    # An installation whose RBAC leaves out PodDisruptionBudgets.
+    assert isinstance(api.kmock, Cluster)
+    granted = api.kmock.access[OPERATOR_TOKEN]
+    api.kmock.access[OPERATOR_TOKEN] = dataclasses.replace(
+        granted,
+        cluster=tuple(r for r in granted.cluster if "poddisruptionbudgets" not in r.resources),
+    )
     await operator()
     await api.create(SERVERS, mailserver())
     server = await degraded(api, "ApplyFailed")
     assert "403" in server["degraded"]["message"]
-    assert "cannot create" in server["degraded"]["message"]
+    assert "poddisruptionbudgets.policy is forbidden" in server["degraded"]["message"]
     warning = await api.event(lambda e: e.get("reason") == "ApplyFailed")
     assert warning["type"] == "Warning"
     assert "poddisruptionbudgets" in warning["message"]

@@ -30,10 +30,10 @@ import trustme
 
 from empath.operator import render
 from tests import servers
-from tests.integration.kubernetes.test_operator import eventually
 from tests.remote import Remote
 from tests.servers import free_port, probe_ok
 from tests.specs import mailserver
+from tests.waiting import passes
 
 EMPATH = str(Path(sys.executable).parent / "empath")
 
@@ -183,7 +183,7 @@ async def test_the_rendered_pods_run_the_mail_system(
                 "user@example.com",
             ]
 
-        await eventually(both_arrived)
+        await passes(both_arrived)
 
         control = f"http://127.0.0.1:{ports['control:EMPATH_CONTROL_LISTEN']}"
         async with httpx.AsyncClient(base_url=control) as http:
@@ -197,7 +197,7 @@ async def test_the_rendered_pods_run_the_mail_system(
                 assert answer.status_code == 200, answer.text
                 assert answer.json()["item"]["state"] == "delivered"
 
-            await eventually(delivered, timeout=10)
+            await passes(delivered, timeout=10)
     finally:
         for pod in pods.values():
             if pod.process.poll() is None:

@@ -1,8 +1,11 @@
 """The custom resource definitions this operator serves, and their schema defaults.
 
 The YAML files next to this module are the definitions; the Helm chart ships the same files
-(a test keeps them equal). The API server applies the schema defaults on a real cluster; the
-operator applies them too, so that it renders the same objects whatever stored the resource.
+(a test keeps them equal). Helm installs them but never upgrades them (`crds/`), so the
+operator applies them itself when it starts (`main`): a new operator version brings its new
+fields with it, and no spec field is pruned for want of them. The API server applies the
+schema defaults on a real cluster; the operator applies them too, so that it renders the same
+objects whatever stored the resource.
 """
 
 from __future__ import annotations

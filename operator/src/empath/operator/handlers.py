@@ -2,20 +2,65 @@
 MailPlugin they select changes or an object they own is deleted; their Deployments and
 Services report back into their status. What a reconcile does is `reconcile`; what the status
 says is `status`; this module says when each happens.
+
+Whatever caused a reconcile, one that fails is tried again with a growing delay
+(`Schedule`), and every MailServer is reconciled again now and then (the resync), which puts
+back what was edited by hand: `resync` looks at the schedule every second.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import kopf
 
 from empath.core import kubeconfig
 from empath.operator import crds, kube, metadata, plugins, reconcile, render, status
+
+# How often `resync` looks whether a reconcile is due.
+TICK = 1.0
+# The delay before the first retry of a failed reconcile, doubled each time up to the cap.
+BACKOFF = 1.0
+BACKOFF_CAP = 300.0
+
+
+def backoff(attempts: int) -> float:
+    """The delay before retry number `attempts` (1, 2, ...)."""
+    return float(min(BACKOFF * 2 ** max(attempts - 1, 0), BACKOFF_CAP))
+
+
+@dataclasses.dataclass
+class Schedule:
+    """When each MailServer is due for its next reconcile, and how many have failed since its
+    last good one: a good reconcile makes it due after `resync` seconds, a failed one after
+    `backoff(failures)`."""
+
+    resync: float
+    due: dict[tuple[str, str], float] = dataclasses.field(default_factory=dict)
+    failures: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
+
+    def done(self, key: tuple[str, str]) -> None:
+        self.failures.pop(key, None)
+        self.due[key] = time.monotonic() + self.resync
+
+    def failed(self, key: tuple[str, str]) -> float:
+        attempts = self.failures[key] = self.failures.get(key, 0) + 1
+        delay = backoff(attempts)
+        self.due[key] = time.monotonic() + delay
+        return delay
+
+    def is_due(self, key: tuple[str, str]) -> bool:
+        return time.monotonic() >= self.due.setdefault(key, time.monotonic() + self.resync)
+
+    def forget(self, key: tuple[str, str]) -> None:
+        self.due.pop(key, None)
+        self.failures.pop(key, None)
 
 
 @dataclasses.dataclass
@@ -24,21 +69,85 @@ class State:
 
     cluster: kube.Cluster
     options: render.Options
+    schedule: Schedule = dataclasses.field(default_factory=lambda: Schedule(resync=300.0))
+    # Apply the CRDs this version serves at start (`upgrade_crds`).
+    apply_crds: bool = False
 
 
 async def _reconcile(
-    body: Mapping[str, Any], mailplugins: list[Mapping[str, Any]], state: State, logger: Any
+    body: Mapping[str, Any], mailplugins: Sequence[Mapping[str, Any]], state: State, logger: Any
 ) -> None:
-    await reconcile.reconcile(
-        body, mailplugins, cluster=state.cluster, options=state.options, logger=logger
-    )
+    """Reconcile, and schedule the next one: the resync after a good one, a retry after a
+    failed one. A spec the services refuse waits for the next change (or resync)."""
+    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    try:
+        await reconcile.reconcile(
+            body, mailplugins, cluster=state.cluster, options=state.options, logger=logger
+        )
+    except kopf.PermanentError:
+        state.schedule.done(key)
+        raise
+    except (kopf.TemporaryError, kube.ApiError) as error:
+        delay = state.schedule.failed(key)
+        raise kopf.TemporaryError(str(error), delay=delay) from error
+    state.schedule.done(key)
+
+
+async def _reconcile_later_if_failing(
+    body: Mapping[str, Any], mailplugins: Sequence[Mapping[str, Any]], state: State, logger: Any
+) -> None:
+    """A reconcile caused by something other than the MailServer (kopf retries only the
+    handlers of the object that changed): a failure is left to `resync`'s retries."""
+    try:
+        await _reconcile(body, mailplugins, state, logger)
+    except kopf.PermanentError as error:
+        logger.warning("MailServer %s: %s", body["metadata"]["name"], error)
+    except kopf.TemporaryError as error:
+        logger.warning(
+            "MailServer %s: %s; trying again in %.0f s",
+            body["metadata"]["name"],
+            error,
+            error.delay,
+        )
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: Any, logger: Any, **_: Any) -> None:
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    # The objects of MailServers are listed and watched by label on the API server: the
+    # `labels=` filters of the handlers below only filter what was sent.
+    for resource in OWNED_RESOURCES:
+        settings.watching.label_selectors[resource] = OWNED_SELECTOR
+    state: State = memo.state
+    if state.apply_crds:
+        await upgrade_crds(state.cluster, logger)
+    # Started here, in kopf's context (events are posted through it); stopped at cleanup.
+    memo.resyncing = asyncio.create_task(resync(memo.state, logger), name="empath-resync")
+
+
+async def upgrade_crds(cluster: kube.Cluster, logger: Any) -> None:
+    """Apply this version's CRDs (Helm upgrades never touch `crds/`), before kopf watches.
+    The chart lets the operator patch these two CRDs by name, not create them: one missing
+    (installed with --skip-crds and not yet made) is left to whoever skipped it."""
+    for crd in crds.definitions():
+        try:
+            if await cluster.apply(crd):
+                logger.info("CustomResourceDefinition %s upgraded", crd["metadata"]["name"])
+        except kube.ApiError as error:
+            logger.warning(
+                "CustomResourceDefinition %s not applied: %s", crd["metadata"]["name"], error
+            )
+
+
+@kopf.on.cleanup()
+async def stop_resync(memo: Any, **_: Any) -> None:
+    task: asyncio.Task[None] | None = getattr(memo, "resyncing", None)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 @kopf.on.login()
@@ -100,13 +209,19 @@ async def mailplugin_changed(
         now = [p["metadata"]["name"] for p in plugins.selected(body, mailplugins)]
         if now != list((body.get("status") or {}).get("plugins") or []) or name in now:
             logger.info("MailPlugin %s changed: reconciling MailServer %s", name, server)
-            try:
-                await _reconcile(body, mailplugins, memo.state, logger)
-            except kopf.PermanentError as error:
-                logger.warning("MailServer %s: %s", server, error)
+            await _reconcile_later_if_failing(body, mailplugins, memo.state, logger)
 
 
 OWNED = {"app.kubernetes.io/managed-by": metadata.MANAGED_BY}
+OWNED_SELECTOR = ",".join(f"{key}={value}" for key, value in OWNED.items())
+# With their versions: kopf matches a selector without one to preferred versions only.
+OWNED_RESOURCES: tuple[tuple[str, str] | tuple[str, str, str], ...] = (
+    ("apps", "v1", "deployments"),
+    ("v1", "services"),
+    ("v1", "configmaps"),
+    ("policy", "v1", "poddisruptionbudgets"),
+    ("autoscaling", "v2", "horizontalpodautoscalers"),
+)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=OWNED)
@@ -136,13 +251,36 @@ async def child_changed(
     if type == "DELETED" and not body["metadata"].get("deletionTimestamp"):
         logger.warning("%s of MailServer %s was deleted: making it again", name, server)
         mailplugins = _indexed(kwargs, "plugins_index", str(namespace))
-        with contextlib.suppress(kopf.PermanentError):
-            await _reconcile(body, mailplugins, memo.state, logger)
+        await _reconcile_later_if_failing(body, mailplugins, memo.state, logger)
         return
     found = body["status"]
     generation = found.get("observedGeneration")
     conditions = list(found.get("conditions") or [])
     await status.write(cluster, body, await status.observe(cluster, body, conditions, generation))
+
+
+async def resync(state: State, logger: Any) -> None:
+    """Reconcile each MailServer when it is due: the periodic resync, or the retry of a
+    failed reconcile (whatever caused it). Hand edits of its objects are put back this way.
+    Runs beside kopf for as long as the operator does; it knows the MailServers the handlers
+    above have reconciled (a replica kopf keeps on standby knows none)."""
+    while True:
+        await asyncio.sleep(TICK)
+        for namespace, name in [
+            key for key in list(state.schedule.due) if state.schedule.is_due(key)
+        ]:
+            try:
+                body = await state.cluster.get(kube.server_path(namespace, name))
+                if body is None or body["metadata"].get("deletionTimestamp"):
+                    state.schedule.forget((namespace, name))
+                    continue
+                mailplugins = await state.cluster.list(
+                    kube.path(f"{crds.GROUP}/{crds.VERSION}", "MailPlugin", namespace)
+                )
+                await _reconcile_later_if_failing(body, mailplugins, state, logger)
+            except Exception as error:  # the loop outlives any one MailServer's failure
+                delay = state.schedule.failed((namespace, name))
+                logger.warning("MailServer %s: %s; trying again in %.0f s", name, error, delay)
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:

@@ -1,15 +1,23 @@
 """The few Kubernetes API calls the operator makes, over httpx.
 
 Credentials come from the kubernetes package's loaders (in-cluster service account, else
-the kubeconfig), the same ones kopf logs in with. Objects are applied with server-side apply
-(field manager `empath-operator`) and only when the live object differs from the rendered
-one, so a resync or a restart of the operator writes nothing.
+the kubeconfig), the same ones kopf logs in with.
+
+Every object the operator owns is written with server-side apply under one field manager
+(`empath-operator`), creation included, and with `force`: the operator owns every field it
+renders. The API server then removes what this manager applied before and no longer does (a
+setting dropped from the spec leaves the cluster). An object is applied only when what the
+operator renders changed since it last applied it (a hash of the applied object, kept on it
+as an annotation) or the live object no longer says it (a hand edit): a resync or a restart
+writes nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-from collections.abc import AsyncIterator, Generator
+from collections.abc import Generator
 from typing import Any
 
 import httpx
@@ -18,6 +26,9 @@ from empath.core import errors, kubeconfig
 from empath.operator import crds
 
 FIELD_MANAGER = "empath-operator"
+# On every applied object: the hash of what this manager last applied to it.
+APPLIED_HASH = "empath.io/applied-hash"
+APPLY_PATCH = "application/apply-patch+yaml"
 PLURALS = {
     "ConfigMap": "configmaps",
     "Secret": "secrets",
@@ -28,6 +39,7 @@ PLURALS = {
     "ScaledObject": "scaledobjects",
     "MailServer": "mailservers",
     "MailPlugin": "mailplugins",
+    "CustomResourceDefinition": "customresourcedefinitions",
 }
 
 
@@ -37,9 +49,11 @@ class ApiError(errors.TemporaryError):
         self.status = status
 
 
-def path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
+def path(api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:
+    """The URL of an object (or its collection); `namespace` None: a cluster-wide kind."""
     root = f"/apis/{api_version}" if "/" in api_version else f"/api/{api_version}"
-    found = f"{root}/namespaces/{namespace}/{PLURALS[kind]}"
+    where = f"{root}/namespaces/{namespace}" if namespace else root
+    found = f"{where}/{PLURALS[kind]}"
     return f"{found}/{name}" if name else found
 
 
@@ -50,7 +64,20 @@ def server_path(namespace: str, name: str) -> str:
 
 def object_path(obj: dict[str, Any]) -> str:
     meta = obj["metadata"]
-    return path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+    return path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
+
+
+def applied_hash(obj: dict[str, Any]) -> str:
+    """What `obj` says, in a few characters: the same object, the same hash."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def with_hash(obj: dict[str, Any]) -> dict[str, Any]:
+    """`obj` as it is applied: annotated with its own hash."""
+    meta = dict(obj["metadata"])
+    meta["annotations"] = {**(meta.get("annotations") or {}), APPLIED_HASH: applied_hash(obj)}
+    return {**obj, "metadata": meta}
 
 
 def contains(live: Any, desired: Any) -> bool:
@@ -135,53 +162,45 @@ class Cluster:
         response = await self._call("GET", url)
         return None if response.status_code == 404 else dict(response.json())
 
-    async def items(self, url: str, *, labels: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
-        selector = ",".join(f"{key}={value}" for key, value in labels.items())
-        response = await self._call("GET", url, params={"labelSelector": selector})
-        for item in [] if response.status_code == 404 else response.json().get("items", []):
-            yield item
+    async def list(self, url: str) -> list[dict[str, Any]]:
+        """The objects of a collection (none if the API does not serve it)."""
+        response = await self._call("GET", url)
+        return [] if response.status_code == 404 else list(response.json().get("items", []))
 
-    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """Create `obj`; None if it exists already (nothing is read first, nor changed)."""
         url = object_path(obj).rsplit("/", 1)[0]
-        response = await self._call("POST", url, json=obj)
+        try:
+            response = await self._call(
+                "POST", url, params={"fieldManager": FIELD_MANAGER}, json=obj
+            )
+        except ApiError as error:
+            if error.status == 409:
+                return None
+            raise
         if response.status_code == 404:
             raise ApiError(404, f"POST {url}: no such resource")
         return dict(response.json())
 
-    async def apply(self, obj: dict[str, Any], *, retried: bool = False) -> bool:
-        """Make the live object say what `obj` says; False when it already did."""
+    async def apply(self, obj: dict[str, Any]) -> bool:
+        """Make the live object say what `obj` says, and no more of what this manager said
+        before; False (and nothing written) when it already did."""
         url = object_path(obj)
+        desired = with_hash(obj)
         live = await self.get(url)
-        if live is None:
-            try:
-                await self.create(obj)
-            except ApiError as error:
-                if error.status != 409 or retried:
-                    raise
-                # Made meanwhile (a concurrent reconcile): compare with that one instead.
-                return await self.apply(obj, retried=True)
-            return True
-        stale = sorted(set(live.get("data") or {}) - set(obj.get("data") or {}))
-        if contains(live, obj) and not stale:
-            return False
+        if live is not None:
+            last = (live.get("metadata", {}).get("annotations") or {}).get(APPLIED_HASH)
+            if last == applied_hash(obj) and contains(live, desired):
+                return False  # as this manager last applied it, and not edited since
         response = await self._call(
             "PATCH",
             url,
             params={"fieldManager": FIELD_MANAGER, "force": "true"},
-            headers={"Content-Type": "application/apply-patch+yaml"},
-            json=obj,
+            headers={"Content-Type": APPLY_PATCH},
+            json=desired,
         )
-        if response.status_code == 404:  # deleted since the GET
-            await self.create(obj)
-        elif stale:
-            # A setting the spec no longer has: server-side apply drops the keys this field
-            # manager set before; a merge patch says so to any API (and to emulators).
-            await self._call(
-                "PATCH",
-                url,
-                headers={"Content-Type": "application/merge-patch+json"},
-                json={"data": dict.fromkeys(stale)},
-            )
+        if response.status_code == 404:
+            raise ApiError(404, f"PATCH {url}: no such resource")
         return True
 
     async def delete(self, url: str) -> bool:

@@ -45,6 +45,12 @@ class OperatorSettings(BaseSettings):
     # Of peered replicas the one with the highest priority works and the others wait (kopf
     # pauses every replica whose equal it sees). Unset: a random one for each process.
     priority: int | None = Field(default=None, ge=0)
+    # Every MailServer is reconciled again after this many seconds (the resync), which puts
+    # back hand edits of its objects; a failed reconcile is retried sooner, with backoff.
+    resync_seconds: float = Field(default=300, gt=0)
+    # Apply this version's CRDs at start (Helm does not upgrade them); off where they are
+    # managed otherwise (GitOps, or an operator without the right to patch them).
+    apply_crds: bool = True
     # kopf's liveness endpoint, for the operator pod's probe.
     health_listen: str = "0.0.0.0:8080"
     log_format: str = Field(default="json", pattern="^(text|json)$")
@@ -104,6 +110,8 @@ async def run(
             otlp_endpoint=settings.otlp_endpoint,
             pull_secrets=tuple(settings.image_pull_secrets),
         ),
+        schedule=handlers.Schedule(resync=settings.resync_seconds),
+        apply_crds=settings.apply_crds,
     )
     try:
         await kopf.operator(

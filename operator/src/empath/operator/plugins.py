@@ -6,7 +6,7 @@ as `EMPATH_PLUGINS` entries, in the order they call them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from empath.operator import crds
@@ -33,7 +33,9 @@ def selects(selector_spec: Mapping[str, Any] | None, plugin_labels: Mapping[str,
     return True
 
 
-def selected(body: Mapping[str, Any], plugins: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+def selected(
+    body: Mapping[str, Any], plugins: Sequence[Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
     """The MailPlugins (of its namespace) the MailServer `body` selects."""
     chooser = (body.get("spec") or {}).get("pluginSelector")
     return [p for p in plugins if selects(chooser, p["metadata"].get("labels") or {})]

@@ -1,8 +1,10 @@
 """One reconcile of a MailServer: render it, apply what differs, and say so in its status.
 
 Everything applied is compared first (`kube.Cluster.apply`), so repeating a reconcile writes
-nothing. A spec the services would refuse changes nothing and says why (a permanent error);
-an API that refuses an object is tried again later (a temporary one).
+nothing. The autoscaler that is no longer chosen goes before its successor comes: KEDA's
+admission webhook refuses a ScaledObject for a Deployment an HPA scales, and two autoscalers
+of one Deployment would fight. A spec the services would refuse changes nothing and says why
+(a permanent error); an API that refuses an object is tried again later (a temporary one).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import kopf
@@ -20,19 +22,12 @@ from empath.operator import autoscaling, kube, plugins, render, status, workload
 
 
 async def ensure_token(cluster: kube.Cluster, secret: dict[str, Any]) -> bool:
-    """The control token Secret: made once, never rewritten (clients hold the token)."""
-    url = kube.path("v1", "Secret", secret["metadata"]["namespace"], secret["metadata"]["name"])
-    if await cluster.get(url) is not None:
-        return False
+    """The control token Secret: made once, never rewritten (clients hold the token). It is
+    created without being read first (409: it exists, that token stands), so the operator
+    needs no right to read Secrets."""
     token = secrets.token_urlsafe(32)
     data = {kubenames.CONTROL_TOKEN_KEY: base64.b64encode(token.encode()).decode()}
-    try:
-        await cluster.create({**secret, "data": data})
-    except kube.ApiError as error:
-        if error.status == 409:  # a concurrent reconcile made it first: that token stands
-            return False
-        raise
-    return True
+    return await cluster.create({**secret, "data": data}) is not None
 
 
 async def retire_autoscalers(
@@ -58,7 +53,7 @@ async def retire_autoscalers(
 
 async def reconcile(
     body: Mapping[str, Any],
-    mailplugins: list[Mapping[str, Any]],
+    mailplugins: Sequence[Mapping[str, Any]],
     *,
     cluster: kube.Cluster,
     options: render.Options,
@@ -100,12 +95,12 @@ async def reconcile(
     try:
         if await ensure_token(cluster, rendered.token_secret):
             changed.append(f"Secret/{kubenames.control_token_secret(name)}")
-        for obj in rendered.objects:
-            if await cluster.apply(obj):
-                changed.append(f"{obj['kind']}/{obj['metadata']['name']}")
         changed += await retire_autoscalers(
             cluster, namespace, name, chosen=rendered.autoscaler, keda=keda
         )
+        for obj in rendered.objects:
+            if await cluster.apply(obj):
+                changed.append(f"{obj['kind']}/{obj['metadata']['name']}")
     except kube.ApiError as error:
         conditions = status.set_condition(
             conditions,
@@ -119,6 +114,14 @@ async def reconcile(
         kopf.warn(cast(kopf.Body, body), reason="ApplyFailed", message=str(error))
         raise kopf.TemporaryError(f"applying failed, will retry: {error}", delay=15) from error
 
+    before = body.get("status") or {}
+    if (
+        rendered.autoscaler_fallback
+        and before.get("autoscalerReason") != rendered.autoscaler_reason
+    ):
+        kopf.warn(
+            cast(kopf.Body, body), reason="AutoscalerFallback", message=rendered.autoscaler_reason
+        )
     if changed:
         logger.info("applied %s", ", ".join(changed))
         kopf.info(
@@ -138,6 +141,7 @@ async def reconcile(
         "observedGeneration": generation,
         "plugins": rendered.plugins,
         "autoscaler": rendered.autoscaler,
+        "autoscalerReason": rendered.autoscaler_reason,
         **await status.observe(cluster, body, conditions, generation),
     }
     await status.write(cluster, body, found)

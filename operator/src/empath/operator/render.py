@@ -34,6 +34,9 @@ class Rendered:
     objects: list[dict[str, Any]] = field(default_factory=list)
     token_secret: dict[str, Any] = field(default_factory=dict)
     autoscaler: str = "none"
+    autoscaler_reason: str = ""
+    # KEDA is installed but not used: the reconcile warns.
+    autoscaler_fallback: bool = False
     plugins: list[str] = field(default_factory=list)
     config_hash: str = ""
 
@@ -70,7 +73,9 @@ def render(
     rendered = Rendered(plugins=[entry["name"] for entry in entries])
     digest = configmap.config_hash(data, spec["listeners"], spec["nats"], spec["objectStore"])
     rendered.config_hash = digest
-    rendered.autoscaler, scaler = autoscaling.autoscaler(body, keda=options.keda)
+    choice = autoscaling.autoscaler(body, keda=options.keda)
+    rendered.autoscaler, scaler = choice.kind, choice.scaler
+    rendered.autoscaler_reason, rendered.autoscaler_fallback = choice.reason, choice.fallback
     rendered.objects += [
         metadata.owned(body, "v1", "ConfigMap", configmap.name(server), None, data=data),
         workloads.ingress(body, digest),

@@ -1,0 +1,342 @@
+"""The operator against an emulator as strict as a real API server (tests/emulator.py):
+server-side apply with field ownership and pruning, KEDA's admission webhook, the chart's
+RBAC and the OwnerReferencesPermissionEnforcement plugin. What a user sees on a real cluster:
+a field removed from the spec leaves every object, the autoscaler switches both ways, a hand
+edit is put back, and an object deleted while the API refuses it comes back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+from kmock import ResourceInfo
+
+from tests.emulator import Cluster
+from tests.operator_harness import (
+    NS,
+    OPERATOR_TOKEN,
+    SERVERS,
+    Api,
+    condition,
+    deployment_url,
+    has_status,
+    mailserver,
+)
+from tests.waiting import passes
+
+# The same emulator, operator and user as tests/test_operator.py.
+
+pytestmark = pytest.mark.kmock(cls=Cluster)
+
+SMTP = f"/api/v1/namespaces/{NS}/services/corp-smtp"
+HPA = f"/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/corp-delivery"
+SCALED = f"/apis/keda.sh/v1alpha1/namespaces/{NS}/scaledobjects/corp-delivery"
+KEDA = "keda.sh/v1alpha1/scaledobjects"
+
+OPTIONAL = {
+    "imagePullSecrets": [{"name": "registry"}],
+    "pod": {
+        "nodeSelector": {"disk": "ssd"},
+        "tolerations": [{"key": "mail", "operator": "Exists", "effect": "NoSchedule"}],
+        "priorityClassName": "mail-critical",
+        "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}},
+        "annotations": {"team": "mail"},
+    },
+    "listeners": {
+        "tls": {"secretName": "mx-tls"},
+        "submission": {"enabled": True, "authSecretName": "mx-users"},
+        "service": {"annotations": {"lb.example/internal": "true"}},
+    },
+    "services": {
+        "ingress": {
+            "resources": {"requests": {"cpu": "200m"}, "limits": {"memory": "512Mi"}},
+        }
+    },
+}
+REMOVED = {
+    "imagePullSecrets": None,
+    "pod": None,
+    "listeners": {"tls": None, "submission": None, "service": None},
+    "services": {"ingress": {"resources": {"limits": None}}},
+}
+
+
+def pod_of(deployment: dict[str, Any]) -> dict[str, Any]:
+    return dict(deployment["spec"]["template"])
+
+
+def ingress_container(deployment: dict[str, Any]) -> dict[str, Any]:
+    (container,) = pod_of(deployment)["spec"]["containers"]
+    return dict(container)
+
+
+async def test_a_field_removed_from_the_spec_leaves_every_object(api: Api, operator: Any) -> None:
+    await operator()
+    await api.create(SERVERS, mailserver(**OPTIONAL))
+    await api.wait(f"{SERVERS}/corp", has_status(1))
+    ingress = await api.get(deployment_url("corp-ingress"))
+    smtp = await api.get(SMTP)
+    assert ingress
+    assert smtp
+    pod = pod_of(ingress)
+    assert pod["spec"]["nodeSelector"] == {"disk": "ssd"}
+    assert pod["spec"]["priorityClassName"] == "mail-critical"
+    assert pod["spec"]["tolerations"][0]["key"] == "mail"
+    assert pod["spec"]["imagePullSecrets"] == [{"name": "registry"}]
+    assert pod["metadata"]["annotations"]["team"] == "mail"
+    container = ingress_container(ingress)
+    assert container["resources"]["limits"] == {"memory": "512Mi"}
+    assert {"EMPATH_TLS_CERT_FILE", "EMPATH_AUTH_CREDENTIALS_FILE"} <= {
+        e["name"] for e in container["env"]
+    }
+    assert {v["name"] for v in pod["spec"]["volumes"]} == {"tmp", "tls", "auth"}
+    assert [p["port"] for p in smtp["spec"]["ports"]] == [25, 587]
+    assert smtp["metadata"]["annotations"]["lb.example/internal"] == "true"
+
+    await api.patch(f"{SERVERS}/corp", {"spec": REMOVED})
+    await api.wait(f"{SERVERS}/corp", has_status(2))
+    server = await api.get(f"{SERVERS}/corp")
+    assert server
+    assert condition(server, "Degraded")["status"] == "False"
+    for component in ("ingress", "spool", "delivery", "control"):
+        deployment = await api.get(deployment_url(f"corp-{component}"))
+        assert deployment
+        pod = pod_of(deployment)
+        for key in (
+            "nodeSelector",
+            "tolerations",
+            "priorityClassName",
+            "affinity",
+            "imagePullSecrets",
+        ):
+            assert key not in pod["spec"], (component, key)
+        assert "team" not in pod["metadata"]["annotations"], component
+        assert "empath.io/config-hash" in pod["metadata"]["annotations"]
+    ingress = await api.get(deployment_url("corp-ingress"))
+    smtp = await api.get(SMTP)
+    assert ingress
+    assert smtp
+    container = ingress_container(ingress)
+    assert "limits" not in container["resources"]
+    assert container["resources"]["requests"] == {"cpu": "200m"}
+    names = {e["name"] for e in container.get("env", [])}
+    assert not names & {"EMPATH_TLS_CERT_FILE", "EMPATH_AUTH_CREDENTIALS_FILE"}
+    assert not names & {"EMPATH_SUBMISSION_LISTEN"}
+    assert [v["name"] for v in pod_of(ingress)["spec"]["volumes"]] == ["tmp"]
+    assert [p["name"] for p in container["ports"]] == ["smtp", "health"]
+    assert [p["port"] for p in smtp["spec"]["ports"]] == [25]
+    assert "lb.example/internal" not in (smtp["metadata"].get("annotations") or {})
+
+
+async def test_nothing_is_written_when_nothing_changed_and_a_hand_edit_is_put_back(
+    api: Api, operator: Any
+) -> None:
+    await operator(resync_seconds=1)
+    await api.create(SERVERS, mailserver())
+    await api.wait(f"{SERVERS}/corp", has_status(1))
+    versions = api.versions("apps/v1/deployments", "corp-spool")
+    # A change that renders the same objects (a label on the MailServer) writes none of them.
+    await api.patch(f"{SERVERS}/corp", {"metadata": {"labels": {"tier": "gold"}}})
+    await api.patch(f"{SERVERS}/corp", {"spec": {"postmaster": "postmaster@example.com"}})
+    await api.wait(f"{SERVERS}/corp", has_status(2))
+    spool = await api.get(deployment_url("corp-spool"))
+    assert spool
+    # (The postmaster is a setting: the ConfigMap and the config hash change, once.)
+    assert api.versions("apps/v1/deployments", "corp-spool") == versions + 1
+
+    # A hand edit of a field the operator owns: the periodic resync puts it back.
+    await api.patch(
+        deployment_url("corp-spool"),
+        {"spec": {"template": {"spec": {"terminationGracePeriodSeconds": 1}}}},
+    )
+    again = await api.wait(
+        deployment_url("corp-spool"),
+        lambda o: o["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] != 1,
+        timeout=30,
+    )
+    assert again["spec"]["template"]["spec"]["containers"][0]["args"] == ["spool"]
+
+
+async def test_the_autoscaler_switches_from_hpa_to_keda_and_back(api: Api, operator: Any) -> None:
+    assert isinstance(api.kmock, Cluster)
+    await operator()
+    await api.create(SERVERS, mailserver())
+    server = await api.wait(f"{SERVERS}/corp", has_status(1))
+    assert server["status"]["autoscaler"] == "hpa"
+    assert await api.get(HPA) is not None
+
+    # KEDA is installed after Empath: the next reconcile moves to a ScaledObject (KEDA's
+    # webhook refuses one while the HPA is there: the HPA must go first).
+    api.kmock.resources[KEDA] = ResourceInfo(
+        kind="ScaledObject",
+        namespaced=True,
+        verbs={"get", "list", "watch", "create", "patch", "delete"},
+    )
+    await api.patch(f"{SERVERS}/corp", {"spec": {"autoscaling": {"maxReplicas": 20}}})
+    server = await api.wait(f"{SERVERS}/corp", has_status(2))
+    assert server["status"]["autoscaler"] == "keda"
+    assert condition(server, "Degraded")["status"] == "False", condition(server, "Degraded")
+    scaled = await api.get(SCALED)
+    assert scaled is not None
+    assert scaled["spec"]["maxReplicaCount"] == 20
+    assert await api.get(HPA) is None
+
+    # No monitoring endpoint any more (the URL comes from a Secret): back to the HPA, and
+    # the ScaledObject goes first (KEDA would otherwise keep scaling alongside it).
+    await api.patch(
+        f"{SERVERS}/corp",
+        {"spec": {"nats": {"url": None, "urlSecret": {"name": "nats-url", "key": "url"}}}},
+    )
+    server = await api.wait(f"{SERVERS}/corp", has_status(3))
+    assert server["status"]["autoscaler"] == "hpa"
+    assert "spec.nats.monitoringEndpoint" in server["status"]["autoscalerReason"]
+    warning = await api.event(lambda e: e.get("reason") == "AutoscalerFallback")
+    assert warning["type"] == "Warning"
+    assert "scaling on CPU" in warning["message"]
+    assert condition(server, "Degraded")["status"] == "False"
+    assert await api.get(SCALED) is None
+    hpa = await api.get(HPA)
+    assert hpa is not None
+    assert hpa["spec"]["maxReplicas"] == 20
+    log = list(api.kmock)
+    made = min(i for i, r in enumerate(log) if r.method == "POST" and r.url.path == SCALED)
+    gone = min(i for i, r in enumerate(log[made:]) if r.method == "DELETE" and r.url.path == SCALED)
+    back = [i for i, r in enumerate(log[made:]) if r.method == "POST" and r.url.path == HPA]
+    assert back
+    assert min(back) > gone, "the HPA came back while the ScaledObject was still there"
+
+
+async def test_an_owned_object_deleted_while_the_api_refuses_it_comes_back(
+    api: Api, operator: Any
+) -> None:
+    assert isinstance(api.kmock, Cluster)
+    await operator()
+    await api.create(SERVERS, mailserver())
+    await api.wait(f"{SERVERS}/corp", has_status(1))
+    granted = api.kmock.access[OPERATOR_TOKEN]
+    # For a while the operator may not write Deployments (a broken RBAC rollout, say).
+    api.kmock.access[OPERATOR_TOKEN] = dataclasses.replace(
+        granted, cluster=tuple(r for r in granted.cluster if "deployments" not in r.resources)
+    )
+    await api.delete(deployment_url("corp-spool"))
+
+    async def refused() -> None:
+        server = await api.get(f"{SERVERS}/corp")
+        assert server
+        assert condition(server, "Degraded").get("reason") == "ApplyFailed"
+
+    await passes(refused)
+    api.kmock.access[OPERATOR_TOKEN] = granted
+    again = await api.wait(deployment_url("corp-spool"), lambda o: True, timeout=40)
+    assert again["spec"]["template"]["spec"]["containers"][0]["args"] == ["spool"]
+    await api.wait(
+        f"{SERVERS}/corp", lambda o: condition(o, "Degraded").get("status") == "False", timeout=40
+    )
+
+
+async def test_the_operator_upgrades_its_crds_at_start_as_helm_upgrade_does_not(
+    api: Api, operator: Any
+) -> None:
+    """An older MailServer CRD (without spec.autoscaling.keda) is what an earlier release
+    left; `helm upgrade` leaves it; the new operator applies its own."""
+    url = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/mailservers.empath.io"
+    keda = ["spec", "versions", 0, "schema", "openAPIV3Schema", "properties", "spec"]
+
+    def autoscaling(crd: dict[str, Any]) -> dict[str, Any]:
+        node: Any = crd
+        for key in keda:
+            node = node[key]
+        return dict(node["properties"]["autoscaling"]["properties"])
+
+    old = await api.get(url)
+    assert old is not None
+    older = autoscaling(old)
+    del older["keda"]
+    crd = dict(old)
+    node: Any = crd
+    for key in keda:
+        node = node[key]
+    node["properties"]["autoscaling"]["properties"] = older
+    await api.delete(url)
+    await api.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+    assert "keda" not in autoscaling(await api.get(url) or {})
+
+    await operator()
+    upgraded = await api.wait(url, lambda o: "keda" in autoscaling(o))
+    assert upgraded["spec"]["versions"][0]["name"] == "v1alpha1"
+
+
+async def test_the_emulator_refuses_a_scaled_object_for_a_deployment_an_hpa_scales(
+    api: Api,
+) -> None:
+    """As KEDA's admission webhook does: the order of a switch matters."""
+    api.kmock.resources[KEDA] = ResourceInfo(
+        kind="ScaledObject", namespaced=True, verbs={"get", "create", "patch", "delete"}
+    )
+    target = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "corp-delivery"}
+    await api.create(
+        HPA.rsplit("/", 1)[0],
+        {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "corp-delivery", "namespace": NS},
+            "spec": {"scaleTargetRef": target, "minReplicas": 1, "maxReplicas": 2},
+        },
+    )
+    scaled = {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {"name": "corp-delivery", "namespace": NS},
+        "spec": {"scaleTargetRef": {"name": "corp-delivery"}},
+    }
+    refused = await api.http.post(SCALED.rsplit("/", 1)[0], json=scaled)
+    assert refused.status_code == 403
+    assert "already managed by the hpa 'corp-delivery'" in refused.json()["message"]
+    await api.delete(HPA)
+    await api.create(SCALED.rsplit("/", 1)[0], scaled)
+
+
+async def test_without_update_on_mailserver_finalizers_every_owned_object_is_refused(
+    api: Api, operator: Any
+) -> None:
+    """OwnerReferencesPermissionEnforcement (OpenShift): the owner references block the
+    MailServer's deletion, which needs that right; the chart grants it."""
+    assert isinstance(api.kmock, Cluster)
+    granted = api.kmock.access[OPERATOR_TOKEN]
+    api.kmock.access[OPERATOR_TOKEN] = dataclasses.replace(
+        granted,
+        cluster=tuple(r for r in granted.cluster if "mailservers/finalizers" not in r.resources),
+    )
+    await operator()
+    await api.create(SERVERS, mailserver())
+
+    async def refused() -> dict[str, Any]:
+        server = await api.get(f"{SERVERS}/corp")
+        assert server
+        found = condition(server, "Degraded")
+        assert found.get("reason") == "ApplyFailed", found
+        return found
+
+    found = await passes(refused)
+    assert "cannot set blockOwnerDeletion" in found["message"]
+    assert await api.get(deployment_url("corp-ingress")) is None
+
+
+async def test_a_mailserver_the_operator_could_not_run_is_refused_by_the_api(api: Api) -> None:
+    """The CRD's CEL rules, as the API server evaluates them: `kubectl apply` fails."""
+    refused = await api.http.post(SERVERS, json=mailserver("mx.example.com"))
+    assert refused.status_code == 422
+    assert "at most 40 characters" in refused.json()["message"]
+    await api.create(SERVERS, mailserver())
+    refused = await api.http.patch(
+        f"{SERVERS}/corp",
+        json={"spec": {"listeners": {"submission": {"enabled": True}}}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert refused.status_code == 422
+    assert "submission needs tls.secretName" in refused.json()["message"]
+    server = await api.get(f"{SERVERS}/corp")
+    assert server
+    assert "listeners" not in server["spec"]
