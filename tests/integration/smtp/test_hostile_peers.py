@@ -14,22 +14,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from empath.core import logs, queue
+from empath.core import logs
 from empath.ingress import handlers, syntax
-from tests.conftest import StartSystem, System
+from tests.mail import settle
+from tests.system import StartSystem, System
 
 BODY = b"Subject: hi\r\n\r\nHello.\r\n"
-
-
-async def settle(system: System, queue_id: str, *states: str, timeout: float = 20.0) -> queue.Entry:
-    """The message's record once it is in one of `states`."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    entry = await system.entry(queue_id)
-    while entry.state not in states:
-        assert asyncio.get_running_loop().time() < deadline, f"stuck: {entry}"
-        await asyncio.sleep(0.1)
-        entry = await system.records.get(queue_id)
-    return entry
 
 
 async def queued(system: System, *mail: str, body: bytes = BODY) -> str:
