@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from pathlib import Path
 
 import pytest
 
@@ -22,3 +23,17 @@ def test_a_package_lists_every_module_it_has_and_no_other(name: str) -> None:
     package = importlib.import_module(name)
     modules = {info.name for info in pkgutil.iter_modules(package.__path__)}
     assert sorted(package.__all__) == sorted(modules)
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_the_readme_layout_names_every_module_of_a_package(name: str) -> None:
+    package = importlib.import_module(name)
+    folder = name.rpartition(".")[2]
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    [row] = [line for line in readme.splitlines() if line.startswith(f"| `{folder}/` |")]
+    missing = [
+        info.name
+        for info in pkgutil.iter_modules(package.__path__)
+        if f"`{info.name}`" not in row and f"`{info.name}/`" not in row
+    ]
+    assert not missing, f"README's layout row for {folder}/ does not name {missing}"
