@@ -1,4 +1,5 @@
-"""Background loops run their work every so often, live through its errors, and stop at once."""
+"""Background loops run their work every so often, live through its errors, and stop at once;
+work retried until it succeeds gives back its result, and a bug in it is not retried."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ async def test_work_runs_again_every_interval_until_stop() -> None:
         if runs == 5:
             stop.set()
 
-    finished = await periodic.every(0.001, work, stop=stop, log=log, what="counting")
-    assert (runs, finished) == (5, False)
+    await periodic.every(0.001, work, stop=stop, log=log, what="counting")
+    assert runs == 5
 
 
 async def test_a_failing_run_is_logged_and_the_next_run_still_happens(
@@ -65,7 +66,7 @@ async def test_stop_ends_a_long_wait_at_once() -> None:
     loop = asyncio.create_task(periodic.every(3600, work, stop=stop, log=log, what="hourly"))
     await ran.wait()
     stop.set()
-    assert await asyncio.wait_for(loop, timeout=1.0) is False
+    await asyncio.wait_for(loop, timeout=1.0)
 
 
 async def test_with_wait_first_nothing_runs_when_stopped_during_the_first_wait() -> None:
@@ -85,20 +86,126 @@ async def test_with_wait_first_nothing_runs_when_stopped_during_the_first_wait()
     assert runs == 0
 
 
-async def test_work_that_is_done_ends_the_loop_without_stop() -> None:
+async def test_work_tried_until_done_gives_back_its_result_without_stop() -> None:
     stop = asyncio.Event()
     tries = 0
 
-    async def reach() -> object:
+    async def reach() -> str:
         nonlocal tries
         tries += 1
         if tries < 3:
             raise errors.StoreUnavailable("no bucket yet")
-        return periodic.DONE
+        return "bucket"
 
-    assert await periodic.every(0.001, reach, stop=stop, log=log, what="waiting") is True
-    assert tries == 3
+    reached = await periodic.until_done(reach, stop=stop, log=log, what="waiting", delay=0.001)
+    assert (reached, tries) == ("bucket", 3)
     assert not stop.is_set()
+
+
+async def test_a_bug_in_work_tried_until_done_is_raised_not_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stop = asyncio.Event()
+    tries = 0
+
+    async def reach() -> str:
+        nonlocal tries
+        tries += 1
+        raise TypeError("a bug")
+
+    with pytest.raises(TypeError, match="a bug"):
+        await periodic.until_done(reach, stop=stop, log=log, what="waiting", delay=0.001)
+    assert tries == 1
+    assert caplog.records == []
+
+
+async def test_only_the_failures_named_are_retried() -> None:
+    stop = asyncio.Event()
+    failures: list[Exception] = [
+        errors.StoreUnavailable("down"),
+        errors.BusUnavailable("not the store"),
+    ]
+
+    async def reach() -> str:
+        raise failures.pop(0)
+
+    with pytest.raises(errors.BusUnavailable):
+        await periodic.until_done(
+            reach,
+            stop=stop,
+            log=log,
+            what="waiting",
+            delay=0.001,
+            retry=(errors.StoreUnavailable,),
+        )
+    assert failures == []
+
+
+async def test_stop_cancels_work_in_progress_and_gives_back_none() -> None:
+    stop = asyncio.Event()
+    started = asyncio.Event()
+    cancelled = False
+
+    async def connect() -> str:
+        nonlocal cancelled
+        started.set()
+        try:
+            await asyncio.Event().wait()  # the other end never answers
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+        return "connected"
+
+    trying = asyncio.create_task(
+        periodic.until_done(connect, stop=stop, log=log, what="connecting", delay=3600)
+    )
+    await started.wait()
+    stop.set()
+    assert await asyncio.wait_for(trying, timeout=1.0) is None
+    assert cancelled
+
+
+async def test_nothing_is_tried_once_stopped() -> None:
+    stop = asyncio.Event()
+    stop.set()
+
+    async def connect() -> str:
+        raise AssertionError("tried after stop")
+
+    assert await periodic.until_done(connect, stop=stop, log=log, what="x", delay=1) is None
+
+
+async def test_pause_ends_when_stop_is_set() -> None:
+    stop = asyncio.Event()
+    pausing = asyncio.create_task(periodic.pause(stop, 3600))
+    await asyncio.sleep(0)
+    assert not pausing.done()
+    stop.set()
+    await asyncio.wait_for(pausing, timeout=1.0)
+
+
+async def test_with_warn_once_a_run_of_failures_warns_once_and_the_recovery_is_told(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    stop = asyncio.Event()
+    outcomes = [False, False, False, True, True, False, True]
+
+    async def beat() -> None:
+        if len(outcomes) == 1:
+            stop.set()
+        if not outcomes.pop(0):
+            raise errors.BusUnavailable("not connected to NATS")
+
+    with caplog.at_level(logging.DEBUG, logger=log.name):
+        await periodic.every(0.001, beat, stop=stop, log=log, what="heartbeat", warn_once=True)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "heartbeat: not connected to NATS"),
+        ("DEBUG", "heartbeat: not connected to NATS"),
+        ("DEBUG", "heartbeat: not connected to NATS"),
+        ("INFO", "heartbeat: working again"),
+        ("WARNING", "heartbeat: not connected to NATS"),
+        ("INFO", "heartbeat: working again"),
+    ]
 
 
 async def test_waits_after_failures_double_up_to_the_limit_and_reset_after_a_success(
@@ -110,7 +217,7 @@ async def test_waits_after_failures_double_up_to_the_limit_and_reset_after_a_suc
     async def pause(event: asyncio.Event, seconds: float) -> None:
         waits.append(seconds)
 
-    monkeypatch.setattr(periodic, "_pause", pause)
+    monkeypatch.setattr(periodic, "pause", pause)
     outcomes = [False] * 6 + [True, False, False]
 
     async def work() -> None:

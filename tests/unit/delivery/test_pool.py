@@ -17,14 +17,17 @@ OTHER_HOP = resolver.Hop(name="mx2.example.com", address="192.0.2.26", port=25)
 class Opener:
     """Opens sessions with scripted remotes and keeps them for the test to look at."""
 
-    def __init__(self, hop: resolver.Hop = HOP) -> None:
+    def __init__(self, hop: resolver.Hop = HOP, *, timeout: float | None = None) -> None:
         self.hop = hop
+        self.timeout = timeout
         self.remotes: list[Remote] = []
 
     async def __call__(self) -> client.Connection:
         remote = Remote()
         self.remotes.append(remote)
-        session = connection(remote)
+        session = (
+            connection(remote) if self.timeout is None else connection(remote, timeout=self.timeout)
+        )
         session.hop = self.hop
         return session
 
@@ -144,3 +147,36 @@ async def test_closing_the_pool_quits_every_idle_session() -> None:
 
     assert opener.remotes[1].closed
     assert opener.remotes[0].unseen() == []  # the one still in use is left alone
+
+
+# The default `delivery_command_timeout`: how long a QUIT may wait for its reply.
+COMMAND_TIMEOUT = 300.0
+
+
+async def test_closing_the_pool_does_not_wait_for_the_reapers_quit_that_gets_no_answer() -> None:
+    kept = pool.Pool(messages_per_connection=10, idle_timeout=0.05, quit_timeout=0.2)
+    opener = Opener(timeout=COMMAND_TIMEOUT)
+    kept.start()
+    session = await kept.acquire(HOP, "verify", opener)
+    await kept.release(session, "verify", reusable=True)
+    assert await opener.remotes[0].turn() == [b"QUIT\r\n"]  # the reaper, waiting for 221
+
+    await asyncio.wait_for(kept.close(), timeout=2.0)
+
+    assert opener.remotes[0].closed
+
+
+async def test_closing_the_pool_drops_idle_sessions_whose_remote_never_answers_quit() -> None:
+    kept = pool.Pool(messages_per_connection=10, idle_timeout=60, quit_timeout=0.2)
+    opener = Opener(timeout=COMMAND_TIMEOUT)
+    sessions = [await kept.acquire(HOP, "verify", opener) for _ in range(2)]
+    for session in sessions:
+        await kept.release(session, "verify", reusable=True)
+
+    closing = asyncio.create_task(kept.close())
+    assert await opener.remotes[0].turn() == [b"QUIT\r\n"]
+    opener.remotes[0].reply("221 2.0.0 Bye")
+    await asyncio.wait_for(closing, timeout=2.0)  # the other remote never answers
+
+    assert opener.remotes[1].unseen() == [b"QUIT\r\n"]
+    assert [remote.closed for remote in opener.remotes] == [True, True]

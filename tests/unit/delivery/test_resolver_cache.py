@@ -3,7 +3,6 @@ shared between workers through records in a KV bucket."""
 
 from __future__ import annotations
 
-import time
 from types import SimpleNamespace
 
 import nats.js.errors
@@ -13,18 +12,46 @@ from empath.core import dnscache, errors, settings
 from empath.delivery.resolver import Cache, Resolver
 
 
+class Clock:
+    """Unix time that moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.time = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.time
+
+
+def mx(host: str, *, ttl: float, clock: Clock) -> dnscache.Record:
+    return dnscache.Record.answer([(10, host)], ttl=ttl, now=clock())
+
+
 def test_the_cache_honours_ttl_and_size_and_counts() -> None:
-    cache = Cache(size=2)
-    cache.put("mx.a.test", [(10, "mx.a.test")], ttl=60)
-    cache.put("mx.b.test", [(10, "mx.b.test")], ttl=0.05)
-    assert cache.get("mx.a.test") == [(10, "mx.a.test")]
-    time.sleep(0.1)
+    clock = Clock()
+    cache = Cache(size=2, now=clock)
+    a, b = mx("mx.a.test", ttl=60, clock=clock), mx("mx.b.test", ttl=5, clock=clock)
+    cache.put("mx.a.test", a)
+    cache.put("mx.b.test", b)
+    assert cache.get("mx.b.test") == b
+    clock.time += 10
+    assert cache.get("mx.a.test") == a
     assert cache.get("mx.b.test") is None  # expired with its TTL
-    cache.put("mx.c.test", [(5, "mx.c.test")], ttl=60)
-    cache.put("mx.d.test", [(5, "mx.d.test")], ttl=60)
+    cache.put("mx.c.test", mx("mx.c.test", ttl=60, clock=clock))
+    cache.put("mx.d.test", mx("mx.d.test", ttl=60, clock=clock))
     assert len(cache) == 2  # bounded: the least recently used went
     assert cache.get("mx.a.test") is None
-    assert (cache.stats.hits, cache.stats.misses) == (1, 2)
+    assert (cache.stats.hits, cache.stats.misses) == (2, 2)
+
+
+def test_a_record_is_kept_until_the_second_it_expires() -> None:
+    clock = Clock()
+    cache = Cache(size=10, now=clock)
+    cache.put("a.mx.a.test", dnscache.Record.answer(["192.0.2.1"], ttl=30, now=clock()))
+    clock.time += 29.5
+    assert cache.get("a.mx.a.test") is not None
+    clock.time += 0.5
+    assert cache.get("a.mx.a.test") is None
+    assert len(cache) == 0  # an expired record does not stay
 
 
 class FakeKV:
@@ -73,3 +100,15 @@ async def test_an_answer_another_worker_cached_is_used_and_kept() -> None:
     hops = await resolver.route("dest.test")
     assert [(hop.name, hop.address) for hop in hops] == [("mx.dest.test", "192.0.2.7")]
     assert len(resolver.cache) == 2  # kept in this worker too
+
+
+async def test_a_domain_is_looked_up_in_its_normal_form() -> None:
+    shared = FakeKV()
+    shared.values["mx.dest.test"] = (
+        dnscache.Record.answer([(10, "mx.dest.test")], ttl=60).model_dump_json().encode()
+    )
+    shared.values["a.mx.dest.test"] = (
+        dnscache.Record.answer(["192.0.2.7"], ttl=60).model_dump_json().encode()
+    )
+    hops = await resolver_with(shared).route(" Dest.TEST. ")  # no nameserver answers on port 1
+    assert [(hop.name, hop.address) for hop in hops] == [("mx.dest.test", "192.0.2.7")]

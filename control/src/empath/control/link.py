@@ -2,8 +2,9 @@
 
 nats.py reconnects by itself after a lost socket, but closes the connection for good when the
 server reports an error (a subject over the server's limits, say): every later call would
-fail until a restart. `keep` watches for that and opens a new connection in place of the
-closed one, while `Link.problem` tells the health checks whether NATS can be used now.
+fail until a restart. `keep` hears of that from nats.py's closed callback and opens a new
+connection in place of the closed one, while `Link.problem` tells the health checks whether
+NATS can be used now.
 """
 
 from __future__ import annotations
@@ -18,12 +19,10 @@ import nats.js.errors
 from nats.js.kv import KeyValue
 
 from empath.core import bus as bus_module
-from empath.core import names
+from empath.core import names, periodic
 from empath.core.settings import Settings
 
 log = logging.getLogger("empath.control")
-
-CHECK_SECONDS = 0.5
 
 
 @dataclass(slots=True)
@@ -74,11 +73,10 @@ class Link:
 async def keep(link: Link, settings: Settings, stop: asyncio.Event) -> None:
     """Until `stop`: renew the heartbeat, and replace the connection whenever it is closed."""
     while not stop.is_set():
+        closed = _closing(link.bus)
         beat = asyncio.create_task(link.bus.heartbeat("control", link.retired))
         try:
-            while not (stop.is_set() or link.bus.nc.is_closed):
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), CHECK_SECONDS)
+            await _first(stop, closed)
         finally:
             link.retired.set()
             with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, OSError):
@@ -88,7 +86,13 @@ async def keep(link: Link, settings: Settings, stop: asyncio.Event) -> None:
         log.warning(
             "the NATS connection was closed (%r): opening a new one", link.bus.nc.last_error
         )
-        fresh = await _reopen(settings, stop)
+        fresh = await periodic.until_done(
+            lambda: Link.open(settings),
+            stop=stop,
+            log=log,
+            what="could not open a new NATS connection",
+            delay=settings.nats_reconnect_wait,
+        )
         if fresh is None:
             return
         old = link.bus
@@ -98,22 +102,28 @@ async def keep(link: Link, settings: Settings, stop: asyncio.Event) -> None:
         log.info("connected to NATS again")
 
 
-async def _reopen(settings: Settings, stop: asyncio.Event) -> Link | None:
-    """A new link, trying until one opens; None when `stop` comes first."""
-    while not stop.is_set():
-        opening = asyncio.create_task(Link.open(settings))
-        stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait({opening, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if not opening.done():
-            opening.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await opening
-            return None
-        try:
-            return opening.result()
-        except (nats.errors.Error, nats.js.errors.Error, OSError) as error:
-            log.warning("could not open a new NATS connection: %r", error)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), settings.nats_reconnect_wait)
-    return None
+def _closing(bus: bus_module.Bus) -> asyncio.Event:
+    """An event set when nats.py closes this connection for good.
+
+    `bus.connect` takes no closed callback, so it is set on the client here (the option
+    `nats.connect(closed_cb=...)` stores); the check after covers a close that came first.
+    """
+    closed = asyncio.Event()
+
+    async def on_close() -> None:
+        closed.set()
+
+    bus.nc._closed_cb = on_close
+    if bus.nc.is_closed:
+        closed.set()
+    return closed
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Wait until any of `events` is set."""
+    waits = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()

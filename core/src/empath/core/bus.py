@@ -107,7 +107,9 @@ class Bus:
         async def beat() -> None:
             await kv.put(key, record.encode())
 
-        await periodic.every(every, beat, stop=stop, log=log, what=f"heartbeat of {key}")
+        # Every service beats: while NATS is away, one warning each, not one each interval.
+        what = f"heartbeat of {key}"
+        await periodic.every(every, beat, stop=stop, log=log, what=what, warn_once=True)
         with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, OSError):
             await kv.purge(key)
 
@@ -217,18 +219,16 @@ async def consume(
         ack_wait=ack_wait,
         max_ack_pending=max(batch * 64, concurrency * 4, 1024),
     )
-    subscription: list[JetStreamContext.PullSubscription] = []
 
-    async def subscribe() -> object:
-        subscription.append(
-            await bus.js.pull_subscribe(subject, durable=durable, stream=stream.name, config=config)
+    async def subscribe() -> JetStreamContext.PullSubscription:
+        return await bus.js.pull_subscribe(
+            subject, durable=durable, stream=stream.name, config=config
         )
-        return periodic.DONE
 
     what = f"cannot subscribe {durable} ({stream.name})"
-    if not await periodic.every(retry_delay, subscribe, stop=stop, log=log, what=what):
+    sub = await periodic.until_done(subscribe, stop=stop, log=log, what=what, delay=retry_delay)
+    if sub is None:
         return
-    [sub] = subscription
     inflight: set[asyncio.Task[None]] = set()
     try:
         while not stop.is_set():
@@ -244,7 +244,7 @@ async def consume(
                 continue
             except (nats.errors.Error, nats.js.errors.Error, OSError) as e:
                 log.warning("fetch from %s failed: %r", durable, e)
-                await _wait(stop, 1.0)
+                await periodic.pause(stop, 1.0)
                 continue
             if concurrency == 1:
                 for msg in msgs:
@@ -267,7 +267,13 @@ async def keep_alive(msg: Msg, every: float = 10.0) -> AsyncIterator[None]:
     done = asyncio.Event()
     task = asyncio.create_task(
         periodic.every(
-            every, msg.in_progress, stop=done, log=log, what="in-progress ack", wait_first=True
+            every,
+            msg.in_progress,
+            stop=done,
+            log=log,
+            what="in-progress ack",
+            wait_first=True,
+            warn_once=True,
         )
     )
     try:
@@ -303,8 +309,3 @@ async def _settle(ack: Awaitable[None]) -> None:
         await ack
     except (nats.errors.Error, OSError) as e:
         log.warning("could not acknowledge: %r", e)
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)

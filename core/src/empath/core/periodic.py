@@ -1,10 +1,12 @@
-"""Work done every so often until the service stops, written once.
+"""Work done every so often until the service stops, and work retried until it succeeds.
 
 The services' background loops (the scheduler's tick, the queue view's watch, the heartbeat,
-certificate reloads, the connection reaper, waiting for the object store) all do some work,
-wait, and go again until `stop` is set. Here they get the same guarantees: an error is logged
-and the loop goes on (a scheduler that died on one bad tick would leave mail waiting until a
-restart), and `stop` cuts the wait short, so shutting down never waits out an interval.
+certificate reloads, the connection reaper) all do some work, wait, and go again until `stop`
+is set: that is `every`. Waiting for something at start (the object store, a subscription, a
+new NATS connection) tries until it works and then goes on with what it got: that is
+`until_done`. Both get the same guarantees here: `stop` cuts any wait short (`pause`), so
+shutting down never waits out an interval, and a failure the loop expects now and then (the
+bus or the store away) is logged without a traceback.
 """
 
 from __future__ import annotations
@@ -13,18 +15,23 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import nats.errors
 import nats.js.errors
 
 from empath.core import errors
 
-# What `work` returns to end the loop: the thing it waited for has happened.
-DONE = object()
+T = TypeVar("T")
 
 # Failures a loop expects now and then (the bus or the store away): logged without a traceback.
-EXPECTED = (errors.EmpathError, nats.errors.Error, nats.js.errors.Error, OSError)
+EXPECTED: tuple[type[Exception], ...] = (
+    errors.EmpathError,
+    nats.errors.Error,
+    nats.js.errors.Error,
+    OSError,
+)
 
 
 async def every(
@@ -36,40 +43,100 @@ async def every(
     what: str,
     wait_first: bool = False,
     backoff_to: float | None = None,
-) -> bool:
-    """Run `work()` every `seconds` until `stop` is set; True when `work` returned `DONE`.
+    warn_once: bool = False,
+) -> None:
+    """Run `work()` every `seconds` until `stop` is set.
 
     `work` may be a coroutine function or a plain one (run on the loop, so it must be quick).
 
-    A failure of `work` is logged as `<what>: <error>` and the loop goes on; with
-    `backoff_to`, the wait after each failure doubles, up to that many seconds. `stop` is
-    checked between runs (work in progress is let finish) and ends any wait at once.
+    A failure of `work` is logged as `<what>: <error>` and the loop goes on (a scheduler that
+    died on one bad tick would leave mail waiting until a restart); with `backoff_to`, the
+    wait after each failure doubles, up to that many seconds. With `warn_once`, only the first
+    of a run of expected failures is a warning (the others are debug) and the recovery is
+    logged: for loops on every service (the heartbeat) that would otherwise warn each
+    interval while NATS is down. `stop` is checked between runs (work in progress is let
+    finish) and ends any wait at once.
     """
     if wait_first:
-        await _pause(stop, seconds)
+        await pause(stop, seconds)
     delay = seconds  # the wait after a failure
+    failing = False
     while not stop.is_set():
         try:
             result = work()
             if inspect.isawaitable(result):
-                result = await result
-            if result is DONE:
-                return True
+                await result
         except EXPECTED as error:
-            log.warning("%s: %s", what, str(error) or error.__class__.__name__)
+            level = logging.DEBUG if warn_once and failing else logging.WARNING
+            log.log(level, "%s: %s", what, _describe(error))
         except Exception:
             log.exception("%s: unexpected error", what)
         else:
+            if failing and warn_once:
+                log.info("%s: working again", what)
+            failing = False
             delay = seconds
-            await _pause(stop, seconds)
+            await pause(stop, seconds)
             continue
-        await _pause(stop, delay)
+        failing = True
+        await pause(stop, delay)
         if backoff_to is not None:
             delay = min(delay * 2, backoff_to)
-    return False
 
 
-async def _pause(stop: asyncio.Event, seconds: float) -> None:
+async def until_done(
+    work: Callable[[], Awaitable[T]],
+    *,
+    stop: asyncio.Event,
+    log: logging.Logger,
+    what: str,
+    delay: float,
+    backoff_to: float | None = None,
+    retry: tuple[type[Exception], ...] = EXPECTED,
+) -> T | None:
+    """Try `work()` until it returns, and return what it returned; None when `stop` comes first.
+
+    Only the failures in `retry` are tried again (logged as `<what>: <error>`, then a wait of
+    `delay` seconds, doubling up to `backoff_to` when given); anything else is a bug and is
+    raised, not retried for ever. `stop` ends a wait at once and cancels work in progress
+    (connecting may take as long as the other end is away). `work` must not return None.
+    """
+    wait = delay
+    while not stop.is_set():
+        try:
+            result = await _unless_stopped(work(), stop)
+        except retry as error:
+            log.warning("%s: %s", what, _describe(error))
+        else:
+            return result
+        await pause(stop, wait)
+        if backoff_to is not None:
+            wait = min(wait * 2, backoff_to)
+    return None
+
+
+async def pause(stop: asyncio.Event, seconds: float) -> None:
     """Sleep `seconds`, or less when `stop` is set meanwhile."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def _unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> T | None:
+    """What `work` returns, or None once `stop` is set (`work` is cancelled then)."""
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        return None
+    return task.result()
+
+
+def _describe(error: BaseException) -> str:
+    return str(error) or error.__class__.__name__

@@ -1,14 +1,17 @@
 """Connection reuse: an open session with an MX host serves the next jobs for it.
 
 A session is reused for at most `messages_per_connection` transactions and is closed after
-`idle_timeout` seconds without use. Sessions are kept per (MX address, port, TLS policy):
-a session opened under one policy never carries mail that asks for another.
+`idle_timeout` seconds without use. Closing the pool at shutdown waits at most `quit_timeout`
+for the remotes to answer QUIT: a remote that never answers must not hold the shutdown up.
+Sessions are kept per (MX address, port, TLS policy): a session opened under one policy never
+carries mail that asks for another.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -23,15 +26,18 @@ Key = tuple[str, int, str]
 
 
 class Pool:
-    def __init__(self, *, messages_per_connection: int, idle_timeout: float) -> None:
+    def __init__(
+        self, *, messages_per_connection: int, idle_timeout: float, quit_timeout: float = 5.0
+    ) -> None:
         self.messages_per_connection = messages_per_connection
         self.idle_timeout = idle_timeout
+        self.quit_timeout = quit_timeout
         self._idle: dict[Key, collections.deque[Connection]] = collections.defaultdict(
             collections.deque
         )
         self.opened = 0
         self.reused = 0
-        self._reaper: asyncio.Task[bool] | None = None
+        self._reaper: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
 
     def start(self) -> None:
@@ -85,10 +91,26 @@ class Pool:
                 self._idle.pop(key, None)
 
     async def close(self) -> None:
+        """Stop the reaper and QUIT every idle session, all within `quit_timeout`.
+
+        The reaper is cancelled, not let finish: it QUITs stale sessions one by one, each
+        bounded only by the command timeout. The sessions are then QUIT together, and those
+        whose remote has not answered in time are dropped (their socket closed).
+        """
+        self._closing.set()
         if self._reaper is not None:
-            self._closing.set()
-            await self._reaper
-        for idle in self._idle.values():
-            for connection in idle:
-                await connection.close()
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        idle = [connection for kept in self._idle.values() for connection in kept]
         self._idle.clear()
+        if not idle:
+            return
+        quits = [asyncio.create_task(connection.close()) for connection in idle]
+        done, late = await asyncio.wait(quits, timeout=self.quit_timeout)
+        for quitting in late:
+            quitting.cancel()  # the connection's own `finally` closes the socket
+        await asyncio.gather(*late, return_exceptions=True)
+        for quitting in done:
+            if not quitting.cancelled() and quitting.exception() is not None:
+                log.warning("closing an idle session failed: %r", quitting.exception())

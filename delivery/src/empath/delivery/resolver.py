@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import cast
 
 import dns.asyncresolver
 import dns.exception
@@ -68,39 +68,43 @@ class Stats:
 
 
 class Cache:
-    """A bounded LRU of DNS answers that expire with their TTL."""
+    """A bounded LRU of DNS records, each kept until it expires (by its own `expires`).
 
-    def __init__(self, size: int) -> None:
+    `now` is the clock the records' expiry is read against (Unix time; a test's own clock).
+    """
+
+    def __init__(self, size: int, *, now: Callable[[], float] = time.time) -> None:
         self.size = size
         self.stats = Stats()
-        self._items: collections.OrderedDict[str, tuple[float, Any]] = collections.OrderedDict()
+        self._now = now
+        self._records: collections.OrderedDict[str, dnscache.Record] = collections.OrderedDict()
 
-    def get(self, key: str) -> Any | None:
-        item = self._items.get(key)
-        if item is None or item[0] < time.time():
-            self._items.pop(key, None)
+    def get(self, key: str) -> dnscache.Record | None:
+        record = self._records.get(key)
+        if record is None or record.expired(self._now()):
+            self._records.pop(key, None)
             self.stats.misses += 1
             return None
-        self._items.move_to_end(key)
+        self._records.move_to_end(key)
         self.stats.hits += 1
-        return item[1]
+        return record
 
-    def put(self, key: str, value: Any, ttl: float) -> None:
+    def put(self, key: str, record: dnscache.Record) -> None:
         if self.size <= 0:
             return
-        self._items[key] = (time.time() + ttl, value)
-        self._items.move_to_end(key)
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
+        self._records[key] = record
+        self._records.move_to_end(key)
+        while len(self._records) > self.size:
+            self._records.popitem(last=False)
 
     def clear(self) -> None:
-        self._items.clear()
+        self._records.clear()
 
     def drop(self, key: str) -> None:
-        self._items.pop(key, None)
+        self._records.pop(key, None)
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._records)
 
 
 class Resolver:
@@ -127,7 +131,7 @@ class Resolver:
 
     async def route(self, domain: str) -> list[Hop]:
         """The hops to try for a domain, in order."""
-        domain = domain.lower().rstrip(".")
+        domain = addresses.normal_domain(domain)
         override = await self._runtime_override(domain) or self.overrides.get(domain)
         if override is not None:
             host, port = override
@@ -177,7 +181,7 @@ class Resolver:
         """MX hosts by preference (equal preferences in random order)."""
         answer = await self._cached(dnscache.key(domain), lambda: self._mx(domain))
         groups: dict[int, list[str]] = collections.defaultdict(list)
-        for preference, host in answer:
+        for preference, host in cast(dnscache.MxAnswer, answer):  # an `mx.` key holds MX pairs
             groups[preference].append(host)
         ordered = []
         for preference in sorted(groups):
@@ -191,20 +195,24 @@ class Resolver:
             return [str(ipaddress.ip_address(host))]
         except ValueError:
             pass
-        return list(await self._cached(dnscache.key(host, kind="a"), lambda: self._a(host)))
+        answer = await self._cached(dnscache.key(host, kind="a"), lambda: self._a(host))
+        return list(cast(dnscache.AddressAnswer, answer))  # an `a.` key holds addresses
 
-    async def _cached(self, key: str, lookup: Callable[[], Awaitable[dnscache.Record]]) -> Any:
+    async def _cached(
+        self, key: str, lookup: Callable[[], Awaitable[dnscache.Record]]
+    ) -> dnscache.MxAnswer | dnscache.AddressAnswer:
         """The answer for `key`: from this worker, else from the shared cache, else looked up
         (and then kept in both)."""
-        record: dnscache.Record | None = self.cache.get(key)
+        record = self.cache.get(key)
         if record is None and self.shared is not None:
             record = await self._shared_get(key)
         if record is None:
             record = await lookup()
-            self.cache.put(key, record, record.ttl())
+            self.cache.put(key, record)
             await self._shared_put(key, record)
         if record.error is not None:
             raise DeliveryFailed(record.error)
+        assert record.value is not None  # a record holds a value or an error
         return record.value
 
     async def _shared_get(self, key: str) -> dnscache.Record | None:
@@ -217,7 +225,7 @@ class Resolver:
             return None  # the shared cache is an optimisation: carry on without it
         record = dnscache.read(entry.value)
         if record is not None:
-            self.cache.put(key, record, record.ttl())
+            self.cache.put(key, record)
         return record
 
     async def _shared_put(self, key: str, record: dnscache.Record) -> None:

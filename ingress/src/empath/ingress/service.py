@@ -34,14 +34,25 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
 
 
 async def wait_for_store(objects: store.ObjectStore, stop: asyncio.Event) -> bool:
-    """Wait until the bucket is there (a pod may start before the store); False if stopped."""
+    """Wait until the bucket is there (a pod may start before the store); False if stopped.
 
-    async def reach() -> object:
+    Only the store being away is waited out; any other error is a bug and ends the service.
+    """
+
+    async def reach() -> bool:
         await objects.ensure_bucket()
-        return periodic.DONE
+        return True
 
-    what = "waiting for the object store"
-    return await periodic.every(0.5, reach, stop=stop, log=log, what=what, backoff_to=10.0)
+    reached = await periodic.until_done(
+        reach,
+        stop=stop,
+        log=log,
+        what="waiting for the object store",
+        delay=0.5,
+        backoff_to=10.0,
+        retry=(errors.StoreUnavailable,),
+    )
+    return reached is not None
 
 
 async def run(runtime: services.Runtime) -> None:
