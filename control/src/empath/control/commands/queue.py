@@ -165,12 +165,10 @@ def queue_retry(
     """Try a message now, or every deferred message to a domain."""
     if (message_id is None) == (domain is None):
         raise transport.Failed("give a message id or --domain", transport.USAGE)
-    session = transport.session(ctx)
     if domain:
-        answer = session.call("POST", "/api/v1/queue/retry", json={"domain": domain})
+        output.call(ctx, "POST", "/api/v1/queue/retry", json={"domain": domain})
     else:
-        answer = session.call("POST", f"/api/v1/queue/{message_id}/retry")
-    output.show(session, answer)
+        output.call(ctx, "POST", f"/api/v1/queue/{message_id}/retry")
 
 
 @app.command("delete")
@@ -182,9 +180,8 @@ def queue_delete(
     ] = None,
 ) -> None:
     """Delete a message (no bounce is sent), or some of its recipients."""
-    session = transport.session(ctx)
     body = {"recipients": recipient} if recipient else {}
-    output.show(session, session.call("DELETE", f"/api/v1/queue/{message_id}", json=body))
+    output.call(ctx, "DELETE", f"/api/v1/queue/{message_id}", json=body)
 
 
 def _on_message(verb: str, text: str) -> Callable[..., None]:
