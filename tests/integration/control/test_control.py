@@ -189,6 +189,24 @@ async def test_view_shows_the_envelope_headers_and_body(control: System) -> None
     assert data["body"].endswith("Subject: s\r\n\r\nbody\r\n")
 
 
+@pytest.mark.parametrize(("given", "with_body"), [("1", True), ("yes", True), ("no", False)])
+async def test_view_adds_the_body_as_the_document_says_it_reads_body(
+    control: System, given: str, with_body: bool
+) -> None:
+    [queue_id] = await queue_some(control, ["a@one.test"])
+    view = await call(control, "GET", f"/api/v1/queue/{queue_id}", params={"body": given})
+    assert view.status_code == 200, view.text
+    assert ("body" in view.json()) == with_body
+    assert view.json()["item"]["id"] == queue_id
+
+
+async def test_view_refuses_a_body_parameter_that_is_no_yes_or_no(control: System) -> None:
+    [queue_id] = await queue_some(control, ["a@one.test"])
+    view = await call(control, "GET", f"/api/v1/queue/{queue_id}", params={"body": "maybe"})
+    assert view.status_code == 400
+    assert view.json()["error"].startswith("body: ")
+
+
 async def test_stats_count_by_state_and_domain(control: System) -> None:
     await queue_some(control, ["a@one.test", "b@one.test"])
     await queue_some(control, ["c@one.test"], to="v@other.test")
@@ -231,6 +249,26 @@ async def test_deleting_some_recipients_keeps_the_others(control: System) -> Non
     )
     assert unknown.status_code == 409
     assert len((await control.entry(queue_id)).recipients) == 1
+
+
+async def test_recipients_to_delete_may_be_given_as_repeated_query_parameters(
+    control: System,
+) -> None:
+    wire = await Wire.open(control.smtp_port)
+    recipients = ["u@example.com", "v@example.com", "w@example.com"]
+    reply = await wire.transaction("a@one.test", recipients, b"x\r\n")
+    await wire.close()
+    queue_id = reply.rsplit(" ", 1)[1]
+    await control.entry(queue_id)
+    left = await call(
+        control,
+        "DELETE",
+        f"/api/v1/queue/{queue_id}",
+        params=[("recipient", "v@example.com"), ("recipient", "w@example.com")],
+    )
+    assert left.status_code == 200, left.text
+    assert [r["address"] for r in left.json()["item"]["recipients"]] == ["u@example.com"]
+    assert [r.address for r in (await control.entry(queue_id)).recipients] == ["u@example.com"]
 
 
 @pytest.mark.parametrize(
@@ -313,6 +351,44 @@ async def test_empathctl_lists_views_and_holds(control: System) -> None:
     assert (await control.entry(queue_id)).held
     stats = await asyncio.to_thread(empathctl, control, "queue", "stats")
     assert "example.com" in stats.stdout
+
+
+async def test_empathctl_sets_overrides_retries_by_domain_and_deletes_recipients(
+    control: System,
+) -> None:
+    wire = await Wire.open(control.smtp_port)
+    reply = await wire.transaction("a@one.test", ["u@example.com", "v@example.com"], b"x\r\n")
+    await wire.close()
+    queue_id = reply.rsplit(" ", 1)[1]
+    await control.entry(queue_id)
+    override = await asyncio.to_thread(
+        empathctl, control, "-o", "json", "dns", "set-override", "Dest.Test.", "mx.test:2525"
+    )
+    assert override.returncode == 0, override.stderr
+    assert json.loads(override.stdout) == {"domain": "dest.test", "target": "mx.test:2525"}
+    retried = await asyncio.to_thread(
+        empathctl, control, "-o", "json", "queue", "retry", "--domain", "example.com"
+    )
+    assert (retried.returncode, json.loads(retried.stdout)) == (0, {"retried": 0})
+    deleted = await asyncio.to_thread(
+        empathctl, control, "queue", "delete", queue_id, "--recipient", "v@example.com"
+    )
+    assert deleted.returncode == 0, deleted.stderr
+    assert [r.address for r in (await control.entry(queue_id)).recipients] == ["u@example.com"]
+    table = await asyncio.to_thread(empathctl, control, "queue", "view", queue_id)
+    assert table.returncode == 0, table.stderr
+    rows = [
+        [cell.strip() for cell in line.split("│")[1:-1]]
+        for line in table.stdout.splitlines()
+        if line.startswith("│")
+    ]
+    assert ["id", queue_id] in rows
+    assert ["recipient", "u@example.com  pending"] in rows
+    assert ["held", "False"] in rows
+    assert any(row[0] == "headers" and row[1].startswith("Received: from") for row in rows)
+    refused = await asyncio.to_thread(empathctl, control, "queue", "retry", "--domain", "a..b")
+    assert refused.returncode == 1
+    assert "a domain is labels of letters" in refused.stderr
 
 
 async def test_empathctl_fails_with_one_line_and_an_exit_code(control: System) -> None:

@@ -66,7 +66,8 @@ BAD_BODIES: list[tuple[bytes, str]] = [
     (b'"just a string"', "must be a JSON object"),
     (b'{"domain": 5}', "give the domain"),
     (b'{"domain": ["a.test"]}', "give the domain"),
-    (b'{"domain": "' + b"a" * 300 + b'"}', "at most 255 characters"),
+    (b'{"domain": "' + b"a" * 300 + b'"}', "at most 253 characters"),
+    (b'{"domain": "' + b"a" * 64 + b'.test"}', "at most 63 characters"),
 ]
 
 
@@ -151,6 +152,45 @@ async def test_bad_list_parameters_are_400(control: System, params: dict[str, An
     response = await call(control, "GET", "/api/v1/queue", params=params)
     assert response.status_code == 400, response.text
     assert response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("domain", "reason"),
+    [
+        ("d" * 254, "a domain has at most 253 characters, this one 254"),
+        ("d" * 64 + ".test", "a label of a domain has at most 63 characters"),
+        ("two..dots.test", "labels of letters"),
+    ],
+)
+async def test_the_queue_refuses_a_domain_by_the_rules_of_the_dns_calls(
+    control: System, domain: str, reason: str
+) -> None:
+    [queue_id] = await queue_some(control, ["a@one.test"])
+    before = await control.entry(queue_id)
+    for method, params, kwargs in (
+        ("GET", {"domain": domain}, {}),
+        ("POST", {"domain": domain}, {}),
+        ("POST", {}, {"json": {"domain": domain}}),
+    ):
+        path = "/api/v1/queue" if method == "GET" else "/api/v1/queue/retry"
+        refused = await call(control, method, path, params=params, **kwargs)
+        assert refused.status_code == 400, (method, params, refused.text)
+        assert reason in refused.json()["error"]
+    assert await control.entry(queue_id) == before
+
+
+async def test_the_queue_takes_a_domain_of_253_characters_and_any_spelling(
+    control: System,
+) -> None:
+    [queue_id] = await queue_some(control, ["a@one.test"])
+    longest = ".".join(["d" * 63] * 3 + ["e" * 61])
+    for domain in (longest, "EXAMPLE.com."):
+        listed = await call(control, "GET", "/api/v1/queue", params={"domain": domain})
+        assert listed.status_code == 200, listed.text
+    listed = await call(control, "GET", "/api/v1/queue", params={"domain": "EXAMPLE.com."})
+    assert [item["id"] for item in listed.json()["items"]] == [queue_id]
+    retried = await call(control, "POST", "/api/v1/queue/retry", params={"domain": longest})
+    assert retried.json() == {"retried": 0}
 
 
 async def test_a_request_line_over_the_limit_is_refused_without_a_traceback_in_the_log(

@@ -54,6 +54,8 @@ async def test_health_fails_while_nats_restarts_and_the_service_works_again_afte
     assert await probe() == 503
     overrides = await call(system, "GET", "/api/v1/dns/overrides")
     assert overrides.status_code == 503
+    refreshed = await call(system, "POST", "/api/v1/dns/refresh/dest.test")
+    assert refreshed.status_code == 503, refreshed.text
 
     await asyncio.to_thread(restartable_nats.start)
 

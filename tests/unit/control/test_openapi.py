@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 
-from empath.control import api, calls
+import pydantic
+import pytest
+
+from empath.control import api, calls, openapi, queue
 
 
 def operations() -> list[tuple[str, str, dict[str, object]]]:
@@ -53,3 +56,47 @@ def test_every_schema_reference_resolves() -> None:
     schemas = api.DOCUMENT["components"]["schemas"]
     for name in re.findall(r"#/components/schemas/(\w+)", text):
         assert name in schemas
+
+
+def test_path_parameters_are_documented_by_the_types_that_read_them() -> None:
+    refresh = api.DOCUMENT["paths"]["/api/v1/dns/refresh/{domain}"]["post"]["parameters"]
+    assert refresh[0]["schema"] == {"type": "string", "maxLength": 253}
+    view = api.DOCUMENT["paths"]["/api/v1/queue/{id}"]["get"]["parameters"]
+    assert view[0]["schema"] == {"type": "string", "pattern": "^[0-9A-HJKMNP-TV-Z]{26}$"}
+    for name, kind in openapi.PATH_PARAMETERS.items():
+        schema = pydantic.TypeAdapter(kind).json_schema()
+        assert openapi.path_parameter(name)["schema"] == {
+            k: v for k, v in schema.items() if k != "description"
+        }
+
+
+def test_a_domain_in_a_query_or_body_has_the_limit_of_a_domain_in_a_path() -> None:
+    listing = api.DOCUMENT["paths"]["/api/v1/queue"]["get"]["parameters"]
+    retry = api.DOCUMENT["paths"]["/api/v1/queue/retry"]["post"]["parameters"]
+    for parameters in (listing, retry):
+        [domain] = [p for p in parameters if p["name"] == "domain"]
+        assert domain["schema"] == {"type": "string", "maxLength": 253}
+    body = api.DOCUMENT["components"]["schemas"]["RetryDomainBody"]["properties"]["domain"]
+    assert {"type": "string", "maxLength": 253} in [
+        {k: v for k, v in option.items() if k in {"type", "maxLength"}} for option in body["anyOf"]
+    ]
+
+
+@pytest.mark.parametrize(
+    ("model", "given", "read"),
+    [
+        (queue.ViewQuery, {"body": "yes"}, {"body": True}),
+        (queue.ViewQuery, {"body": "0"}, {"body": False}),
+        (queue.RetryDomainQuery, {"domain": "Example.COM."}, {"domain": "example.com"}),
+        (queue.DeleteQuery, {"recipient": ["a@x.test"]}, {"recipient": ["a@x.test"]}),
+    ],
+)
+def test_the_documented_query_models_read_what_the_handlers_are_given(
+    model: type[calls.Parameters], given: dict[str, object], read: dict[str, object]
+) -> None:
+    assert model.model_validate(given).model_dump(exclude_unset=True) == read
+
+
+def test_a_documented_query_model_refuses_what_it_does_not_document() -> None:
+    with pytest.raises(pydantic.ValidationError):
+        queue.ViewQuery.model_validate({"body": "maybe"})

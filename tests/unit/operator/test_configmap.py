@@ -85,7 +85,7 @@ def test_a_setting_refused_is_named_by_its_spec_field() -> None:
 def test_submission_needs_a_certificate_and_users(listeners: dict[str, Any], refused: bool) -> None:
     body = server(listeners=listeners)
     if refused:
-        with pytest.raises(render.InvalidSpec, match=r"^spec\.listeners\.submission needs"):
+        with pytest.raises(configmap.InvalidSpec, match=r"^spec\.listeners\.submission needs"):
             render.render(body, [], OPTIONS)
     else:
         assert render.render(body, [], OPTIONS).named("Service", "corp-smtp")

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from empath.operator import plugins, render
+from empath.operator import configmap, plugins, render
 from tests.specs import mailserver as server
 
 OPTIONS = render.Options(image="empath:test", keda=True)
@@ -37,7 +37,7 @@ def test_the_operators_own_environment_does_not_leak_into_the_check(
 def test_a_spec_the_services_would_refuse_is_refused_naming_the_field(
     spec: dict[str, Any], named: str
 ) -> None:
-    with pytest.raises(render.InvalidSpec, match=named.replace(".", r"\.")):
+    with pytest.raises(configmap.InvalidSpec, match=named.replace(".", r"\.")):
         render.render(server(**spec), [], OPTIONS)
 
 

@@ -57,16 +57,26 @@ def test_every_new_queue_id_is_a_valid_id_in_a_request() -> None:
         ),
         (queries.ListRequest, {"after": "../etc"}, "after must be a queue id"),
         (queries.ListRequest, {"after": ID.lower()}, "after must be a queue id"),
+        (queries.ListRequest, {"domain": "  "}, "domain: not a domain: '': the domain is empty"),
         (
             queries.ListRequest,
-            {"domain": "  "},
-            "domain must be a non-empty string of at most 255 characters",
+            {"domain": "d" * 254},
+            f"domain: not a domain: {'d' * 80 + '...'!r}: a domain has at most 253 characters, "
+            "this one 254",
         ),
         (
-            queries.ListRequest,
-            {"domain": "d" * 256},
-            "domain must be a non-empty string of at most 255 characters",
+            queries.RetryRequest,
+            {"domain": "d" * 64 + ".test"},
+            f"domain: not a domain: {'d' * 64 + '.test'!r}: a label of a domain has at most 63 "
+            "characters",
         ),
+        (
+            queries.RetryRequest,
+            {"domain": "a\n.test"},
+            "domain: not a domain: 'a\\n.test': a domain is labels of letters, digits and hyphens "
+            "(not first or last) joined by dots",
+        ),
+        (queries.ListRequest, {"domain": 5}, "domain: Input should be a valid string"),
         (
             queries.ListRequest,
             {"sender": 5},
@@ -103,6 +113,16 @@ def test_a_bad_request_is_refused_with_a_reason_naming_the_field(
     with pytest.raises(queries.BadQuery) as refused:
         queries.parse_request(model, json.dumps(data).encode())
     assert str(refused.value) == reason
+
+
+@pytest.mark.parametrize("model", [queries.ListRequest, queries.RetryRequest])
+def test_a_domain_of_253_characters_is_taken_in_the_form_it_is_compared_in(
+    model: type[queries.ListRequest | queries.RetryRequest],
+) -> None:
+    longest = ".".join(["d" * 63] * 3 + ["e" * 61])
+    assert len(longest) == 253
+    assert model.model_validate({"domain": longest.upper() + "."}).domain == longest
+    assert model.model_validate({"domain": "Bücher.Example"}).domain == "bücher.example"
 
 
 def test_every_wrong_field_is_named_at_once() -> None:

@@ -13,7 +13,7 @@ from tests.unit.spool.samples import NOW, entry, recipient
 
 
 def stats(entries: list[queue.Entry]) -> dict[str, Any]:
-    return queue_stats.summary(entries, now=NOW)
+    return queue_stats.summary(entries, now=NOW, frozen=False).model_dump()
 
 
 def received(

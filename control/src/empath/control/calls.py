@@ -10,13 +10,21 @@ from __future__ import annotations
 import json
 import logging
 import re
+import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import KW_ONLY, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import nats.errors
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
+from pydantic_core import PydanticCustomError
 
 from empath.control import audit, link, tokens
 from empath.core import ids, queries, store
@@ -46,10 +54,29 @@ class Model(BaseModel):
 
 
 class Parameters(BaseModel):
-    """Base of what the document says a call takes (a JSON body or query parameters); the
-    handlers read them, and fields they do not know are ignored."""
+    """Base of what a call takes (a JSON body or query parameters): the handlers read them with
+    these models (`body_of`, `query_parameters`) and the document is made from the same, so the
+    two cannot differ. Fields they do not know are ignored."""
 
     model_config = ConfigDict(frozen=True)
+
+
+ParametersT = TypeVar("ParametersT", bound=Parameters)
+
+
+def on_wrong_type(reason: str) -> WrapValidator:
+    """Answer `reason` when a field is not of its JSON type at all (a number for a string), and
+    the field's own reason when it is of its type but wrong."""
+
+    def validate(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError as error:
+            if any(problem["type"].endswith("_type") for problem in error.errors()):
+                raise PydanticCustomError("query", reason) from None
+            raise
+
+    return WrapValidator(validate)
 
 
 class ProblemAnswer(Model):
@@ -147,6 +174,35 @@ def number(request: web.Request, name: str, *, integer: bool = False) -> float |
         return int(raw) if integer else float(raw)
     except ValueError:
         raise Problem(400, f"{name} must be a number, got {raw!r}") from None
+
+
+async def body_of(request: web.Request, model: type[ParametersT]) -> ParametersT:
+    """The call's JSON body (none: `{}`) read into `model`; 400 with the reason."""
+    return _parameters(model, await json_body(request))
+
+
+def query_parameters(request: web.Request, model: type[ParametersT]) -> ParametersT:
+    """The call's query parameters read into `model`: a list field takes every value given
+    (`?recipient=a&recipient=b`), any other field the last one; 400 with the reason."""
+    fields = {}
+    for name, field in model.model_fields.items():
+        values = request.query.getall(name, [])
+        if values:
+            fields[name] = values if _is_list(field.annotation) else values[-1]
+    return _parameters(model, fields)
+
+
+def _is_list(annotation: Any) -> bool:
+    return typing.get_origin(annotation) is list or any(
+        _is_list(argument) for argument in typing.get_args(annotation)
+    )
+
+
+def _parameters(model: type[ParametersT], fields: dict[str, Any]) -> ParametersT:
+    try:
+        return model.model_validate(fields)
+    except ValidationError as error:
+        raise Problem(400, queries.reason(error)) from None
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:

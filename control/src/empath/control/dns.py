@@ -9,22 +9,16 @@ before DNS and before the overrides of their settings.
 from __future__ import annotations
 
 import ipaddress
-import re
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
-import nats.errors
 import nats.js.errors
+import pydantic
 from aiohttp import web
 from pydantic import Field
 
 from empath.control import calls
 from empath.core import addresses, bus, dnscache, names
-
-MAX_DOMAIN = 253  # RFC 1035 §2.3.4: 255 octets on the wire, 253 characters written out
-MAX_LABEL = 63
-# Letters, digits and hyphens (RFC 1123 §2.1), underscores for service names such as _mta-sts.
-LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?$")
 
 
 class CacheItem(calls.Model):
@@ -60,7 +54,9 @@ class OverridesAnswer(calls.Model):
 
 
 class OverrideBody(calls.Parameters):
-    target: str = Field(description="host[:port] to send the domain's mail to.")
+    target: Annotated[
+        str, Field(strict=True), calls.on_wrong_type('give the target as {"target": "host[:port]"}')
+    ] = Field(description="host[:port] to send the domain's mail to.")
 
 
 class OverrideSetAnswer(calls.Model):
@@ -72,24 +68,6 @@ class RemovedAnswer(calls.Model):
     removed: str
 
 
-def domain_problem(domain: str) -> str | None:
-    """Why `domain` (normalised) is no domain name, or None. Checked before it names a KV key
-    or a subject: NATS closes the connection of a client whose subject is over its limits."""
-    if not domain:
-        return "the domain is empty"
-    if len(domain) > MAX_DOMAIN:
-        return f"a domain has at most {MAX_DOMAIN} characters, this one {len(domain)}"
-    for label in domain.split("."):
-        if len(label) > MAX_LABEL:
-            return f"a label of a domain has at most {MAX_LABEL} characters"
-        if not LABEL.match(label):
-            return (
-                "a domain is labels of letters, digits and hyphens (not first or last) joined "
-                "by dots; an international one in its xn-- form"
-            )
-    return None
-
-
 def _is_address(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
@@ -98,13 +76,26 @@ def _is_address(host: str) -> bool:
     return True
 
 
-def _domain(request: web.Request) -> str:
-    domain = dnscache.normalise(request.match_info["domain"])
-    problem = domain_problem(domain)
-    if problem is not None:
-        shown = domain if len(domain) <= 80 else domain[:80] + "..."
-        raise calls.Problem(400, f"not a domain: {shown!r}: {problem}")
+DOMAIN = pydantic.TypeAdapter(addresses.Domain)
+
+
+def domain_of(text: str) -> str:
+    """`text` as a domain that may name a KV key and a subject, or 400 with the rule it breaks:
+    NATS closes the connection of a client whose subject is over its limits, and KV keys are
+    ASCII, so an international domain is given in its xn-- form here."""
+    try:
+        domain = DOMAIN.validate_python(text)
+    except pydantic.ValidationError as error:
+        raise calls.Problem(400, error.errors()[0]["msg"]) from None
+    if not domain.isascii():
+        raise calls.Problem(
+            400, f"not a domain: {domain[:80]!r}: an international one is given in its xn-- form"
+        )
     return domain
+
+
+def _domain(request: web.Request) -> str:
+    return domain_of(request.match_info["domain"])
 
 
 async def list_cache(request: web.Request) -> web.Response:
@@ -138,10 +129,7 @@ async def clear_cache(request: web.Request) -> web.Response:
 
 async def refresh(request: web.Request) -> web.Response:
     domain = _domain(request)
-    try:
-        await request.app[calls.LINK].dns.purge(dnscache.key(domain))
-    except (nats.errors.Error, nats.js.errors.Error) as error:
-        raise calls.Problem(503, str(error)) from None
+    await request.app[calls.LINK].dns.purge(dnscache.key(domain))  # NATS down: 503 (calls)
     await request.app[calls.LINK].bus.nc.publish(names.DNS_INVALIDATE_SUBJECT, domain.encode())
     return calls.reply(RefreshedAnswer(refreshed=domain))
 
@@ -156,16 +144,15 @@ async def list_overrides(request: web.Request) -> web.Response:
 
 async def set_override(request: web.Request) -> web.Response:
     domain = _domain(request)
-    body = await calls.json_body(request)
-    target = body.get("target")
-    if not isinstance(target, str):
-        raise calls.Problem(400, 'give the target as {"target": "host[:port]"}')
+    body = await calls.body_of(request, OverrideBody)
     try:
-        host, port = addresses.parse_target(target)
+        host, port = addresses.parse_target(body.target)
     except ValueError as error:
         raise calls.Problem(400, str(error)[:200]) from None
     if not _is_address(host):
-        problem = domain_problem(dnscache.normalise(host))
+        problem = addresses.domain_problem(addresses.normal_domain(host))
+        if problem is None and not host.isascii():
+            problem = "an international one is given in its xn-- form"
         if problem is not None:
             raise calls.Problem(400, f"the target is no host name: {problem}")
     value = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

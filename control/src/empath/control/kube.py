@@ -97,7 +97,7 @@ def connect(session: transport.Session) -> transport.Target:
     try:
         token = base64.b64decode(response.json()["data"][kubenames.CONTROL_TOKEN_KEY]).decode()
     except (KeyError, ValueError) as error:
-        fail(f"Secret {kubenames.control_token_secret(mailserver)} has no usable token: {error}", 1)
+        fail(f"Secret {kubenames.control_token_secret(mailserver)} has no usable token: {error}")
     service = f"{kubenames.control_service(mailserver)}:{kubenames.CONTROL_PORT_NAME}"
     return transport.Target(
         base_url=f"{host}/api/v1/namespaces/{namespace}/services/{service}/proxy",

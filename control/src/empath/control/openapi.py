@@ -11,10 +11,11 @@ from collections.abc import Iterable
 from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
 from empath.control import calls
+from empath.core import addresses, queries
 
 PATH = "/openapi.json"
 REF = "#/components/schemas/{model}"
@@ -28,16 +29,21 @@ STATUSES = {
     413: "The body is larger than the API takes.",
     503: "A part of the system (the spool, NATS, the object store) is unavailable.",
 }
-PATH_PARAMETERS: dict[str, dict[str, Any]] = {
-    "id": {
-        "schema": {"type": "string", "pattern": "^[0-9A-HJKMNP-TV-Z]{26}$"},
-        "description": "Queue id (26 characters).",
-    },
-    "domain": {
-        "schema": {"type": "string", "maxLength": 253},
-        "description": "A domain name (labels of at most 63 letters, digits and hyphens).",
-    },
-}
+# The types the handlers read path parameters with: their schemas are what the document says.
+PATH_PARAMETERS: dict[str, Any] = {"id": queries.QueueId, "domain": addresses.Domain}
+
+
+def path_parameter(name: str) -> dict[str, Any]:
+    """A path parameter as the document states it: the JSON schema of the type that reads it."""
+    schema = TypeAdapter(PATH_PARAMETERS[name]).json_schema()
+    description = schema.pop("description", "")
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": schema,
+        "description": description,
+    }
 
 
 class DocumentAnswer(calls.Model):
@@ -72,7 +78,7 @@ def _not_null(prop: dict[str, Any]) -> dict[str, Any]:
     schema = {k: v for k, v in prop.items() if k not in {"title", "description"}}
     options = [option for option in schema.pop("anyOf", ()) if option != {"type": "null"}]
     if len(options) == 1:
-        schema.update(options[0])
+        schema.update({k: v for k, v in options[0].items() if k != "description"})
     elif options:
         schema["anyOf"] = options
     if schema.get("default", 0) is None:
@@ -99,9 +105,7 @@ def document(all_routes: Iterable[calls.Route]) -> dict[str, Any]:
     for route in routes:
         parameters = []
         for name in calls.path_parameters(route.path):
-            parameters.append(
-                {"name": name, "in": "path", "required": True, **PATH_PARAMETERS[name]}
-            )
+            parameters.append(path_parameter(name))
         if route.query is not None:
             query = schema_of(refs[route.query, "validation"])
             for name, prop in query["properties"].items():

@@ -39,9 +39,9 @@ def show(session: transport.Session, data: Any, table: Tabulate | None = None) -
         console.print(table(data))
 
 
-def age(received: str) -> str:
-    """How long ago an ISO time was, in its largest unit: 3d, 5h, 12m, 40s."""
-    seconds = (datetime.now(UTC) - datetime.fromisoformat(received)).total_seconds()
+def age(received: datetime) -> str:
+    """How long ago a time was, in its largest unit: 3d, 5h, 12m, 40s."""
+    seconds = (datetime.now(UTC) - received).total_seconds()
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{int(seconds // size)}{unit}"

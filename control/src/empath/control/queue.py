@@ -7,13 +7,13 @@ where a call asks for it.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from aiohttp import web
 from pydantic import Field
 
 from empath.control import calls
-from empath.core import errors, queries, queue
-
-TRUE = {"1", "true", "yes"}
+from empath.core import addresses, errors, queries, queue
 
 
 class MessageAnswer(calls.Model):
@@ -30,25 +30,37 @@ class MessageAnswer(calls.Model):
 
 
 class ViewQuery(calls.Parameters):
-    body: bool = Field(default=False, description="Include the whole message (true, 1, yes).")
+    body: bool = Field(
+        default=False, description="Include the whole message (true, 1, yes; false, 0, no)."
+    )
+
+
+GIVE_DOMAIN = "give the domain whose deferred mail to retry"
+GivenDomain = Annotated[addresses.Domain, calls.on_wrong_type(GIVE_DOMAIN)]
 
 
 class RetryDomainQuery(calls.Parameters):
-    domain: str | None = Field(default=None, description="The domain (or give it in the body).")
+    domain: GivenDomain | None = Field(
+        default=None, description="The domain (or give it in the body)."
+    )
 
 
 class RetryDomainBody(calls.Parameters):
-    domain: str = Field(description="Retry every deferred message to this domain.")
+    domain: GivenDomain | None = Field(
+        default=None, description="Retry every deferred message to this domain."
+    )
 
 
 class DeleteQuery(calls.Parameters):
-    recipient: list[str] | None = Field(
+    recipient: queries.Recipients | None = Field(
         default=None, description="Only this recipient (repeatable)."
     )
 
 
 class DeleteBody(calls.Parameters):
-    recipients: list[str] | None = Field(default=None, description="Only these recipients.")
+    recipients: queries.Recipients | None = Field(
+        default=None, description="Only these recipients."
+    )
 
 
 async def queue_list(request: web.Request) -> web.Response:
@@ -88,7 +100,7 @@ async def with_message(request: web.Request, *, body: bool) -> web.Response:
 
 
 async def queue_view(request: web.Request) -> web.Response:
-    if request.query.get("body") not in TRUE:
+    if not calls.query_parameters(request, ViewQuery).body:
         return calls.reply(await _get(request))
     return await with_message(request, body=True)
 
@@ -107,17 +119,19 @@ async def queue_retry(request: web.Request) -> web.Response:
 
 
 async def queue_retry_domain(request: web.Request) -> web.Response:
-    body = await calls.json_body(request)
-    domain = body.get("domain") or request.query.get("domain")
-    if not isinstance(domain, str) or not domain:
-        raise calls.Problem(400, "give the domain whose deferred mail to retry")
+    body = await calls.body_of(request, RetryDomainBody)
+    domain = body.domain or calls.query_parameters(request, RetryDomainQuery).domain
+    if domain is None:
+        raise calls.Problem(400, GIVE_DOMAIN)
     query = calls.query_of(queries.RetryRequest, domain=domain)
     return calls.reply(await calls.ask(request, queries.RETRY, query))
 
 
 async def queue_delete(request: web.Request) -> web.Response:
-    body = await calls.json_body(request)
-    recipients = body.get("recipients", request.query.getall("recipient", None))
+    body = await calls.body_of(request, DeleteBody)
+    recipients = body.recipients
+    if "recipients" not in body.model_fields_set:
+        recipients = calls.query_parameters(request, DeleteQuery).recipient
     query = calls.query_of(
         queries.DeleteRequest, id=calls.message_id(request), recipients=recipients or None
     )

@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from empath.core import addresses
+
 Kind = Literal["mx", "a"]
 KINDS: dict[str, str] = {"mx": "MX", "a": "A/AAAA"}
 
@@ -21,14 +23,10 @@ MxAnswer = list[tuple[int, str]]
 AddressAnswer = list[str]
 
 
-def normalise(name: str) -> str:
-    """A domain or host name as keys spell it: lower case, no trailing dot."""
-    return name.strip().lower().rstrip(".")
-
-
 def key(name: str, *, kind: Kind = "mx") -> str:
-    """The KV key of a name's answer: `mx.<domain>` or `a.<host>`."""
-    return f"{kind}.{normalise(name)}"
+    """The KV key of a name's answer: `mx.<domain>` or `a.<host>` (as `normal_domain` spells
+    the name)."""
+    return f"{kind}.{addresses.normal_domain(name)}"
 
 
 def parse_key(raw: str) -> tuple[str, str]:

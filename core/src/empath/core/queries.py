@@ -17,18 +17,18 @@ from pathlib import Path
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     ValidatorFunctionWrapHandler,
     WrapValidator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
-from empath.core import errors, ids, names, queue
+from empath.core import addresses, errors, ids, names, queue
 
 MAX_LIMIT = 1000
 
@@ -50,33 +50,27 @@ def _reasoned(reason: str) -> WrapValidator:
     return WrapValidator(validate)
 
 
-def _queue_id(value: str) -> str:
-    if not ids.is_valid(value):
-        raise ValueError("not a queue id")
-    return value
+def _queue_id(value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+    try:
+        checked = handler(value)
+    except ValidationError:
+        checked = None
+    if not isinstance(checked, str) or not ids.is_valid(checked):
+        raise PydanticCustomError("query", "{field} must be a queue id", {"field": info.field_name})
+    return checked
 
 
 # The pattern is for the schema's readers; ids.is_valid stays the one rule.
-_ID_PATTERN = "^[0-9A-HJKMNP-TV-Z]{26}$"
 QueueId = Annotated[
     str,
-    Field(strict=True, pattern=_ID_PATTERN),
-    AfterValidator(_queue_id),
-    _reasoned("id must be a queue id"),
+    Field(
+        strict=True,
+        pattern="^[0-9A-HJKMNP-TV-Z]{26}$",
+        description="Queue id (26 characters).",
+    ),
+    WrapValidator(_queue_id),
 ]
-After = Annotated[
-    str,
-    Field(strict=True, pattern=_ID_PATTERN),
-    AfterValidator(_queue_id),
-    _reasoned("after must be a queue id"),
-]
-MAX_DOMAIN = 255  # RFC 5321 §4.5.3.1.2
 MAX_ADDRESS = 256  # a path, RFC 5321 §4.5.3.1.3
-Domain = Annotated[
-    str,
-    Field(strict=True, pattern=r"\S", max_length=MAX_DOMAIN),
-    _reasoned(f"domain must be a non-empty string of at most {MAX_DOMAIN} characters"),
-]
 Sender = Annotated[
     str,
     Field(strict=True, pattern=r"\S", max_length=MAX_ADDRESS),
@@ -133,14 +127,14 @@ class ListRequest(Request):
     """Messages (oldest first unless `sort` is `-age`), filtered, one page at a time."""
 
     state: State | None = Field(default=None, description="Only messages in this state.")
-    domain: Domain | None = Field(default=None, description="A recipient domain.")
+    domain: addresses.Domain | None = Field(default=None, description="A recipient domain.")
     sender: Sender | None = Field(default=None, description="Part of the sender address.")
     min_age: MinAge | None = Field(
         default=None, description="Seconds since the message was received, at least."
     )
     sort: Sort = Field(default="age", description="age (oldest first) or -age (newest first).")
     limit: Limit = Field(default=100, description=f"Page size, 1 to {MAX_LIMIT}.")
-    after: After | None = Field(
+    after: QueueId | None = Field(
         default=None, description="Queue id to page on from (next_after of the last page)."
     )
 
@@ -161,7 +155,7 @@ class RetryRequest(Request):
     """Retry one message now (`id`), or every deferred message to a domain (`domain`)."""
 
     id: QueueId | None = None
-    domain: Domain | None = None
+    domain: addresses.Domain | None = None
 
     @model_validator(mode="after")
     def _one_of(self) -> RetryRequest:

@@ -48,12 +48,6 @@ def split_commas(value: Any) -> Any:
     return value
 
 
-# The parsers live in `addresses`; these names stay for the callers that still use them here.
-parse_hostport = addresses.parse_hostport
-parse_target = addresses.parse_target
-parse_nameserver = addresses.parse_nameserver
-
-
 class Plugin(BaseModel):
     """A plugin the services call at the given hooks (`EMPATH_PLUGINS`, a JSON list).
 

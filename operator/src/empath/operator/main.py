@@ -19,8 +19,8 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from empath.core import errors, logs
-from empath.core.settings import parse_hostport, split_commas
+from empath.core import addresses, errors, logs
+from empath.core.settings import split_commas
 from empath.operator import crds, handlers, kube, render
 
 log = logging.getLogger("empath.operator")
@@ -64,7 +64,7 @@ class OperatorSettings(BaseSettings):
     @field_validator("health_listen")
     @classmethod
     def _listen(cls, value: str) -> str:
-        parse_hostport(value)
+        addresses.parse_hostport(value)
         return value
 
 
@@ -99,7 +99,7 @@ async def run(
     own (it cancels the tasks it finds on its way out): give it a loop, or a thread, of its own."""
     own_cluster = cluster is None
     cluster = cluster or kube.Cluster(kube.client(kube.configuration()))
-    host, port = parse_hostport(settings.health_listen, default_host="0.0.0.0")
+    host, port = addresses.parse_hostport(settings.health_listen, default_host="0.0.0.0")
     priority = peering_priority(settings)
     if settings.peering:
         log.info("peering %r with priority %d", settings.peering, priority)

@@ -18,7 +18,7 @@ from typing import Any, cast
 import kopf
 
 from empath.core import kubenames
-from empath.operator import autoscaling, kube, plugins, render, status, workloads
+from empath.operator import autoscaling, configmap, kube, plugins, render, status, workloads
 
 
 async def ensure_token(cluster: kube.Cluster, secret: dict[str, Any]) -> bool:
@@ -70,7 +70,7 @@ async def reconcile(
     options = dataclasses.replace(options, keda=keda)
     try:
         rendered = render.render(body, plugins.selected(body, mailplugins), options)
-    except render.InvalidSpec as error:
+    except configmap.InvalidSpec as error:
         conditions = status.set_condition(
             conditions,
             "Degraded",

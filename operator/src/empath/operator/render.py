@@ -15,9 +15,6 @@ from typing import Any
 from empath.core import kubenames
 from empath.operator import autoscaling, configmap, crds, metadata, plugins, services, workloads
 
-# What callers of `render` catch: the spec passed the CRD's schema but not the services'.
-InvalidSpec = configmap.InvalidSpec
-
 
 @dataclass(frozen=True, slots=True)
 class Options:
@@ -61,8 +58,9 @@ def complete(spec: Mapping[str, Any], options: Options) -> dict[str, Any]:
 def render(
     body: Mapping[str, Any], selected: list[Mapping[str, Any]], options: Options
 ) -> Rendered:
-    """Every object of a MailServer; raises `InvalidSpec` and renders nothing on a bad spec.
-    `selected` are the MailPlugins it selects (`plugins.selected`)."""
+    """Every object of a MailServer; raises `configmap.InvalidSpec` (the spec passed the CRD's
+    schema but not the services' settings) and renders nothing on a bad spec. `selected` are
+    the MailPlugins it selects (`plugins.selected`)."""
     spec = complete(body["spec"], options)
     body = {**body, "spec": spec}
     server = body["metadata"]["name"]

@@ -147,8 +147,8 @@ class QueryAPI:
         )
 
     async def _stats(self, request: queries.StatsRequest) -> queries.StatsAnswer:
-        result = stats.summary(list(self.view.entries.values()), now=datetime.now(UTC))
-        return queries.StatsAnswer(**result, frozen=await flags.is_frozen(self.flags))
+        frozen = await flags.is_frozen(self.flags)
+        return stats.summary(list(self.view.entries.values()), now=datetime.now(UTC), frozen=frozen)
 
     async def _retry(self, request: queries.RetryRequest) -> queries.RetryAnswer:
         if request.domain is not None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import collections
 from datetime import datetime
-from typing import Any
 
-from empath.core import addresses, queue
+from empath.core import addresses, queries, queue
 
 BUCKETS = (5, 10, 20, 40, 80, 160, 320, 640, 1280)
 LABELS = ("T", *(str(b) for b in BUCKETS), "1280+")
@@ -27,7 +26,7 @@ def bucket(age_minutes: float) -> int:
     return OLDER
 
 
-def summary(entries: list[queue.Entry], *, now: datetime) -> dict[str, Any]:
+def summary(entries: list[queue.Entry], *, now: datetime, frozen: bool) -> queries.StatsAnswer:
     """What `queue stats` shows: counts by state, the waiting ones by age and by domain."""
     by_state = collections.Counter(entry.state.value for entry in entries)
     waiting = [entry for entry in entries if not entry.finished]
@@ -39,17 +38,18 @@ def summary(entries: list[queue.Entry], *, now: datetime) -> dict[str, Any]:
         for domain in {addresses.domain_of(r.address) for r in entry.open_recipients}:
             by_domain[domain][index] += 1
     oldest = min(waiting, key=lambda entry: entry.id, default=None)
-    return {
-        "by_state": {state.value: by_state.get(state.value, 0) for state in queue.State},
-        "total": len(entries),
-        "waiting": len(waiting),
-        "oldest": None
+    return queries.StatsAnswer(
+        by_state={state.value: by_state.get(state.value, 0) for state in queue.State},
+        total=len(entries),
+        waiting=len(waiting),
+        oldest=None
         if oldest is None
-        else {"id": oldest.id, "age_seconds": (now - oldest.received_at).total_seconds()},
-        "buckets": list(LABELS),
-        "ages": totals,
-        "by_domain": {
-            domain: {"total": sum(counts), "ages": counts}
+        else queries.Oldest(id=oldest.id, age_seconds=(now - oldest.received_at).total_seconds()),
+        buckets=list(LABELS),
+        ages=totals,
+        by_domain={
+            domain: queries.DomainAges(total=sum(counts), ages=counts)
             for domain, counts in sorted(by_domain.items(), key=lambda item: -sum(item[1]))
         },
-    }
+        frozen=frozen,
+    )

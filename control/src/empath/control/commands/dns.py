@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from empath.control import output, transport
+from empath.control import output
 
 app = typer.Typer(no_args_is_help=True, help="DNS cache and MX overrides.")
 
@@ -36,9 +36,7 @@ def list_overrides(ctx: typer.Context) -> None:
 @app.command("set-override")
 def set_override(ctx: typer.Context, domain: str, target: str) -> None:
     """Send a domain's mail to host[:port] instead of its MX."""
-    session = transport.session(ctx)
-    answer = session.call("PUT", f"/api/v1/dns/overrides/{domain}", json={"target": target})
-    output.show(session, answer)
+    output.call(ctx, "PUT", f"/api/v1/dns/overrides/{domain}", json={"target": target})
 
 
 @app.command("remove-override")

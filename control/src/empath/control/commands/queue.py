@@ -11,6 +11,7 @@ from rich.live import Live
 from rich.table import Table
 
 from empath.control import output, transport
+from empath.core import queries
 
 app = typer.Typer(no_args_is_help=True, help="The mail queue.")
 
@@ -18,32 +19,35 @@ WATCH_SECONDS = 2.0
 
 
 def queue_table(data: Any) -> Table:
+    page = queries.ListAnswer.model_validate(data)
     table = Table("STATE", "AGE", "SIZE", "SENDER", "RECIPIENTS", "LAST REPLY")
     table.add_column("ID", no_wrap=True)
     table.columns.insert(0, table.columns.pop())
-    omitted = data.get("omitted") or {}
-    for item in data["items"]:
-        recipients = item["recipients"]
-        total = len(recipients) + (omitted.get(item["id"]) or {}).get("recipients", 0)
-        shown = ", ".join(r["address"] for r in recipients[:2])
+    for item in page.items:
+        left_out = page.omitted.get(item.id)
+        total = len(item.recipients) + (left_out.recipients if left_out else 0)
+        shown = ", ".join(r.address for r in item.recipients[:2])
         if total > 2:
             shown += f" +{total - 2}"
         table.add_row(
-            item["id"],
-            item["state"],
-            output.age(item["received_at"]),
-            str(item["size"]),
-            item["sender"] or "<>",
+            item.id,
+            item.state,
+            output.age(item.received_at),
+            str(item.size),
+            item.sender or "<>",
             shown,
-            item.get("last_reply") or "",
+            item.last_reply or "",
         )
-    if data.get("next_after"):
-        table.caption = f"more: --after {data['next_after']}"
+    if page.next_after:
+        table.caption = f"more: --after {page.next_after}"
     return table
 
 
 def entry_table(data: Any) -> Table:
-    item = data["item"]
+    """A message's record (`GetAnswer`), and its header section and text when `data` has them."""
+    answer = queries.GetAnswer.model_validate(data)
+    item = answer.item
+    fields = item.model_dump(mode="json")  # as the JSON output spells them
     table = Table("FIELD", "VALUE", show_header=False)
     for name in (
         "id",
@@ -56,21 +60,20 @@ def entry_table(data: Any) -> Table:
         "last_reply",
         "held",
     ):
-        table.add_row(name, str(item.get(name)))
-    for r in item["recipients"]:
-        table.add_row("recipient", f"{r['address']}  {r['status']}  {r.get('last_reply') or ''}")
-    for attempt in item.get("history", []):
-        for result in attempt["results"]:
+        table.add_row(name, str(fields[name]))
+    for r in item.recipients:
+        table.add_row("recipient", f"{r.address}  {r.status}  {r.last_reply or ''}")
+    for attempt in item.history:
+        for result in attempt.results:
             table.add_row(
-                f"attempt {attempt['attempt']}",
-                f"{result['address']}: {result['outcome']} via {result.get('remote')}"
-                f" ({result.get('tls')}) {result['reply']}",
+                f"attempt {attempt.attempt}",
+                f"{result.address}: {result.outcome} via {result.remote}"
+                f" ({result.tls}) {result.reply}",
             )
-    if data.get("omitted"):
-        left_out = data["omitted"]
+    if answer.omitted:
         table.add_row(
             "omitted",
-            f"{left_out.get('recipients', 0)} recipients, {left_out.get('history', 0)} attempts "
+            f"{answer.omitted.recipients} recipients, {answer.omitted.history} attempts "
             "(too large for one answer)",
         )
     if "headers" in data:
@@ -81,19 +84,20 @@ def entry_table(data: Any) -> Table:
 
 
 def stats_table(data: Any) -> Table:
+    stats = queries.StatsAnswer.model_validate(data)
     table = Table(
         "DOMAIN",
         "TOTAL",
-        *data["buckets"],
-        title=f"{data['waiting']} waiting, frozen: {data['frozen']}",
+        *stats.buckets,
+        title=f"{stats.waiting} waiting, frozen: {stats.frozen}",
     )
-    table.add_row("TOTAL", str(sum(data["ages"])), *map(str, data["ages"]))
-    for domain, row in data["by_domain"].items():
-        table.add_row(domain, str(row["total"]), *map(str, row["ages"]))
-    states = ", ".join(f"{k}={v}" for k, v in data["by_state"].items())
-    table.caption = states + (f"; oldest {data['oldest']['id']}" if data.get("oldest") else "")
-    if data.get("domains_omitted"):
-        table.caption += f"; {data['domains_omitted']} less busy domains not shown"
+    table.add_row("TOTAL", str(sum(stats.ages)), *map(str, stats.ages))
+    for domain, row in stats.by_domain.items():
+        table.add_row(domain, str(row.total), *map(str, row.ages))
+    states = ", ".join(f"{k}={v}" for k, v in stats.by_state.items())
+    table.caption = states + (f"; oldest {stats.oldest.id}" if stats.oldest else "")
+    if stats.domains_omitted:
+        table.caption += f"; {stats.domains_omitted} less busy domains not shown"
     return table
 
 
@@ -165,12 +169,10 @@ def queue_retry(
     """Try a message now, or every deferred message to a domain."""
     if (message_id is None) == (domain is None):
         raise transport.Failed("give a message id or --domain", transport.USAGE)
-    session = transport.session(ctx)
     if domain:
-        answer = session.call("POST", "/api/v1/queue/retry", json={"domain": domain})
+        output.call(ctx, "POST", "/api/v1/queue/retry", json={"domain": domain})
     else:
-        answer = session.call("POST", f"/api/v1/queue/{message_id}/retry")
-    output.show(session, answer)
+        output.call(ctx, "POST", f"/api/v1/queue/{message_id}/retry")
 
 
 @app.command("delete")
@@ -182,9 +184,8 @@ def queue_delete(
     ] = None,
 ) -> None:
     """Delete a message (no bounce is sent), or some of its recipients."""
-    session = transport.session(ctx)
     body = {"recipients": recipient} if recipient else {}
-    output.show(session, session.call("DELETE", f"/api/v1/queue/{message_id}", json=body))
+    output.call(ctx, "DELETE", f"/api/v1/queue/{message_id}", json=body)
 
 
 def _on_message(verb: str, text: str) -> Callable[..., None]:
