@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,8 @@ from tests.control_client import EMPATHCTL, TOKEN, call, empathctl, url
 from tests.dns_server import DnsServer
 from tests.mail import mx, send, settle
 from tests.servers import free_port
+from tests.terminal import terminal
+from tests.waiting import eventually
 from tests.wire import Wire
 
 
@@ -46,12 +47,14 @@ async def test_every_state_shows_up_and_retry_by_domain_works(
         ("deferred", deferred),
         ("frozen", held),
     ):
-        for _ in range(50):
-            items = (await call(system, "GET", "/api/v1/queue", params={"state": state})).json()
-            if [i["id"] for i in items["items"]] == [expected]:
-                break
-            await asyncio.sleep(0.1)
-        assert [i["id"] for i in items["items"]] == [expected], state
+
+        async def listed(state: str = state) -> list[str]:
+            answer = await call(system, "GET", "/api/v1/queue", params={"state": state})
+            return [item["id"] for item in answer.json()["items"]]
+
+        await eventually(
+            listed, until=lambda ids, expected=expected: ids == [expected], what=f"{state} list"
+        )
     view = (await call(system, "GET", f"/api/v1/queue/{failed}")).json()["item"]
     assert view["history"][0]["results"][0]["reply"] == "550 5.1.1 Gone"
     assert view["recipients"][0]["status"] == "failed"
@@ -87,18 +90,20 @@ async def test_empathctl_reads_flags_and_its_config_file_and_watches(
     )
     assert set_.returncode == 0, set_.stderr
 
-    watch = subprocess.Popen(  # noqa: ASYNC220 -- stopped below, never awaited on
-        [EMPATHCTL, "--url", url(system), "--token", TOKEN, "queue", "stats", "--watch"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    await asyncio.sleep(1.0)
-    wire = await Wire.open(system.smtp_port)
-    await wire.transaction("a@one.test", ["u@example.com"], b"Subject: w\r\n\r\nx\r\n")
-    await wire.close()
-    await asyncio.sleep(4.0)
-    assert watch.poll() is None  # still watching
-    watch.send_signal(signal.SIGINT)
-    output, _ = await asyncio.to_thread(watch.communicate, timeout=10)
-    assert watch.returncode == 0
-    assert "1 waiting, frozen: True" in output  # the last frame counts the new message
+    # `--watch` is for a terminal: run it on one, and read its frames as they are drawn.
+    with terminal(
+        EMPATHCTL, "--url", url(system), "--token", TOKEN, "queue", "stats", "--watch"
+    ) as watch:
+        await eventually(watch.screen, until=lambda text: "waiting, frozen" in text, what="a frame")
+        assert "0 waiting, frozen: True" in watch.screen()
+        wire = await Wire.open(system.smtp_port)
+        await wire.transaction("a@one.test", ["u@example.com"], b"Subject: w\r\n\r\nx\r\n")
+        await wire.close()
+        await eventually(
+            watch.screen,
+            until=lambda text: "1 waiting, frozen: True" in text,
+            what="a frame that counts the new message",
+        )
+        assert watch.process.poll() is None  # still watching
+        watch.process.send_signal(signal.SIGINT)
+        assert await asyncio.to_thread(watch.process.wait, 10) == 0

@@ -2,36 +2,11 @@
 
 from __future__ import annotations
 
-import types
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
 
-from empath.core import events, ids, queries, queue
-from empath.spool import api, records, view
-
-START = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def entry(
-    minute: int,
-    *,
-    state: queue.State = queue.State.QUEUED,
-    sender: str = "a@one.test",
-    to: str = "u@example.com",
-) -> queue.Entry:
-    received = START + timedelta(minutes=minute)
-    message_id = ids.new_id(now_ns=int(received.timestamp() * 1e9))
-    return queue.Entry(
-        id=message_id,
-        state=state,
-        sender=sender,
-        recipients=(queue.RecipientState(address=to),),
-        size=10,
-        body_key=f"2026/01/01/{message_id}",
-        received_at=received,
-        client=events.Client(ip="192.0.2.1"),
-    )
-
+from empath.core import queries, queue
+from empath.spool import records
+from tests.unit.spool.listing import entry, list_call
 
 ENTRIES = [entry(minute) for minute in range(5)]  # oldest first, as the view gives them
 
@@ -75,16 +50,6 @@ def test_the_state_filter_applies_before_the_limit() -> None:
 
 def test_an_empty_queue_is_one_empty_page() -> None:
     assert records.page_of([], limit=10) == records.Page(items=[], next_after=None)
-
-
-def list_call(entries: list[queue.Entry], max_payload: int = 1024 * 1024) -> api.QueryAPI:
-    """The list call over a view holding `entries` (it needs nothing else but the payload
-    limit of the NATS connection)."""
-    live = view.QueueView(kv=None)  # type: ignore[arg-type]
-    live.entries = {e.id: e for e in entries}
-    nothing: Any = None
-    nc: Any = types.SimpleNamespace(max_payload=max_payload)
-    return api.QueryAPI(nc, nothing, nothing, live, nothing)
 
 
 async def test_newest_first_pages_on_to_older_messages() -> None:

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from empath.core import events, queries, queue
-from tests.unit.spool.test_queries_paging import START, entry, list_call
+from tests.unit.spool.listing import START, entry, list_call
 
 MAX_PAYLOAD = 1024 * 1024
 
