@@ -26,9 +26,9 @@ one of these, or derives from one (the services' own are named by module)::
 
 `delivery.resolver.DeliveryError` carries the SMTP reply its recipients get; only its two
 subclasses above can be raised (the base refuses to be made). In the query API any other
-permanent error is the spool's own fault (HTTP 500), and anything that is no `EmpathError` at
-all (a bug, a stored record that does not load) is logged with its traceback and answered as
-HTTP 503. Library exceptions (minio, nats, dnspython, sockets) are wrapped into these where they
+permanent error is answered 400 (retrying cannot help), and anything that is no `EmpathError`
+at all (a bug, a stored record that does not load) is logged with its traceback and answered
+503. Library exceptions (minio, nats, dnspython, sockets) are wrapped into these where they
 enter, with `raise ... from`.
 """
 
