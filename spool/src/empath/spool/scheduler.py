@@ -11,15 +11,14 @@ sets the record's `lease_until` to a few seconds ahead (and clears `next_attempt
 none while an attempt is out), and only once JetStream has acknowledged the job does a second
 compare-and-set clear it. A record claimed before leases existed has none, and is left to the
 `delivering_timeout`; so is one with no recipient left open (an operator deleted them
-meanwhile), which has no job to publish. A
-record still `delivering` with its lease run out is one whose publish nobody confirmed; any
-replica's next tick publishes its job again. That is always safe: the job is the same, under
-the same `Nats-Msg-Id`, and the lease runs out seconds after the claim, well inside the
-stream's duplicate window, so when the first publish did arrive JetStream drops the second.
-Two replicas that both see the lease run out publish one job between them and one of them
-clears the lease. What a tick costs for this is a look at each record already in `delivering`
-(the view is in memory) and work only for those with a lease run out; a dispatch costs one
-more KV write.
+meanwhile), which has no job to publish. A record still `delivering` with its lease run out
+is one whose publish nobody confirmed; any replica's next tick publishes its job again. That
+is always safe: the job is the same, under the same `Nats-Msg-Id`, and the lease runs out
+seconds after the claim, well inside the stream's duplicate window, so when the first publish
+did arrive JetStream drops the second. Two replicas that both see the lease run out publish
+one job between them and one of them clears the lease. What a tick costs for this is a look
+at each record already in `delivering` (the view is in memory) and work only for those with a
+lease run out; a dispatch costs one more KV write.
 
 Publishing before claiming was the other way: no second write, but a job would then exist
 for a record that may not be claimed (held or changed meanwhile), and delivery checks jobs
