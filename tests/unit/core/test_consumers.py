@@ -84,12 +84,21 @@ def test_an_error_of_the_handler_names_the_message_it_is_about() -> None:
     assert raised.value.queue_id == "01ARZ3NDEKTSV4RRFFQ69G5FAV"
 
 
-def test_an_unreadable_event_is_refused_before_the_handler_runs() -> None:
+@pytest.mark.parametrize(
+    ("data", "refusal"),
+    [
+        (b'{"kind": "delivery-job", "version": 0}', errors.BadEvent),
+        (b'{"kind": "delivery-job", "version": 99}', errors.NewerEvent),
+    ],
+)
+def test_an_unreadable_event_is_refused_before_the_handler_runs(
+    data: bytes, refusal: type[errors.EmpathError]
+) -> None:
     exporter = InMemorySpanExporter()
     with (
-        pytest.raises(errors.BadEvent),
+        pytest.raises(refusal),
         consumers.receive(
-            message(b'{"kind": "delivery-job", "version": 99}'),
+            message(data),
             events.DeliveryJob,
             log=log,
             tracer=tracer_of(exporter),

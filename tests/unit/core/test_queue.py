@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
-from empath.core import events, queue
+import pytest
+
+from empath.core import errors, events, queries, queue
 
 ENVELOPE = events.Envelope(
     sender="a@example.org",
@@ -59,3 +62,65 @@ def test_a_record_stored_before_this_version_still_loads() -> None:
         sender="a@example.org", recipients=(events.Recipient(address="u@example.com"),)
     )
     assert entry.model_dump_json().encode() == stored
+
+
+def newer_record() -> dict[str, object]:
+    """A record as a newer spool might write it: a field this version does not know at every
+    level, in the record, a recipient, the client and an attempt's result."""
+    record = json.loads(queue.Entry.from_received(received()).model_dump_json())
+    record["priority"] = 5
+    record["recipients"][0]["mailbox_hint"] = "x"
+    record["client"]["asn"] = 64496
+    record["history"] = [
+        {
+            "attempt": 1,
+            "started_at": "2026-01-01T00:00:00Z",
+            "finished_at": "2026-01-01T00:00:01Z",
+            "worker": "w",
+            "results": [
+                {
+                    "address": "u@example.com",
+                    "outcome": "deferred",
+                    "reply": "451 4.2.0 later",
+                    "latency_ms": 12,
+                }
+            ],
+            "queue_wait_ms": 3,
+        }
+    ]
+    return record
+
+
+def test_a_record_with_fields_this_version_does_not_know_still_loads() -> None:
+    entry = queue.Entry.model_validate_json(json.dumps(newer_record()))
+
+    assert entry.envelope() == ENVELOPE
+    assert entry.client == events.Client(ip="192.0.2.1")
+    assert entry.history[0].results == (
+        events.RecipientResult(
+            address="u@example.com", outcome="deferred", reply="451 4.2.0 later"
+        ),
+    )
+    assert "priority" not in entry.model_dump()
+
+
+def test_control_reads_a_newer_spools_answer_about_such_a_record() -> None:
+    answer = queries.parse_answer(queries.GetAnswer, json.dumps({"item": newer_record()}).encode())
+
+    assert isinstance(answer, queries.GetAnswer)
+    assert answer.item.id == "01ARZ3NDEKTSV4RRFFQ69G5FAV"
+
+
+def test_an_event_on_the_bus_with_an_unknown_field_is_still_refused() -> None:
+    event = json.loads(received().model_dump_json())
+    event["client"]["asn"] = 64496
+    with pytest.raises(errors.BadEvent, match="asn"):
+        events.decode(json.dumps(event).encode(), events.Received)
+
+
+def test_a_lease_is_stored_only_while_there_is_one() -> None:
+    entry = queue.Entry.from_received(received())
+    leased = entry.model_copy(update={"lease_until": datetime(2026, 1, 1, 0, 0, 5, tzinfo=UTC)})
+
+    assert "lease_until" not in json.loads(entry.model_dump_json())
+    assert queue.Entry.model_validate_json(leased.model_dump_json()) == leased

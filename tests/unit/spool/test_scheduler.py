@@ -24,7 +24,8 @@ def test_a_claim_counts_the_attempt_and_leases_the_record_for_a_few_seconds() ->
     assert claimed is not None
     assert claimed.state == queue.State.DELIVERING
     assert claimed.attempts == 3
-    assert claimed.next_attempt == NOW + timedelta(seconds=scheduler.LEASE_SECONDS)
+    assert claimed.lease_until == NOW + timedelta(seconds=scheduler.LEASE_SECONDS)
+    assert claimed.next_attempt is None  # none while an attempt is out: the API shows none
     assert claimed.updated_at == NOW
 
 
@@ -41,8 +42,32 @@ def test_a_claim_whose_lease_ran_out_is_published_again_and_a_confirmed_one_is_n
 
     assert not scheduler.lease_expired(claimed, NOW)
     assert scheduler.lease_expired(claimed, later)
-    assert not scheduler.lease_expired(claimed.model_copy(update={"next_attempt": None}), later)
+    assert not scheduler.lease_expired(claimed.model_copy(update={"lease_until": None}), later)
     assert not scheduler.lease_expired(due(), later)  # waiting, not claimed
+
+
+def test_a_record_claimed_before_leases_existed_is_not_published_again_at_once() -> None:
+    # Claims then kept the due time in `next_attempt`, long past by the upgrade.
+    old_claim = entry(
+        state=queue.State.DELIVERING,
+        next_attempt=NOW - timedelta(seconds=30),
+        updated_at=NOW - timedelta(seconds=30),
+    )
+
+    assert not scheduler.lease_expired(old_claim, NOW)
+
+
+def test_a_claim_with_no_recipient_left_open_is_not_published_again() -> None:
+    claimed = scheduler.claimed(due(), NOW)
+    assert claimed is not None
+    # An operator deleted the open recipient meanwhile; a delivered one is left.
+    emptied = claimed.model_copy(
+        update={
+            "recipients": (queue.RecipientState(address="done@example.com", status="delivered"),)
+        }
+    )
+
+    assert not scheduler.lease_expired(emptied, NOW + timedelta(seconds=scheduler.LEASE_SECONDS))
 
 
 def test_the_job_of_a_claim_carries_its_attempt_and_open_recipients_only() -> None:

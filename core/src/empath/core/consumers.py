@@ -1,10 +1,11 @@
 """What every consumer of an event does before its own work, written once.
 
 A handler gets a JetStream message. Before anything else it decodes the event (an older
-version upgraded, an unknown one refused for good), binds a logger to the message's queue id,
-and opens a span joined to the trace the publisher started, so one trace and one `grep <id>`
-follow a message across services. An error leaving the handler names the queue id too, so
-the consume loop's "will retry"/"dropping" line says which message it was.
+version upgraded, a newer one put back for later, an unknown older one refused for good),
+binds a logger to the message's queue id, and opens a span joined to the trace the publisher
+started, so one trace and one `grep <id>` follow a message across services. An error leaving
+the handler names the queue id too, so the consume loop's "will retry"/"dropping" line says
+which message it was.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def receive(
     """Decode `msg` as `model` and handle it inside span `span` of the message's trace.
 
     Raises `BadEvent` (a `PermanentError`: the message is terminated) when the event cannot
-    be read.
+    be read, `NewerEvent` (a `TemporaryError`: it is put back) when it is of a newer version.
     """
     event = events.decode(msg.data, model)
     queue_id = getattr(event, "id", None)

@@ -7,24 +7,29 @@ Mail cares about one split above all: is a failure temporary (try again later) o
 one of these, or derives from one (the services' own are named by module)::
 
     EmpathError
-    ├── TemporaryError                  retry later: SMTP 4xx, JetStream nak
+    ├── TemporaryError                  retry later: SMTP 4xx, JetStream nak, HTTP 503
     │   ├── StoreUnavailable
     │   ├── BusUnavailable
+    │   ├── NewerEvent
     │   ├── delivery.client.SessionLost
     │   ├── delivery.resolver.DeliveryDeferred      (also a delivery.resolver.DeliveryError)
     │   └── operator.kube.ApiError
     └── PermanentError                  give up: SMTP 5xx, JetStream term
         ├── ConfigurationError
-        │   └── operator.render.InvalidSpec
+        │   └── operator.configmap.InvalidSpec
         ├── BadEvent
-        ├── NotFound
+        ├── NotFound                    HTTP 404
+        ├── Conflict                    HTTP 409
         ├── ingress.syntax.SyntaxProblem
-        ├── spool.api.BadRequest
+        ├── core.queries.BadQuery       HTTP 400
         └── delivery.resolver.DeliveryFailed        (also a delivery.resolver.DeliveryError)
 
 `delivery.resolver.DeliveryError` carries the SMTP reply its recipients get; only its two
-subclasses above are raised. Library exceptions (minio, nats, dnspython, sockets) are wrapped
-into these where they enter, with `raise ... from`.
+subclasses above can be raised (the base refuses to be made). In the query API any other
+permanent error is answered 400 (retrying cannot help), and anything that is no `EmpathError`
+at all (a bug, a stored record that does not load) is logged with its traceback and answered
+503. Library exceptions (minio, nats, dnspython, sockets) are wrapped into these where they
+enter, with `raise ... from`.
 """
 
 from __future__ import annotations
@@ -63,8 +68,19 @@ class BusUnavailable(TemporaryError):
 
 
 class BadEvent(PermanentError):
-    """An event that does not decode, or of a kind or version this service does not read."""
+    """An event that does not decode, or of a kind, or an older version, this service does not
+    read."""
 
 
 class NotFound(PermanentError):
     """The thing asked for does not exist."""
+
+
+class NewerEvent(TemporaryError):
+    """An event of a newer version than this service reads: a newer peer is rolling out, and
+    this service will read it once it is upgraded too, so the event waits (nak with a delay)."""
+
+
+class Conflict(PermanentError):
+    """The message is not in a state for what was asked (hold a delivered message, retry one
+    in flight), or the request names what the message does not have."""

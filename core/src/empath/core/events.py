@@ -1,7 +1,11 @@
 """Versioned events that cross the bus, and the JSON schemas exported from them.
 
-An event's `kind` and `version` travel with it; a consumer refuses a version it does not know
-rather than guessing. Adding an optional field keeps the version; anything else is a new one.
+An event's `kind` and `version` travel with it; a consumer never guesses at a version it does
+not know. A newer one waits (`NewerEvent`, temporary: the peer that wrote it is rolling out,
+and this service reads it once upgraded too); an older one it no longer reads is refused for
+good (`BadEvent`). So when an event's version changes, its consumers are upgraded before its
+producers (delivery before spool for `DeliveryJob`). Adding an optional field keeps the
+version; anything else is a new one.
 """
 
 from __future__ import annotations
@@ -171,8 +175,10 @@ def export_schemas(directory: Path) -> list[Path]:
 def decode(data: bytes, model: type[E]) -> E:
     """An event of `model`'s kind: its current version, or an older one still read, upgraded.
 
-    Anything else raises `BadEvent`: an event this service cannot read never gets better, so
-    a consumer terminates it rather than guessing at it.
+    A version newer than the current one raises `NewerEvent` (temporary: the consumer puts it
+    back for later, when this service will have been upgraded as well). Anything else raises
+    `BadEvent`: an event this service cannot read never gets better, so a consumer terminates
+    it rather than guessing at it.
     """
     kind = model.model_fields["kind"].default
     current = model.model_fields["version"].default
@@ -184,16 +190,18 @@ def decode(data: bytes, model: type[E]) -> E:
         found = raw.get("kind") if isinstance(raw, dict) else type(raw).__name__
         raise errors.BadEvent(f"expected a {kind} event, got {found!r}")
     version = raw.get("version")
+    number = version if isinstance(version, int) and not isinstance(version, bool) else None
     try:
         if version == current:
             return model.model_validate(raw)
-        older = (
-            OLDER.get((kind, version))
-            if isinstance(version, int) and not isinstance(version, bool)
-            else None
-        )
+        older = OLDER.get((kind, number)) if number is not None else None
         if older is None:
             known = sorted([current, *(v for k, v in OLDER if k == kind)])
+            if number is not None and number > current:
+                raise errors.NewerEvent(
+                    f"{kind} event of version {number}: this reads {known}; it waits for "
+                    "this service to be upgraded"
+                )
             raise errors.BadEvent(f"{kind} event of version {version!r}: this reads {known}")
         return cast(E, older.model_validate(raw).upgrade())
     except ValidationError as error:

@@ -3,17 +3,45 @@
 The spool writes these records; every other service only reads them (through the spool's
 query API). Each write is a compare-and-set on the KV revision, so any number of spool replicas
 can work on the queue at once.
+
+Unlike events, records are read tolerantly: a field this version does not know is ignored, in
+the record and in the events it embeds (its client, its attempts' results). During a rolling
+upgrade a newer spool may add an optional field to what it writes, and older spools and
+control replicas still read the record. An older spool that rewrites such a record drops the
+field, so a new field must be optional and its absence safe.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from empath.core import events
+
+
+class Record(BaseModel):
+    """Base of the queue record's own models: immutable, and unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+def _known_fields(model: type[BaseModel]) -> BeforeValidator:
+    """Drop the fields `model` does not know from its stored form, for an event (strict on
+    the bus) kept inside a record (read tolerantly)."""
+
+    def known(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: v for k, v in value.items() if k in model.model_fields}
+        return value
+
+    return BeforeValidator(known)
+
+
+StoredClient = Annotated[events.Client, _known_fields(events.Client)]
+StoredResult = Annotated[events.RecipientResult, _known_fields(events.RecipientResult)]
 
 
 class State(StrEnum):
@@ -34,7 +62,7 @@ class RecipientStatus(StrEnum):
     FAILED = "failed"
 
 
-class RecipientState(events.Model):
+class RecipientState(Record):
     """One recipient and how far its delivery got."""
 
     address: str
@@ -51,17 +79,17 @@ class RecipientState(events.Model):
         return self.status in {RecipientStatus.PENDING, RecipientStatus.DEFERRED}
 
 
-class AttemptRecord(events.Model):
+class AttemptRecord(Record):
     """One attempt, as kept in a message's history."""
 
     attempt: int
     started_at: datetime
     finished_at: datetime
     worker: str
-    results: tuple[events.RecipientResult, ...]
+    results: tuple[StoredResult, ...]
 
 
-class Entry(events.Model):
+class Entry(Record):
     """A message in the queue."""
 
     version: int = 1
@@ -80,10 +108,14 @@ class Entry(events.Model):
     envid: str | None = None
     smtputf8: bool = False
     body: Literal["7BIT", "8BITMIME"] = "7BIT"
-    client: events.Client
+    client: StoredClient
     history: tuple[AttemptRecord, ...] = ()
     held: bool = False  # frozen by an operator (hold); released by release
     updated_at: datetime | None = None
+    # While `delivering`: until when the claim waits for its job's publish to be confirmed
+    # (`spool.scheduler`). Left out of the stored form when there is none, which is almost
+    # always, so records read the same as before it existed.
+    lease_until: datetime | None = Field(default=None, exclude_if=lambda value: value is None)
 
     @property
     def open_recipients(self) -> list[RecipientState]:

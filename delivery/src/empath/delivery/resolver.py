@@ -37,9 +37,12 @@ NEGATIVE_TTL = 60.0
 
 class DeliveryError(errors.EmpathError):
     """A failure with the SMTP-style reply that recipients get for it; raised as one of the
-    two below, whose type says whether the recipients are deferred or failed."""
+    two below, whose type says whether the recipients are deferred or failed. The base itself
+    cannot be made: it would say neither, and be taken as failed."""
 
     def __init__(self, reply: str) -> None:
+        if type(self) is DeliveryError:
+            raise TypeError("raise DeliveryDeferred or DeliveryFailed, not DeliveryError")
         super().__init__(reply)
         self.reply = reply
 

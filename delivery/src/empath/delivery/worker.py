@@ -36,6 +36,11 @@ log = logging.getLogger("empath.delivery.worker")
 tracer = telemetry.tracer("empath.delivery")
 
 
+def outcome_of(error: resolver.DeliveryError) -> events.Outcome:
+    """Deferred only when the error says so by its type; failed otherwise."""
+    return "deferred" if isinstance(error, resolver.DeliveryDeferred) else "failed"
+
+
 class Worker:
     def __init__(
         self,
@@ -157,7 +162,7 @@ class Worker:
         try:
             hops = await self.routes.route(domain)
         except resolver.DeliveryError as error:
-            return everyone("deferred" if error.temporary else "failed", error.reply)
+            return everyone(outcome_of(error), error.reply)
         last: resolver.DeliveryError | None = None
         async with self.limits.slot(domain):
             for hop in hops:
@@ -179,7 +184,7 @@ class Worker:
                         f"longer than {self.settings.delivery_session_timeout:g} s"
                     )
         assert last is not None
-        return everyone("deferred" if last.temporary else "failed", last.reply)
+        return everyone(outcome_of(last), last.reply)
 
     async def _session(
         self,

@@ -2,7 +2,11 @@
 
 Subjects, requests and answers are in `queries` (`empath.api.queue.list|get|counts|...`),
 served by every spool replica in one queue group. A request that does not fit its model gets
-`{"error": ..., "code": 400}` naming the field, and changes nothing.
+`{"error": ..., "code": 400}` naming the field, and changes nothing. Every request is
+answered, with the code of what went wrong: 400 a bad request or any other permanent error
+(retrying cannot help), 404 no such message, 409 a message not in a state for it
+(`Conflict`), 503 a temporary failure, and 503 too for anything unforeseen (a bug, a stored
+record that does not load), which is logged with its traceback.
 """
 
 from __future__ import annotations
@@ -79,10 +83,24 @@ class QueryAPI:
                 reply = queries.ErrorAnswer(error=str(error), code=400)
             except errors.NotFound as error:
                 reply = queries.ErrorAnswer(error=str(error), code=404)
-            except errors.PermanentError as error:
+            except errors.Conflict as error:
                 reply = queries.ErrorAnswer(error=str(error), code=409)
+            except errors.PermanentError as error:
+                # Retrying cannot help, so not 503; and 500 is not a code the answer model
+                # has (control replicas not yet upgraded would not read it).
+                log.warning("%s refused: %s", call.name, error)
+                reply = queries.ErrorAnswer(error=str(error), code=400)
             except errors.EmpathError as error:
                 reply = queries.ErrorAnswer(error=str(error), code=503)
+            except Exception as error:
+                # A bug, or a stored record that does not load: the details go to the log,
+                # the caller gets an answer now rather than its timeout.
+                log.exception("%s failed unexpectedly", call.name)
+                reply = queries.ErrorAnswer(
+                    error=f"the spool failed to answer {call.name} ({type(error).__name__}); "
+                    "its log has the details",
+                    code=503,
+                )
             if msg.reply:
                 await self._send(msg, call, reply)
 
@@ -125,7 +143,7 @@ class QueryAPI:
                 entries = [e for e in entries if e.id < after]
                 after = None
         now = datetime.now(UTC)
-        domain = request.domain.lower() if request.domain is not None else None
+        domain = addresses.normal_domain(request.domain) if request.domain is not None else None
         sender = request.sender.lower() if request.sender is not None else None
         min_age = request.min_age
         entries = [

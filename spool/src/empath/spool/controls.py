@@ -19,7 +19,7 @@ from empath.spool import records
 async def hold(store: records.Records, message_id: str) -> queue.Entry:
     def change(entry: queue.Entry) -> queue.Entry | None:
         if entry.finished:
-            raise errors.PermanentError(f"{message_id} is {entry.state.value}: nothing to hold")
+            raise errors.Conflict(f"{message_id} is {entry.state.value}: nothing to hold")
         if entry.held:
             return None
         state = entry.state if entry.state == queue.State.DELIVERING else queue.State.FROZEN
@@ -66,7 +66,7 @@ async def retry(store: records.Records, message_id: str) -> queue.Entry:
     """Try a waiting message now instead of at its next retry time."""
     entry = await store.get(message_id)
     if entry.held or entry.state not in {queue.State.QUEUED, queue.State.DEFERRED}:
-        raise errors.PermanentError(f"{message_id} is {entry.state.value}: nothing to retry")
+        raise errors.Conflict(f"{message_id} is {entry.state.value}: nothing to retry")
     await store.update(message_id, _retry_now)
     return await store.get(message_id)
 
@@ -97,7 +97,7 @@ async def delete(
             known = {r.address.lower() for r in entry.recipients}
             missing = wanted - known
             if missing:
-                raise errors.PermanentError(f"not recipients of {message_id}: {sorted(missing)}")
+                raise errors.Conflict(f"not recipients of {message_id}: {sorted(missing)}")
             left = tuple(r for r in entry.recipients if r.address.lower() not in wanted)
             if not left:
                 return None

@@ -1,7 +1,8 @@
 """Intake: every `received` event becomes a `queued` record in the queue state.
 
-An event that is not recorded (its body gone, or the message recorded already) is dropped
-with a warning naming its queue id: nothing leaves the spool's intake without a trace.
+An event that is not recorded is dropped with a line naming its queue id, so nothing leaves
+the spool's intake without a trace: a warning when its body is gone, an INFO line when the
+message is recorded already (a repeat, routine with at-least-once delivery).
 """
 
 from __future__ import annotations
@@ -42,4 +43,4 @@ class Intake:
                 )
             else:
                 # A redelivered event (or one two replicas both took): the first one counts.
-                mlog.warning("already recorded: dropping the repeated received event")
+                mlog.info("already recorded: dropping the repeated received event")

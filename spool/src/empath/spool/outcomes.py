@@ -3,7 +3,14 @@ failed or expired ones are bounced; when no recipient is left the body is delete
 
 Applying an outcome is a compare-and-set of the record, keyed by attempt number: a redelivered
 `attempted` event finds its attempt already in the history and changes nothing. An outcome
-that changes nothing is dropped with a warning naming its queue id, never silently.
+that changes nothing is dropped with a line naming its queue id, never silently: at INFO for
+a repeat (at-least-once delivery makes them routine), at WARNING for one that came too late.
+
+Handling an event is a function of the event and the record, never of the wall clock: its
+time is the attempt's `finished_at`. So an event handled again (its first handling published
+a DSN, then could not write the record) makes the same decisions and the same DSN, under the
+same queue id and body key: JetStream drops the repeated publish, and the bucket keeps one
+body.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ def apply(
     settings: Settings, entry: queue.Entry, event: events.Attempted, *, now: datetime
 ) -> queue.Entry | None:
     """The record after this attempt, or None when the attempt is stale or already applied."""
-    if any(past.attempt == event.attempt for past in entry.history) or entry.finished:
+    if already_recorded(entry, event) or entry.finished:
         return None
     results = {r.address: r for r in event.results}
     updated = []
@@ -60,6 +67,7 @@ def apply(
                     results=event.results,
                 ),
             )[-HISTORY_LIMIT:],
+            "lease_until": None,
             "updated_at": now,
         }
     )
@@ -93,6 +101,17 @@ def apply(
         changes["state"] = queue.State.DELIVERED if all_delivered else queue.State.FAILED
         changes["next_attempt"] = None
     return after.model_copy(update=changes)
+
+
+def already_recorded(entry: queue.Entry, event: events.Attempted) -> bool:
+    """Whether this attempt's outcome is in the record already (a repeated event)."""
+    return any(past.attempt == event.attempt for past in entry.history)
+
+
+def time_of(event: events.Attempted) -> datetime:
+    """The time an outcome is handled at: when its attempt finished (UTC if not given)."""
+    finished = event.finished_at
+    return finished if finished.tzinfo is not None else finished.replace(tzinfo=UTC)
 
 
 def reports_for(
@@ -171,7 +190,7 @@ class Outcomes:
             msg, events.Attempted, log=log, tracer=tracer, span="spool.outcome"
         ) as inbound:
             event, mlog = inbound.event, inbound.log
-            now = datetime.now(UTC)
+            now = time_of(event)
             try:
                 before = await self.records.get(event.id)
             except errors.NotFound:
@@ -179,13 +198,14 @@ class Outcomes:
                 return
             after = apply(self.settings, before, event, now=now)
             if after is None:
-                mlog.warning(
-                    "outcome of attempt %d dropped: %s",
-                    event.attempt,
-                    f"the message is {before.state.value}"
-                    if before.finished
-                    else "already recorded",
-                )
+                if already_recorded(before, event):
+                    mlog.info("outcome of attempt %d dropped: already recorded", event.attempt)
+                else:
+                    mlog.warning(
+                        "outcome of attempt %d dropped: the message is %s",
+                        event.attempt,
+                        before.state.value,
+                    )
                 return
             # DSNs first (their ids are deterministic, so a retry re-sends nothing new), then
             # the record: a crash in between repeats the DSN publish, never loses it.
@@ -209,7 +229,7 @@ class Outcomes:
 
             written = await self.records.update(event.id, change)
             if written is None:
-                mlog.warning(
+                mlog.info(
                     "outcome of attempt %d dropped: applied meanwhile elsewhere", event.attempt
                 )
                 return

@@ -7,16 +7,18 @@ attempt number), so with several spool replicas a message is dispatched once. Th
 
 Claiming and publishing are two steps, and a spool may die between them: the record says
 `delivering` while no job exists, and no outcome will ever come. So the claim is a lease: it
-sets the record's `next_attempt` (otherwise unused while `delivering`) to a few seconds ahead,
-and only once JetStream has acknowledged the job does a second compare-and-set clear it. A
-record still `delivering` with its lease run out is one whose publish nobody confirmed; any
-replica's next tick publishes its job again. That is always safe: the job is the same, under
-the same `Nats-Msg-Id`, and the lease runs out seconds after the claim, well inside the
-stream's duplicate window, so when the first publish did arrive JetStream drops the second.
-Two replicas that both see the lease run out publish one job between them and one of them
-clears the lease. What a tick costs for this is a look at each record already in `delivering`
-(the view is in memory) and work only for those with a lease run out; a dispatch costs one
-more KV write.
+sets the record's `lease_until` to a few seconds ahead (and clears `next_attempt`: there is
+none while an attempt is out), and only once JetStream has acknowledged the job does a second
+compare-and-set clear it. A record claimed before leases existed has none, and is left to the
+`delivering_timeout`; so is one with no recipient left open (an operator deleted them
+meanwhile), which has no job to publish. A record still `delivering` with its lease run out
+is one whose publish nobody confirmed; any replica's next tick publishes its job again. That
+is always safe: the job is the same, under the same `Nats-Msg-Id`, and the lease runs out
+seconds after the claim, well inside the stream's duplicate window, so when the first publish
+did arrive JetStream drops the second. Two replicas that both see the lease run out publish
+one job between them and one of them clears the lease. What a tick costs for this is a look
+at each record already in `delivering` (the view is in memory) and work only for those with a
+lease run out; a dispatch costs one more KV write.
 
 Publishing before claiming was the other way: no second write, but a job would then exist
 for a record that may not be claimed (held or changed meanwhile), and delivery checks jobs
@@ -52,7 +54,8 @@ def claimed(entry: queue.Entry, now: datetime) -> queue.Entry | None:
         update={
             "state": queue.State.DELIVERING,
             "attempts": entry.attempts + 1,
-            "next_attempt": now + timedelta(seconds=LEASE_SECONDS),
+            "next_attempt": None,
+            "lease_until": now + timedelta(seconds=LEASE_SECONDS),
             "updated_at": now,
         }
     )
@@ -64,13 +67,15 @@ def lease_expired(entry: queue.Entry, now: datetime) -> bool:
     Only within half the jobs stream's duplicate window of the claim: past that, a second
     publish might no longer be recognised as a copy, so such a record (a claim that stayed
     unconfirmed for an hour, or one written before claims had a lease) is left to the
-    `delivering_timeout`, which retries it as a new attempt.
+    `delivering_timeout`, which retries it as a new attempt. So is a claim with no recipient
+    left open: there is no job to publish for it.
     """
-    if entry.state != queue.State.DELIVERING or entry.next_attempt is None:
+    if entry.state != queue.State.DELIVERING or entry.lease_until is None:
         return False
     claimed_at = entry.updated_at or entry.received_at
     return (
-        entry.next_attempt <= now
+        entry.lease_until <= now
+        and bool(entry.open_recipients)
         and (now - claimed_at).total_seconds() < names.JOBS_STREAM.duplicate_window_seconds / 2
     )
 
@@ -169,7 +174,11 @@ class Scheduler:
                 entry.id,
                 lambda current: (
                     before.model_copy(
-                        update={"next_attempt": now + timedelta(seconds=5), "updated_at": now}
+                        update={
+                            "next_attempt": now + timedelta(seconds=5),
+                            "lease_until": None,
+                            "updated_at": now,
+                        }
                     )
                     if current.attempts == after.attempts
                     else None
@@ -185,6 +194,8 @@ class Scheduler:
     async def republish(self, entry: queue.Entry) -> int:
         """Publish again the job of a claim whose publish was never confirmed (its spool died,
         or NATS went away, in between); JetStream drops it if the first one did arrive."""
+        if not entry.open_recipients:
+            return 0  # nothing left to deliver: the delivering timeout settles it
         mlog = logs.for_message(log, entry.id)
         mlog.warning(
             "attempt %d was claimed but its job never confirmed: publishing it again",
@@ -204,10 +215,10 @@ class Scheduler:
             if not (
                 current.state == queue.State.DELIVERING
                 and current.attempts == claim.attempts
-                and current.next_attempt is not None
+                and current.lease_until is not None
             ):
                 return None  # the outcome is in already, or another replica confirmed it
-            return current.model_copy(update={"next_attempt": None})
+            return current.model_copy(update={"lease_until": None})
 
         try:
             await self.records.update(claim.id, confirm)
@@ -237,6 +248,7 @@ class Scheduler:
                             self.settings, attempts=current.attempts, now=now
                         ),
                         "last_reply": "451 4.4.0 Attempt timed out without a result",
+                        "lease_until": None,
                         "updated_at": now,
                     }
                 )

@@ -1,0 +1,91 @@
+"""An `attempted` event handled twice (its first handling queued the DSN, then could not write
+the record) queues one DSN: one queue id, one body in the bucket, whatever the clock says."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from nats.aio.msg import Msg
+
+from empath.core import errors, events, names, queue
+from empath.spool import notices, outcomes
+from tests.unit.spool.samples import MESSAGE_ID, attempted, config, entry, result
+from tests.unit.spool.test_dsn import ORIGINAL
+from tests.unit.spool.test_notices import Bus, Objects
+
+FAILED = "550 5.1.1 <bob@example.com>: No such user"
+
+
+class Records:
+    """The queue record; the first write fails as NATS going away would (the event is nak'd
+    and comes again)."""
+
+    def __init__(self, stored: queue.Entry) -> None:
+        self.stored = stored
+        self.writes_to_fail = 1
+
+    async def get(self, message_id: str) -> queue.Entry:
+        return self.stored
+
+    async def update(
+        self, message_id: str, change: Callable[[queue.Entry], queue.Entry | None]
+    ) -> tuple[queue.Entry, queue.Entry] | None:
+        after = change(self.stored)
+        if after is None:
+            return None
+        if self.writes_to_fail:
+            self.writes_to_fail -= 1
+            raise errors.BusUnavailable("cannot update: no NATS")
+        before, self.stored = self.stored, after
+        return before, after
+
+
+class Bucket(Objects):
+    async def delete(self, key: str) -> None:
+        del self.bodies[key]
+
+
+class Clock(datetime):
+    """The wall clock, a minute later at every look."""
+
+    ticks = 0
+
+    @classmethod
+    def now(cls, tz: Any = None) -> Clock:
+        cls.ticks += 1
+        return cls(2026, 3, 2, 12, 0, tzinfo=UTC) + timedelta(minutes=cls.ticks)  # type: ignore[return-value]
+
+
+def msg(event: events.Attempted) -> Msg:
+    return Msg(_client=None, subject=names.ATTEMPTED_SUBJECT, data=event.model_dump_json().encode())  # type: ignore[arg-type]
+
+
+async def test_an_outcome_handled_twice_at_different_times_queues_one_bounce(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(outcomes, "datetime", Clock, raising=False)
+    message = entry("bob@example.com")
+    records, bus, bucket = Records(message), Bus(), Bucket(**{message.body_key: ORIGINAL})
+    handler = outcomes.Outcomes(
+        settings=config(),
+        records=records,  # type: ignore[arg-type]
+        objects=bucket,  # type: ignore[arg-type]
+        notices=notices.Notices(settings=config(), bus=bus, objects=bucket),  # type: ignore[arg-type]
+    )
+    event = attempted(1, result("bob@example.com", "failed", FAILED))
+
+    with pytest.raises(errors.BusUnavailable):
+        await handler.handle(msg(event))
+    await handler.handle(msg(event))
+
+    [(subject, bounce)] = bus.published.values()
+    assert subject == names.RECEIVED_SUBJECT
+    assert isinstance(bounce, events.Received)
+    assert [r.address for r in bounce.envelope.recipients] == ["alice@example.org"]
+    dsn_bodies = [key for key in bucket.bodies if MESSAGE_ID not in key]
+    assert dsn_bodies == [bounce.body_key]
+    assert records.stored.state == queue.State.FAILED
+    assert message.body_key not in bucket.bodies  # the original went once the record said so
