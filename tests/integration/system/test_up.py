@@ -16,6 +16,8 @@ from pathlib import Path
 import nats
 import pytest
 
+from empath.core import natsauth
+from empath.core import up as up_module
 from tests import servers
 from tests.waiting import eventually
 
@@ -85,8 +87,16 @@ def up_env(tmp_path: Path) -> Iterator[tuple[dict[str, str], dict[str, int]]]:
     return env, ports
 
 
-async def queue_state(nats_port: int) -> dict[str, object]:
-    nc = await nats.connect(f"nats://127.0.0.1:{nats_port}")
+async def queue_state(nats_port: int, data_dir: Path) -> dict[str, object]:
+    """Ask the spool as the control service does, with the credentials `empath up` made."""
+    nc = await nats.connect(
+        f"nats://127.0.0.1:{nats_port}",
+        user="control",
+        password=natsauth.password_file(up_module.credentials_dir(data_dir), "control")
+        .read_text()
+        .strip(),
+        inbox_prefix=natsauth.inbox_prefix("control"),
+    )
     try:
         counts = await nc.request("empath.api.queue.counts", b"{}", timeout=10)
         listed = await nc.request("empath.api.queue.list", b"{}", timeout=10)
@@ -138,7 +148,7 @@ async def test_up_runs_the_system_and_a_restart_finds_the_queue_as_it_was(
     )
     assert queue_id in listed.stdout, listed.stderr
     state = await eventually(
-        lambda: queue_state(ports["nats"]),
+        lambda: queue_state(ports["nats"], tmp_path / "data"),
         until=lambda state: state["counts"]["deferred"] == 1,  # type: ignore[index]
         what="the message to be deferred",
         timeout=20,
@@ -155,7 +165,7 @@ async def test_up_runs_the_system_and_a_restart_finds_the_queue_as_it_was(
 
     restarted = Up(env, tmp_path / "data")
     await asyncio.to_thread(restarted.start)
-    again = await queue_state(ports["nats"])
+    again = await queue_state(ports["nats"], tmp_path / "data")
     assert again["items"] == state["items"]
     assert await asyncio.to_thread(restarted.stop, signal.SIGINT) == 0
 
