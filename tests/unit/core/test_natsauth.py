@@ -132,3 +132,20 @@ def test_a_password_and_a_password_file_together_are_refused(tmp_path: Path) -> 
         )
     loaded = settings.load(environment=False, nats_user="spool", nats_password_file=secret)
     assert loaded.nats_secret() == "from-a-secret"
+
+
+def test_the_module_makes_the_credentials_for_running_the_services_yourself(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert natsauth.main([str(tmp_path)]) == 0
+    config = json.loads((tmp_path / "nats-server.conf").read_text())
+    spool = natsauth.password_file(tmp_path, "spool").read_text().strip()
+    assert {"user": "spool", "password": spool} == {
+        k: v
+        for u in config["authorization"]["users"]
+        if u["user"] == "spool"
+        for k, v in u.items()
+        if k in ("user", "password")
+    }
+    assert f"--config {tmp_path / 'nats-server.conf'}" in capsys.readouterr().out
+    assert natsauth.main([]) == 2

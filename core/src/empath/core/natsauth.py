@@ -45,6 +45,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,3 +217,21 @@ def write_server_config(path: Path, passwords: dict[str, str]) -> Path:
         json.dump({"authorization": authorization(passwords)}, out, indent=2)
     path.chmod(0o600)
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m empath.core.natsauth DIR`: the passwords and nats-server config of `empath up`
+    made in DIR, for running the services (and NATS) yourself; existing passwords are kept."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m empath.core.natsauth DIRECTORY", file=sys.stderr)
+        return 2
+    directory = Path(args[0])
+    config = write_server_config(directory / "nats-server.conf", ensure_passwords(directory))
+    print(f"nats-server --config {config}; each service: EMPATH_NATS_USER=<role> ", end="")
+    print(f"EMPATH_NATS_PASSWORD_FILE={directory}/{PASSWORD_FILE.format(user='<role>')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
