@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import nats
 import nats.errors
 import nats.js.errors
 import pytest
+import trustme
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
@@ -109,6 +111,48 @@ async def test_an_anonymous_client_or_a_wrong_password_is_refused(
     connected = await bus.connect(right, name="ingress")
     assert connected.nc.is_connected
     await connected.close()
+
+
+async def test_a_service_connects_over_tls_verifying_the_server_with_the_given_ca(
+    secure_nats: tuple[str, Path], tmp_path: Path
+) -> None:
+    _, credentials = secure_nats
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    ca_file, cert_file, key_file = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    leaf.cert_chain_pems[0].write_to_path(str(cert_file))
+    leaf.private_key_pem.write_to_path(str(key_file))
+    port = servers.free_port()
+    argv = up.nats_argv(
+        host="127.0.0.1",
+        port=port,
+        store_dir=tmp_path / "tls-js",
+        config=credentials / "nats-server.conf",
+    )
+    argv += ["--tls", "--tlscert", str(cert_file), "--tlskey", str(key_file)]
+    with servers.running(argv, port, tmp_path / "nats-tls.log"):
+        config = settings.Settings(
+            nats_url=f"tls://127.0.0.1:{port}",
+            nats_tls_ca=ca_file,
+            nats_user="ingress",
+            nats_password_file=natsauth.password_file(credentials, "ingress"),
+        )
+        # Without the CA the server's certificate is not trusted: no connection.
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await nats.connect(
+                f"tls://127.0.0.1:{port}",
+                user="ingress",
+                password=config.nats_secret() or "",
+                allow_reconnect=False,
+                connect_timeout=5,
+            )
+        connected = await bus.connect(config, name="ingress")
+        try:
+            ack = await connected.js.publish(names.RECEIVED_SUBJECT, b"{}")
+            assert ack.stream == names.RECEIVED_STREAM.name
+        finally:
+            await connected.close()
 
 
 FORGED_EVENTS = [
