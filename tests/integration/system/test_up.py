@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import nats
+import nats.errors
 import pytest
 
 from empath.core import natsauth
@@ -163,10 +164,17 @@ async def test_up_runs_the_system_and_a_restart_finds_the_queue_as_it_was(
     for port in ports.values():
         assert port_is_closed(port), f"port {port} still open after shutdown"
 
+    credentials = up_module.credentials_dir(tmp_path / "data")
+    passwords = {path.name: path.read_text() for path in credentials.glob("*.password")}
     restarted = Up(env, tmp_path / "data")
     await asyncio.to_thread(restarted.start)
     again = await queue_state(ports["nats"], tmp_path / "data")
     assert again["items"] == state["items"]
+    # The NATS credentials were kept, private, and NATS takes no anonymous client.
+    assert {path.name: path.read_text() for path in credentials.glob("*.password")} == passwords
+    assert {oct(path.stat().st_mode & 0o777) for path in credentials.iterdir()} == {"0o600"}
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        await nats.connect(f"nats://127.0.0.1:{ports['nats']}", allow_reconnect=False)
     assert await asyncio.to_thread(restarted.stop, signal.SIGINT) == 0
 
 
