@@ -24,6 +24,7 @@ import pytest
 import trustme
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js.api import StreamConfig, StreamSource
 
 from empath.core import addresses, bus, errors, names, natsauth, services, settings, store, up
 from empath.spool import records
@@ -95,8 +96,9 @@ async def stored(admin: Peer, stream: str) -> int:
 
 
 async def test_an_anonymous_client_or_a_wrong_password_is_refused(
-    secure_nats: tuple[str, Path], tmp_path: Path
+    secure_nats: tuple[str, Path], peer: Callable[[str], Awaitable[Peer]], tmp_path: Path
 ) -> None:
+    # (`peer` has made the streams, as `empath up` does before the services start.)
     url, credentials = secure_nats
     with pytest.raises(nats.errors.Error, match="Authorization Violation"):
         await nats.connect(url, allow_reconnect=False)
@@ -135,19 +137,19 @@ async def test_a_service_connects_over_tls_verifying_the_server_with_the_given_c
         config = settings.Settings(
             nats_url=f"tls://127.0.0.1:{port}",
             nats_tls_ca=ca_file,
-            nats_user="ingress",
-            nats_password_file=natsauth.password_file(credentials, "ingress"),
+            nats_user="spool",
+            nats_password_file=natsauth.password_file(credentials, "spool"),
         )
         # Without the CA the server's certificate is not trusted: no connection.
         with pytest.raises(ssl.SSLCertVerificationError):
             await nats.connect(
                 f"tls://127.0.0.1:{port}",
-                user="ingress",
+                user="spool",
                 password=config.nats_secret() or "",
                 allow_reconnect=False,
                 connect_timeout=5,
             )
-        connected = await bus.connect(config, name="ingress")
+        connected = await bus.connect(config, name="spool")
         try:
             ack = await connected.js.publish(names.RECEIVED_SUBJECT, b"{}")
             assert ack.stream == names.RECEIVED_STREAM.name
@@ -292,6 +294,26 @@ async def test_delivery_consumes_jobs_but_not_received_mail(
         )
 
 
+async def test_no_role_but_the_spool_creates_or_changes_a_stream(
+    peer: Callable[[str], Awaitable[Peer]],
+) -> None:
+    ingress, delivery, admin = await peer("ingress"), await peer("delivery"), await peer("admin")
+    # A stream of one's own that copies received mail would let one read it there.
+    spy = StreamConfig(name="SPY", sources=[StreamSource(name=names.RECEIVED_STREAM.name)])
+    with pytest.raises(nats.errors.TimeoutError):
+        await ingress.js.add_stream(spy)
+    await ingress.refused("$JS.API.STREAM.CREATE.SPY")
+    widened = StreamConfig(
+        name=names.ATTEMPTED_STREAM.name, subjects=[names.ATTEMPTED_SUBJECT, "empath.spy"]
+    )
+    with pytest.raises(nats.errors.TimeoutError):
+        await delivery.js.update_stream(widened)
+    streams = {info.config.name for info in await admin.js.streams_info()}
+    assert "SPY" not in streams
+    info = await admin.js.stream_info(names.ATTEMPTED_STREAM.name)
+    assert info.config.subjects == [names.ATTEMPTED_SUBJECT]
+
+
 async def test_a_message_is_relayed_with_each_service_on_its_own_credentials(
     secure_nats: tuple[str, Path],
     make_settings: Callable[..., settings.Settings],
@@ -321,6 +343,7 @@ async def test_a_message_is_relayed_with_each_service_on_its_own_credentials(
         if not waiting:
             ready.set()
 
+    await up.prepare(up.role_settings(config, natsauth.ADMIN, credentials))
     runtime = services.Runtime(settings=config, on_ready=on_ready)
     mains = up.as_roles({n: services.discover()[n] for n in only}, runtime, credentials)
     task = asyncio.create_task(services.run_all(mains, runtime))

@@ -149,3 +149,19 @@ def test_the_module_makes_the_credentials_for_running_the_services_yourself(
     }
     assert f"--config {tmp_path / 'nats-server.conf'}" in capsys.readouterr().out
     assert natsauth.main([]) == 2
+
+
+def test_streams_are_created_by_the_spool_and_buckets_by_their_owners() -> None:
+    creators = {
+        f"$JS.API.STREAM.CREATE.{names.RECEIVED_STREAM.name}": {"spool"},
+        f"$JS.API.STREAM.UPDATE.{names.JOBS_STREAM.name}": {"spool"},
+        f"$JS.API.STREAM.CREATE.KV_{names.QUEUE_BUCKET}": {"spool"},
+        f"$JS.API.STREAM.CREATE.KV_{names.FLAGS_BUCKET}": {"spool"},
+        f"$JS.API.STREAM.CREATE.KV_{names.DNS_BUCKET}": {"delivery"},
+        f"$JS.API.STREAM.CREATE.KV_{names.OVERRIDES_BUCKET}": {"control"},
+        f"$JS.API.STREAM.CREATE.KV_{names.SERVICES_BUCKET}": set(natsauth.ROLES),
+        "$JS.API.STREAM.CREATE.SPY": set(),
+        f"$JS.API.STREAM.DELETE.{names.RECEIVED_STREAM.name}": set(),
+    }
+    for subject, roles in creators.items():
+        assert {role for role in natsauth.ROLES if allowed(role, subject)} == roles, subject

@@ -220,7 +220,11 @@ def _tls(settings: Settings) -> ssl.SSLContext | None:
 
 
 async def ensure_streams(js: JetStreamContext) -> None:
-    """Create or update every stream of `names.STREAMS` (idempotent, safe to race)."""
+    """Create or update every stream of `names.STREAMS` (idempotent, safe to race).
+
+    A stream already as wanted is left alone: only the spool (and the admin) may create or
+    change streams (README "Security"), so the other roles just look them up; when one is
+    missing or differs, they log it and go on, and the spool puts it right."""
     for spec in names.STREAMS:
         config = StreamConfig(
             name=spec.name,
@@ -231,13 +235,29 @@ async def ensure_streams(js: JetStreamContext) -> None:
             duplicate_window=spec.duplicate_window_seconds,
         )
         try:
-            await js.add_stream(config)
-        except nats.js.errors.BadRequestError:
+            found: StreamConfig | None = (await js.stream_info(spec.name)).config
+        except nats.js.errors.NotFoundError:
+            found = None
+        if found is not None and _same_stream(found, config):
+            continue
+        try:
             try:
+                await js.add_stream(config)
+            except nats.js.errors.BadRequestError:
                 await js.update_stream(config)
-            except nats.errors.TimeoutError:
-                # Only the spool may change a stream (README "Security"); it will.
-                log.warning("stream %s differs but was left as it is: not allowed", spec.name)
+        except nats.errors.TimeoutError:
+            # A refused request gets no answer: this role may not create or change streams.
+            log.warning("stream %s is missing or differs; not allowed to fix it", spec.name)
+
+
+def _same_stream(found: StreamConfig, wanted: StreamConfig) -> bool:
+    return (
+        sorted(found.subjects or []) == sorted(wanted.subjects or [])
+        and found.retention == wanted.retention
+        and found.storage == wanted.storage
+        and round(found.max_age or 0) == round(wanted.max_age or 0)
+        and round(found.duplicate_window) == round(wanted.duplicate_window)
+    )
 
 
 async def consume(

@@ -17,11 +17,15 @@ the Secret, then a config reload (SIGHUP) of nats-server and a restart of that r
 
 The roles (subject names from `names`):
 
-- every role: the JetStream API to look up (`STREAM.INFO`) and create (`STREAM.CREATE`, which
-  cannot change an existing stream) the three streams, its own heartbeat keys in the services
-  bucket (`$KV.empath_services.<role>.>`), and replies on its own inbox prefix `_INBOX_<role>`
-  (`bus.connect` sets it): with one shared `_INBOX.>` any role could read every other role's
-  replies, the queue API's answers included.
+- every role: the JetStream API to look up (`STREAM.INFO`) the three streams, its own
+  heartbeat keys in the services bucket (`$KV.empath_services.<role>.>`), and replies on its
+  own inbox prefix `_INBOX_<role>` (`bus.connect` sets it): with one shared `_INBOX.>` any role
+  could read every other role's replies, the queue API's answers included.
+- creating streams: the spool creates and updates the three event streams, and each bucket is
+  created by its owner (queue and flags: spool; DNS cache: delivery; overrides: control; the
+  services bucket: any role, as any may start first). Nobody else: whoever may create a stream
+  may make it a copy (`sources`) of any other, and read it there. `empath up` creates them
+  all as admin before starting the services, so on it no role ever creates one.
 - ingress: publishes `empath.received`. Nothing else.
 - spool: consumes `received` and `attempted` (its two durable consumers only), publishes jobs
   and `received` (the DSNs it generates go through the same path as any message), owns the
@@ -72,9 +76,7 @@ def inbox_prefix(user: str | None) -> str:
 
 
 def _streams() -> list[str]:
-    return [
-        f"{API}.STREAM.{verb}.{spec.name}" for spec in names.STREAMS for verb in ("INFO", "CREATE")
-    ]
+    return [f"{API}.STREAM.INFO.{spec.name}" for spec in names.STREAMS]
 
 
 def _consume(stream: names.StreamSpec, durable: str) -> list[str]:
@@ -91,7 +93,13 @@ def _consume(stream: names.StreamSpec, durable: str) -> list[str]:
 
 
 def _kv_open(bucket: str) -> list[str]:
-    return [f"{API}.STREAM.INFO.KV_{bucket}", f"{API}.STREAM.CREATE.KV_{bucket}"]
+    return [f"{API}.STREAM.INFO.KV_{bucket}"]
+
+
+def _kv_create(bucket: str) -> list[str]:
+    """The owner of a bucket creates it the first time. Only the owner: whoever may create a
+    stream may make it a copy of any other stream (`sources`), and so read that one."""
+    return [f"{API}.STREAM.CREATE.KV_{bucket}"]
 
 
 def _kv_read(bucket: str) -> list[str]:
@@ -116,7 +124,12 @@ def _kv_write(bucket: str, keys: str = ">") -> list[str]:
 def _role(
     role: str, publish: list[str], subscribe: list[str], *, allow_responses: bool = False
 ) -> Permissions:
-    common = [*_streams(), *_kv_write(names.SERVICES_BUCKET, f"{role}.>")]
+    common = [
+        *_streams(),
+        *_kv_write(names.SERVICES_BUCKET, f"{role}.>"),
+        # Every role may be the first to start; `empath up` creates the bucket before them.
+        *_kv_create(names.SERVICES_BUCKET),
+    ]
     return Permissions(
         publish=tuple(dict.fromkeys([*common, *publish])),
         subscribe=(f"{inbox_prefix(role)}.>", *subscribe),
@@ -133,13 +146,15 @@ PERMISSIONS: dict[str, Permissions] = {
         [
             names.RECEIVED_SUBJECT,
             names.JOBS_SUBJECT,
-            *(f"{API}.STREAM.UPDATE.{spec.name}" for spec in names.STREAMS),
+            *(f"{API}.STREAM.{v}.{s.name}" for s in names.STREAMS for v in ("CREATE", "UPDATE")),
             *_consume(names.RECEIVED_STREAM, names.SPOOL_RECEIVED_CONSUMER),
             *_consume(names.ATTEMPTED_STREAM, names.SPOOL_ATTEMPTED_CONSUMER),
             *_kv_read(names.QUEUE_BUCKET),
             *_kv_write(names.QUEUE_BUCKET),
+            *_kv_create(names.QUEUE_BUCKET),
             *_kv_read(names.FLAGS_BUCKET),
             *_kv_write(names.FLAGS_BUCKET),
+            *_kv_create(names.FLAGS_BUCKET),
         ],
         [QUEUE_API],
         allow_responses=True,
@@ -151,6 +166,7 @@ PERMISSIONS: dict[str, Permissions] = {
             *_consume(names.JOBS_STREAM, names.DELIVERY_JOBS_CONSUMER),
             *_kv_read(names.DNS_BUCKET),
             *_kv_write(names.DNS_BUCKET),
+            *_kv_create(names.DNS_BUCKET),
             *_kv_read(names.FLAGS_BUCKET),
             *_kv_read(names.OVERRIDES_BUCKET),
         ],
@@ -166,6 +182,7 @@ PERMISSIONS: dict[str, Permissions] = {
             *_kv_write(names.DNS_BUCKET),
             *_kv_read(names.OVERRIDES_BUCKET),
             *_kv_write(names.OVERRIDES_BUCKET),
+            *_kv_create(names.OVERRIDES_BUCKET),
         ],
         [],
     ),

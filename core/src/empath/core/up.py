@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from empath.core import addresses, errors, natsauth, services
+from empath.core import addresses, bus, errors, names, natsauth, services
 from empath.core.settings import Settings
 
 log = logging.getLogger("empath.core.up")
@@ -256,9 +256,28 @@ async def up(settings: Settings, *, announce: bool = True) -> None:
                 return
             runtime.settings = effective
             if "nats_url" not in settings.model_fields_set:
-                mains = as_roles(mains, runtime, credentials_dir(effective.data_dir.resolve()))
+                credentials = credentials_dir(effective.data_dir.resolve())
+                await prepare(role_settings(effective, natsauth.ADMIN, credentials))
+                mains = as_roles(mains, runtime, credentials)
             await services.run_all(mains, runtime)
     log.info("stopped")
+
+
+async def prepare(admin: Settings) -> None:
+    """As the admin user, every stream and KV bucket, before any service starts: then no role
+    needs to create one (README "Security")."""
+    connection = await bus.connect(admin, name="up")
+    try:
+        for bucket in (
+            names.QUEUE_BUCKET,
+            names.FLAGS_BUCKET,
+            names.DNS_BUCKET,
+            names.OVERRIDES_BUCKET,
+        ):
+            await connection.key_value(bucket)
+        await connection.key_value(names.SERVICES_BUCKET, ttl=names.HEARTBEAT_TTL_SECONDS)
+    finally:
+        await connection.close()
 
 
 def role_settings(settings: Settings, role: str, credentials: Path) -> Settings:
