@@ -233,7 +233,7 @@ class Settings(BaseSettings):
         return self
 
     def nats_secret(self) -> str | None:
-        """The NATS password, read from its file at each call (a rotated Secret is seen)."""
+        """The NATS password, read from its file when called (`bus.connect`, at start)."""
         if self.nats_password is not None:
             return self.nats_password.get_secret_value()
         if self.nats_password_file is not None:
