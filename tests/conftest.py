@@ -45,6 +45,13 @@ def nats_url(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
+def secure_nats(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A nats-server with a user per role (`natsauth`): its URL and the password files."""
+    with servers.secure_nats(tmp_path / "secure-nats") as found:
+        yield found
+
+
+@pytest.fixture
 def restartable_nats(tmp_path: Path) -> Iterator[servers.RestartableNats]:
     """A nats-server the test may stop and start again (for tests of a NATS restart)."""
     server = servers.RestartableNats(tmp_path)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from empath.core import up
+from empath.core import natsauth, up
 from tests.waiting import eventually
 
 
@@ -84,6 +84,19 @@ def nats_process(directory: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]
 def nats_server(directory: Path) -> Iterator[str]:
     with nats_process(directory) as (url, _):
         yield url
+
+
+@contextlib.contextmanager
+def secure_nats(directory: Path) -> Iterator[tuple[str, Path]]:
+    """A nats-server with Empath's users and permissions, as `empath up` starts it: its URL
+    and the directory of each role's password file."""
+    credentials = directory / "credentials"
+    passwords = natsauth.ensure_passwords(credentials)
+    config = natsauth.write_server_config(credentials / "nats-server.conf", passwords)
+    port = free_port()
+    argv = up.nats_argv(host="127.0.0.1", port=port, store_dir=directory / "js", config=config)
+    with running(argv, port, directory / "nats-secure.log"):
+        yield f"nats://127.0.0.1:{port}", credentials
 
 
 S3_ACCESS_KEY = "empath-test"

@@ -14,8 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import nats
+import nats.errors
 import pytest
 
+from empath.core import natsauth
+from empath.core import up as up_module
 from tests import servers
 from tests.waiting import eventually
 
@@ -85,8 +88,16 @@ def up_env(tmp_path: Path) -> Iterator[tuple[dict[str, str], dict[str, int]]]:
     return env, ports
 
 
-async def queue_state(nats_port: int) -> dict[str, object]:
-    nc = await nats.connect(f"nats://127.0.0.1:{nats_port}")
+async def queue_state(nats_port: int, data_dir: Path) -> dict[str, object]:
+    """Ask the spool as the control service does, with the credentials `empath up` made."""
+    nc = await nats.connect(
+        f"nats://127.0.0.1:{nats_port}",
+        user="control",
+        password=natsauth.password_file(up_module.credentials_dir(data_dir), "control")
+        .read_text()
+        .strip(),
+        inbox_prefix=natsauth.inbox_prefix("control"),
+    )
     try:
         counts = await nc.request("empath.api.queue.counts", b"{}", timeout=10)
         listed = await nc.request("empath.api.queue.list", b"{}", timeout=10)
@@ -138,7 +149,7 @@ async def test_up_runs_the_system_and_a_restart_finds_the_queue_as_it_was(
     )
     assert queue_id in listed.stdout, listed.stderr
     state = await eventually(
-        lambda: queue_state(ports["nats"]),
+        lambda: queue_state(ports["nats"], tmp_path / "data"),
         until=lambda state: state["counts"]["deferred"] == 1,  # type: ignore[index]
         what="the message to be deferred",
         timeout=20,
@@ -153,10 +164,17 @@ async def test_up_runs_the_system_and_a_restart_finds_the_queue_as_it_was(
     for port in ports.values():
         assert port_is_closed(port), f"port {port} still open after shutdown"
 
+    credentials = up_module.credentials_dir(tmp_path / "data")
+    passwords = {path.name: path.read_text() for path in credentials.glob("*.password")}
     restarted = Up(env, tmp_path / "data")
     await asyncio.to_thread(restarted.start)
-    again = await queue_state(ports["nats"])
+    again = await queue_state(ports["nats"], tmp_path / "data")
     assert again["items"] == state["items"]
+    # The NATS credentials were kept, private, and NATS takes no anonymous client.
+    assert {path.name: path.read_text() for path in credentials.glob("*.password")} == passwords
+    assert {oct(path.stat().st_mode & 0o777) for path in credentials.iterdir()} == {"0o600"}
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        await nats.connect(f"nats://127.0.0.1:{ports['nats']}", allow_reconnect=False)
     assert await asyncio.to_thread(restarted.stop, signal.SIGINT) == 0
 
 

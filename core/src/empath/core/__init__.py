@@ -15,6 +15,7 @@ __all__ = [
     "kubenames",
     "logs",
     "names",
+    "natsauth",
     "periodic",
     "queries",
     "queue",

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from nats.js.api import (
 )
 from nats.js.kv import KeyValue
 
-from empath.core import errors, events, ids, logs, names, periodic, telemetry
+from empath.core import errors, events, ids, logs, names, natsauth, periodic, telemetry
 from empath.core.settings import Settings
 
 log = logging.getLogger("empath.core.bus")
@@ -144,22 +145,53 @@ async def connect(settings: Settings, *, name: str, retry: bool = True) -> Bus:
     async def reconnected() -> None:
         log.info("reconnected to NATS")
 
-    async def error(e: Exception) -> None:
-        log.debug("NATS: %r", e)
+    refused: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
+    async def error(e: Exception) -> None:
+        text = str(e).lower()
+        if "authorization violation" in text:
+            if not refused.done():
+                refused.set_result(e)
+            log.error("NATS refused the credentials of %r: %s", settings.nats_user, e)
+        elif "permissions violation" in text:
+            # What a forged publish from this role, or a role with too few rights, looks like.
+            log.warning("NATS refused: %s", e)
+        else:
+            log.debug("NATS: %r", e)
+
+    credentials: dict[str, Any] = {}
+    if settings.nats_user:
+        credentials = {"user": settings.nats_user, "password": settings.nats_secret() or ""}
+    options: dict[str, Any] = {
+        "servers": [url.strip() for url in settings.nats_url.split(",")],
+        "name": f"empath-{name}",
+        "connect_timeout": int(max(1, settings.nats_connect_timeout)),
+        "reconnect_time_wait": settings.nats_reconnect_wait,
+        "max_reconnect_attempts": -1,
+        "disconnected_cb": disconnected,
+        "reconnected_cb": reconnected,
+        "error_cb": error,
+        "inbox_prefix": natsauth.inbox_prefix(settings.nats_user),
+        "tls": _tls(settings),
+        **credentials,
+    }
     delay = 0.5
     while True:
-        try:
-            nc = await nats.connect(
-                servers=[url.strip() for url in settings.nats_url.split(",")],
-                name=f"empath-{name}",
-                connect_timeout=int(max(1, settings.nats_connect_timeout)),
-                reconnect_time_wait=settings.nats_reconnect_wait,
-                max_reconnect_attempts=-1,
-                disconnected_cb=disconnected,
-                reconnected_cb=reconnected,
-                error_cb=error,
+        # nats.py retries a refused login for ever; a wrong credential stops the service.
+        connecting = asyncio.create_task(nats.connect(**options))
+        await asyncio.wait({connecting, refused}, return_when=asyncio.FIRST_COMPLETED)
+        if refused.done():
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, nats.errors.Error, OSError):
+                nc = await connecting
+                await nc.close()
+            raise errors.ConfigurationError(
+                f"NATS at {settings.nats_url} refused the credentials of "
+                f"{settings.nats_user or 'an anonymous client'}: check EMPATH_NATS_USER and "
+                "EMPATH_NATS_PASSWORD (or EMPATH_NATS_PASSWORD_FILE)"
             )
+        try:
+            nc = connecting.result()
             break
         except (nats.errors.Error, OSError) as e:
             if not retry:
@@ -176,8 +208,25 @@ async def connect(settings: Settings, *, name: str, retry: bool = True) -> Bus:
     return bus
 
 
+def _tls(settings: Settings) -> ssl.SSLContext | None:
+    """TLS to NATS when a CA is given or a URL says `tls://` (client certificate optional)."""
+    wanted = settings.nats_tls_ca is not None or "tls://" in settings.nats_url
+    if not wanted:
+        return None
+    context = ssl.create_default_context(
+        cafile=str(settings.nats_tls_ca) if settings.nats_tls_ca else None
+    )
+    if settings.nats_tls_cert is not None and settings.nats_tls_key is not None:
+        context.load_cert_chain(str(settings.nats_tls_cert), str(settings.nats_tls_key))
+    return context
+
+
 async def ensure_streams(js: JetStreamContext) -> None:
-    """Create or update every stream of `names.STREAMS` (idempotent, safe to race)."""
+    """Create or update every stream of `names.STREAMS` (idempotent, safe to race).
+
+    A stream already as wanted is left alone: only the spool (and the admin) may create or
+    change streams (README "Security"), so the other roles just look them up; when one is
+    missing or differs, they log it and go on, and the spool puts it right."""
     for spec in names.STREAMS:
         config = StreamConfig(
             name=spec.name,
@@ -188,9 +237,29 @@ async def ensure_streams(js: JetStreamContext) -> None:
             duplicate_window=spec.duplicate_window_seconds,
         )
         try:
-            await js.add_stream(config)
-        except nats.js.errors.BadRequestError:
-            await js.update_stream(config)
+            found: StreamConfig | None = (await js.stream_info(spec.name)).config
+        except nats.js.errors.NotFoundError:
+            found = None
+        if found is not None and _same_stream(found, config):
+            continue
+        try:
+            try:
+                await js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                await js.update_stream(config)
+        except nats.errors.TimeoutError:
+            # A refused request gets no answer: this role may not create or change streams.
+            log.warning("stream %s is missing or differs; not allowed to fix it", spec.name)
+
+
+def _same_stream(found: StreamConfig, wanted: StreamConfig) -> bool:
+    return (
+        sorted(found.subjects or []) == sorted(wanted.subjects or [])
+        and found.retention == wanted.retention
+        and found.storage == wanted.storage
+        and round(found.max_age or 0) == round(wanted.max_age or 0)
+        and round(found.duplicate_window) == round(wanted.duplicate_window)
+    )
 
 
 async def consume(

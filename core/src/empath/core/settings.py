@@ -198,6 +198,42 @@ class Settings(BaseSettings):
     # for the calls made with its token (read by the control service at start).
     control_tokens_file: Path | None = None
 
+    # NATS credentials of this service (README "Security"): its NATS user and password, the
+    # password from a file (a Kubernetes Secret), and TLS to NATS (a CA, optionally a client
+    # certificate). Unset user: anonymous, as a NATS without authorization expects.
+    nats_user: str | None = None
+    nats_password: SecretStr | None = None
+    nats_password_file: Path | None = None
+    nats_tls_ca: Path | None = None
+    nats_tls_cert: Path | None = None
+    nats_tls_key: Path | None = None
+
+    @model_validator(mode="after")
+    def _nats_credentials(self) -> Settings:
+        for name in ("nats_password_file", "nats_tls_ca", "nats_tls_cert", "nats_tls_key"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{ENV_PREFIX}{name.upper()}: no such file: {path}")
+        if self.nats_password is not None and self.nats_password_file is not None:
+            raise ValueError(
+                f"{ENV_PREFIX}NATS_PASSWORD and {ENV_PREFIX}NATS_PASSWORD_FILE: set one, not both"
+            )
+        if (self.nats_password or self.nats_password_file) and not self.nats_user:
+            raise ValueError(f"{ENV_PREFIX}NATS_USER: needed with a NATS password")
+        if (self.nats_tls_cert is None) != (self.nats_tls_key is None):
+            raise ValueError(
+                f"{ENV_PREFIX}NATS_TLS_CERT and {ENV_PREFIX}NATS_TLS_KEY must be set together"
+            )
+        return self
+
+    def nats_secret(self) -> str | None:
+        """The NATS password, read from its file when called (`bus.connect`, at start)."""
+        if self.nats_password is not None:
+            return self.nats_password.get_secret_value()
+        if self.nats_password_file is not None:
+            return self.nats_password_file.read_text().strip()
+        return None
+
     @model_validator(mode="after")
     def _trusted_share(self) -> Settings:
         """The open-relay guard on the union of the trusted networks: `0.0.0.0/1,128.0.0.0/1`

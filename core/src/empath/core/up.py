@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from empath.core import addresses, errors, services
+from empath.core import addresses, bus, errors, names, natsauth, services
 from empath.core.settings import Settings
 
 log = logging.getLogger("empath.core.up")
@@ -107,10 +107,12 @@ async def stop_child(child: Child, *, timeout: float = 15.0) -> None:
         await child.process.wait()
 
 
-def nats_argv(*, host: str, port: int, store_dir: Path) -> list[str]:
-    """The command line of a single-node NATS with JetStream (also used by the tests)."""
+def nats_argv(*, host: str, port: int, store_dir: Path, config: Path | None = None) -> list[str]:
+    """The command line of a single-node NATS with JetStream (also used by the tests); with
+    `config`, the users and permissions of `natsauth` apply."""
     return [
         find_binary("nats-server"),
+        *(["--config", str(config)] if config is not None else []),
         "--jetstream",
         "--store_dir",
         str(store_dir),
@@ -165,9 +167,18 @@ def s3_credentials_env(access_key: str, secret_key: str) -> dict[str, str]:
     return {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
 
 
+def credentials_dir(data: Path) -> Path:
+    """Where `empath up` keeps each role's NATS password (README "Security")."""
+    return data / "credentials"
+
+
 async def start_nats(settings: Settings, data: Path) -> Child:
+    """nats-server with one user per role: the passwords are made once and kept in the data
+    directory; the server config is written again at each start from `natsauth`."""
     host, port = addresses.parse_hostport(settings.up_nats_listen)
-    argv = nats_argv(host=host, port=port, store_dir=data / "nats")
+    passwords = natsauth.ensure_passwords(credentials_dir(data))
+    config = natsauth.write_server_config(credentials_dir(data) / "nats-server.conf", passwords)
+    argv = nats_argv(host=host, port=port, store_dir=data / "nats", config=config)
     child = await spawn("nats", argv, logs=data / "logs", env={})
     await wait_for_port(host, port, child=child)
     return child
@@ -244,5 +255,61 @@ async def up(settings: Settings, *, announce: bool = True) -> None:
             if runtime.stop.is_set():
                 return
             runtime.settings = effective
+            if "nats_url" not in settings.model_fields_set:
+                credentials = credentials_dir(effective.data_dir.resolve())
+                await prepare(role_settings(effective, natsauth.ADMIN, credentials))
+                mains = as_roles(mains, runtime, credentials)
             await services.run_all(mains, runtime)
     log.info("stopped")
+
+
+async def prepare(admin: Settings) -> None:
+    """As the admin user, every stream and KV bucket, before any service starts: then no role
+    needs to create one (README "Security")."""
+    connection = await bus.connect(admin, name="up")
+    try:
+        for bucket in (
+            names.QUEUE_BUCKET,
+            names.FLAGS_BUCKET,
+            names.DNS_BUCKET,
+            names.OVERRIDES_BUCKET,
+        ):
+            await connection.key_value(bucket)
+        await connection.key_value(names.SERVICES_BUCKET, ttl=names.HEARTBEAT_TTL_SECONDS)
+    finally:
+        await connection.close()
+
+
+def role_settings(settings: Settings, role: str, credentials: Path) -> Settings:
+    """The settings of one service: the same, but connecting to NATS as its own user."""
+    return settings.model_copy(
+        update={
+            "nats_user": role,
+            "nats_password": None,
+            "nats_password_file": natsauth.password_file(credentials, role),
+        }
+    )
+
+
+def as_roles(
+    mains: dict[str, services.ServiceMain], runtime: services.Runtime, credentials: Path
+) -> dict[str, services.ServiceMain]:
+    """Each service run with its own NATS credentials (and otherwise the same runtime: one
+    stop signal, one readiness)."""
+
+    def bind(role: str, main: services.ServiceMain) -> services.ServiceMain:
+        own = services.Runtime(
+            settings=role_settings(runtime.settings, role, credentials),
+            stop=runtime.stop,
+            on_ready=runtime.on_ready,
+            checks=runtime.checks,
+        )
+
+        async def run(_: services.Runtime) -> None:
+            await main(own)
+
+        return run
+
+    return {
+        name: bind(name, main) if name in natsauth.ROLES else main for name, main in mains.items()
+    }

@@ -1,0 +1,254 @@
+"""Who may do what on NATS: one user per role, and the subjects each role needs, in one table.
+
+Design. Anyone who reaches an anonymous NATS can forge a `received` (an open relay), a job
+(exfiltration) or an `attempted` (silent loss), call the queue's admin API and rewrite the KV
+buckets. So every service connects as its own NATS user, and the server allows each user
+exactly the subjects its role needs (`permissions { publish { allow }, subscribe { allow } }`);
+everything not allowed is denied, and the server answers a denied publish or subscription with a
+permissions violation that the client logs.
+
+Why users with passwords rather than nkeys or decentralised JWT auth: the whole policy is one
+static server config that `empath up` (and the chart) can write, passwords fit Kubernetes
+Secrets and `_FILE` settings, and nats.py needs no extra native dependency for them. nkeys
+would keep the secret out of the server config, JWTs would allow changes without touching the
+server; both need an nkeys library and (for JWTs) an operator/account tool chain that a
+single-machine `empath up` should not require. Rotation is a new password in the config and
+the Secret, then a config reload (SIGHUP) of nats-server and a restart of that role's pods.
+
+The roles (subject names from `names`):
+
+- every role: the JetStream API to look up (`STREAM.INFO`) the three streams, its own
+  heartbeat keys in the services bucket (`$KV.empath_services.<role>.>`), and replies on its
+  own inbox prefix `_INBOX_<role>` (`bus.connect` sets it): with one shared `_INBOX.>` any role
+  could read every other role's replies, the queue API's answers included.
+- creating streams: the spool creates and updates the three event streams, and each bucket is
+  created by its owner (queue and flags: spool; DNS cache: delivery; overrides: control; the
+  services bucket: any role, as any may start first). Nobody else: whoever may create a stream
+  may make it a copy (`sources`) of any other, and read it there. `empath up` creates them
+  all as admin before starting the services, so on it no role ever creates one.
+- ingress: publishes `empath.received`. Nothing else.
+- spool: consumes `received` and `attempted` (its two durable consumers only), publishes jobs
+  and `received` (the DSNs it generates go through the same path as any message), owns the
+  queue and flags buckets (the only writer of the queue bucket), updates stream configs, and
+  answers the queue API (`empath.api.queue.*`, replies through `allow_responses`).
+- delivery: consumes jobs (its durable consumer only), publishes `empath.delivery.attempted`,
+  reads and writes the DNS cache bucket, reads the flags and the MX overrides, and listens to
+  `empath.dns.invalidate`.
+- control: calls the queue API (the only role that may), publishes `empath.dns.invalidate`,
+  reads the services bucket, reads and clears the DNS cache, reads and writes MX overrides.
+  It may not read any stream of events.
+- admin: everything; no service uses it. It is for the operator's own tools (`nats` CLI) and
+  the tests.
+
+A KV bucket `b` is the stream `KV_b` with subjects `$KV.b.>`: reading is `DIRECT.GET` /
+`STREAM.MSG.GET` and consumers on `KV_b` (keys, watch); writing is publishing to `$KV.b.<key>`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from empath.core import names
+
+API = "$JS.API"
+ROLES = ("ingress", "spool", "delivery", "control")
+ADMIN = "admin"
+PASSWORD_FILE = "nats-{user}.password"
+
+
+@dataclass(frozen=True, slots=True)
+class Permissions:
+    """What one NATS user may publish and subscribe to."""
+
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+    allow_responses: bool = False
+
+
+def inbox_prefix(user: str | None) -> str:
+    """The reply-subject prefix of a user's connection (a role reads only its own replies)."""
+    return "_INBOX" if user is None or user == ADMIN else f"_INBOX_{user}"
+
+
+def _streams() -> list[str]:
+    return [f"{API}.STREAM.INFO.{spec.name}" for spec in names.STREAMS]
+
+
+def _consume(stream: names.StreamSpec, durable: str) -> list[str]:
+    """A durable pull consumer: look it up, create it, fetch from it and ack its messages."""
+    where = f"{stream.name}.{durable}"
+    return [
+        f"{API}.CONSUMER.INFO.{where}",
+        f"{API}.CONSUMER.CREATE.{where}",
+        f"{API}.CONSUMER.CREATE.{where}.>",
+        f"{API}.CONSUMER.DURABLE.CREATE.{where}",
+        f"{API}.CONSUMER.MSG.NEXT.{where}",
+        f"$JS.ACK.{where}.>",
+    ]
+
+
+def _kv_open(bucket: str) -> list[str]:
+    return [f"{API}.STREAM.INFO.KV_{bucket}"]
+
+
+def _kv_create(bucket: str) -> list[str]:
+    """The owner of a bucket creates it the first time. Only the owner: whoever may create a
+    stream may make it a copy of any other stream (`sources`), and so read that one."""
+    return [f"{API}.STREAM.CREATE.KV_{bucket}"]
+
+
+def _kv_read(bucket: str) -> list[str]:
+    stream = f"KV_{bucket}"
+    return [
+        *_kv_open(bucket),
+        f"{API}.DIRECT.GET.{stream}",
+        f"{API}.DIRECT.GET.{stream}.>",
+        f"{API}.STREAM.MSG.GET.{stream}",
+        f"{API}.CONSUMER.CREATE.{stream}",
+        f"{API}.CONSUMER.CREATE.{stream}.>",
+        f"{API}.CONSUMER.INFO.{stream}.>",
+        f"{API}.CONSUMER.DELETE.{stream}.>",
+        f"$JS.FC.{stream}.>",
+    ]
+
+
+def _kv_write(bucket: str, keys: str = ">") -> list[str]:
+    return [*_kv_open(bucket), f"$KV.{bucket}.{keys}"]
+
+
+def _role(
+    role: str, publish: list[str], subscribe: list[str], *, allow_responses: bool = False
+) -> Permissions:
+    common = [
+        *_streams(),
+        *_kv_write(names.SERVICES_BUCKET, f"{role}.>"),
+        # Every role may be the first to start; `empath up` creates the bucket before them.
+        *_kv_create(names.SERVICES_BUCKET),
+    ]
+    return Permissions(
+        publish=tuple(dict.fromkeys([*common, *publish])),
+        subscribe=(f"{inbox_prefix(role)}.>", *subscribe),
+        allow_responses=allow_responses,
+    )
+
+
+QUEUE_API = f"{names.PREFIX}.api.queue.*"
+
+PERMISSIONS: dict[str, Permissions] = {
+    "ingress": _role("ingress", [names.RECEIVED_SUBJECT], []),
+    "spool": _role(
+        "spool",
+        [
+            names.RECEIVED_SUBJECT,
+            names.JOBS_SUBJECT,
+            *(f"{API}.STREAM.{v}.{s.name}" for s in names.STREAMS for v in ("CREATE", "UPDATE")),
+            *_consume(names.RECEIVED_STREAM, names.SPOOL_RECEIVED_CONSUMER),
+            *_consume(names.ATTEMPTED_STREAM, names.SPOOL_ATTEMPTED_CONSUMER),
+            *_kv_read(names.QUEUE_BUCKET),
+            *_kv_write(names.QUEUE_BUCKET),
+            *_kv_create(names.QUEUE_BUCKET),
+            *_kv_read(names.FLAGS_BUCKET),
+            *_kv_write(names.FLAGS_BUCKET),
+            *_kv_create(names.FLAGS_BUCKET),
+        ],
+        [QUEUE_API],
+        allow_responses=True,
+    ),
+    "delivery": _role(
+        "delivery",
+        [
+            names.ATTEMPTED_SUBJECT,
+            *_consume(names.JOBS_STREAM, names.DELIVERY_JOBS_CONSUMER),
+            *_kv_read(names.DNS_BUCKET),
+            *_kv_write(names.DNS_BUCKET),
+            *_kv_create(names.DNS_BUCKET),
+            *_kv_read(names.FLAGS_BUCKET),
+            *_kv_read(names.OVERRIDES_BUCKET),
+        ],
+        [names.DNS_INVALIDATE_SUBJECT],
+    ),
+    "control": _role(
+        "control",
+        [
+            QUEUE_API,
+            names.DNS_INVALIDATE_SUBJECT,
+            *_kv_read(names.SERVICES_BUCKET),
+            *_kv_read(names.DNS_BUCKET),
+            *_kv_write(names.DNS_BUCKET),
+            *_kv_read(names.OVERRIDES_BUCKET),
+            *_kv_write(names.OVERRIDES_BUCKET),
+            *_kv_create(names.OVERRIDES_BUCKET),
+        ],
+        [],
+    ),
+    ADMIN: Permissions(publish=(">",), subscribe=(">",)),
+}
+
+
+def authorization(passwords: dict[str, str]) -> dict[str, object]:
+    """The `authorization` block of a nats-server config: one user per role, with its rights."""
+    users = []
+    for user, password in passwords.items():
+        rights = PERMISSIONS[user]
+        permissions: dict[str, object] = {
+            "publish": {"allow": list(rights.publish)},
+            "subscribe": {"allow": list(rights.subscribe)},
+        }
+        if rights.allow_responses:
+            permissions["allow_responses"] = True
+        users.append({"user": user, "password": password, "permissions": permissions})
+    return {"users": users}
+
+
+def password_file(directory: Path, user: str) -> Path:
+    return directory / PASSWORD_FILE.format(user=user)
+
+
+def ensure_passwords(directory: Path) -> dict[str, str]:
+    """Each role's password, generated into `directory` the first time (files of mode 0600)
+    and read back on later starts, so a restart keeps them."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    passwords = {}
+    for user in (*ROLES, ADMIN):
+        path = password_file(directory, user)
+        if not path.is_file() or not path.read_text().strip():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(32) + "\n")
+        path.chmod(0o600)
+        passwords[user] = path.read_text().strip()
+    return passwords
+
+
+def write_server_config(path: Path, passwords: dict[str, str]) -> Path:
+    """Write a nats-server config (JSON is valid NATS config) holding the users; mode 0600.
+
+    Written at every start from the table above, so a new version's permissions apply."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump({"authorization": authorization(passwords)}, out, indent=2)
+    path.chmod(0o600)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m empath.core.natsauth DIR`: the passwords and nats-server config of `empath up`
+    made in DIR, for running the services (and NATS) yourself; existing passwords are kept."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m empath.core.natsauth DIRECTORY", file=sys.stderr)
+        return 2
+    directory = Path(args[0])
+    config = write_server_config(directory / "nats-server.conf", ensure_passwords(directory))
+    print(f"nats-server --config {config}; each service: EMPATH_NATS_USER=<role> ", end="")
+    print(f"EMPATH_NATS_PASSWORD_FILE={directory}/{PASSWORD_FILE.format(user='<role>')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
