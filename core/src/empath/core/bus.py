@@ -32,10 +32,11 @@ from nats.js.api import (
 )
 from nats.js.kv import KeyValue
 
-from empath.core import errors, events, ids, logs, names, periodic, telemetry
+from empath.core import errors, events, ids, logs, metrics, names, periodic, telemetry
 from empath.core.settings import Settings
 
 log = logging.getLogger("empath.core.bus")
+_tracer = telemetry.tracer("empath.core.bus")
 
 Handler = Callable[[Msg], Awaitable[None]]
 
@@ -75,16 +76,22 @@ class Bus:
             # nats.py would buffer the publish and send it after reconnecting, possibly
             # after we told the SMTP client 451: refuse now instead.
             raise errors.BusUnavailable("not connected to NATS")
-        headers = telemetry.inject({"Nats-Msg-Id": msg_id})
-        try:
-            await self.js.publish(
-                subject,
-                event.model_dump_json().encode(),
-                timeout=self.publish_timeout,
-                headers=headers,
-            )
-        except (nats.errors.Error, nats.js.errors.Error, OSError) as error:
-            raise errors.BusUnavailable(f"publish to {subject} failed: {error!r}") from error
+        stream = {"subject": subject}  # a handful of fixed subjects, never a message's id
+        started = time.monotonic()
+        with _tracer.start_as_current_span("nats.publish", attributes={"nats.subject": subject}):
+            headers = telemetry.inject({"Nats-Msg-Id": msg_id})
+            try:
+                await self.js.publish(
+                    subject,
+                    event.model_dump_json().encode(),
+                    timeout=self.publish_timeout,
+                    headers=headers,
+                )
+            except (nats.errors.Error, nats.js.errors.Error, OSError) as error:
+                metrics.nats_publish_errors.add(1, stream)
+                raise errors.BusUnavailable(f"publish to {subject} failed: {error!r}") from error
+            finally:
+                metrics.nats_publish_duration.record(time.monotonic() - started, stream)
 
     async def key_value(
         self, bucket: str, *, history: int = 1, ttl: float | None = None

@@ -12,12 +12,15 @@ class (`4.4`), TLS yes or no, a DNS record type, never an address, a domain or a
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import re
 from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 
 from opentelemetry import metrics as otel_metrics
 
-from empath.core import telemetry
+from empath.core import queue, telemetry
 
 _meter = telemetry.meter("empath")
 
@@ -26,8 +29,18 @@ def _counter(name: str, description: str, unit: str = "1") -> otel_metrics.Count
     return _meter.create_counter(name, unit=unit, description=description)
 
 
+# Bucket bounds for the units measured: the SDK's defaults are made for milliseconds.
+SECONDS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+BYTES = tuple(float(2**n) for n in range(10, 27, 2))  # 1 KiB to 64 MiB, by fours
+
+
 def _histogram(name: str, description: str, unit: str = "s") -> otel_metrics.Histogram:
-    return _meter.create_histogram(name, unit=unit, description=description)
+    return _meter.create_histogram(
+        name,
+        unit=unit,
+        description=description,
+        explicit_bucket_boundaries_advisory=list(SECONDS if unit == "s" else BYTES),
+    )
 
 
 def _gauge(name: str, description: str) -> otel_metrics.UpDownCounter:
@@ -84,33 +97,57 @@ dns_errors = _counter("empath.dns.errors.total", "DNS queries that failed (timeo
 nats_publish_duration = _histogram(
     "empath.nats.publish.duration.seconds", "Time from a JetStream publish to its ack"
 )
+nats_publish_errors = _counter(
+    "empath.nats.publish.errors.total", "JetStream publishes that failed or were not acked"
+)
 store_duration = _histogram(
     "empath.store.operation.duration.seconds", "Time of one object-store put or get"
 )
 store_errors = _counter("empath.store.errors.total", "Object-store puts and gets that failed")
 
 
-def queue_gauges(counts: Callable[[], dict[str, int]], oldest: Callable[[], float | None]) -> None:
-    """Report the queue from the spool's live view: its size by state, and the age (seconds)
-    of the oldest message still to deliver. Called once by the spool; read at each export."""
+# The spool's live views of the queue, read at each export; a view leaves when its spool stops.
+_queues: list[tuple[Callable[[], Iterable[queue.Entry]], asyncio.Event]] = []
+_WAITING = {queue.State.QUEUED, queue.State.DEFERRED, queue.State.DELIVERING, queue.State.FROZEN}
 
-    def size(options: otel_metrics.CallbackOptions) -> Iterator[otel_metrics.Observation]:
-        for state, count in counts().items():
-            yield otel_metrics.Observation(count, {"state": state})
 
-    def age(options: otel_metrics.CallbackOptions) -> Iterable[otel_metrics.Observation]:
-        seconds = oldest()
-        return [] if seconds is None else [otel_metrics.Observation(seconds)]
+def observe_queue(snapshot: Callable[[], Iterable[queue.Entry]], *, until: asyncio.Event) -> None:
+    """Report the queue from a spool's live view (`empath.delivery.queue.size` by state, and
+    `empath.delivery.queue.oldest.seconds`) until `until` is set."""
+    _queues.append((snapshot, until))
 
-    _meter.create_observable_gauge(
-        "empath.delivery.queue.size", [size], description="Messages in the queue, by state"
-    )
-    _meter.create_observable_gauge(
-        "empath.delivery.queue.oldest.seconds",
-        [age],
-        unit="s",
-        description="Age of the oldest message not yet delivered or failed",
-    )
+
+def _entries() -> list[queue.Entry]:
+    _queues[:] = [(snapshot, stop) for snapshot, stop in _queues if not stop.is_set()]
+    # Replicas of the spool see the same queue: one view says it all.
+    return list(_queues[-1][0]()) if _queues else []
+
+
+def _queue_size(options: otel_metrics.CallbackOptions) -> Iterator[otel_metrics.Observation]:
+    if not _queues:
+        return
+    counts = collections.Counter(entry.state for entry in _entries())
+    for state in queue.State:
+        yield otel_metrics.Observation(counts[state], {"state": state.value})
+
+
+def _queue_oldest(options: otel_metrics.CallbackOptions) -> Iterator[otel_metrics.Observation]:
+    if not _queues:
+        return
+    waiting = [e.received_at for e in _entries() if e.state in _WAITING]
+    oldest = (datetime.now(UTC) - min(waiting)).total_seconds() if waiting else 0.0
+    yield otel_metrics.Observation(oldest)
+
+
+_meter.create_observable_gauge(
+    "empath.delivery.queue.size", [_queue_size], description="Messages in the queue, by state"
+)
+_meter.create_observable_gauge(
+    "empath.delivery.queue.oldest.seconds",
+    [_queue_oldest],
+    unit="s",
+    description="Age of the oldest message not yet delivered or failed (0: none waiting)",
+)
 
 
 _ENHANCED = re.compile(r"^\d{3}[ -]([245])\.(\d{1,3})\.\d{1,3}")

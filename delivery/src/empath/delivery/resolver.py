@@ -27,7 +27,7 @@ import nats.errors
 import nats.js.errors
 from nats.js.kv import KeyValue
 
-from empath.core import addresses, dnscache, errors
+from empath.core import addresses, dnscache, errors, metrics
 from empath.core.settings import Settings
 
 log = logging.getLogger("empath.delivery.resolver")
@@ -80,9 +80,11 @@ class Cache:
         if item is None or item[0] < time.time():
             self._items.pop(key, None)
             self.stats.misses += 1
+            metrics.dns_cache_misses.add(1)
             return None
         self._items.move_to_end(key)
         self.stats.hits += 1
+        metrics.dns_cache_hits.add(1)
         return item[1]
 
     def put(self, key: str, value: Any, ttl: float) -> None:
@@ -92,6 +94,7 @@ class Cache:
         self._items.move_to_end(key)
         while len(self._items) > self.size:
             self._items.popitem(last=False)
+            metrics.dns_cache_evictions.add(1)
 
     def clear(self) -> None:
         self._items.clear()
@@ -229,6 +232,9 @@ class Resolver:
             log.debug("cannot share %s: %r", key, error)
 
     async def _query(self, name: str, rdtype: str) -> dns.resolver.Answer:
+        kind = {"type": rdtype}
+        metrics.dns_lookups.add(1, kind)
+        started = time.monotonic()
         try:
             return await self._resolver.resolve(name, rdtype, search=False)
         except dns.resolver.NXDOMAIN:
@@ -236,9 +242,12 @@ class Resolver:
         except dns.resolver.NoAnswer:
             raise
         except (dns.resolver.NoNameservers, dns.exception.Timeout) as error:
+            metrics.dns_errors.add(1, {**kind, "error": error.__class__.__name__})
             raise DeliveryDeferred(
                 f"451 4.4.3 DNS lookup of {rdtype} for {name} failed: {error.__class__.__name__}"
             ) from error
+        finally:
+            metrics.dns_lookup_duration.record(time.monotonic() - started, kind)
 
     async def _mx(self, domain: str) -> dnscache.Record:
         try:
