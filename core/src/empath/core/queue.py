@@ -84,6 +84,10 @@ class Entry(events.Model):
     history: tuple[AttemptRecord, ...] = ()
     held: bool = False  # frozen by an operator (hold); released by release
     updated_at: datetime | None = None
+    # The W3C trace context of the message's arrival: every delivery attempt, however much
+    # later, joins that trace. None in records written before it was kept, and then left out
+    # when written back, so such a record reads the same to a spool that does not know it.
+    traceparent: str | None = Field(default=None, exclude_if=lambda value: value is None)
 
     @property
     def open_recipients(self) -> list[RecipientState]:
@@ -94,7 +98,7 @@ class Entry(events.Model):
         return self.state in {State.DELIVERED, State.FAILED}
 
     @classmethod
-    def from_received(cls, event: events.Received) -> Entry:
+    def from_received(cls, event: events.Received, *, traceparent: str | None = None) -> Entry:
         """The first record of a message just accepted: due now."""
         envelope = event.envelope
         return cls(
@@ -105,6 +109,7 @@ class Entry(events.Model):
             received_at=event.received_at,
             next_attempt=event.received_at,
             client=event.client,
+            traceparent=traceparent,
             **envelope.model_dump(include=_ENVELOPE_REST),
         )
 

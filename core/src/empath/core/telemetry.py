@@ -96,3 +96,14 @@ def inject(headers: dict[str, str]) -> dict[str, str]:
 def extract(headers: dict[str, str] | None) -> context.Context:
     """The trace context a publisher put into NATS headers."""
     return propagate.extract(headers or {})
+
+
+def traceparent() -> str | None:
+    """The current span as a W3C `traceparent`, to keep in a record that outlives it."""
+    return inject({}).get("traceparent")
+
+
+def resumed(traceparent: str | None) -> context.Context:
+    """The context a kept `traceparent` names (a new trace when there is none), so work done
+    later for a message, by another process, joins the message's trace."""
+    return extract({"traceparent": traceparent} if traceparent else None)
