@@ -6,6 +6,7 @@ is deferred once by the remote MX, then delivered on the retry."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -93,6 +94,54 @@ async def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], flo
         for family in parser.text_string_to_metric_families(reply.text)
         for sample in family.samples
     }
+
+
+@pytest.fixture
+async def prometheus(
+    services: tuple[settings.Settings, dict[str, int]], tmp_path: Path
+) -> AsyncIterator[str]:
+    """A real Prometheus (Debian's, see `.ci/ensure-prometheus`) scraping every service's
+    `/metrics` twice a second; its HTTP API's base URL."""
+    binary = shutil.which("prometheus")
+    assert binary, "Prometheus is not installed: run .ci/ensure-prometheus"
+    _, health = services
+    targets = ", ".join(f"'127.0.0.1:{port}'" for port in health.values())
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "scrape_configs:\n"
+        "  - job_name: empath\n"
+        "    scrape_interval: 500ms\n"
+        "    scrape_timeout: 400ms\n"
+        f"    static_configs: [{{targets: [{targets}]}}]\n"
+    )
+    port = free_port()
+    process = await asyncio.to_thread(
+        subprocess.Popen,
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        await probe_ok(f"http://127.0.0.1:{port}/-/ready", process, timeout=30)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        await asyncio.to_thread(process.wait, 30)
+
+
+async def promql(base: str, query: str) -> float | None:
+    """The one value of an instant PromQL query, or None while it has none."""
+    async with httpx.AsyncClient() as http:
+        reply = await http.get(f"{base}/api/v1/query", params={"query": query})
+    assert reply.status_code == 200, reply.text
+    result = reply.json()["data"]["result"]
+    return float(result[0]["value"][1]) if result else None
 
 
 def summed(samples: dict[tuple[str, Any], float], name: str, **labels: str) -> float:
@@ -194,3 +243,31 @@ async def test_one_deferred_then_delivered_message_is_in_the_metrics_and_in_one_
     assert summed(delivery, "empath_delivery_messages_retrying_total") == 1
     spool = await scrape(health["spool"])
     assert summed(spool, "empath_delivery_queue_size", state="delivered") == 1
+
+
+async def test_prometheus_scraping_the_services_answers_how_much_came_in_and_went_out(
+    services: tuple[settings.Settings, dict[str, int]],
+    prometheus: str,
+    remote: Callable[..., Any],
+    dns: DnsServer,
+) -> None:
+    config, _ = services
+    server = await remote("127.0.0.2")
+    mx(dns, "dest.test", (10, "mx1.dest.test", "127.0.0.2"))
+    wire = await Wire.open(addresses.parse_hostport(config.smtp_listen)[1])
+    for _ in range(2):
+        assert (await wire.transaction("a@sender.test", ["u@dest.test"], BODY)).startswith("250")
+    await wire.close()
+    await arrivals(server, 2, timeout=30)
+    for query in (
+        "sum(empath_smtp_messages_received_total)",
+        "sum(empath_delivery_messages_delivered_total)",
+        'sum(empath_delivery_queue_size{state="delivered"})',
+    ):
+        await eventually(
+            lambda query=query: promql(prometheus, query),
+            until=lambda value: value == 2,
+            what=f"Prometheus to answer 2 to {query}",
+            timeout=30,
+        )
+    assert await promql(prometheus, 'sum(up{job="empath"})') == len(SERVICES)
