@@ -223,6 +223,7 @@ async def test_one_deferred_then_delivered_message_is_in_the_metrics_and_in_one_
         ("spool.dispatch", 2),
         ("delivery.attempt", 2),
         ("spool.outcome", 2),
+        ("smtp.transaction", 2),
     ]:
         assert names(found).count(name) == count, names(found)
     by_id = {s.span_id: s for s in found}
@@ -234,6 +235,9 @@ async def test_one_deferred_then_delivered_message_is_in_the_metrics_and_in_one_
             parent = by_id[parent.parent_id]
         assert by_id[parent.parent_id].name == "spool.intake"
     assert {s.service for s in found} == {f"empath-{name}" for name in SERVICES}
+    assert {"dns.query", "smtp.connect", "store.put", "store.get", "kv.update"} <= set(names(found))
+    for exchange in (s for s in found if s.name == "smtp.transaction"):
+        assert by_id[exchange.parent_id].name == "delivery.attempt"
 
     # A scraper sees the same counts on each service's health listener.
     ingress = await scrape(health["ingress"])

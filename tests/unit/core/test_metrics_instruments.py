@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import nats.js.errors
 from prometheus_client import parser
 
 from empath.core import events, metrics, queue, telemetry
 from empath.delivery import resolver, throttle, worker
+from empath.spool import records
 from tests.unit.spool import samples
 
 
@@ -85,3 +87,32 @@ async def test_the_queue_is_reported_by_state_with_the_age_of_its_oldest_waiting
     finally:
         stop.set()
     assert scraped("empath_delivery_queue_size", state="deferred") == 0
+
+
+class RacedKV:
+    """A KV bucket in which another replica writes first once."""
+
+    def __init__(self, entry: queue.Entry) -> None:
+        self.value = entry.model_dump_json().encode()
+        self.revision = 1
+
+    async def get(self, key: str) -> object:
+        return type("Found", (), {"value": self.value, "revision": self.revision})()
+
+    async def update(self, key: str, value: bytes, last: int) -> int:
+        if self.revision == 1:
+            self.revision = 2
+            raise nats.js.errors.KeyWrongLastSequenceError()
+        self.value = value
+        return self.revision + 1
+
+
+async def test_a_queue_update_that_lost_the_race_is_counted_as_a_kv_conflict() -> None:
+    before = scraped("empath_kv_cas_conflicts_total")
+    kv = RacedKV(samples.entry())
+    changed = await records.Records(kv).update(  # type: ignore[arg-type]
+        samples.MESSAGE_ID, lambda e: e.model_copy(update={"held": True})
+    )
+    assert changed is not None
+    assert changed[1].held
+    assert scraped("empath_kv_cas_conflicts_total") == before + 1

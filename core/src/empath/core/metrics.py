@@ -100,6 +100,9 @@ nats_publish_duration = _histogram(
 nats_publish_errors = _counter(
     "empath.nats.publish.errors.total", "JetStream publishes that failed or were not acked"
 )
+kv_conflicts = _counter(
+    "empath.kv.cas_conflicts.total", "KV compare-and-set writes lost to another writer"
+)
 store_duration = _histogram(
     "empath.store.operation.duration.seconds", "Time of one object-store put or get"
 )

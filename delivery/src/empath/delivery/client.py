@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from empath.core import errors, events, metrics
+from empath.core import errors, events, metrics, telemetry
 from empath.delivery import tls
 from empath.delivery.resolver import DeliveryDeferred, Hop
 
@@ -153,6 +153,7 @@ class Connection:
             metrics.delivery_connections_active.add(-1)
 
 
+@telemetry.traced("smtp.connect")
 async def connect(
     hop: Hop,
     *,
@@ -192,6 +193,7 @@ async def connect(
     return connection
 
 
+@telemetry.traced("smtp.starttls")
 async def _starttls(connection: Connection, *, helo: str, policy: str, ca_file: Path | None) -> str:
     """STARTTLS as the policy says; returns what was decided and why."""
     hop = connection.hop
@@ -226,6 +228,7 @@ async def _starttls(connection: Connection, *, helo: str, policy: str, ca_file: 
     return f"{version} {verified}"
 
 
+@telemetry.traced("smtp.transaction")
 async def transact(
     connection: Connection,
     job: events.DeliveryJob,

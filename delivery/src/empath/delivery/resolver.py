@@ -27,7 +27,7 @@ import nats.errors
 import nats.js.errors
 from nats.js.kv import KeyValue
 
-from empath.core import addresses, dnscache, errors, metrics
+from empath.core import addresses, dnscache, errors, metrics, telemetry
 from empath.core.settings import Settings
 
 log = logging.getLogger("empath.delivery.resolver")
@@ -231,6 +231,7 @@ class Resolver:
         except (nats.errors.Error, nats.js.errors.Error) as error:
             log.debug("cannot share %s: %r", key, error)
 
+    @telemetry.traced("dns.query")
     async def _query(self, name: str, rdtype: str) -> dns.resolver.Answer:
         kind = {"type": rdtype}
         metrics.dns_lookups.add(1, kind)
