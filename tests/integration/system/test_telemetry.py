@@ -17,7 +17,7 @@ import httpx
 import pytest
 from prometheus_client import parser
 
-from empath.core import addresses, settings
+from empath.core import addresses, names, settings
 from tests import otlp, system
 from tests.dns_server import DnsServer
 from tests.mail import BODY, arrivals, mx
@@ -78,11 +78,13 @@ async def services(
     finally:
         for process in processes:
             process.terminate()
-        for process in processes:
+        for name, process in zip(SERVICES, processes, strict=False):
             try:
                 await asyncio.to_thread(process.wait, 30)
             except subprocess.TimeoutExpired:
                 process.kill()
+            # Shown by pytest when the test failed: what each service said.
+            print(f"--- empath {name}:\n{process.stdout.read() if process.stdout else ''}")
 
 
 async def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -201,6 +203,17 @@ async def test_one_deferred_then_delivered_message_is_in_the_metrics_and_in_one_
         what="the delivered message in the queue gauge",
         timeout=30,
     )
+    backlog = {
+        dict(labels)["consumer"]
+        for metric, _, labels in receiver.points
+        if metric == "empath.nats.consumer.backlog"
+    }
+    assert backlog >= {names.SPOOL_RECEIVED_CONSUMER, names.DELIVERY_JOBS_CONSUMER}
+    await eventually(
+        lambda: receiver.total("empath.nats.consumer.backlog"),
+        until=lambda n: n == 0,
+        what="every consumer to have nothing left to fetch",
+    )
     services_seen = {r["service.name"] for r in receiver.resources}
     assert services_seen == {f"empath-{name}" for name in SERVICES}
     assert all(r["service.version"] and r["service.instance.id"] for r in receiver.resources)
@@ -209,10 +222,10 @@ async def test_one_deferred_then_delivered_message_is_in_the_metrics_and_in_one_
     def spans() -> list[otlp.Span]:
         return receiver.trace(queue_id)
 
-    names = lambda found: sorted(s.name for s in found)  # noqa: E731
+    span_names = lambda found: sorted(s.name for s in found)  # noqa: E731
     found = await eventually(
         spans,
-        until=lambda found: names(found).count("spool.outcome") == 2,
+        until=lambda found: span_names(found).count("spool.outcome") == 2,
         what="both attempts' spans in the message's trace",
         timeout=30,
     )
@@ -225,7 +238,7 @@ async def test_one_deferred_then_delivered_message_is_in_the_metrics_and_in_one_
         ("spool.outcome", 2),
         ("smtp.transaction", 2),
     ]:
-        assert names(found).count(name) == count, names(found)
+        assert span_names(found).count(name) == count, span_names(found)
     by_id = {s.span_id: s for s in found}
     roots = [s for s in found if s.parent_id not in by_id]
     assert [s.name for s in roots] == ["ingress.queue"]
@@ -235,7 +248,9 @@ async def test_one_deferred_then_delivered_message_is_in_the_metrics_and_in_one_
             parent = by_id[parent.parent_id]
         assert by_id[parent.parent_id].name == "spool.intake"
     assert {s.service for s in found} == {f"empath-{name}" for name in SERVICES}
-    assert {"dns.query", "smtp.connect", "store.put", "store.get", "kv.update"} <= set(names(found))
+    assert {"dns.query", "smtp.connect", "store.put", "store.get", "kv.update"} <= set(
+        span_names(found)
+    )
     for exchange in (s for s in found if s.name == "smtp.transaction"):
         assert by_id[exchange.parent_id].name == "delivery.attempt"
 

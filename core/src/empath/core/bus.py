@@ -248,11 +248,13 @@ async def consume(
             except TimeoutError:
                 # Nothing to fetch. nats-py raises its own TimeoutError or, on some paths, the
                 # built-in one (an OSError, so it must be caught before the next clause).
+                metrics.consumer_backlog.set(0, {"consumer": durable})
                 continue
             except (nats.errors.Error, nats.js.errors.Error, OSError) as e:
                 log.warning("fetch from %s failed: %r", durable, e)
                 await _wait(stop, 1.0)
                 continue
+            metrics.consumer_backlog.set(msgs[-1].metadata.num_pending, {"consumer": durable})
             if concurrency == 1:
                 for msg in msgs:
                     await _dispatch(msg, handle, retry_delay, ack_wait)

@@ -100,6 +100,10 @@ nats_publish_duration = _histogram(
 nats_publish_errors = _counter(
     "empath.nats.publish.errors.total", "JetStream publishes that failed or were not acked"
 )
+consumer_backlog = _meter.create_gauge(
+    "empath.nats.consumer.backlog",
+    description="Messages in a stream its durable consumer has not been handed yet",
+)
 kv_conflicts = _counter(
     "empath.kv.cas_conflicts.total", "KV compare-and-set writes lost to another writer"
 )
