@@ -254,7 +254,8 @@ async def consume(
                 log.warning("fetch from %s failed: %r", durable, e)
                 await _wait(stop, 1.0)
                 continue
-            metrics.consumer_backlog.set(msgs[-1].metadata.num_pending, {"consumer": durable})
+            pending = msgs[-1].metadata.num_pending if msgs else 0
+            metrics.consumer_backlog.set(pending, {"consumer": durable})
             if concurrency == 1:
                 for msg in msgs:
                     await _dispatch(msg, handle, retry_delay, ack_wait)
