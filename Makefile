@@ -21,7 +21,8 @@ lint: sync
 typecheck: sync
 	$(RUN) mypy
 
-test: lint typecheck  ## what CI runs
+test: lint typecheck  ## what CI runs (installs Debian's prometheus when missing: the telemetry tests scrape with it)
+	.ci/ensure-prometheus
 	$(RUN) pytest
 
 bench-ingress: sync  ## needs Postfix's smtp-source: installs Debian's postfix when missing

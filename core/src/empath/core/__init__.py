@@ -14,6 +14,7 @@ __all__ = [
     "kubeconfig",
     "kubenames",
     "logs",
+    "metrics",
     "names",
     "natsauth",
     "periodic",

@@ -33,10 +33,11 @@ from nats.js.api import (
 )
 from nats.js.kv import KeyValue
 
-from empath.core import errors, events, ids, logs, names, natsauth, periodic, telemetry
+from empath.core import errors, events, ids, logs, metrics, names, natsauth, periodic, telemetry
 from empath.core.settings import Settings
 
 log = logging.getLogger("empath.core.bus")
+_tracer = telemetry.tracer("empath.core.bus")
 
 Handler = Callable[[Msg], Awaitable[None]]
 
@@ -76,16 +77,22 @@ class Bus:
             # nats.py would buffer the publish and send it after reconnecting, possibly
             # after we told the SMTP client 451: refuse now instead.
             raise errors.BusUnavailable("not connected to NATS")
-        headers = telemetry.inject({"Nats-Msg-Id": msg_id})
-        try:
-            await self.js.publish(
-                subject,
-                event.model_dump_json().encode(),
-                timeout=self.publish_timeout,
-                headers=headers,
-            )
-        except (nats.errors.Error, nats.js.errors.Error, OSError) as error:
-            raise errors.BusUnavailable(f"publish to {subject} failed: {error!r}") from error
+        stream = {"subject": subject}  # a handful of fixed subjects, never a message's id
+        started = time.monotonic()
+        with _tracer.start_as_current_span("nats.publish", attributes={"nats.subject": subject}):
+            headers = telemetry.inject({"Nats-Msg-Id": msg_id})
+            try:
+                await self.js.publish(
+                    subject,
+                    event.model_dump_json().encode(),
+                    timeout=self.publish_timeout,
+                    headers=headers,
+                )
+            except (nats.errors.Error, nats.js.errors.Error, OSError) as error:
+                metrics.nats_publish_errors.add(1, stream)
+                raise errors.BusUnavailable(f"publish to {subject} failed: {error!r}") from error
+            finally:
+                metrics.nats_publish_duration.record(time.monotonic() - started, stream)
 
     async def key_value(
         self, bucket: str, *, history: int = 1, ttl: float | None = None
@@ -310,11 +317,14 @@ async def consume(
             except TimeoutError:
                 # Nothing to fetch. nats-py raises its own TimeoutError or, on some paths, the
                 # built-in one (an OSError, so it must be caught before the next clause).
+                metrics.consumer_backlog.set(0, {"consumer": durable})
                 continue
             except (nats.errors.Error, nats.js.errors.Error, OSError) as e:
                 log.warning("fetch from %s failed: %r", durable, e)
                 await periodic.pause(stop, 1.0)
                 continue
+            pending = msgs[-1].metadata.num_pending if msgs else 0
+            metrics.consumer_backlog.set(pending, {"consumer": durable})
             if concurrency == 1:
                 for msg in msgs:
                     await _dispatch(msg, handle, retry_delay, ack_wait)

@@ -4,7 +4,8 @@
 service has said it is ready and until it starts shutting down, so a pod that drains its
 connections is taken out of its Service's endpoints first, and not while one of the service's
 `Runtime.checks` gives a reason (the control service's lost NATS connection). Both answer 503
-otherwise.
+otherwise. `GET /metrics` answers the process's metrics in Prometheus' text format (see
+`telemetry`), for clusters that scrape instead of push.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from empath.core import addresses
+from empath.core import addresses, telemetry
 from empath.core.services import Runtime
 
 
@@ -39,6 +40,10 @@ class Health:
             reason = "; ".join(down) if self.ready else "starting"
         return web.Response(status=503, text=f"{reason}\n")
 
+    async def metrics(self, request: web.Request) -> web.Response:
+        body, content_type = telemetry.prometheus_text()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
 
 @contextlib.asynccontextmanager
 async def serving(runtime: Runtime, listen: str | None) -> AsyncIterator[None]:
@@ -57,6 +62,7 @@ async def serving(runtime: Runtime, listen: str | None) -> AsyncIterator[None]:
     app = web.Application()
     app.router.add_get("/livez", health.livez)
     app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/metrics", health.metrics)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     host, port = addresses.parse_hostport(listen, default_host="0.0.0.0")

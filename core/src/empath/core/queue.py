@@ -116,6 +116,10 @@ class Entry(Record):
     # (`spool.scheduler`). Left out of the stored form when there is none, which is almost
     # always, so records read the same as before it existed.
     lease_until: datetime | None = Field(default=None, exclude_if=lambda value: value is None)
+    # The W3C trace context of the message's arrival: every delivery attempt, however much
+    # later, joins that trace. None in records written before it was kept, and then left out
+    # when written back, so such a record reads the same to a spool that does not know it.
+    traceparent: str | None = Field(default=None, exclude_if=lambda value: value is None)
 
     @property
     def open_recipients(self) -> list[RecipientState]:
@@ -126,7 +130,7 @@ class Entry(Record):
         return self.state in {State.DELIVERED, State.FAILED}
 
     @classmethod
-    def from_received(cls, event: events.Received) -> Entry:
+    def from_received(cls, event: events.Received, *, traceparent: str | None = None) -> Entry:
         """The first record of a message just accepted: due now."""
         envelope = event.envelope
         return cls(
@@ -137,6 +141,7 @@ class Entry(Record):
             received_at=event.received_at,
             next_attempt=event.received_at,
             client=event.client,
+            traceparent=traceparent,
             **envelope.model_dump(include=_ENVELOPE_REST),
         )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -19,10 +20,11 @@ import urllib3
 from minio import Minio
 from minio.error import MinioException, S3Error
 
-from empath.core import errors
+from empath.core import errors, metrics, telemetry
 from empath.core.settings import Settings
 
 log = logging.getLogger("empath.core.store")
+_tracer = telemetry.tracer("empath.core.store")
 
 T = TypeVar("T")
 
@@ -62,14 +64,21 @@ class ObjectStore:
 
     async def _run(self, what: str, call: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
+        operation = {"operation": what.split(" ", 1)[0]}
+        started = time.monotonic()
         try:
-            return await loop.run_in_executor(self._pool, call)
+            with _tracer.start_as_current_span(f"store.{operation['operation']}"):
+                return await loop.run_in_executor(self._pool, call)
         except S3Error as error:
             if error.code in {"NoSuchKey", "NoSuchObject"}:
                 raise errors.NotFound(f"{what}: no such object") from error
+            metrics.store_errors.add(1, {**operation, "error": error.code})
             raise errors.StoreUnavailable(f"{what}: {error.code}: {error.message}") from error
         except (MinioException, urllib3.exceptions.HTTPError, OSError, ValueError) as error:
+            metrics.store_errors.add(1, {**operation, "error": error.__class__.__name__})
             raise errors.StoreUnavailable(f"{what}: {error!r}") from error
+        finally:
+            metrics.store_duration.record(time.monotonic() - started, operation)
 
     async def ensure_bucket(self) -> None:
         def ensure() -> None:

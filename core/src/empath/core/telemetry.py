@@ -1,37 +1,114 @@
-"""OpenTelemetry, configured in this one place.
+"""OpenTelemetry, configured in this one place: traces and metrics.
 
 Traces follow a message across services through W3C trace context carried in NATS headers:
 `inject` puts the current context into headers before a publish, `extract` restores it in the
-consumer. With `EMPATH_OTLP_ENDPOINT` set, spans are exported over OTLP/HTTP.
+consumer. Metrics are made by the instruments in `metrics` and read two ways: the Prometheus
+reader always (the health listener serves it as `/metrics`, for clusters that scrape), and with
+`EMPATH_OTLP_ENDPOINT` set an OTLP/HTTP exporter pushes them, beside the spans, to the same
+collector. The export intervals are the SDK's own `OTEL_METRIC_EXPORT_INTERVAL` and
+`OTEL_BSP_SCHEDULE_DELAY` (milliseconds), so a collector's usual knobs work unchanged.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
+from importlib import metadata
+from typing import ParamSpec, TypeVar
+
+import prometheus_client
 from opentelemetry import context, propagate, trace
+from opentelemetry import metrics as otel_metrics
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from empath.core import ids
+
 _configured = False
 
 
+def version() -> str:
+    try:
+        return metadata.version("empath-core")
+    except metadata.PackageNotFoundError:  # pragma: no cover - a source checkout without install
+        return "0+unknown"
+
+
+def resource(service: str) -> Resource:
+    """Who reports: the service, its version and this process (two pods, two instances).
+
+    `Resource.create` also merges `OTEL_RESOURCE_ATTRIBUTES`, which is how Kubernetes adds the
+    namespace, the pod and the MailServer's name through the downward API.
+    """
+    return Resource.create(
+        {
+            "service.name": f"empath-{service}",
+            "service.version": version(),
+            "service.instance.id": ids.INSTANCE,
+        }
+    )
+
+
 def setup(*, service: str, otlp_endpoint: str | None) -> None:
-    """Install the tracer provider once per process."""
+    """Install the tracer and meter providers once per process."""
     global _configured
     if _configured:
         return
-    provider = TracerProvider(resource=Resource.create({"service.name": f"empath-{service}"}))
+    where = resource(service)
+    tracers = TracerProvider(resource=where)
+    readers: list[MetricReader] = [PrometheusMetricReader()]
     if otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        endpoint = otlp_endpoint.rstrip("/") + "/v1/traces"
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
-    trace.set_tracer_provider(provider)
+        base = otlp_endpoint.rstrip("/")
+        tracers.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{base}/v1/traces"))
+        )
+        readers.append(
+            PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=f"{base}/v1/metrics"))
+        )
+    trace.set_tracer_provider(tracers)
+    otel_metrics.set_meter_provider(MeterProvider(resource=where, metric_readers=readers))
     _configured = True
 
 
 def tracer(name: str) -> trace.Tracer:
     return trace.get_tracer(name)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def traced(span: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+    """Run a coroutine function inside a span of the current trace: one line on a step that
+    takes time (a DNS query, a connect, an SMTP transaction, a KV write)."""
+
+    def decorate(function: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        tracing = tracer(function.__module__)
+
+        @functools.wraps(function)
+        async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            with tracing.start_as_current_span(span):
+                return await function(*args, **kwargs)
+
+        return run
+
+    return decorate
+
+
+def meter(name: str) -> otel_metrics.Meter:
+    return otel_metrics.get_meter(name, version())
+
+
+def prometheus_text() -> tuple[bytes, str]:
+    """The metrics in Prometheus' text format, and its content type, for `/metrics`."""
+    return prometheus_client.generate_latest(), prometheus_client.CONTENT_TYPE_LATEST
 
 
 def inject(headers: dict[str, str]) -> dict[str, str]:
@@ -43,3 +120,14 @@ def inject(headers: dict[str, str]) -> dict[str, str]:
 def extract(headers: dict[str, str] | None) -> context.Context:
     """The trace context a publisher put into NATS headers."""
     return propagate.extract(headers or {})
+
+
+def traceparent() -> str | None:
+    """The current span as a W3C `traceparent`, to keep in a record that outlives it."""
+    return inject({}).get("traceparent")
+
+
+def resumed(traceparent: str | None) -> context.Context:
+    """The context a kept `traceparent` names (a new trace when there is none), so work done
+    later for a message, by another process, joins the message's trace."""
+    return extract({"traceparent": traceparent} if traceparent else None)

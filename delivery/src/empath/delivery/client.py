@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from empath.core import errors, events
+from empath.core import errors, events, metrics, telemetry
 from empath.delivery import tls
 from empath.delivery.resolver import DeliveryDeferred, Hop
 
@@ -150,8 +150,10 @@ class Connection:
             pass
         finally:
             self.writer.close()
+            metrics.delivery_connections_active.add(-1)
 
 
+@telemetry.traced("smtp.connect")
 async def connect(
     hop: Hop,
     *,
@@ -170,6 +172,7 @@ async def connect(
         )
     except (OSError, TimeoutError) as error:
         raise DeliveryDeferred(f"451 4.4.1 Cannot connect to {where}: {error}") from error
+    metrics.delivery_connections_active.add(1)
     connection = Connection(reader=reader, writer=writer, hop=hop, timeout=command_timeout)
     try:
         greeting = await connection.read_reply()
@@ -181,13 +184,16 @@ async def connect(
         connection.tls_note = await _starttls(connection, helo=helo, policy=policy, ca_file=ca_file)
     except SessionLost as error:
         writer.close()
+        metrics.delivery_connections_active.add(-1)
         raise DeliveryDeferred(f"451 4.4.2 {where} dropped the session: {error}") from error
     except BaseException:  # refused, or cancelled (the session deadline): never left open
         writer.close()
+        metrics.delivery_connections_active.add(-1)
         raise
     return connection
 
 
+@telemetry.traced("smtp.starttls")
 async def _starttls(connection: Connection, *, helo: str, policy: str, ca_file: Path | None) -> str:
     """STARTTLS as the policy says; returns what was decided and why."""
     hop = connection.hop
@@ -222,6 +228,7 @@ async def _starttls(connection: Connection, *, helo: str, policy: str, ca_file: 
     return f"{version} {verified}"
 
 
+@telemetry.traced("smtp.transaction")
 async def transact(
     connection: Connection,
     job: events.DeliveryJob,

@@ -27,7 +27,7 @@ import nats.errors
 import nats.js.errors
 from nats.js.kv import KeyValue
 
-from empath.core import addresses, dnscache, errors
+from empath.core import addresses, dnscache, errors, metrics, telemetry
 from empath.core.settings import Settings
 
 log = logging.getLogger("empath.delivery.resolver")
@@ -87,9 +87,11 @@ class Cache:
         if record is None or record.expired(self._now()):
             self._records.pop(key, None)
             self.stats.misses += 1
+            metrics.dns_cache_misses.add(1)
             return None
         self._records.move_to_end(key)
         self.stats.hits += 1
+        metrics.dns_cache_hits.add(1)
         return record
 
     def put(self, key: str, record: dnscache.Record) -> None:
@@ -99,6 +101,7 @@ class Cache:
         self._records.move_to_end(key)
         while len(self._records) > self.size:
             self._records.popitem(last=False)
+            metrics.dns_cache_evictions.add(1)
 
     def clear(self) -> None:
         self._records.clear()
@@ -239,7 +242,11 @@ class Resolver:
         except (nats.errors.Error, nats.js.errors.Error) as error:
             log.debug("cannot share %s: %r", key, error)
 
+    @telemetry.traced("dns.query")
     async def _query(self, name: str, rdtype: str) -> dns.resolver.Answer:
+        kind = {"type": rdtype}
+        metrics.dns_lookups.add(1, kind)
+        started = time.monotonic()
         try:
             return await self._resolver.resolve(name, rdtype, search=False)
         except dns.resolver.NXDOMAIN:
@@ -247,9 +254,12 @@ class Resolver:
         except dns.resolver.NoAnswer:
             raise
         except (dns.resolver.NoNameservers, dns.exception.Timeout) as error:
+            metrics.dns_errors.add(1, {**kind, "error": error.__class__.__name__})
             raise DeliveryDeferred(
                 f"451 4.4.3 DNS lookup of {rdtype} for {name} failed: {error.__class__.__name__}"
             ) from error
+        finally:
+            metrics.dns_lookup_duration.record(time.monotonic() - started, kind)
 
     async def _mx(self, domain: str) -> dnscache.Record:
         try:

@@ -13,6 +13,8 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
+from empath.core import metrics
+
 
 class Throttle:
     def __init__(self, *, connections: int, rate: float) -> None:
@@ -27,6 +29,8 @@ class Throttle:
     @contextlib.asynccontextmanager
     async def slot(self, domain: str) -> AsyncIterator[None]:
         """Hold one of the domain's session slots."""
+        if self._slots[domain].locked():
+            metrics.delivery_rate_limited.add(1, {"limit": "connections"})
         async with self._slots[domain]:
             yield
 
@@ -39,4 +43,5 @@ class Throttle:
             start = max(now, self._next.get(domain, now))
             self._next[domain] = start + 1.0 / self.rate
             if start > now:
+                metrics.delivery_rate_limited.add(1, {"limit": "rate"})
                 await asyncio.sleep(start - now)

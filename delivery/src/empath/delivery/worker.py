@@ -25,6 +25,7 @@ from empath.core import (
     flags,
     ids,
     logs,
+    metrics,
     names,
     store,
     telemetry,
@@ -71,6 +72,7 @@ class Worker:
             job = inbound.event
             started = datetime.now(UTC)
             results = await self.attempt(job)
+            _measure(results, seconds=(datetime.now(UTC) - started).total_seconds())
             event = events.Attempted(
                 id=job.id,
                 attempt=job.attempt,
@@ -222,3 +224,29 @@ class Worker:
         reusable = all(not r.reply.startswith("421") for r in results)
         await self.connections.release(connection, policy, reusable=reusable)
         return results
+
+
+_COUNTERS = {
+    "delivered": metrics.delivery_delivered,
+    "failed": metrics.delivery_failed,
+    "deferred": metrics.delivery_retrying,
+}
+
+
+def _measure(results: list[events.RecipientResult], *, seconds: float) -> None:
+    """One attempt in the metrics: its time, and each recipient's outcome by reply class."""
+    worst = next(
+        (o for o in ("deferred", "failed", "delivered") if any(r.outcome == o for r in results)),
+        "none",
+    )
+    metrics.delivery_attempts.add(1, {"outcome": worst})
+    metrics.delivery_duration.record(seconds, {"outcome": worst})
+    for result in results:
+        _COUNTERS[result.outcome].add(
+            1,
+            {
+                "status_class": metrics.status_class(result.reply),
+                "enhanced": metrics.enhanced_class(result.reply),
+                "tls": "yes" if result.tls and not result.tls.startswith("none") else "no",
+            },
+        )

@@ -15,7 +15,7 @@ from email.utils import format_datetime
 from typing import Any
 
 from empath.core import bus as bus_module
-from empath.core import errors, events, ids, logs, names, store, telemetry
+from empath.core import errors, events, ids, logs, metrics, names, store, telemetry
 from empath.ingress import replies, syntax
 from empath.ingress.protocol import IDENT, Session, Transaction
 
@@ -165,6 +165,9 @@ class QueueingHandler:
                 except errors.EmpathError as cleanup:
                     mlog.error("cannot remove the body again: %s", cleanup)
                 return replies.QUEUE_FAILED
+        tls = {"tls": "yes" if event.client.tls else "no"}
+        metrics.smtp_messages_received.add(1, tls)
+        metrics.smtp_message_size.record(event.size, tls)
         mlog.info(
             "queued from=<%s> nrcpt=%d size=%d client=%s",
             event.envelope.sender,

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import ssl
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +22,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword
 from aiosmtpd.smtp import Session as SMTPSession
 from aiosmtpd.smtp import syntax as help_syntax
 
-from empath.core import addresses
+from empath.core import addresses, metrics
 from empath.ingress import credentials as credentials_module
 from empath.ingress import limits as limits_module
 from empath.ingress import policies, replies, syntax
@@ -65,6 +67,20 @@ class _Data:
     size: int = 0
     too_big: bool = False
     too_long: bool = False
+
+
+def _timed(command: str, method: Any) -> Any:
+    """An `smtp_*` method that records how long the command took, up to its reply."""
+
+    @functools.wraps(method)  # keeps aiosmtpd's `__smtp_syntax__`, which HELP reads
+    async def timed(arg: str | None) -> None:
+        started = time.monotonic()
+        try:
+            await method(arg)
+        finally:
+            metrics.smtp_command_duration.record(time.monotonic() - started, {"command": command})
+
+    return timed
 
 
 def _same(address: str) -> str:
@@ -114,6 +130,7 @@ class Session(SMTP):
         self.policy = policy
         self.connections = connections
         self.credentials = credentials
+        self._smtp_methods = {name: _timed(name, m) for name, m in self._smtp_methods.items()}
 
     # -- connection life -------------------------------------------------------------------
 
@@ -155,10 +172,17 @@ class Session(SMTP):
             if self.transport is not None:
                 self.transport.close()
             return
+        metrics.smtp_connections.add(1, {"listener": self.listener.name})
+        metrics.smtp_connections_active.add(1)
+        started = time.monotonic()
         try:
             await super()._handle_client()
         finally:
             self.connections.release(self)
+            metrics.smtp_connections_active.add(-1)
+            metrics.smtp_session_duration.record(
+                time.monotonic() - started, {"listener": self.listener.name}
+            )
 
     def connection_lost(self, error: Exception | None) -> None:
         self.connections.release(self)
@@ -192,6 +216,14 @@ class Session(SMTP):
         else:
             text = replies.enhance(text)
         await self._push_raw(text)
+        if replies.code_of(text) >= 400 and text[3:4] == " ":
+            metrics.smtp_errors.add(
+                1,
+                {
+                    "status_class": metrics.status_class(text),
+                    "enhanced": metrics.enhanced_class(text),
+                },
+            )
         if replies.code_of(text) >= 500 and text[3:4] == " ":
             self._errors += 1
             if self._errors >= self.limits.max_errors and self.transport is not None:

@@ -34,7 +34,8 @@ class Intake:
                 # 451: the client will send the message again, so this event is void.
                 mlog.warning("body %s is missing: dropping the event", event.body_key)
                 return
-            if await self.records.create(queue.Entry.from_received(event)):
+            entry = queue.Entry.from_received(event, traceparent=telemetry.traceparent())
+            if await self.records.create(entry):
                 mlog.info(
                     "queued from=<%s> nrcpt=%d size=%d",
                     event.envelope.sender,

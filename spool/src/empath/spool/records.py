@@ -17,7 +17,7 @@ import nats.js.errors
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
-from empath.core import errors, ids, names, queue
+from empath.core import errors, ids, metrics, names, queue, telemetry
 
 log = logging.getLogger("empath.spool.records")
 
@@ -42,6 +42,7 @@ class Records:
             raise errors.BusUnavailable(f"cannot record {entry.id}: {error!r}") from error
         return True
 
+    @telemetry.traced("kv.update")
     async def update(
         self, message_id: str, change: Callable[[queue.Entry], queue.Entry | None]
     ) -> tuple[queue.Entry, queue.Entry] | None:
@@ -64,6 +65,7 @@ class Records:
             try:
                 await self.kv.update(key, after.model_dump_json().encode(), last=found.revision)
             except nats.js.errors.KeyWrongLastSequenceError:
+                metrics.kv_conflicts.add(1, {"bucket": names.QUEUE_BUCKET})
                 continue  # another replica wrote first: look again
             except (nats.errors.Error, nats.js.errors.Error) as error:
                 raise errors.BusUnavailable(f"cannot update {message_id}: {error!r}") from error

@@ -28,17 +28,19 @@ against the record they name.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 
 from nats.js.kv import KeyValue
 
 from empath.core import bus as bus_module
-from empath.core import errors, events, flags, logs, names, periodic, queue
+from empath.core import errors, events, flags, logs, names, periodic, queue, telemetry
 from empath.core.settings import Settings
 from empath.spool import records, retries, view
 
 log = logging.getLogger("empath.spool.scheduler")
+_tracer = telemetry.tracer("empath.spool")
 
 # How long a claim waits for its publish to be confirmed before any replica publishes again.
 LEASE_SECONDS = 5.0
@@ -77,6 +79,16 @@ def lease_expired(entry: queue.Entry, now: datetime) -> bool:
         entry.lease_until <= now
         and bool(entry.open_recipients)
         and (now - claimed_at).total_seconds() < names.JOBS_STREAM.duplicate_window_seconds / 2
+    )
+
+
+def _in_trace(entry: queue.Entry) -> contextlib.AbstractContextManager[object]:
+    """A span for dispatching an attempt, a child of the message's arrival in its trace: the
+    job's headers carry it, so the attempt joins the trace too."""
+    return _tracer.start_as_current_span(
+        "spool.dispatch",
+        context=telemetry.resumed(entry.traceparent),
+        attributes={"empath.queue_id": entry.id, "empath.attempt": entry.attempts},
     )
 
 
@@ -165,9 +177,10 @@ class Scheduler:
             return 0  # another replica took it, or it changed
         before, after = claim
         try:
-            await self.bus.publish(
-                names.JOBS_SUBJECT, job_for(after), msg_id=f"{after.id}.{after.attempts}"
-            )
+            with _in_trace(after):
+                await self.bus.publish(
+                    names.JOBS_SUBJECT, job_for(after), msg_id=f"{after.id}.{after.attempts}"
+                )
         except errors.BusUnavailable:
             # Put it back as it was, due again shortly: never left claimed with no job.
             await self.records.update(
@@ -201,9 +214,10 @@ class Scheduler:
             "attempt %d was claimed but its job never confirmed: publishing it again",
             entry.attempts,
         )
-        await self.bus.publish(
-            names.JOBS_SUBJECT, job_for(entry), msg_id=f"{entry.id}.{entry.attempts}"
-        )
+        with _in_trace(entry):
+            await self.bus.publish(
+                names.JOBS_SUBJECT, job_for(entry), msg_id=f"{entry.id}.{entry.attempts}"
+            )
         await self._confirm(entry)
         return 1
 

@@ -10,7 +10,7 @@ import asyncio
 import logging
 
 from empath.core import bus as bus_module
-from empath.core import names, services, store
+from empath.core import metrics, names, services, store
 from empath.spool import api, intake, notices, outcomes, records, scheduler, view
 
 log = logging.getLogger("empath.spool")
@@ -26,6 +26,7 @@ async def run(runtime: services.Runtime) -> None:
         queue_records = records.Records(kv)
         live = view.QueueView(kv, connection=bus.nc)
         following = asyncio.create_task(live.run(runtime.stop), name="spool-view")
+        metrics.observe_queue(live.snapshot, until=runtime.stop)
         # Serve and schedule only once the view holds the whole queue.
         ready = asyncio.create_task(live.ready.wait())
         await asyncio.wait({following, ready}, return_when=asyncio.FIRST_COMPLETED)
