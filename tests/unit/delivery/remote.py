@@ -13,7 +13,8 @@ import asyncio
 from typing import Any
 
 from empath.core import events
-from empath.delivery import client, resolver
+from empath.core import settings as config
+from empath.delivery import client, pool, resolver, throttle, worker
 
 HOP = resolver.Hop(name="mx1.example.com", address="192.0.2.25", port=25)
 TURN_TIMEOUT = 5.0
@@ -140,3 +141,23 @@ def job(*recipients: str | events.Recipient, **fields: Any) -> events.DeliveryJo
     }
     values.update({k: v for k, v in fields.items() if k not in events.Envelope.model_fields})
     return events.DeliveryJob(**values)
+
+
+class Routes:
+    """Routing that always answers the one test MX."""
+
+    async def route(self, domain: str) -> list[resolver.Hop]:
+        return [HOP]
+
+
+def a_worker(**settings: Any) -> worker.Worker:
+    """A delivery worker that routes to the test MX and needs no bus, bucket or flags."""
+    return worker.Worker(
+        settings=config.load(environment=False, hostname="mx.test", **settings),
+        bus=None,  # type: ignore[arg-type]
+        objects=None,  # type: ignore[arg-type]
+        routes=Routes(),  # type: ignore[arg-type]
+        connections=pool.Pool(messages_per_connection=10, idle_timeout=30),
+        limits=throttle.Throttle(connections=1, rate=0),
+        flags=None,  # type: ignore[arg-type]
+    )

@@ -9,8 +9,7 @@ import pytest
 
 from empath.core import events
 from empath.delivery import resolver
-from tests.unit.delivery.remote import job
-from tests.unit.delivery.test_worker import a_worker
+from tests.unit.delivery.remote import a_worker, job
 
 
 def test_the_base_delivery_error_cannot_be_made() -> None:

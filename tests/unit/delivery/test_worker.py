@@ -10,25 +10,8 @@ import pytest
 
 from empath.core import errors, events
 from empath.core import settings as config
-from empath.delivery import client, pool, resolver, throttle, worker
-from tests.unit.delivery.remote import HOP, job
-
-
-class Routes:
-    async def route(self, domain: str) -> list[resolver.Hop]:
-        return [HOP]
-
-
-def a_worker(**settings: Any) -> worker.Worker:
-    return worker.Worker(
-        settings=config.load(environment=False, hostname="mx.test", **settings),
-        bus=None,  # type: ignore[arg-type]
-        objects=None,  # type: ignore[arg-type]
-        routes=Routes(),  # type: ignore[arg-type]
-        connections=pool.Pool(messages_per_connection=10, idle_timeout=30),
-        limits=throttle.Throttle(connections=1, rate=0),
-        flags=None,  # type: ignore[arg-type]
-    )
+from empath.delivery import client, resolver
+from tests.unit.delivery.remote import a_worker, job
 
 
 async def test_an_error_nobody_foresaw_defers_the_recipients_with_its_kind(

@@ -9,6 +9,17 @@ from empath.core import events, queue, settings
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 MESSAGE_ID = "01KJP5Z4M0ABCDEFGHJKMNPQRS"
+# A message as a client sent it: folded header, a line that starts with a dot.
+ORIGINAL = (
+    b"From: Alice <alice@example.org>\r\n"
+    b"To: bob@example.com\r\n"
+    b"Subject: the plan,\r\n"
+    b"  folded as Alice's program folded it\r\n"
+    b"Message-ID: <plan@example.org>\r\n"
+    b"\r\n"
+    b"Line one.\r\n"
+    b".Line two starts with a dot.\r\n"
+)
 
 
 def config(**overrides: Any) -> settings.Settings:
@@ -62,3 +73,26 @@ def attempted(attempt: int, *results: events.RecipientResult) -> events.Attempte
         worker="worker-1",
         results=results,
     )
+
+
+class Objects:
+    """The bucket: bodies by key."""
+
+    def __init__(self, **bodies: bytes) -> None:
+        self.bodies = dict(bodies)
+
+    async def get(self, key: str) -> bytes:
+        return self.bodies[key]
+
+    async def put(self, key: str, data: bytes) -> None:
+        self.bodies[key] = data
+
+
+class Bus:
+    """JetStream, as far as publishing goes: what was published, deduplicated by message id."""
+
+    def __init__(self) -> None:
+        self.published: dict[str, tuple[str, events.Model]] = {}
+
+    async def publish(self, subject: str, event: events.Model, *, msg_id: str) -> None:
+        self.published.setdefault(msg_id, (subject, event))

@@ -11,18 +11,8 @@ from email.message import EmailMessage, Message
 import pytest
 
 from empath.spool import dsn
-from tests.unit.spool.samples import NOW, entry, recipient
+from tests.unit.spool.samples import NOW, ORIGINAL, entry, recipient
 
-ORIGINAL = (
-    b"From: Alice <alice@example.org>\r\n"
-    b"To: bob@example.com\r\n"
-    b"Subject: the plan,\r\n"
-    b"  folded as Alice's program folded it\r\n"
-    b"Message-ID: <plan@example.org>\r\n"
-    b"\r\n"
-    b"Line one.\r\n"
-    b".Line two starts with a dot.\r\n"
-)
 FAILED = "550 5.1.1 <bob@example.com>: No such user"
 
 

@@ -7,33 +7,19 @@ from typing import Any
 
 from empath.core import events, ids, names, queue
 from empath.spool import dsn, notices, outcomes
-from tests.unit.spool.samples import NOW, attempted, config, entry, recipient, result
-from tests.unit.spool.test_dsn import ORIGINAL
+from tests.unit.spool.samples import (
+    NOW,
+    ORIGINAL,
+    Bus,
+    Objects,
+    attempted,
+    config,
+    entry,
+    recipient,
+    result,
+)
 
 FAILED = "550 5.1.1 No such user"
-
-
-class Objects:
-    """The bucket: bodies by key."""
-
-    def __init__(self, **bodies: bytes) -> None:
-        self.bodies = dict(bodies)
-
-    async def get(self, key: str) -> bytes:
-        return self.bodies[key]
-
-    async def put(self, key: str, data: bytes) -> None:
-        self.bodies[key] = data
-
-
-class Bus:
-    """JetStream, as far as publishing goes: what was published, deduplicated by message id."""
-
-    def __init__(self) -> None:
-        self.published: dict[str, tuple[str, events.Model]] = {}
-
-    async def publish(self, subject: str, event: events.Model, *, msg_id: str) -> None:
-        self.published.setdefault(msg_id, (subject, event))
 
 
 def notifier(message: queue.Entry, **settings: Any) -> tuple[notices.Notices, Bus, Objects]:

@@ -12,9 +12,16 @@ from nats.aio.msg import Msg
 
 from empath.core import errors, events, names, queue
 from empath.spool import notices, outcomes
-from tests.unit.spool.samples import MESSAGE_ID, attempted, config, entry, result
-from tests.unit.spool.test_dsn import ORIGINAL
-from tests.unit.spool.test_notices import Bus, Objects
+from tests.unit.spool.samples import (
+    MESSAGE_ID,
+    ORIGINAL,
+    Bus,
+    Objects,
+    attempted,
+    config,
+    entry,
+    result,
+)
 
 FAILED = "550 5.1.1 <bob@example.com>: No such user"
 
