@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -96,3 +97,37 @@ class Bus:
 
     async def publish(self, subject: str, event: events.Model, *, msg_id: str) -> None:
         self.published.setdefault(msg_id, (subject, event))
+
+
+class Records:
+    """The KV bucket of queue records, with compare-and-set reduced to applying the change;
+    `broken` is what every read raises, for a bucket that fails."""
+
+    def __init__(self, *entries: queue.Entry, broken: Exception | None = None) -> None:
+        self.entries = {e.id: e for e in entries}
+        self.broken = broken
+
+    async def get(self, message_id: str) -> queue.Entry:
+        if self.broken is not None:
+            raise self.broken
+        return self.entries[message_id]
+
+    async def update(
+        self, message_id: str, change: Callable[[queue.Entry], queue.Entry | None]
+    ) -> tuple[queue.Entry, queue.Entry] | None:
+        before = await self.get(message_id)
+        after = change(before)
+        if after is None:
+            return None
+        self.entries[message_id] = after
+        return before, after
+
+
+class View:
+    """The spool's live view of those records."""
+
+    def __init__(self, records: Records) -> None:
+        self.entries = records.entries
+
+    def snapshot(self) -> list[queue.Entry]:
+        return sorted(self.entries.values(), key=lambda e: e.id)

@@ -13,7 +13,7 @@ from nats.aio.msg import Msg
 
 from empath.core import errors, queries, queue
 from empath.spool import api, controls
-from tests.unit.spool.samples import MESSAGE_ID, entry
+from tests.unit.spool.samples import MESSAGE_ID, Records, View, entry
 
 Handler = Callable[[Msg], Awaitable[None]]
 
@@ -43,35 +43,6 @@ class Connection:
         [answer] = self.answers
         self.answers.clear()
         return answer
-
-
-class Records:
-    def __init__(self, *entries: queue.Entry, broken: Exception | None = None) -> None:
-        self.entries = {e.id: e for e in entries}
-        self.broken = broken
-
-    async def get(self, message_id: str) -> queue.Entry:
-        if self.broken is not None:
-            raise self.broken
-        return self.entries[message_id]
-
-    async def update(
-        self, message_id: str, change: Callable[[queue.Entry], queue.Entry | None]
-    ) -> tuple[queue.Entry, queue.Entry] | None:
-        before = await self.get(message_id)
-        after = change(before)
-        if after is None:
-            return None
-        self.entries[message_id] = after
-        return before, after
-
-
-class View:
-    def __init__(self, records: Records) -> None:
-        self.entries = records.entries
-
-    def snapshot(self) -> list[queue.Entry]:
-        return sorted(self.entries.values(), key=lambda e: e.id)
 
 
 async def serving(records: Records) -> Connection:

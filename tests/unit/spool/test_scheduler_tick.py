@@ -2,38 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import timedelta
 
 import nats.js.errors
 
 from empath.core import events, names, queue
 from empath.spool import scheduler
-from tests.unit.spool.samples import NOW, config, entry
+from tests.unit.spool.samples import NOW, Records, View, config, entry
 
 OTHER_ID = "01KJP5Z4M0ABCDEFGHJKMNPQRT"
-
-
-class Records:
-    """The KV bucket of queue records, with compare-and-set reduced to applying the change."""
-
-    def __init__(self, *entries: queue.Entry) -> None:
-        self.entries = {e.id: e for e in entries}
-
-    async def update(
-        self, message_id: str, change: Callable[[queue.Entry], queue.Entry | None]
-    ) -> tuple[queue.Entry, queue.Entry] | None:
-        before = self.entries[message_id]
-        after = change(before)
-        if after is None:
-            return None
-        self.entries[message_id] = after
-        return before, after
-
-
-class View:
-    def __init__(self, records: Records) -> None:
-        self.entries = records.entries
 
 
 class Bus:
