@@ -23,12 +23,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-import nats
 
 from empath.core import events, ids, names, queue, store
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ingress import free_port, start_up
+from ingress import connect, free_port, start_up
 
 MESSAGES = int(os.environ.get("BENCH_MESSAGES", "100000"))
 TOKEN = "bench-token"
@@ -54,8 +53,8 @@ def record(n: int, now: datetime) -> queue.Entry:
     )
 
 
-async def fill(nats_port: int) -> float:
-    nc = await nats.connect(f"nats://127.0.0.1:{nats_port}")
+async def fill(data: Path, nats_port: int) -> float:
+    nc = await connect(data, nats_port)
     js = nc.jetstream()
     kv = await js.key_value(names.QUEUE_BUCKET)
     now = datetime.now(UTC)
@@ -80,8 +79,9 @@ def timed(client: httpx.Client, path: str, **params: str) -> float:
 def main() -> None:
     ports = {name: free_port() for name in ("smtp", "nats", "s3", "control")}
     with tempfile.TemporaryDirectory(prefix="empath-control-") as tmp:
+        data = Path(tmp) / "data"
         process = start_up(
-            Path(tmp) / "data",
+            data,
             ports,
             control_token=TOKEN,
             control_listen=f"127.0.0.1:{ports['control']}",
@@ -93,7 +93,7 @@ def main() -> None:
                 timeout=120,
             )
             client.post("/api/v1/queue/freeze").raise_for_status()
-            filled = asyncio.run(fill(ports["nats"]))
+            filled = asyncio.run(fill(data, ports["nats"]))
             deadline = time.monotonic() + 300
             while client.get("/api/v1/queue/stats").json()["total"] < MESSAGES:
                 if time.monotonic() > deadline:

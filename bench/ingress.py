@@ -29,6 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import nats
+import nats.aio.client
+
+from empath.core import natsauth, up
 
 MESSAGES = int(os.environ.get("BENCH_MESSAGES", "5000"))
 SESSIONS = int(os.environ.get("BENCH_SESSIONS", "20"))
@@ -108,9 +111,19 @@ def percentiles(timings: list[float]) -> str:
     return f"p50 {cuts[49] * 1000:6.1f} ms   p99 {cuts[98] * 1000:6.1f} ms   (n={len(timings)})"
 
 
-async def ask(nats_port: int, subject: str) -> dict[str, Any]:
+async def connect(data: Path, nats_port: int) -> nats.aio.client.Client:
+    """NATS as the admin user `empath up` made in its data directory (anonymous clients are
+    refused)."""
+    directory = up.credentials_dir(data)
+    password = natsauth.password_file(directory, natsauth.ADMIN).read_text().strip()
+    return await nats.connect(
+        f"nats://127.0.0.1:{nats_port}", user=natsauth.ADMIN, password=password
+    )
+
+
+async def ask(data: Path, nats_port: int, subject: str) -> dict[str, Any]:
     """One request to the spool's query API (`empath.api.queue.*`)."""
-    nc = await nats.connect(f"nats://127.0.0.1:{nats_port}")
+    nc = await connect(data, nats_port)
     try:
         reply = await nc.request(f"empath.api.queue.{subject}", b"{}", timeout=60)
         return dict(json.loads(reply.data))
@@ -118,18 +131,19 @@ async def ask(nats_port: int, subject: str) -> dict[str, Any]:
         await nc.close()
 
 
-def counts(nats_port: int) -> dict[str, int]:
+def counts(data: Path, nats_port: int) -> dict[str, int]:
     """Messages in the queue by state, and in total."""
-    return dict(asyncio.run(ask(nats_port, "counts"))["counts"])
+    return dict(asyncio.run(ask(data, nats_port, "counts"))["counts"])
 
 
 def main() -> None:
     ports = {name: free_port() for name in ("smtp", "nats", "s3")}
     with tempfile.TemporaryDirectory(prefix="empath-bench-") as tmp:
-        process = start_up(Path(tmp) / "data", ports)
+        data = Path(tmp) / "data"
+        process = start_up(data, ports)
         try:
             # Measure intake alone: with the queue frozen, delivery starts no attempt.
-            asyncio.run(ask(ports["nats"], "freeze"))
+            asyncio.run(ask(data, ports["nats"], "freeze"))
             idle = probe(ports["smtp"], PROBES)
             stop = threading.Event()
             loaded: list[float] = []
@@ -144,7 +158,7 @@ def main() -> None:
             prober.join()
             expected = PROBES + MESSAGES + len(loaded)
             deadline = time.monotonic() + 120
-            while (total := counts(ports["nats"])["total"]) < expected:
+            while (total := counts(data, ports["nats"])["total"]) < expected:
                 if time.monotonic() > deadline:
                     raise SystemExit(f"only {total} of {expected} accepted messages are queued")
                 time.sleep(0.5)

@@ -60,7 +60,7 @@ def run_empath(tmp: Path, sink_port: int) -> float:
     try:
         started = time.perf_counter()
         smtp_source(ports["smtp"], "user@sink.test")
-        wait_until(lambda: counts(ports["nats"])["delivered"] >= MESSAGES, "Empath")
+        wait_until(lambda: counts(tmp / "empath", ports["nats"])["delivered"] >= MESSAGES, "Empath")
         return time.perf_counter() - started
     finally:
         process.send_signal(signal.SIGTERM)
