@@ -235,12 +235,11 @@ async def test_every_event_the_spool_drops_is_logged_with_its_queue_id_repeats_a
         results=(events.RecipientResult(address="u@dest.test", outcome="delivered", reply="250"),),
     )
     unknown = outcome.model_copy(update={"id": "01KJP5Z4M0ABCDEFGHJKMNPQRS"})
-    # A repeated `received`, an outcome for a message not in the queue, and the same outcome
-    # twice (the second finds its attempt in the history).
+    # A repeated `received`, an outcome for a message not in the queue, and an outcome for a
+    # message never dispatched (the queue is frozen): forged, or left over, it is refused.
     await system.bus.publish(names.RECEIVED_SUBJECT, received, msg_id="again")
     await system.bus.publish(names.ATTEMPTED_SUBJECT, unknown, msg_id="unknown")
-    await system.bus.publish(names.ATTEMPTED_SUBJECT, outcome, msg_id="first")
-    await system.bus.publish(names.ATTEMPTED_SUBJECT, outcome, msg_id="second")
+    await system.bus.publish(names.ATTEMPTED_SUBJECT, outcome, msg_id="forged")
 
     def logged(queue_id: str, text: str, level: int) -> bool:
         return any(
@@ -255,11 +254,19 @@ async def test_every_event_the_spool_drops_is_logged_with_its_queue_id_repeats_a
         return (
             logged(queue_id, "already recorded: dropping the repeated received event", logging.INFO)
             and logged(unknown.id, "no longer queued", logging.WARNING)
-            and logged(queue_id, "outcome of attempt 1 dropped", logging.INFO)
+            and logged(
+                queue_id,
+                "outcome of attempt 1 refused: the message is queued at attempt 0",
+                logging.WARNING,
+            )
         )
 
     await eventually(all_logged, timeout=10, what="a line for each dropped event")
     assert not any(
-        r.levelno >= logging.WARNING and getattr(r, "queue_id", None) == queue_id
+        r.levelno >= logging.WARNING
+        and getattr(r, "queue_id", None) == queue_id
+        and "received" in r.getMessage()
         for r in caplog.records
     ), "a repeated event was logged as a warning"
+    still = await system.records.get(queue_id)
+    assert (still.state, still.history) == ("queued", ()), "a forged outcome changed the record"

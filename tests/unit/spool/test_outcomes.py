@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from empath.core import queue
 from empath.spool import outcomes
 from tests.unit.spool.samples import NOW, attempted, config, entry, recipient, result
@@ -257,9 +259,31 @@ def test_a_delay_warning_is_due_once_after_the_configured_wait() -> None:
     warned = outcomes.mark_notified(after, {"bob@example.com"}, "delay")
     assert warned.recipients[0].notified == ("delay",)
     next_event = attempted(2, result("bob@example.com", "deferred", DEFERRED))
-    again = outcomes.apply(settings, warned, next_event, now=NOW + timedelta(minutes=1))
+    # The scheduler dispatches attempt 2 before its outcome can count.
+    out_again = warned.model_copy(update={"state": queue.State.DELIVERING, "attempts": 2})
+    again = outcomes.apply(settings, out_again, next_event, now=NOW + timedelta(minutes=1))
     assert again is not None
-    assert outcomes.reports_for(warned, again, next_event, settings=settings, now=NOW) == {}
+    assert outcomes.reports_for(out_again, again, next_event, settings=settings, now=NOW) == {}
+
+
+@pytest.mark.parametrize(
+    ("state", "attempts", "reported"),
+    [
+        (queue.State.DEFERRED, 1, 1),  # waiting for its retry: no attempt is out
+        (queue.State.QUEUED, 0, 1),  # never dispatched
+        (queue.State.FROZEN, 1, 1),  # held
+        (queue.State.DELIVERING, 2, 1),  # out on attempt 2: attempt 1's outcome is stale
+        (queue.State.DELIVERING, 2, 3),  # an attempt never dispatched
+    ],
+)
+def test_an_outcome_for_an_attempt_that_is_not_out_marks_nothing_delivered(
+    state: queue.State, attempts: int, reported: int
+) -> None:
+    """A forged `attempted` (or one left over) must not make a waiting message vanish."""
+    waiting = entry("bob@example.com", state=state, attempts=attempts)
+    forged = attempted(reported, result("bob@example.com", "delivered", "250 2.0.0 Ok"))
+
+    assert outcomes.apply(config(), waiting, forged, now=NOW) is None
 
 
 def test_without_notify_a_deferral_warns_nobody() -> None:

@@ -110,6 +110,10 @@ kv_conflicts = _counter(
 store_duration = _histogram(
     "empath.store.operation.duration.seconds", "Time of one object-store put or get"
 )
+outcomes_refused = _counter(
+    "empath.spool.outcomes.refused.total",
+    "Attempt outcomes refused: not for the attempt the message is out on (stale or forged)",
+)
 store_errors = _counter("empath.store.errors.total", "Object-store puts and gets that failed")
 
 

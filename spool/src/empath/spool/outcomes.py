@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 from nats.aio.msg import Msg
 
-from empath.core import consumers, errors, events, queue, store, telemetry
+from empath.core import consumers, errors, events, metrics, queue, store, telemetry
 from empath.core.settings import Settings
 from empath.spool import dsn, notices, records, retries
 
@@ -34,8 +34,12 @@ HISTORY_LIMIT = 50
 def apply(
     settings: Settings, entry: queue.Entry, event: events.Attempted, *, now: datetime
 ) -> queue.Entry | None:
-    """The record after this attempt, or None when the attempt is stale or already applied."""
-    if already_recorded(entry, event) or entry.finished:
+    """The record after this attempt, or None when the attempt is stale, already applied, or
+    not the attempt the spool dispatched: an outcome counts only for a message `delivering`
+    in exactly that attempt, so one forged or left over from an earlier attempt can mark
+    nothing delivered (its message is tried again instead: a duplicate at worst, never a loss).
+    """
+    if already_recorded(entry, event) or not dispatched(entry, event):
         return None
     results = {r.address: r for r in event.results}
     updated = []
@@ -101,6 +105,12 @@ def apply(
         changes["state"] = queue.State.DELIVERED if all_delivered else queue.State.FAILED
         changes["next_attempt"] = None
     return after.model_copy(update=changes)
+
+
+def dispatched(entry: queue.Entry, event: events.Attempted) -> bool:
+    """Whether `event` reports the attempt the message is out on now (the scheduler counts
+    an attempt when it dispatches it, and leaves the message `delivering` until its outcome)."""
+    return entry.state == queue.State.DELIVERING and event.attempt == entry.attempts
 
 
 def already_recorded(entry: queue.Entry, event: events.Attempted) -> bool:
@@ -201,10 +211,12 @@ class Outcomes:
                 if already_recorded(before, event):
                     mlog.info("outcome of attempt %d dropped: already recorded", event.attempt)
                 else:
+                    metrics.outcomes_refused.add(1)
                     mlog.warning(
-                        "outcome of attempt %d dropped: the message is %s",
+                        "outcome of attempt %d refused: the message is %s at attempt %d",
                         event.attempt,
                         before.state.value,
+                        before.attempts,
                     )
                 return
             # DSNs first (their ids are deterministic, so a retry re-sends nothing new), then
