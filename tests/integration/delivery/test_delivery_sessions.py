@@ -39,10 +39,11 @@ async def test_a_host_that_never_completes_the_connect_is_given_up_after_the_con
     assert 1.0 <= took(entry) < 10, took(entry)
 
 
-async def test_a_host_that_accepts_and_never_greets_is_given_up_after_the_command_timeout(
-    relay: Callable[..., Any], dns: DnsServer, mx_port: int
-) -> None:
-    mute = Mute(host="127.0.0.2", port=mx_port)
+async def deferred_by(
+    mute: Mute, relay: Callable[..., Any], dns: DnsServer
+) -> tuple[Mute, queue.Entry]:
+    """Send one message to dest.test, whose only MX is `mute` (1 s command timeout, a long
+    connect timeout), and return the host and the record once the attempt was deferred."""
     await mute.start()
     try:
         mx(dns, "dest.test", (10, "mx.dest.test", "127.0.0.2"))
@@ -52,6 +53,13 @@ async def test_a_host_that_accepts_and_never_greets_is_given_up_after_the_comman
         entry = await settle(system, await send(system, "", ["u@dest.test"]), "deferred")
     finally:
         await mute.close()
+    return mute, entry
+
+
+async def test_a_host_that_accepts_and_never_greets_is_given_up_after_the_command_timeout(
+    relay: Callable[..., Any], dns: DnsServer, mx_port: int
+) -> None:
+    mute, entry = await deferred_by(Mute(host="127.0.0.2", port=mx_port), relay, dns)
     assert mute.sessions == 1
     assert entry.last_reply == (
         f"451 4.4.2 mx.dest.test[127.0.0.2]:{mx_port} dropped the session: TimeoutError: "
@@ -62,16 +70,7 @@ async def test_a_host_that_accepts_and_never_greets_is_given_up_after_the_comman
 async def test_a_host_that_stops_answering_mid_session_is_given_up_after_the_command_timeout(
     relay: Callable[..., Any], dns: DnsServer, mx_port: int
 ) -> None:
-    mute = Mute(host="127.0.0.2", port=mx_port, greet=True)
-    await mute.start()
-    try:
-        mx(dns, "dest.test", (10, "mx.dest.test", "127.0.0.2"))
-        system = await relay(
-            delivery_connect_timeout=60, delivery_command_timeout=1.0, retry_schedule=[0, 3600]
-        )
-        entry = await settle(system, await send(system, "", ["u@dest.test"]), "deferred")
-    finally:
-        await mute.close()
+    mute, entry = await deferred_by(Mute(host="127.0.0.2", port=mx_port, greet=True), relay, dns)
     # It greeted and answered EHLO; the transaction went out, and no reply came back.
     assert mute.heard.endswith(b"MAIL FROM:<>\r\nRCPT TO:<u@dest.test>\r\nDATA\r\n")
     assert entry.last_reply == "451 4.4.2 mx.dest.test dropped the session: TimeoutError: "
