@@ -26,6 +26,7 @@ from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
+    DeliverPolicy,
     KeyValueConfig,
     RetentionPolicy,
     StorageType,
@@ -122,19 +123,43 @@ class Bus:
             await kv.purge(key)
 
 
-async def kv_items(kv: KeyValue) -> list[tuple[str, bytes]]:
-    """Every (key, value) of a small KV bucket, by key (deleted keys left out)."""
+# Values read per request while reading a bucket to its end.
+KV_READ_BATCH = 1000
+
+
+async def kv_items(kv: KeyValue, keys: str = ">") -> list[tuple[str, bytes]]:
+    """Every (key, value) under `keys` as it is now, by key (deleted keys left out).
+
+    Not nats.py's `kv.keys()` or `kv.watch()`: their watcher says "that was all" when the
+    consumer reports nothing pending, which it also does once the server has sent every value
+    and before the client has read them, so a busy client may read a full bucket as empty. A
+    pull consumer sends nothing until asked: what it counts as pending when created is exactly
+    what there is to read, and each value says how many are left after it."""
+    js: JetStreamContext = kv._js
+    config = ConsumerConfig(
+        deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+        ack_policy=AckPolicy.NONE,
+        mem_storage=True,
+        inactive_threshold=30.0,
+    )
+    prefix = kv._pre
+    reader = await js.pull_subscribe(f"{prefix}{keys}", stream=kv._stream, config=config)
+    found: dict[str, bytes] = {}
     try:
-        keys = await kv.keys()
-    except nats.js.errors.NoKeysError:
-        return []
-    found = []
-    for key in sorted(keys):
-        with contextlib.suppress(nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
-            entry = await kv.get(key)
-            if entry.value:
-                found.append((key, entry.value))
-    return found
+        remaining = (await reader.consumer_info()).num_pending or 0
+        while remaining > 0:
+            for message in await reader.fetch(min(remaining, KV_READ_BATCH), timeout=5.0):
+                remaining = message.metadata.num_pending
+                key = message.subject.removeprefix(prefix)
+                operation = message.headers.get("KV-Operation") if message.headers else None
+                if operation in {"DEL", "PURGE"} or not message.data:
+                    found.pop(key, None)
+                else:
+                    found[key] = message.data
+    finally:
+        with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, OSError):
+            await reader.unsubscribe()
+    return sorted(found.items())
 
 
 async def live_services(kv: KeyValue) -> list[dict[str, Any]]:

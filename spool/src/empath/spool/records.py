@@ -17,7 +17,7 @@ import nats.js.errors
 from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
-from empath.core import errors, ids, metrics, names, queue, telemetry
+from empath.core import bus, errors, ids, metrics, names, queue, telemetry
 
 log = logging.getLogger("empath.spool.records")
 
@@ -92,24 +92,16 @@ class Records:
 
     async def all(self) -> list[queue.Entry]:
         """Every record, oldest first (queue ids sort by time)."""
-        entries = []
         try:
-            watcher = await self.kv.watch(f"{names.QUEUE_KEY_PREFIX}>", ignore_deletes=True)
-            try:
-                while True:
-                    update = await watcher.updates(timeout=5.0)  # type: ignore[no-untyped-call]
-                    if update is None:  # end of the current values
-                        break
-                    if update.value:
-                        try:
-                            entries.append(queue.Entry.model_validate_json(update.value))
-                        except ValidationError as error:
-                            log.error("unreadable record %s: %s", update.key, error)
-            finally:
-                await watcher.stop()  # type: ignore[no-untyped-call]
+            found = await bus.kv_items(self.kv, f"{names.QUEUE_KEY_PREFIX}>")
         except (nats.errors.Error, nats.js.errors.Error) as error:
             raise errors.BusUnavailable(f"cannot read the queue: {error!r}") from error
-        entries.sort(key=lambda entry: entry.id)
+        entries = []
+        for key, value in found:
+            try:
+                entries.append(queue.Entry.model_validate_json(value))
+            except ValidationError as error:
+                log.error("unreadable record %s: %s", key, error)
         return entries
 
 
