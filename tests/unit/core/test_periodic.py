@@ -214,7 +214,9 @@ async def test_waits_after_failures_double_up_to_the_limit_and_reset_after_a_suc
     stop = asyncio.Event()
     waits: list[float] = []
 
-    async def pause(event: asyncio.Event, seconds: float) -> None:
+    async def pause(
+        event: asyncio.Event, seconds: float, *, wake: asyncio.Event | None = None
+    ) -> None:
         waits.append(seconds)
 
     monkeypatch.setattr(periodic, "pause", pause)
@@ -230,3 +232,21 @@ async def test_waits_after_failures_double_up_to_the_limit_and_reset_after_a_suc
     await periodic.every(0.5, work, stop=stop, log=log, what="waiting", backoff_to=10.0)
     # Six failures, a success, two failures, and the last run (which sets stop).
     assert waits == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 0.5, 0.5, 1.0, 0.5]
+
+
+async def test_a_wake_runs_the_work_again_without_waiting_out_the_interval() -> None:
+    stop, wake = asyncio.Event(), asyncio.Event()
+    runs: list[int] = []
+
+    def work() -> None:
+        runs.append(1)
+        if len(runs) == 3:
+            stop.set()
+        else:
+            wake.set()  # as a new message due now would, during the run
+
+    # An interval of an hour: only the wakes can bring the second and third runs.
+    await asyncio.wait_for(
+        periodic.every(3600, work, stop=stop, log=log, what="waking", wake=wake), 5
+    )
+    assert len(runs) == 3

@@ -36,8 +36,9 @@ def entry(
 def list_call(entries: list[queue.Entry], max_payload: int = 1024 * 1024) -> api.QueryAPI:
     """The list call over a view holding `entries` (it needs nothing else but the payload
     limit of the NATS connection)."""
-    live = view.QueueView(kv=None)  # type: ignore[arg-type]
-    live.entries = {e.id: e for e in entries}
+    live = view.QueueView()
+    for e in entries:
+        live.apply(e.id, e)
     nothing: Any = None
     nc: Any = types.SimpleNamespace(max_payload=max_payload)
     return api.QueryAPI(nc, nothing, nothing, live, nothing)

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from empath.core import events, queue, settings
+from empath.spool import records as spool_records
+from empath.spool import view
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 MESSAGE_ID = "01KJP5Z4M0ABCDEFGHJKMNPQRS"
@@ -108,26 +110,31 @@ class Records:
         self.broken = broken
 
     async def get(self, message_id: str) -> queue.Entry:
+        return (await self.read(message_id))[0]
+
+    async def read(self, message_id: str) -> spool_records.Known:
         if self.broken is not None:
             raise self.broken
-        return self.entries[message_id]
+        return self.entries[message_id], 1
 
     async def update(
-        self, message_id: str, change: Callable[[queue.Entry], queue.Entry | None]
-    ) -> tuple[queue.Entry, queue.Entry] | None:
+        self,
+        message_id: str,
+        change: Callable[[queue.Entry], queue.Entry | None],
+        *,
+        known: spool_records.Known | None = None,
+    ) -> spool_records.Written | None:
         before = await self.get(message_id)
         after = change(before)
         if after is None:
             return None
         self.entries[message_id] = after
-        return before, after
+        return spool_records.Written(before, after, 1)
 
 
-class View:
-    """The spool's live view of those records."""
-
-    def __init__(self, records: Records) -> None:
-        self.entries = records.entries
-
-    def snapshot(self) -> list[queue.Entry]:
-        return sorted(self.entries.values(), key=lambda e: e.id)
+def View(records: Records) -> view.QueueView:
+    """The spool's live view of those records, as it stands now."""
+    live = view.QueueView()
+    for e in records.entries.values():
+        live.apply(e.id, e)
+    return live

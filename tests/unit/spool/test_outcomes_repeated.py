@@ -11,7 +11,7 @@ import pytest
 from nats.aio.msg import Msg
 
 from empath.core import errors, events, names, queue
-from empath.spool import notices, outcomes
+from empath.spool import notices, outcomes, records
 from tests.unit.spool.samples import (
     MESSAGE_ID,
     ORIGINAL,
@@ -34,12 +34,16 @@ class Records:
         self.stored = stored
         self.writes_to_fail = 1
 
-    async def get(self, message_id: str) -> queue.Entry:
-        return self.stored
+    async def read(self, message_id: str) -> records.Known:
+        return self.stored, 1
 
     async def update(
-        self, message_id: str, change: Callable[[queue.Entry], queue.Entry | None]
-    ) -> tuple[queue.Entry, queue.Entry] | None:
+        self,
+        message_id: str,
+        change: Callable[[queue.Entry], queue.Entry | None],
+        *,
+        known: records.Known | None = None,
+    ) -> records.Written | None:
         after = change(self.stored)
         if after is None:
             return None
@@ -47,7 +51,7 @@ class Records:
             self.writes_to_fail -= 1
             raise errors.BusUnavailable("cannot update: no NATS")
         before, self.stored = self.stored, after
-        return before, after
+        return records.Written(before, after, 2)
 
 
 class Bucket(Objects):
@@ -75,10 +79,10 @@ async def test_an_outcome_handled_twice_at_different_times_queues_one_bounce(
 ) -> None:
     monkeypatch.setattr(outcomes, "datetime", Clock, raising=False)
     message = entry("bob@example.com")
-    records, bus, bucket = Records(message), Bus(), Bucket(**{message.body_key: ORIGINAL})
+    stored, bus, bucket = Records(message), Bus(), Bucket(**{message.body_key: ORIGINAL})
     handler = outcomes.Outcomes(
         settings=config(),
-        records=records,  # type: ignore[arg-type]
+        records=stored,  # type: ignore[arg-type]
         objects=bucket,  # type: ignore[arg-type]
         notices=notices.Notices(settings=config(), bus=bus, objects=bucket),  # type: ignore[arg-type]
     )
@@ -94,5 +98,5 @@ async def test_an_outcome_handled_twice_at_different_times_queues_one_bounce(
     assert [r.address for r in bounce.envelope.recipients] == ["alice@example.org"]
     dsn_bodies = [key for key in bucket.bodies if MESSAGE_ID not in key]
     assert dsn_bodies == [bounce.body_key]
-    assert records.stored.state == queue.State.FAILED
+    assert stored.stored.state == queue.State.FAILED
     assert message.body_key not in bucket.bodies  # the original went once the record said so

@@ -44,8 +44,9 @@ async def every(
     wait_first: bool = False,
     backoff_to: float | None = None,
     warn_once: bool = False,
+    wake: asyncio.Event | None = None,
 ) -> None:
-    """Run `work()` every `seconds` until `stop` is set.
+    """Run `work()` every `seconds` until `stop` is set, and sooner whenever `wake` is set.
 
     `work` may be a coroutine function or a plain one (run on the loop, so it must be quick).
 
@@ -55,13 +56,16 @@ async def every(
     of a run of expected failures is a warning (the others are debug) and the recovery is
     logged: for loops on every service (the heartbeat) that would otherwise warn each
     interval while NATS is down. `stop` is checked between runs (work in progress is let
-    finish) and ends any wait at once.
+    finish) and ends any wait at once; so does `wake`, which is cleared before each run (so a
+    wake during a run leads to one more run, never to a lost one).
     """
     if wait_first:
         await pause(stop, seconds)
     delay = seconds  # the wait after a failure
     failing = False
     while not stop.is_set():
+        if wake is not None:
+            wake.clear()
         try:
             result = work()
             if inspect.isawaitable(result):
@@ -76,7 +80,7 @@ async def every(
                 log.info("%s: working again", what)
             failing = False
             delay = seconds
-            await pause(stop, seconds)
+            await pause(stop, seconds, wake=wake)
             continue
         failing = True
         await pause(stop, delay)
@@ -115,10 +119,20 @@ async def until_done(
     return None
 
 
-async def pause(stop: asyncio.Event, seconds: float) -> None:
-    """Sleep `seconds`, or less when `stop` is set meanwhile."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
+async def pause(stop: asyncio.Event, seconds: float, *, wake: asyncio.Event | None = None) -> None:
+    """Sleep `seconds`, or less when `stop` (or `wake`) is set meanwhile."""
+    if wake is None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+        return
+    if wake.is_set():
+        return
+    waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())}
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in waits:
+            waiting.cancel()
 
 
 async def _unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> T | None:

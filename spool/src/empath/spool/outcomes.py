@@ -202,7 +202,7 @@ class Outcomes:
             event, mlog = inbound.event, inbound.log
             now = time_of(event)
             try:
-                before = await self.records.get(event.id)
+                before, revision = await self.records.read(event.id)
             except errors.NotFound:
                 mlog.warning("outcome of attempt %d for a message no longer queued", event.attempt)
                 return
@@ -239,13 +239,13 @@ class Outcomes:
                 )
                 return None if updated is None else mark_notified(updated, delayed, "delay")
 
-            written = await self.records.update(event.id, change)
+            written = await self.records.update(event.id, change, known=(before, revision))
             if written is None:
                 mlog.info(
                     "outcome of attempt %d dropped: applied meanwhile elsewhere", event.attempt
                 )
                 return
-            _, result = written
+            result = written.after
             for r in event.results:
                 mlog.info(
                     "to=<%s> %s attempt=%d remote=%s tls=%s reply=%s",

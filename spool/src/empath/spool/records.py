@@ -11,6 +11,7 @@ import collections
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import nats.errors
 import nats.js.errors
@@ -20,6 +21,18 @@ from pydantic import ValidationError
 from empath.core import bus, errors, ids, metrics, names, queue, telemetry
 
 log = logging.getLogger("empath.spool.records")
+
+
+# A record as read, with the KV revision it was read at.
+Known = tuple[queue.Entry, int]
+
+
+class Written(NamedTuple):
+    """A compare-and-set that went through: the record before, after, and its new revision."""
+
+    before: queue.Entry
+    after: queue.Entry
+    revision: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,32 +57,35 @@ class Records:
 
     @telemetry.traced("kv.update")
     async def update(
-        self, message_id: str, change: Callable[[queue.Entry], queue.Entry | None]
-    ) -> tuple[queue.Entry, queue.Entry] | None:
+        self,
+        message_id: str,
+        change: Callable[[queue.Entry], queue.Entry | None],
+        *,
+        known: Known | None = None,
+    ) -> Written | None:
         """Compare-and-set: apply `change` to the current record until no one else wrote
-        in between. Returns (before, after), or None when `change` declined (returned None)."""
+        in between. Returns what was written, or None when `change` declined (returned None).
+
+        With `known` (a record and its revision, from the live view or a read just made), the
+        first try writes without reading: one round trip instead of two when nobody wrote
+        since, and a conflict (then a read) when somebody did."""
         key = names.queue_key(message_id)
         for _ in range(100):
-            try:
-                found = await self.kv.get(key)
-            except nats.js.errors.KeyNotFoundError:
-                raise errors.NotFound(f"no message {message_id} in the queue") from None
-            except (nats.errors.Error, nats.js.errors.Error) as error:
-                raise errors.BusUnavailable(f"cannot read {message_id}: {error!r}") from error
-            assert found.value is not None
-            assert found.revision is not None
-            before = queue.Entry.model_validate_json(found.value)
+            if known is None:
+                known = await self.read(message_id)
+            before, revision = known
+            known = None
             after = change(before)
             if after is None:
                 return None
             try:
-                await self.kv.update(key, after.model_dump_json().encode(), last=found.revision)
+                written = await self.kv.update(key, after.model_dump_json().encode(), last=revision)
             except nats.js.errors.KeyWrongLastSequenceError:
                 metrics.kv_conflicts.add(1, {"bucket": names.QUEUE_BUCKET})
                 continue  # another replica wrote first: look again
             except (nats.errors.Error, nats.js.errors.Error) as error:
                 raise errors.BusUnavailable(f"cannot update {message_id}: {error!r}") from error
-            return before, after
+            return Written(before, after, written)
         raise errors.TemporaryError(f"{message_id}: too much contention")
 
     async def delete(self, message_id: str) -> None:
@@ -79,6 +95,10 @@ class Records:
             raise errors.BusUnavailable(f"cannot delete {message_id}: {error!r}") from error
 
     async def get(self, message_id: str) -> queue.Entry:
+        return (await self.read(message_id))[0]
+
+    async def read(self, message_id: str) -> Known:
+        """The record and its revision (what `update` needs to write without reading)."""
         if not ids.is_valid(message_id):
             raise errors.NotFound(f"not a queue id: {message_id!r}")
         try:
@@ -88,7 +108,8 @@ class Records:
         except (nats.errors.Error, nats.js.errors.Error) as error:
             raise errors.BusUnavailable(f"cannot read {message_id}: {error!r}") from error
         assert found.value is not None
-        return queue.Entry.model_validate_json(found.value)
+        assert found.revision is not None
+        return queue.Entry.model_validate_json(found.value), found.revision
 
     async def all(self) -> list[queue.Entry]:
         """Every record, oldest first (queue ids sort by time)."""

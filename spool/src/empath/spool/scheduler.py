@@ -1,7 +1,8 @@
 """The scheduler: publish a delivery job for every message that is due.
 
-The queue state in KV is the only source of truth: each tick reads it, so nothing is lost when
-any service restarts. Dispatching is a compare-and-set of the record to `delivering` (with the
+The queue state in KV is the only source of truth: each tick reads it (through the live view's
+indexes: what is due, what is out for delivery, what finished long enough ago), so nothing is
+lost when any service restarts, and a tick costs what is due, not what is queued. Dispatching is a compare-and-set of the record to `delivering` (with the
 attempt number), so with several spool replicas a message is dispatched once. The job's
 `Nats-Msg-Id` is `<id>.<attempt>`, so a repeated publish is dropped by JetStream.
 
@@ -120,43 +121,45 @@ class Scheduler:
         self.view = live
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Tick every `scheduler_interval`, and at once whenever a record becomes due now (a
+        message just recorded): a new message goes out without waiting for the next tick."""
         await periodic.every(
             self.settings.scheduler_interval,
             lambda: self.tick(datetime.now(UTC)),
             stop=stop,
             log=log,
             what="scheduler tick failed",
+            wake=self.view.due_now,
         )
 
     async def tick(self, now: datetime) -> int:
-        """Dispatch what is due; returns how many jobs were published."""
-        frozen = await flags.is_frozen(self.flags)
-        due: list[queue.Entry] = []
+        """Dispatch what is due; returns how many jobs were published.
+
+        Its cost follows the work, not the queue: the view hands over the records due now,
+        the records out for delivery and the finished records past retention, each from an
+        index, so 100,000 messages waiting for tomorrow cost nothing here."""
+        index = self.view.index
+        cutoff = now - timedelta(seconds=self.settings.finished_retention)
+        for entry in index.take_expired(cutoff):
+            await self.records.delete(entry.id)
         unconfirmed: list[queue.Entry] = []
-        for entry in list(self.view.entries.values()):
-            if entry.finished:
-                age = (now - (entry.updated_at or entry.received_at)).total_seconds()
-                if age > self.settings.finished_retention:
-                    await self.records.delete(entry.id)
-            elif lease_expired(entry, now):
+        for entry in index.in_delivery():
+            if lease_expired(entry, now):
                 unconfirmed.append(entry)
-            elif entry.state == queue.State.DELIVERING:
-                since = (now - (entry.updated_at or entry.received_at)).total_seconds()
-                if since > self.settings.delivering_timeout:
-                    await self._requeue_stuck(entry, now)
-            elif (
-                not frozen
-                and not entry.held
-                and entry.state in {queue.State.QUEUED, queue.State.DEFERRED}
-                and entry.next_attempt is not None
-                and entry.next_attempt <= now
+            elif (now - (entry.updated_at or entry.received_at)).total_seconds() > (
+                self.settings.delivering_timeout
             ):
-                due.append(entry)
+                await self._requeue_stuck(entry, now)
+        due = [] if await flags.is_frozen(self.flags) else index.take_due(now)
         limit = asyncio.Semaphore(self.settings.spool_concurrency)
 
         async def dispatch(entry: queue.Entry) -> int:
             async with limit:
-                return await self.dispatch(entry, now)
+                try:
+                    return await self.dispatch(entry, now)
+                except Exception:
+                    index.again(entry)  # still due: the next tick tries again
+                    raise
 
         async def republish(entry: queue.Entry) -> int:
             async with limit:
@@ -172,10 +175,12 @@ class Scheduler:
         mlog = logs.for_message(log, entry.id)
         if not entry.open_recipients:
             return 0
-        claim = await self.records.update(entry.id, lambda current: claimed(current, now))
+        claim = await self.records.update(
+            entry.id, lambda current: claimed(current, now), known=self.view.index.known(entry.id)
+        )
         if claim is None:
             return 0  # another replica took it, or it changed
-        before, after = claim
+        before, after, revision = claim
         try:
             with _in_trace(after):
                 await self.bus.publish(
@@ -201,7 +206,7 @@ class Scheduler:
         mlog.info(
             "attempt %d dispatched for %d recipients", after.attempts, len(after.open_recipients)
         )
-        await self._confirm(after)
+        await self._confirm(after, known=revision)
         return 1
 
     async def republish(self, entry: queue.Entry) -> int:
@@ -221,7 +226,7 @@ class Scheduler:
         await self._confirm(entry)
         return 1
 
-    async def _confirm(self, claim: queue.Entry) -> None:
+    async def _confirm(self, claim: queue.Entry, *, known: int | None = None) -> None:
         """Clear the lease of a claim whose job JetStream acknowledged. When this write fails,
         the lease runs out and the job is published again, which JetStream drops."""
 
@@ -235,7 +240,9 @@ class Scheduler:
             return current.model_copy(update={"lease_until": None})
 
         try:
-            await self.records.update(claim.id, confirm)
+            await self.records.update(
+                claim.id, confirm, known=None if known is None else (claim, known)
+            )
         except errors.EmpathError as error:
             logs.for_message(log, claim.id).warning(
                 "attempt %d published, but its lease could not be cleared (%s): it will be "

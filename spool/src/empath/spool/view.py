@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
+from datetime import UTC, datetime
 
 import nats.errors
 import nats.js.errors
@@ -32,12 +34,122 @@ log = logging.getLogger("empath.spool.view")
 RECONNECT_CHECK_SECONDS = 0.2
 
 
+def waiting(entry: queue.Entry) -> bool:
+    """Whether the record waits for an attempt the scheduler may start when it is due."""
+    return (
+        entry.state in {queue.State.QUEUED, queue.State.DEFERRED}
+        and not entry.held
+        and entry.next_attempt is not None
+    )
+
+
+def finished_at(entry: queue.Entry) -> datetime:
+    return entry.updated_at or entry.received_at
+
+
+class Index:
+    """The records, and what the scheduler asks of them without walking them all: which are
+    due (a heap by next attempt), which are out for delivery (a set), which finished when (a
+    heap by finishing time, for the retention purge).
+
+    The heaps are lazy: a change pushes the record's new time and leaves the old one, which is
+    skipped when it comes up (its record has moved on); they are rebuilt when stale items
+    outnumber the records."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, queue.Entry] = {}
+        self.revisions: dict[str, int] = {}
+        self.delivering: set[str] = set()
+        self._due: list[tuple[datetime, str]] = []
+        self._finished: list[tuple[datetime, str]] = []
+
+    def apply(self, message_id: str, entry: queue.Entry | None, revision: int = 0) -> bool:
+        """Take in a change (None: the record is gone); True when the record is due now."""
+        if entry is None:
+            self.entries.pop(message_id, None)
+            self.revisions.pop(message_id, None)
+            self.delivering.discard(message_id)
+            return False
+        self.entries[message_id] = entry
+        self.revisions[message_id] = revision
+        if entry.state == queue.State.DELIVERING:
+            self.delivering.add(message_id)
+        else:
+            self.delivering.discard(message_id)
+        due_now = False
+        if waiting(entry):
+            assert entry.next_attempt is not None
+            heapq.heappush(self._due, (entry.next_attempt, message_id))
+            due_now = entry.next_attempt <= datetime.now(UTC)
+        elif entry.finished:
+            heapq.heappush(self._finished, (finished_at(entry), message_id))
+        if len(self._due) + len(self._finished) > 2 * len(self.entries) + 1024:
+            self._reindex()
+        return due_now
+
+    def _reindex(self) -> None:
+        self._due = [
+            (e.next_attempt, i)
+            for i, e in self.entries.items()
+            if waiting(e) and e.next_attempt is not None
+        ]
+        self._finished = [(finished_at(e), i) for i, e in self.entries.items() if e.finished]
+        heapq.heapify(self._due)
+        heapq.heapify(self._finished)
+
+    def take_due(self, now: datetime) -> list[queue.Entry]:
+        """The records due at `now`, each once, taken off the heap: one the scheduler could not
+        dispatch goes back with `again`."""
+        taken: dict[str, queue.Entry] = {}
+        while self._due and self._due[0][0] <= now:
+            when, message_id = heapq.heappop(self._due)
+            entry = self.entries.get(message_id)
+            if entry is not None and waiting(entry) and entry.next_attempt == when:
+                taken[message_id] = entry
+        return list(taken.values())
+
+    def again(self, entry: queue.Entry) -> None:
+        """Put back a record taken as due that is still waiting (its dispatch failed)."""
+        current = self.entries.get(entry.id)
+        if current is not None and waiting(current) and current.next_attempt is not None:
+            heapq.heappush(self._due, (current.next_attempt, entry.id))
+
+    def take_expired(self, cutoff: datetime) -> list[queue.Entry]:
+        """The finished records that finished at or before `cutoff`, taken off the heap."""
+        taken: dict[str, queue.Entry] = {}
+        while self._finished and self._finished[0][0] <= cutoff:
+            when, message_id = heapq.heappop(self._finished)
+            entry = self.entries.get(message_id)
+            if entry is not None and entry.finished and finished_at(entry) == when:
+                taken[message_id] = entry
+        return list(taken.values())
+
+    def in_delivery(self) -> list[queue.Entry]:
+        return [self.entries[i] for i in self.delivering if i in self.entries]
+
+    def known(self, message_id: str) -> tuple[queue.Entry, int] | None:
+        """A record with the revision it was seen at (for a write without a read first)."""
+        entry = self.entries.get(message_id)
+        return None if entry is None else (entry, self.revisions.get(message_id, 0))
+
+
 class QueueView:
-    def __init__(self, kv: KeyValue, *, connection: NATS | None = None) -> None:
+    def __init__(self, kv: KeyValue | None = None, *, connection: NATS | None = None) -> None:
         self.kv = kv
         self.connection = connection
-        self.entries: dict[str, queue.Entry] = {}
+        self.index = Index()
         self.ready = asyncio.Event()
+        # Set when a record becomes due now (a new message): the scheduler need not wait for
+        # its next tick.
+        self.due_now = asyncio.Event()
+
+    @property
+    def entries(self) -> dict[str, queue.Entry]:
+        return self.index.entries
+
+    def apply(self, message_id: str, entry: queue.Entry | None, revision: int = 0) -> None:
+        if self.index.apply(message_id, entry, revision):
+            self.due_now.set()
 
     def snapshot(self) -> list[queue.Entry]:
         """Every record, oldest first (queue ids sort by time)."""
@@ -65,9 +177,9 @@ class QueueView:
         """Follow one watch until `stop` (False) or until the connection was re-established
         (True: the watch is dead and must be replaced)."""
         reconnects = self._reconnects()
+        assert self.kv is not None
         watcher = await self.kv.watch(f"{names.QUEUE_KEY_PREFIX}>")
-        fresh: dict[str, queue.Entry] = {}
-        building = True
+        fresh: Index | None = Index()
         try:
             while not stop.is_set():
                 if self._reconnects() != reconnects:
@@ -79,18 +191,23 @@ class QueueView:
                 except nats.errors.TimeoutError:
                     continue
                 if update is None:  # the current values are all in
-                    self.entries, building = fresh, False
-                    self.ready.set()
+                    if fresh is not None:
+                        self.index, fresh = fresh, None
+                        self.ready.set()
+                        self.due_now.set()
                     continue
-                target = fresh if building else self.entries
                 message_id = update.key.removeprefix(names.QUEUE_KEY_PREFIX)
-                if update.operation in {"DEL", "PURGE"} or not update.value:
-                    target.pop(message_id, None)
-                    continue
-                try:
-                    target[message_id] = queue.Entry.model_validate_json(update.value)
-                except ValidationError as error:
-                    log.error("unreadable record %s: %s", update.key, error)
+                entry: queue.Entry | None = None
+                if update.operation not in {"DEL", "PURGE"} and update.value:
+                    try:
+                        entry = queue.Entry.model_validate_json(update.value)
+                    except ValidationError as error:
+                        log.error("unreadable record %s: %s", update.key, error)
+                        continue
+                if fresh is not None:
+                    fresh.apply(message_id, entry, update.revision or 0)
+                else:
+                    self.apply(message_id, entry, update.revision or 0)
             return False
         finally:
             with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, OSError):

@@ -1,0 +1,79 @@
+"""The view's indexes: what the scheduler takes from them, without walking the queue."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from empath.core import ids, queue
+from empath.spool import view
+from tests.unit.spool.samples import NOW, entry
+
+
+def waiting_at(when: object, **fields: object) -> queue.Entry:
+    return entry(id=ids.new_id(), state=queue.State.DEFERRED, next_attempt=when, **fields)
+
+
+def test_only_the_records_due_now_are_taken_each_once() -> None:
+    index = view.Index()
+    due = [waiting_at(NOW - timedelta(seconds=s)) for s in (1, 2)]
+    later = [waiting_at(NOW + timedelta(hours=1)) for _ in range(1000)]
+    for e in due + later:
+        index.apply(e.id, e)
+    index.apply(due[0].id, due[0])  # the same record seen twice (a write that moved nothing)
+
+    assert sorted(e.id for e in index.take_due(NOW)) == sorted(e.id for e in due)
+    assert index.take_due(NOW) == []  # taken: not handed out again
+
+
+def test_a_record_that_moved_on_is_not_taken_at_its_old_time() -> None:
+    index = view.Index()
+    first = waiting_at(NOW - timedelta(seconds=1))
+    index.apply(first.id, first)
+    index.apply(first.id, first.model_copy(update={"next_attempt": NOW + timedelta(minutes=5)}))
+    held = waiting_at(NOW - timedelta(seconds=1), held=True)
+    index.apply(held.id, held)
+    claimed = first.model_copy(update={"state": queue.State.DELIVERING, "next_attempt": None})
+
+    assert index.take_due(NOW) == []
+    assert index.take_due(NOW + timedelta(minutes=5))[0].id == first.id
+    index.apply(first.id, claimed)
+    assert index.in_delivery() == [claimed]
+
+
+def test_a_record_whose_dispatch_failed_goes_back_as_due() -> None:
+    index = view.Index()
+    due = waiting_at(NOW)
+    index.apply(due.id, due)
+    [taken] = index.take_due(NOW)
+    index.again(taken)
+    assert index.take_due(NOW) == [due]
+
+
+def test_finished_records_are_taken_once_past_the_cutoff() -> None:
+    index = view.Index()
+    done = entry(id=ids.new_id(), state=queue.State.DELIVERED, updated_at=NOW)
+    index.apply(done.id, done)
+    assert index.take_expired(NOW - timedelta(seconds=1)) == []
+    assert index.take_expired(NOW) == [done]
+    index.apply(done.id, None)
+    assert done.id not in index.entries
+
+
+def test_the_heaps_are_rebuilt_when_stale_items_pile_up() -> None:
+    index = view.Index()
+    moving = waiting_at(NOW)
+    for minutes in range(5000):
+        index.apply(
+            moving.id, moving.model_copy(update={"next_attempt": NOW + timedelta(minutes=minutes)})
+        )
+    assert len(index._due) < 1100
+    assert [e.id for e in index.take_due(NOW + timedelta(days=30))] == [moving.id]
+
+
+def test_a_record_due_now_wakes_the_scheduler() -> None:
+    live = view.QueueView()
+    live.apply("x", waiting_at(NOW + timedelta(days=365)))
+    assert not live.due_now.is_set()
+    fresh = waiting_at(NOW)
+    live.apply(fresh.id, fresh)
+    assert live.due_now.is_set()
