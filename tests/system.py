@@ -141,20 +141,4 @@ def environment(config: settings.Settings) -> dict[str, str]:
     """The environment that gives a service process started by a test exactly `config` (and
     nothing from the test runner's own `EMPATH_*`), in the forms the README documents."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EMPATH_")}
-    for name, value in config.model_dump(mode="json").items():
-        if value is None:
-            continue
-        if name == "plugins":
-            text = json.dumps(value)
-        elif isinstance(value, list):
-            text = ",".join(map(str, value))
-        elif isinstance(value, dict):
-            text = ",".join(f"{k}={v}" for k, v in value.items())
-        else:
-            text = str(value)
-        env[f"EMPATH_{name.upper()}"] = text
-    for name in ("s3_secret_key", "control_token"):
-        secret = getattr(config, name)
-        if secret is not None:
-            env[f"EMPATH_{name.upper()}"] = secret.get_secret_value()
-    return env
+    return env | settings.environment(config)

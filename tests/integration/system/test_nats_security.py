@@ -345,7 +345,7 @@ async def test_a_message_is_relayed_with_each_service_on_its_own_credentials(
 
     await up.prepare(up.role_settings(config, natsauth.ADMIN, credentials))
     runtime = services.Runtime(settings=config, on_ready=on_ready)
-    mains = up.as_roles({n: services.discover()[n] for n in only}, runtime, credentials)
+    mains = as_roles({n: services.discover()[n] for n in only}, runtime, credentials)
     task = asyncio.create_task(services.run_all(mains, runtime))
     look = await bus.connect(up.role_settings(config, "spool", credentials), name="test")
     objects = store.ObjectStore(config)
@@ -371,3 +371,27 @@ async def test_a_message_is_relayed_with_each_service_on_its_own_credentials(
         await task
         await look.close()
         objects.close()
+
+
+def as_roles(
+    mains: dict[str, services.ServiceMain], runtime: services.Runtime, credentials: Path
+) -> dict[str, services.ServiceMain]:
+    """Each service run with its own NATS credentials (and otherwise the same runtime: one
+    stop signal, one readiness)."""
+
+    def bind(role: str, main: services.ServiceMain) -> services.ServiceMain:
+        own = services.Runtime(
+            settings=up.role_settings(runtime.settings, role, credentials),
+            stop=runtime.stop,
+            on_ready=runtime.on_ready,
+            checks=runtime.checks,
+        )
+
+        async def run(_: services.Runtime) -> None:
+            await main(own)
+
+        return run
+
+    return {
+        name: bind(name, main) if name in natsauth.ROLES else main for name, main in mains.items()
+    }

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import smtplib
+import socket
 import subprocess
 import sys
 import time
@@ -220,3 +221,70 @@ async def test_a_doubled_ctrl_c_still_stops_gracefully(
     for service in ("ingress", "spool", "delivery", "control"):
         assert f"empath.{service}: stopped" in log
     assert "empath.core.up: stopped" in log
+
+
+def children_of(pid: int) -> dict[str, int]:
+    """The service processes `empath up` runs, by service name."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(stat[1]) == pid and len(argv) >= 4 and b"empath.core.cli" in argv[2]:
+            found[argv[3].decode()] = int(entry.name)
+    return found
+
+
+async def test_each_service_runs_in_its_own_process_and_one_killed_comes_back(
+    up_env: tuple[dict[str, str], dict[str, int]], tmp_path: Path
+) -> None:
+    env, ports = up_env
+    up = Up(env, tmp_path / "data")
+    await asyncio.to_thread(up.start)
+    assert up.process is not None
+    services = children_of(up.process.pid)
+    assert set(services) == {"ingress", "spool", "delivery", "control"}
+
+    os.kill(services["ingress"], signal.SIGKILL)
+
+    def accepts() -> bool:
+        try:
+            with smtplib.SMTP("127.0.0.1", ports["smtp"], timeout=10) as client:
+                return client.ehlo("client.test")[0] == 250
+        except OSError:
+            return False
+
+    await eventually(
+        lambda: asyncio.to_thread(accepts),
+        until=bool,
+        what="ingress to be started again",
+        timeout=30,
+    )
+    again = children_of(up.process.pid)
+    assert again["ingress"] != services["ingress"]
+    assert again["spool"] == services["spool"]
+    assert await asyncio.to_thread(up.stop) == 0
+    assert "ingress exited with code -9: starting it again" in "".join(up.output)
+
+
+async def test_a_service_that_cannot_start_stops_empath_up_naming_it(
+    up_env: tuple[dict[str, str], dict[str, int]], tmp_path: Path
+) -> None:
+    env, ports = up_env
+    up = Up(env, tmp_path / "data")
+    with socket.socket() as taken:  # someone else listens on the SMTP port
+        taken.bind(("127.0.0.1", ports["smtp"]))
+        taken.listen()
+        with pytest.raises(AssertionError, match="never got ready"):
+            await asyncio.to_thread(up.start)
+    assert up.process is not None
+    assert up.process.returncode not in (None, 0)
+    output = "".join(up.output)
+    assert "ingress exited with code 2 before it was ready" in output
+    assert (
+        f"empath ingress: EMPATH_SMTP_LISTEN: cannot listen on 127.0.0.1:{ports['smtp']}" in output
+    )

@@ -23,6 +23,7 @@ __all__ = [
     "services",
     "settings",
     "store",
+    "supervisor",
     "telemetry",
     "up",
 ]

@@ -15,7 +15,18 @@ from typing import Annotated
 
 import typer
 
-from empath.core import errors, events, health, logs, queries, services, settings, telemetry, up
+from empath.core import (
+    errors,
+    events,
+    health,
+    logs,
+    queries,
+    services,
+    settings,
+    supervisor,
+    telemetry,
+    up,
+)
 
 log = logging.getLogger("empath.core.cli")
 
@@ -73,10 +84,15 @@ def schemas_command(
         typer.echo(str(path))
 
 
+def _announce(service: str, detail: str) -> None:
+    """One line on standard output once the service is ready (how `empath up` learns it)."""
+    typer.echo(supervisor.ready_line(service, detail))
+
+
 def _service_command(name: str, main: services.ServiceMain) -> Callable[[], None]:
     def command() -> None:
         async def run_one(loaded: settings.Settings) -> None:
-            runtime = services.Runtime(settings=loaded)
+            runtime = services.Runtime(settings=loaded, on_ready=_announce)
             with services.stop_on_signals(runtime.stop):
                 async with health.serving(runtime, loaded.health_listen):
                     await services.run_all({name: main}, runtime)

