@@ -11,7 +11,7 @@ import pytest
 from nats.aio.msg import Msg
 
 from empath.core import errors, events, names, queue
-from empath.spool import notices, outcomes, records
+from empath.spool import notices, outcomes, records, removals
 from tests.unit.spool.samples import (
     MESSAGE_ID,
     ORIGINAL,
@@ -55,8 +55,10 @@ class Records:
 
 
 class Bucket(Objects):
-    async def delete(self, key: str) -> None:
-        del self.bodies[key]
+    async def delete_many(self, keys: list[str]) -> list[str]:
+        for key in keys:
+            self.bodies.pop(key, None)
+        return []
 
 
 class Clock(datetime):
@@ -80,10 +82,11 @@ async def test_an_outcome_handled_twice_at_different_times_queues_one_bounce(
     monkeypatch.setattr(outcomes, "datetime", Clock, raising=False)
     message = entry("bob@example.com")
     stored, bus, bucket = Records(message), Bus(), Bucket(**{message.body_key: ORIGINAL})
+    bodies = removals.Removals(bucket)  # type: ignore[arg-type]
     handler = outcomes.Outcomes(
         settings=config(),
         records=stored,  # type: ignore[arg-type]
-        objects=bucket,  # type: ignore[arg-type]
+        removals=bodies,
         notices=notices.Notices(settings=config(), bus=bus, objects=bucket),  # type: ignore[arg-type]
     )
     event = attempted(1, result("bob@example.com", "failed", FAILED))
@@ -99,4 +102,6 @@ async def test_an_outcome_handled_twice_at_different_times_queues_one_bounce(
     dsn_bodies = [key for key in bucket.bodies if MESSAGE_ID not in key]
     assert dsn_bodies == [bounce.body_key]
     assert stored.stored.state == queue.State.FAILED
-    assert message.body_key not in bucket.bodies  # the original went once the record said so
+    assert list(bodies.pending) == [message.body_key]  # once the record said so
+    await bodies.flush()
+    assert message.body_key not in bucket.bodies

@@ -18,6 +18,7 @@ from typing import TypeVar
 
 import urllib3
 from minio import Minio
+from minio.deleteobjects import DeleteObject
 from minio.error import MinioException, S3Error
 
 from empath.core import errors, metrics, telemetry
@@ -119,6 +120,16 @@ class ObjectStore:
 
     async def delete(self, key: str) -> None:
         await self._run(f"delete {key}", lambda: self._client.remove_object(self.bucket, key))
+
+    async def delete_many(self, keys: list[str]) -> list[str]:
+        """Delete up to 1,000 objects in one request (S3's DeleteObjects); the keys that could
+        not be deleted (a missing key counts as deleted)."""
+
+        def delete() -> list[str]:
+            failures = self._client.remove_objects(self.bucket, [DeleteObject(k) for k in keys])
+            return [str(f.name) for f in failures if f.code not in {"NoSuchKey", "NoSuchObject"}]
+
+        return await self._run(f"delete {len(keys)} objects", delete)
 
     async def keys(self, prefix: str = BODY_PREFIX) -> list[str]:
         """Every key under a prefix: for audits, repair and tests, never to find work."""

@@ -8,6 +8,7 @@ __all__ = [
     "notices",
     "outcomes",
     "records",
+    "removals",
     "retries",
     "scheduler",
     "service",

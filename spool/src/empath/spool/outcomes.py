@@ -20,9 +20,9 @@ from datetime import UTC, datetime
 
 from nats.aio.msg import Msg
 
-from empath.core import consumers, errors, events, metrics, queue, store, telemetry
+from empath.core import consumers, errors, events, metrics, queue, telemetry
 from empath.core.settings import Settings
-from empath.spool import dsn, notices, records, retries
+from empath.spool import dsn, notices, records, removals, retries
 
 log = logging.getLogger("empath.spool.outcomes")
 tracer = telemetry.tracer("empath.spool")
@@ -187,12 +187,12 @@ class Outcomes:
         *,
         settings: Settings,
         records: records.Records,
-        objects: store.ObjectStore,
+        removals: removals.Removals,
         notices: notices.Notices,
     ) -> None:
         self.settings = settings
         self.records = records
-        self.objects = objects
+        self.removals = removals
         self.notices = notices
 
     async def handle(self, msg: Msg) -> None:
@@ -257,11 +257,5 @@ class Outcomes:
                     r.reply,
                 )
             if result.finished:
-                try:
-                    await self.objects.delete(result.body_key)
-                except errors.NotFound:
-                    mlog.warning(
-                        "%s: body %s was already gone", result.state.value, result.body_key
-                    )
-                    return
-                mlog.info("%s: body removed", result.state.value)
+                self.removals.add(result.body_key)
+                mlog.info("%s: body to be removed", result.state.value)

@@ -2,9 +2,10 @@
 
 The queue state in KV is the only source of truth: each tick reads it (through the live view's
 indexes: what is due, what is out for delivery, what finished long enough ago), so nothing is
-lost when any service restarts, and a tick costs what is due, not what is queued. Dispatching is a compare-and-set of the record to `delivering` (with the
-attempt number), so with several spool replicas a message is dispatched once. The job's
-`Nats-Msg-Id` is `<id>.<attempt>`, so a repeated publish is dropped by JetStream.
+lost when any service restarts, and a tick costs what is due, not what is queued.
+Dispatching is a compare-and-set of the record to `delivering` (with the attempt number), so
+with several spool replicas a message is dispatched once. The job's `Nats-Msg-Id` is
+`<id>.<attempt>`, so a repeated publish is dropped by JetStream.
 
 Claiming and publishing are two steps, and a spool may die between them: the record says
 `delivering` while no job exists, and no outcome will ever come. So the claim is a lease: it
@@ -38,7 +39,7 @@ from nats.js.kv import KeyValue
 from empath.core import bus as bus_module
 from empath.core import errors, events, flags, logs, names, periodic, queue, telemetry
 from empath.core.settings import Settings
-from empath.spool import records, retries, view
+from empath.spool import records, removals, retries, view
 
 log = logging.getLogger("empath.spool.scheduler")
 _tracer = telemetry.tracer("empath.spool")
@@ -113,12 +114,14 @@ class Scheduler:
         bus: bus_module.Bus,
         flag_store: KeyValue,
         live: view.QueueView,
+        removals: removals.Removals | None = None,
     ) -> None:
         self.settings = settings
         self.records = records
         self.bus = bus
         self.flags = flag_store
         self.view = live
+        self.removals = removals
 
     async def run(self, stop: asyncio.Event) -> None:
         """Tick every `scheduler_interval`, and at once whenever a record becomes due now (a
@@ -141,6 +144,9 @@ class Scheduler:
         index = self.view.index
         cutoff = now - timedelta(seconds=self.settings.finished_retention)
         for entry in index.take_expired(cutoff):
+            if self.removals is not None:
+                # Its body went when it finished; a removal lost to a crash goes now.
+                self.removals.add(entry.body_key)
             await self.records.delete(entry.id)
         unconfirmed: list[queue.Entry] = []
         for entry in index.in_delivery():

@@ -11,7 +11,7 @@ import logging
 
 from empath.core import bus as bus_module
 from empath.core import metrics, names, services, store
-from empath.spool import api, intake, notices, outcomes, records, scheduler, view
+from empath.spool import api, intake, notices, outcomes, records, removals, scheduler, view
 
 log = logging.getLogger("empath.spool")
 
@@ -34,14 +34,20 @@ async def run(runtime: services.Runtime) -> None:
         query = api.QueryAPI(bus.nc, queue_records, flags, live, objects)
         await query.start()
         worker = intake.Intake(records=queue_records, objects=objects)
+        bodies = removals.Removals(objects)
         results = outcomes.Outcomes(
             settings=settings,
             records=queue_records,
-            objects=objects,
+            removals=bodies,
             notices=notices.Notices(settings=settings, bus=bus, objects=objects),
         )
         planner = scheduler.Scheduler(
-            settings=settings, records=queue_records, bus=bus, flag_store=flags, live=live
+            settings=settings,
+            records=queue_records,
+            bus=bus,
+            flag_store=flags,
+            live=live,
+            removals=bodies,
         )
         consumers = [
             (
@@ -74,6 +80,7 @@ async def run(runtime: services.Runtime) -> None:
             for stream, subject, durable, handle in consumers
         ]
         tasks.append(asyncio.create_task(planner.run(runtime.stop), name="spool-scheduler"))
+        tasks.append(asyncio.create_task(bodies.run(runtime.stop), name="spool-removals"))
         tasks.append(following)
         tasks.append(asyncio.create_task(bus.heartbeat("spool", runtime.stop)))
         runtime.ready("spool", f"queue state in KV bucket {names.QUEUE_BUCKET}")

@@ -1,0 +1,75 @@
+"""Bodies of finished messages, removed from the bucket in batches.
+
+Every message that finishes (delivered, failed, deleted by an operator) leaves a body to
+remove. One DELETE request per message was a third of the spool's CPU on a relay, for work
+nobody waits on; so keys are collected and removed with one DeleteObjects request (up to
+1,000 keys) every fraction of a second, or at once when a batch is full.
+
+What is not removed yet when the spool dies stays in the bucket, and so does a body whose
+removal failed while the store was away: the retention purge removes a finished record's body
+once more before it removes the record (a no-op when the body is gone), so no body outlives
+its record's retention.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from empath.core import errors, periodic, store
+
+log = logging.getLogger("empath.spool.removals")
+
+# How often collected keys are removed, and how many make a request go at once.
+FLUSH_SECONDS = 0.2
+BATCH = 500
+# S3 takes at most this many keys in one DeleteObjects request.
+REQUEST_LIMIT = 1000
+# Keys kept while the store is away; past this the oldest are left to the retention purge.
+PENDING_LIMIT = 100_000
+
+
+class Removals:
+    def __init__(self, objects: store.ObjectStore) -> None:
+        self.objects = objects
+        self.pending: dict[str, None] = {}  # insertion-ordered, without repeats
+        self.full = asyncio.Event()
+
+    def add(self, key: str) -> None:
+        """Remove this body soon."""
+        self.pending[key] = None
+        if len(self.pending) > PENDING_LIMIT:
+            oldest = next(iter(self.pending))
+            del self.pending[oldest]
+            log.warning("too many bodies waiting for removal: %s left to the purge", oldest)
+        if len(self.pending) >= BATCH:
+            self.full.set()
+
+    async def flush(self) -> None:
+        """Remove what is collected; keys that could not be removed stay for the next flush."""
+        while self.pending:
+            keys = list(self.pending)[:REQUEST_LIMIT]
+            failed = set(await self.objects.delete_many(keys))
+            for key in keys:
+                if key not in failed:
+                    self.pending.pop(key, None)
+            if failed:
+                log.warning("%d bodies not removed yet, trying again", len(failed))
+                return
+            log.debug("removed %d bodies", len(keys))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Flush until `stop`, then once more (what is left stays for the purge)."""
+        await periodic.every(
+            FLUSH_SECONDS,
+            self.flush,
+            stop=stop,
+            log=log,
+            what="removing bodies",
+            warn_once=True,
+            wake=self.full,
+        )
+        try:
+            await self.flush()
+        except errors.EmpathError as error:
+            log.warning("%d bodies left to the purge: %s", len(self.pending), error)
