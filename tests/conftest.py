@@ -2,7 +2,8 @@
 
 SeaweedFS takes seconds to start, so one serves the whole session and each test gets its own
 bucket. nats-server starts in a blink, so each test gets its own (and so its own streams and
-KV buckets). Services run in the test's event loop, exactly as `empath up` runs them.
+KV buckets). Services run in the test's event loop (`empath up` runs each in a process of its
+own; the tests of `empath up` cover that).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from minio import Minio
 
 from empath.core import bus, flags, names, services, settings, store, telemetry
@@ -24,6 +26,11 @@ from tests.dns_server import DnsServer
 from tests.remote import Remote
 from tests.system import StartSystem, System
 from tests.waiting import eventually
+
+# Property tests check what comes out, not how fast: on a loaded 2-core machine one example
+# may take longer than Hypothesis' default 200 ms deadline, which would fail a correct test.
+hypothesis_settings.register_profile("empath", deadline=None)
+hypothesis_settings.load_profile("empath")
 
 
 @pytest.fixture(scope="session", autouse=True)
