@@ -97,13 +97,6 @@ async def wait_consumed(system: System) -> None:
     await system.consumed(names.RECEIVED_STREAM, names.SPOOL_RECEIVED_CONSUMER)
 
 
-async def test_an_event_whose_body_is_missing_is_dropped(system: System) -> None:
-    event = received_event(store.body_key("GONE", datetime.now(UTC)))
-    await system.bus.publish(names.RECEIVED_SUBJECT, event, msg_id=event.id)
-    await wait_consumed(system)
-    assert await system.entries() == []
-
-
 async def test_an_undecodable_event_is_terminated_not_retried_forever(system: System) -> None:
     # Version 0: older than any this spool reads (a newer one would wait for an upgrade).
     await system.bus.js.publish(names.RECEIVED_SUBJECT, b'{"kind": "received", "version": 0}')

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from empath.core import events, flags, names, queue
+from empath.core import errors, events, flags, names, queue, store
 from empath.spool import scheduler
 from tests import servers
 from tests.dns_server import DnsServer
@@ -73,7 +73,7 @@ async def claim_as_a_dying_spool(system: System, queue_id: str) -> queue.Entry:
     assert due is not None
     written = await system.records.update(queue_id, lambda current: scheduler.claimed(current, due))
     assert written is not None
-    return written[1]
+    return written.after
 
 
 async def jobs(system: System) -> list[events.DeliveryJob]:
@@ -132,6 +132,35 @@ async def test_two_spools_publish_each_unconfirmed_job_once_even_when_it_did_arr
     found = await jobs(system)
     assert sorted((job.id, job.attempt) for job in found) == sorted((q, 1) for q in queued)
     assert all([r.address for r in job.envelope.recipients] == ["u@dest.test"] for job in found)
+
+
+async def test_a_message_ingress_voided_is_dropped_at_its_first_attempt_without_a_bounce(
+    relay: Callable[..., Any], mx: Remote
+) -> None:
+    # As ingress leaves it when it answered 451 and the event reached JetStream all the same
+    # (its acknowledgement lost): the body removed, and a marker saying why.
+    system = await relay()
+    queue_id = await send(system)
+    entry = await system.entry(queue_id)
+    marker = store.void_key(entry.body_key)
+    await system.objects.put(marker, b"")
+    await system.objects.delete(entry.body_key)
+    await unfreeze(system)
+
+    async def dropped() -> bool:
+        try:
+            await system.records.get(queue_id)
+        except errors.NotFound:
+            return True
+        return False
+
+    await eventually(dropped, timeout=20, what="the void message to be dropped")
+    await eventually(
+        lambda: system.objects.exists(marker),
+        until=lambda there: not there,
+        what="the marker to be removed",
+    )
+    assert mx.arrived == []  # neither the message nor a bounce
 
 
 async def test_a_message_whose_body_is_lost_bounces_with_a_dsn_that_says_so(

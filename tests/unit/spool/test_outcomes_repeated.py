@@ -86,6 +86,7 @@ async def test_an_outcome_handled_twice_at_different_times_queues_one_bounce(
     handler = outcomes.Outcomes(
         settings=config(),
         records=stored,  # type: ignore[arg-type]
+        objects=bucket,  # type: ignore[arg-type]
         removals=bodies,
         notices=notices.Notices(settings=config(), bus=bus, objects=bucket),  # type: ignore[arg-type]
     )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
-from empath.core import errors
+from empath.core import errors, store
 from empath.spool import removals
 
 
@@ -68,3 +70,20 @@ async def test_more_than_one_request_worth_goes_in_several() -> None:
         bodies.add(f"k{n}")
     await bodies.flush()
     assert [len(r) for r in bucket.requests] == [removals.REQUEST_LIMIT, 5]
+
+
+async def test_void_markers_older_than_two_days_are_swept_and_no_other_key() -> None:
+    now = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+    old = store.void_key(store.body_key("OLD", now - timedelta(days=3)))
+    recent = store.void_key(store.body_key("NEW", now - timedelta(days=1)))
+
+    class Listing(Bucket):
+        async def keys(self, prefix: str) -> list[str]:
+            assert prefix == store.VOID_PREFIX
+            return [old, recent, f"{store.VOID_PREFIX}stray"]
+
+    bucket = Listing(old, recent)
+    bodies = removals.Removals(bucket)  # type: ignore[arg-type]
+    assert await bodies.sweep(now) == 1
+    await bodies.flush()
+    assert bucket.bodies == {recent}

@@ -36,6 +36,15 @@ def body_key(message_id: str, received_at: datetime) -> str:
     return f"{BODY_PREFIX}{received_at:%Y/%m/%d}/{message_id}.eml"
 
 
+# Markers of bodies ingress removed after answering 451 (the message is void): an empty
+# object under this prefix, named after the body (see `spool.outcomes.void`).
+VOID_PREFIX = "void/"
+
+
+def void_key(body_key: str) -> str:
+    return f"{VOID_PREFIX}{body_key}"
+
+
 class ObjectStore:
     """Message bodies in one bucket."""
 

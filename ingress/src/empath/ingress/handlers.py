@@ -146,6 +146,17 @@ class QueueingHandler:
         )
         return event, body
 
+    async def _void(self, event: events.Received, mlog: logs.MessageLogger) -> None:
+        """Remove the body of a message answered 451. The event may have reached JetStream
+        all the same (its acknowledgement lost): a marker tells the spool that this message
+        is void when it finds the body gone, so it drops it instead of bouncing it. Without
+        the marker the body stays (a duplicate delivery at worst, never a false bounce)."""
+        try:
+            await self.objects.put(store.void_key(event.body_key), b"")
+            await self.objects.delete(event.body_key)
+        except errors.EmpathError as cleanup:
+            mlog.error("cannot remove the body again: %s", cleanup)
+
     async def _commit(self, event: events.Received, body: bytes) -> str:
         mlog = logs.for_message(log, event.id)
         with tracer.start_as_current_span(
@@ -160,10 +171,7 @@ class QueueingHandler:
                 await self.bus.publish(names.RECEIVED_SUBJECT, event, msg_id=event.id)
             except Exception as error:  # whatever it was, the body must not stay behind
                 mlog.error("cannot publish received: %s", error)
-                try:
-                    await self.objects.delete(event.body_key)
-                except errors.EmpathError as cleanup:
-                    mlog.error("cannot remove the body again: %s", cleanup)
+                await self._void(event, mlog)
                 return replies.QUEUE_FAILED
         tls = {"tls": "yes" if event.client.tls else "no"}
         metrics.smtp_messages_received.add(1, tls)

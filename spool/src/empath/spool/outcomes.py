@@ -16,11 +16,11 @@ body.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from nats.aio.msg import Msg
 
-from empath.core import consumers, errors, events, metrics, queue, telemetry
+from empath.core import consumers, errors, events, metrics, queue, store, telemetry
 from empath.core.settings import Settings
 from empath.spool import dsn, notices, records, removals, retries
 
@@ -181,17 +181,45 @@ def mark_notified(entry: queue.Entry, addresses: set[str], kind: str) -> queue.E
     )
 
 
+# The reply delivery gives when a message's body is not in the bucket.
+BODY_MISSING = "554 5.3.0 "
+# How soon after its arrival a message's first attempt may find its body gone because ingress
+# removed it (well past ingress's DATA deadline and publish timeout).
+VOID_WINDOW = timedelta(minutes=10)
+
+
+def void(entry: queue.Entry, event: events.Attempted, *, now: datetime) -> bool:
+    """Whether this outcome may be of a message ingress never confirmed: its first attempt,
+    just after it arrived, found no body. Ingress removes a body only when it answered 451
+    for it (the event's publish was not confirmed, but reached JetStream all the same), and
+    leaves a marker when it does; the caller looks for the marker before dropping anything
+    (an outcome is no proof). A body lost any other way bounces with a DSN that says so."""
+    return (
+        event.attempt == 1
+        and entry.state == queue.State.DELIVERING
+        and entry.attempts == 1
+        and now - entry.received_at < VOID_WINDOW
+        and bool(event.results)
+        and all(
+            r.outcome == "failed" and (r.reply or "").startswith(BODY_MISSING)
+            for r in event.results
+        )
+    )
+
+
 class Outcomes:
     def __init__(
         self,
         *,
         settings: Settings,
         records: records.Records,
+        objects: store.ObjectStore,
         removals: removals.Removals,
         notices: notices.Notices,
     ) -> None:
         self.settings = settings
         self.records = records
+        self.objects = objects
         self.removals = removals
         self.notices = notices
 
@@ -205,6 +233,16 @@ class Outcomes:
                 before, revision = await self.records.read(event.id)
             except errors.NotFound:
                 mlog.warning("outcome of attempt %d for a message no longer queued", event.attempt)
+                return
+            marker = store.void_key(before.body_key)
+            if void(before, event, now=now) and await self.objects.exists(marker):
+                mlog.warning(
+                    "body %s was removed by ingress: it never confirmed this message (its "
+                    "client was answered 451 and sends it again); dropping it",
+                    before.body_key,
+                )
+                await self.records.delete(event.id)
+                self.removals.add(marker)
                 return
             after = apply(self.settings, before, event, now=now)
             if after is None:

@@ -9,12 +9,19 @@ What is not removed yet when the spool dies stays in the bucket, and so does a b
 removal failed while the store was away: the retention purge removes a finished record's body
 once more before it removes the record (a no-op when the body is gone), so no body outlives
 its record's retention.
+
+Ingress leaves an empty marker under `void/` when it removed a body after answering 451
+(`outcomes.void`); the spool removes it when it drops that message, and a sweep each hour
+removes markers of messages whose event never reached JetStream, once they are two days old
+(listing the markers' prefix: the bucket's bodies are never listed for this).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
+from datetime import UTC, date, datetime, timedelta
 
 from empath.core import errors, periodic, store
 
@@ -27,6 +34,21 @@ BATCH = 500
 REQUEST_LIMIT = 1000
 # Keys kept while the store is away; past this the oldest are left to the retention purge.
 PENDING_LIMIT = 100_000
+# How often void markers are swept, and how old one must be to go.
+SWEEP_SECONDS = 3600.0
+VOID_KEEP = timedelta(days=2)
+_DATED = re.compile(r"/(\d{4})/(\d{2})/(\d{2})/")
+
+
+def dated(key: str) -> date | None:
+    """The day in a key made by `store.body_key` (None for any other key)."""
+    found = _DATED.search(key)
+    if found is None:
+        return None
+    try:
+        return date(*(int(part) for part in found.groups()))
+    except ValueError:
+        return None
 
 
 class Removals:
@@ -57,6 +79,28 @@ class Removals:
                 log.warning("%d bodies not removed yet, trying again", len(failed))
                 return
             log.debug("removed %d bodies", len(keys))
+
+    async def sweep(self, now: datetime) -> int:
+        """Queue the removal of void markers older than `VOID_KEEP`; how many."""
+        cutoff = (now - VOID_KEEP).date()
+        old = [
+            key
+            for key in await self.objects.keys(store.VOID_PREFIX)
+            if (day := dated(key)) is not None and day < cutoff
+        ]
+        for key in old:
+            self.add(key)
+        return len(old)
+
+    async def sweeping(self, stop: asyncio.Event) -> None:
+        await periodic.every(
+            SWEEP_SECONDS,
+            lambda: self.sweep(datetime.now(UTC)),
+            stop=stop,
+            log=log,
+            what="sweeping void markers",
+            warn_once=True,
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Flush until `stop`, then once more (what is left stays for the purge)."""

@@ -33,11 +33,12 @@ async def run(runtime: services.Runtime) -> None:
         ready.cancel()
         query = api.QueryAPI(bus.nc, queue_records, flags, live, objects)
         await query.start()
-        worker = intake.Intake(records=queue_records, objects=objects)
+        worker = intake.Intake(records=queue_records)
         bodies = removals.Removals(objects)
         results = outcomes.Outcomes(
             settings=settings,
             records=queue_records,
+            objects=objects,
             removals=bodies,
             notices=notices.Notices(settings=settings, bus=bus, objects=objects),
         )
@@ -81,6 +82,7 @@ async def run(runtime: services.Runtime) -> None:
         ]
         tasks.append(asyncio.create_task(planner.run(runtime.stop), name="spool-scheduler"))
         tasks.append(asyncio.create_task(bodies.run(runtime.stop), name="spool-removals"))
+        tasks.append(asyncio.create_task(bodies.sweeping(runtime.stop), name="spool-sweep"))
         tasks.append(following)
         tasks.append(asyncio.create_task(bus.heartbeat("spool", runtime.stop)))
         runtime.ready("spool", f"queue state in KV bucket {names.QUEUE_BUCKET}")
