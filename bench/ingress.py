@@ -61,14 +61,17 @@ def start_up(data: Path, ports: dict[str, int], **settings: str) -> subprocess.P
     )
     env.update({f"EMPATH_{name.upper()}": value for name, value in settings.items()})
     empath = str(Path(sys.executable).parent / "empath")
-    process = subprocess.Popen(
-        [empath, "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
+    data.mkdir(parents=True, exist_ok=True)
+    log = data / "empath-up.log"
+    with log.open("w") as errors:
+        process = subprocess.Popen(
+            [empath, "up"], env=env, stdout=subprocess.PIPE, stderr=errors, text=True
+        )
     assert process.stdout is not None
     for line in process.stdout:
         if line.startswith("empath is ready."):
             return process
-    raise SystemExit("empath up did not start")
+    raise SystemExit(f"empath up did not start:\n{log.read_text()[-3000:]}")
 
 
 def smtp_source(port: int, recipient: str) -> None:
