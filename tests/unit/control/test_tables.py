@@ -10,7 +10,7 @@ from rich.table import Table
 
 from empath.control.commands import queue as commands
 from empath.core import queries, queue
-from empath.spool import stats
+from empath.spool import stats, view
 from tests.unit.spool.samples import entry
 
 
@@ -51,7 +51,10 @@ def test_stats_show_domains_by_age_the_oldest_and_what_was_left_out() -> None:
     entries = [
         entry("u@example.com", received_at=now - timedelta(minutes=7), state=queue.State.QUEUED),
     ]
-    answer = stats.summary(entries, now=now, frozen=True).model_copy(update={"domains_omitted": 4})
+    summaries = [view.Summary.of(e) for e in entries]
+    answer = stats.summary(summaries, now=now, frozen=True).model_copy(
+        update={"domains_omitted": 4}
+    )
     text = shown(commands.stats_table(as_json(answer)))
     assert "1 waiting, frozen: True" in text
     [row] = [line for line in text.splitlines() if "example.com" in line]

@@ -9,11 +9,13 @@ import pytest
 
 from empath.core import ids, queue
 from empath.spool import stats as queue_stats
+from empath.spool import view
 from tests.unit.spool.samples import NOW, entry, recipient
 
 
 def stats(entries: list[queue.Entry]) -> dict[str, Any]:
-    return queue_stats.summary(entries, now=NOW, frozen=False).model_dump()
+    summaries = [view.Summary.of(e) for e in entries]
+    return queue_stats.summary(summaries, now=NOW, frozen=False).model_dump()
 
 
 def received(

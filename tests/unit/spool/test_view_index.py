@@ -37,7 +37,7 @@ def test_a_record_that_moved_on_is_not_taken_at_its_old_time() -> None:
     assert index.take_due(NOW) == []
     assert index.take_due(NOW + timedelta(minutes=5))[0].id == first.id
     index.apply(first.id, claimed)
-    assert index.in_delivery() == [claimed]
+    assert [out.entry() for out in index.in_delivery()] == [claimed]
 
 
 def test_a_record_whose_dispatch_failed_goes_back_as_due() -> None:
@@ -54,7 +54,7 @@ def test_finished_records_are_taken_once_past_the_cutoff() -> None:
     done = entry(id=ids.new_id(), state=queue.State.DELIVERED, updated_at=NOW)
     index.apply(done.id, done)
     assert index.take_expired(NOW - timedelta(seconds=1)) == []
-    assert index.take_expired(NOW) == [done]
+    assert [gone.entry() for gone in index.take_expired(NOW)] == [done]
     index.apply(done.id, None)
     assert done.id not in index.entries
 
@@ -77,3 +77,20 @@ def test_a_record_due_now_wakes_the_scheduler() -> None:
     fresh = waiting_at(NOW)
     live.apply(fresh.id, fresh)
     assert live.due_now.is_set()
+
+
+def test_the_view_keeps_a_summary_and_gives_back_the_whole_record() -> None:
+    live = view.QueueView()
+    record = entry(
+        "a@one.test",
+        queue.RecipientState(address="b@Two.test.", status="delivered"),
+        "c@one.test",
+        id=ids.new_id(),
+        state=queue.State.DEFERRED,
+        next_attempt=NOW,
+    )
+    live.apply(record.id, record)
+    summary = live.entries[record.id]
+    assert summary.domains == ("one.test", "two.test")
+    assert summary.open_domains == ("one.test",)
+    assert summary.entry() == record

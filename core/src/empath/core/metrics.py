@@ -17,6 +17,7 @@ import collections
 import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
+from typing import Protocol
 
 from opentelemetry import metrics as otel_metrics
 
@@ -118,17 +119,26 @@ store_errors = _counter("empath.store.errors.total", "Object-store puts and gets
 
 
 # The spool's live views of the queue, read at each export; a view leaves when its spool stops.
-_queues: list[tuple[Callable[[], Iterable[queue.Entry]], asyncio.Event]] = []
+_queues: list[tuple[Callable[[], Iterable[Queued]], asyncio.Event]] = []
 _WAITING = {queue.State.QUEUED, queue.State.DEFERRED, queue.State.DELIVERING, queue.State.FROZEN}
 
 
-def observe_queue(snapshot: Callable[[], Iterable[queue.Entry]], *, until: asyncio.Event) -> None:
+class Queued(Protocol):
+    """What the queue gauges need of a record (a record, or a spool view's summary of one)."""
+
+    @property
+    def state(self) -> queue.State: ...
+    @property
+    def received_at(self) -> datetime: ...
+
+
+def observe_queue(snapshot: Callable[[], Iterable[Queued]], *, until: asyncio.Event) -> None:
     """Report the queue from a spool's live view (`empath.delivery.queue.size` by state, and
     `empath.delivery.queue.oldest.seconds`) until `until` is set."""
     _queues.append((snapshot, until))
 
 
-def _entries() -> list[queue.Entry]:
+def _entries() -> list[Queued]:
     _queues[:] = [(snapshot, stop) for snapshot, stop in _queues if not stop.is_set()]
     # Replicas of the spool see the same queue: one view says it all.
     return list(_queues[-1][0]()) if _queues else []

@@ -149,16 +149,15 @@ class QueryAPI:
         entries = [
             e
             for e in entries
-            if (
-                domain is None
-                or any(addresses.domain_of(r.address) == domain for r in e.recipients)
-            )
+            if (domain is None or domain in e.domains)
             and (sender is None or sender in e.sender.lower())
             and (min_age is None or (now - e.received_at).total_seconds() >= min_age)
         ]
         page = records.page_of(entries, state=request.state, limit=request.limit, after=after)
         items, omitted, more = queries.fit_page(
-            page.items, self.budget, more=page.next_after is not None
+            [summary.entry() for summary in page.items],
+            self.budget,
+            more=page.next_after is not None,
         )
         return queries.ListAnswer(
             items=items, next_after=items[-1].id if more and items else None, omitted=omitted

@@ -13,7 +13,7 @@ from nats.js.kv import KeyValue
 
 from empath.core import addresses, errors, flags, queue
 from empath.core import store as store_module
-from empath.spool import records
+from empath.spool import records, view
 
 
 async def hold(store: records.Records, message_id: str) -> queue.Entry:
@@ -71,14 +71,12 @@ async def retry(store: records.Records, message_id: str) -> queue.Entry:
     return await store.get(message_id)
 
 
-async def retry_domain(store: records.Records, entries: list[queue.Entry], domain: str) -> int:
+async def retry_domain(store: records.Records, entries: list[view.Summary], domain: str) -> int:
     """Try now every deferred message with a recipient still open at `domain`."""
     domain = addresses.normal_domain(domain)
     count = 0
     for entry in entries:
-        if entry.state == queue.State.DEFERRED and any(
-            addresses.domain_of(r.address) == domain for r in entry.open_recipients
-        ):
+        if entry.state == queue.State.DEFERRED and domain in entry.open_domains:
             count += (await store.update(entry.id, _retry_now)) is not None
     return count
 

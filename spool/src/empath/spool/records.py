@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -33,12 +33,6 @@ class Written(NamedTuple):
     before: queue.Entry
     after: queue.Entry
     revision: int
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    items: list[queue.Entry]
-    next_after: str | None
 
 
 class Records:
@@ -126,15 +120,33 @@ class Records:
         return entries
 
 
+class Listed(Protocol):
+    """What paging and counting need of a record (a record, or the view's summary of one)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def state(self) -> queue.State: ...
+
+
+L = TypeVar("L", bound=Listed)
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[L]):
+    items: list[L]
+    next_after: str | None
+
+
 def page_of(
-    entries: list[queue.Entry],
+    entries: list[L],
     *,
     state: queue.State | None = None,
     limit: int = 100,
     after: str | None = None,
-) -> Page:
+) -> Page[L]:
     """A page of records (given oldest first), optionally in one state; `after` pages on."""
-    page: list[queue.Entry] = []
+    page: list[L] = []
     more = False
     for entry in entries:
         if (state is not None and entry.state != state) or (
@@ -148,7 +160,7 @@ def page_of(
     return Page(items=page, next_after=page[-1].id if more and page else None)
 
 
-def counts_of(entries: list[queue.Entry]) -> dict[str, int]:
+def counts_of(entries: Iterable[Listed]) -> dict[str, int]:
     """Messages per state (every state present, zero or not) and in total."""
     counted = collections.Counter(entry.state.value for entry in entries)
     result = {state.value: counted.get(state.value, 0) for state in queue.State}

@@ -65,7 +65,7 @@ def claimed(entry: queue.Entry, now: datetime) -> queue.Entry | None:
     )
 
 
-def lease_expired(entry: queue.Entry, now: datetime) -> bool:
+def lease_expired(entry: queue.Entry | view.Summary, now: datetime) -> bool:
     """Whether a record in `delivering` has a job whose publish nobody confirmed in time.
 
     Only within half the jobs stream's duplicate window of the claim: past that, a second
@@ -77,9 +77,10 @@ def lease_expired(entry: queue.Entry, now: datetime) -> bool:
     if entry.state != queue.State.DELIVERING or entry.lease_until is None:
         return False
     claimed_at = entry.updated_at or entry.received_at
+    has_open = entry.has_open if isinstance(entry, view.Summary) else bool(entry.open_recipients)
     return (
         entry.lease_until <= now
-        and bool(entry.open_recipients)
+        and has_open
         and (now - claimed_at).total_seconds() < names.JOBS_STREAM.duplicate_window_seconds / 2
     )
 
@@ -143,19 +144,19 @@ class Scheduler:
         index, so 100,000 messages waiting for tomorrow cost nothing here."""
         index = self.view.index
         cutoff = now - timedelta(seconds=self.settings.finished_retention)
-        for entry in index.take_expired(cutoff):
+        for gone in index.take_expired(cutoff):
             if self.removals is not None:
                 # Its body went when it finished; a removal lost to a crash goes now.
-                self.removals.add(entry.body_key)
-            await self.records.delete(entry.id)
+                self.removals.add(gone.entry().body_key)
+            await self.records.delete(gone.id)
         unconfirmed: list[queue.Entry] = []
-        for entry in index.in_delivery():
-            if lease_expired(entry, now):
-                unconfirmed.append(entry)
-            elif (now - (entry.updated_at or entry.received_at)).total_seconds() > (
+        for out in index.in_delivery():
+            if lease_expired(out, now):
+                unconfirmed.append(out.entry())
+            elif (now - (out.updated_at or out.received_at)).total_seconds() > (
                 self.settings.delivering_timeout
             ):
-                await self._requeue_stuck(entry, now)
+                await self._requeue_stuck(out.entry(), now)
         due = [] if await flags.is_frozen(self.flags) else index.take_due(now)
         limit = asyncio.Semaphore(self.settings.spool_concurrency)
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import collections
 from datetime import datetime
 
-from empath.core import addresses, queries, queue
+from empath.core import queries, queue
+from empath.spool import view
 
 BUCKETS = (5, 10, 20, 40, 80, 160, 320, 640, 1280)
 LABELS = ("T", *(str(b) for b in BUCKETS), "1280+")
@@ -26,7 +27,7 @@ def bucket(age_minutes: float) -> int:
     return OLDER
 
 
-def summary(entries: list[queue.Entry], *, now: datetime, frozen: bool) -> queries.StatsAnswer:
+def summary(entries: list[view.Summary], *, now: datetime, frozen: bool) -> queries.StatsAnswer:
     """What `queue stats` shows: counts by state, the waiting ones by age and by domain."""
     by_state = collections.Counter(entry.state.value for entry in entries)
     waiting = [entry for entry in entries if not entry.finished]
@@ -35,7 +36,7 @@ def summary(entries: list[queue.Entry], *, now: datetime, frozen: bool) -> queri
     for entry in waiting:
         index = bucket((now - entry.received_at).total_seconds() / 60)
         totals[index] += 1
-        for domain in {addresses.domain_of(r.address) for r in entry.open_recipients}:
+        for domain in entry.open_domains:
             by_domain[domain][index] += 1
     oldest = min(waiting, key=lambda entry: entry.id, default=None)
     return queries.StatsAnswer(
