@@ -58,16 +58,23 @@ class Envelope(Model):
 
 
 class Received(Model):
-    """ingress -> spool: a message was accepted; its body is in the bucket under `body_key`."""
+    """ingress -> spool: a message was accepted; its body is in the bucket under `body_key`.
+
+    Version 2 adds the metadata plugins set in the session (`empath.core.plugins`); the spool
+    still reads version 1 (`ReceivedV1`), so upgrade the spool before ingress.
+    """
 
     kind: Literal["received"] = "received"
-    version: Literal[1] = 1
+    version: Literal[2] = 2
     id: str
     body_key: str
     size: int = Field(ge=0)
     received_at: datetime
     envelope: Envelope
     client: Client
+    metadata: dict[str, str] = Field(
+        default_factory=dict, description="Set by plugins; kept with the message."
+    )
 
 
 class DeliveryJob(Model):
@@ -120,6 +127,27 @@ class DeliveryJobV1(Older):
         return DeliveryJob(**job, envelope=Envelope(**envelope))
 
 
+# `received` as ingress published it before plugins: read, never written.
+class ReceivedV1(Older):
+    """ingress -> spool: a message was accepted; its body is in the bucket under `body_key`."""
+
+    model_config = ConfigDict(title="Received")
+
+    kind: Literal["received"] = "received"
+    version: Literal[1] = 1
+    id: str
+    body_key: str
+    size: int = Field(ge=0)
+    received_at: datetime
+    envelope: Envelope
+    client: Client
+
+    def upgrade(self) -> Received:
+        return Received(
+            **{name: getattr(self, name) for name in self.model_fields if name != "version"}
+        )
+
+
 Outcome = Literal["delivered", "deferred", "failed"]
 
 
@@ -150,7 +178,10 @@ class Attempted(Model):
 EVENTS: tuple[type[Model], ...] = (Received, DeliveryJob, Attempted)
 
 # Older versions still read, by kind and version; each upgrades itself to the current one.
-OLDER: dict[tuple[str, int], type[Older]] = {("delivery-job", 1): DeliveryJobV1}
+OLDER: dict[tuple[str, int], type[Older]] = {
+    ("delivery-job", 1): DeliveryJobV1,
+    ("received", 1): ReceivedV1,
+}
 
 E = TypeVar("E", bound=Model)
 

@@ -4,10 +4,12 @@ __all__ = [
     "credentials",
     "handlers",
     "limits",
+    "plugins",
     "policies",
     "protocol",
     "reload",
     "replies",
     "service",
     "syntax",
+    "transports",
 ]
