@@ -20,7 +20,18 @@ from datetime import UTC, datetime
 
 from nats.aio.msg import Msg
 
-from empath.core import consumers, errors, events, metrics, queue, store, telemetry
+from empath.core import (
+    addresses,
+    consumers,
+    errors,
+    events,
+    metrics,
+    pluginevents,
+    plugins,
+    queue,
+    store,
+    telemetry,
+)
 from empath.core.settings import Settings
 from empath.spool import dsn, notices, records, retries
 
@@ -181,6 +192,57 @@ def mark_notified(entry: queue.Entry, addresses: set[str], kind: str) -> queue.E
     )
 
 
+def plugin_events(entry: queue.Entry, event: events.Attempted) -> list[plugins.Event]:
+    """The event hooks' events of an applied outcome: one `delivery_attempt` per domain
+    tried, then each recipient's `delivered`, `deferred` or `failed` as the record now says
+    (a deferral that ran out of attempts or time is `failed`), with the message's metadata."""
+    common = {
+        "at": event.finished_at,
+        "service": "spool",
+        "id": entry.id,
+        "sender": entry.sender,
+        "metadata": entry.metadata,
+    }
+    found: list[plugins.Event] = []
+    by_domain: dict[str, list[events.RecipientResult]] = {}
+    for result in event.results:
+        by_domain.setdefault(addresses.domain_of(result.address), []).append(result)
+    for domain, results in by_domain.items():
+        found.append(
+            plugins.Event(
+                event="delivery_attempt",
+                recipients=tuple(r.address for r in results),
+                delivery=plugins.Delivery(
+                    domain=domain,
+                    server=results[0].remote,
+                    reply=results[0].reply,
+                    attempt=event.attempt,
+                ),
+                **common,
+            )
+        )
+    status = {r.address: r for r in entry.recipients}
+    for result in event.results:
+        recipient = status.get(result.address)
+        if recipient is None or recipient.status == queue.RecipientStatus.PENDING:
+            continue
+        found.append(
+            plugins.Event(
+                event=recipient.status.value,
+                recipients=(result.address,),
+                delivery=plugins.Delivery(
+                    domain=addresses.domain_of(result.address),
+                    server=result.remote,
+                    reply=recipient.last_reply,
+                    attempt=event.attempt,
+                    recipient=result.address,
+                ),
+                **common,
+            )
+        )
+    return found
+
+
 class Outcomes:
     def __init__(
         self,
@@ -189,11 +251,13 @@ class Outcomes:
         records: records.Records,
         objects: store.ObjectStore,
         notices: notices.Notices,
+        plugin_events: pluginevents.Publisher | None = None,
     ) -> None:
         self.settings = settings
         self.records = records
         self.objects = objects
         self.notices = notices
+        self.plugin_events = plugin_events
 
     async def handle(self, msg: Msg) -> None:
         with consumers.receive(
@@ -246,6 +310,9 @@ class Outcomes:
                 )
                 return
             _, result = written
+            if self.plugin_events is not None:
+                for plugin_event in plugin_events(result, event):
+                    self.plugin_events.emit(plugin_event)
             for r in event.results:
                 mlog.info(
                     "to=<%s> %s attempt=%d remote=%s tls=%s reply=%s",
