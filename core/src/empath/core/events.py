@@ -144,7 +144,7 @@ class ReceivedV1(Older):
 
     def upgrade(self) -> Received:
         return Received(
-            **{name: getattr(self, name) for name in self.model_fields if name != "version"}
+            **{name: getattr(self, name) for name in type(self).model_fields if name != "version"}
         )
 
 
