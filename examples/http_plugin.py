@@ -63,7 +63,8 @@ def main() -> None:
     args = parser.parse_args()
     secret = args.secret_file.read_text().strip() if args.secret_file else None
     app = make_app(blocked={d.lower() for d in args.block}, secret=secret)
-    web.run_app(app, host=args.host, port=args.port)
+    # No access log: a line per call would cost more than the plugin's own work.
+    web.run_app(app, host=args.host, port=args.port, access_log=None)
 
 
 if __name__ == "__main__":

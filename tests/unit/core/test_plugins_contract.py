@@ -108,4 +108,5 @@ def test_ingress_may_ask_nats_plugins_and_a_plugin_may_only_answer_and_read_its_
     assert plugin.subscribe[1:] == (f"{names.PLUGIN_REQUEST_PREFIX}.>",)
     assert plugin.allow_responses
     assert not any(s.startswith(names.PREFIX) for s in plugin.publish)
-    assert "$JS.API.CONSUMER.MSG.NEXT.EMPATH_PLUGIN_EVENTS.plugin-*" in plugin.publish
+    assert "$JS.API.CONSUMER.MSG.NEXT.EMPATH_PLUGIN_EVENTS.*" in plugin.publish
+    assert not any("CONSUMER" in s and "EMPATH_PLUGIN_EVENTS" not in s for s in plugin.publish)

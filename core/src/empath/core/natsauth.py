@@ -39,7 +39,7 @@ The roles (subject names from `names`):
   It may not read any stream of events.
 - plugin: a plugin process (not a service): answers validation requests on
   `empath.plugins.>` (replies through `allow_responses`) and reads the plugin events stream
-  with durable consumers named `plugin-<name>`. Ingress may request `empath.plugins.>` and
+  with durable consumers (named `plugin-<name>`). Ingress may request `empath.plugins.>` and
   publish the session events, the spool the delivery events (`empath.events.<hook>`).
 - admin: everything; no service uses it. It is for the operator's own tools (`nats` CLI) and
   the tests.
@@ -149,8 +149,10 @@ SPOOL_EVENTS = ("delivery_attempt", "delivered", "deferred", "failed")
 
 
 def _plugin_events() -> list[str]:
-    """Event plugins: any durable consumer `plugin-*` on the plugin events stream."""
-    where = f"{names.PLUGIN_EVENTS_STREAM.name}.{names.PLUGIN_CONSUMER_PREFIX}*"
+    """Event plugins: durable consumers on the plugin events stream. NATS wildcards are whole
+    tokens, so the rights cover any consumer name there (`plugin-<name>` by convention); the
+    stream holds nothing but plugin events."""
+    where = f"{names.PLUGIN_EVENTS_STREAM.name}.*"
     return [
         f"{API}.CONSUMER.INFO.{where}",
         f"{API}.CONSUMER.CREATE.{where}",

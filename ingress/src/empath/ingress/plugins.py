@@ -145,6 +145,8 @@ class Runtime:
         if verdict is not None:
             outcome = "refuse" if verdict.refused else "continue"
             calls.add(1, {"plugin": name, "hook": hook, "outcome": outcome})
+            if not log.isEnabledFor(logging.INFO):
+                return verdict
             about_log.info(
                 "plugin %s at %s: %s%s%s (%.1f ms)",
                 name,
