@@ -65,6 +65,21 @@ def test_a_received_event_of_version_1_is_read_with_no_metadata() -> None:
     assert event.received_at == datetime(2026, 1, 1, tzinfo=UTC)
 
 
+def test_a_delivery_job_of_version_2_is_read_with_no_metadata() -> None:
+    v2 = {
+        "kind": "delivery-job",
+        "version": 2,
+        "id": "01ARZ3NDEKTSV4RRFFQ69G5FAV",
+        "attempt": 2,
+        "body_key": "k",
+        "size": 1,
+        "envelope": {"sender": "a@b.c", "recipients": [{"address": "u@example.com"}]},
+    }
+    job = events.decode(json.dumps(v2).encode(), events.DeliveryJob)
+    assert (job.version, job.metadata, job.attempt) == (3, {}, 2)
+    assert job.envelope.recipients[0].address == "u@example.com"
+
+
 def test_the_schemas_of_the_contract_are_exported(tmp_path: Path) -> None:
     written = {path.name for path in plugins.export_schemas(tmp_path)}
     assert "plugin.verdict.v1.json" in written
@@ -104,6 +119,9 @@ def test_ingress_may_ask_nats_plugins_and_a_plugin_may_only_answer_and_read_its_
     assert names.plugin_event_subject("connection_opened") in ingress
     assert names.plugin_event_subject("delivered") not in ingress
     assert names.plugin_event_subject("delivered") in natsauth.PERMISSIONS["spool"].publish
+    attempts = names.plugin_event_subject("delivery_attempt")
+    assert attempts in natsauth.PERMISSIONS["delivery"].publish
+    assert attempts not in natsauth.PERMISSIONS["spool"].publish
     plugin = natsauth.PERMISSIONS[natsauth.PLUGIN]
     assert plugin.subscribe[1:] == (f"{names.PLUGIN_REQUEST_PREFIX}.>",)
     assert plugin.allow_responses

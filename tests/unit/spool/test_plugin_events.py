@@ -1,7 +1,9 @@
-"""The events the spool tells event plugins when it applies an attempt's outcome."""
+"""The events the spool tells event plugins when it applies an attempt's outcome, and the
+ones delivery tells of the attempt itself."""
 
 from __future__ import annotations
 
+from empath.core import events, pluginevents
 from empath.spool import outcomes
 from tests.unit.spool.samples import NOW, attempted, config, entry, result
 
@@ -18,8 +20,6 @@ def test_each_recipient_gets_the_event_of_its_state_with_the_messages_metadata()
     assert after is not None
     found = outcomes.plugin_events(after, event)
     assert [(e.event, e.recipients) for e in found] == [
-        ("delivery_attempt", ("a@one.test", "b@one.test")),
-        ("delivery_attempt", ("c@two.test",)),
         ("delivered", ("a@one.test",)),
         ("failed", ("b@one.test",)),
         ("deferred", ("c@two.test",)),
@@ -41,6 +41,41 @@ def test_a_deferral_on_the_last_attempt_is_told_as_failed() -> None:
     after = outcomes.apply(config(max_attempts=3), before, event, now=NOW)
     assert after is not None
     found = outcomes.plugin_events(after, event)
-    assert [e.event for e in found] == ["delivery_attempt", "failed"]
+    assert [e.event for e in found] == ["failed"]
     assert found[-1].delivery is not None
     assert found[-1].delivery.reply == after.recipients[0].last_reply
+
+
+def test_delivery_tells_one_attempt_per_domain_with_the_jobs_metadata() -> None:
+    job = events.DeliveryJob(
+        id="01ARZ3NDEKTSV4RRFFQ69G5FAV",
+        attempt=2,
+        body_key="k",
+        size=1,
+        envelope=events.Envelope(
+            sender="a@sender.test",
+            recipients=(
+                events.Recipient(address="a@one.test"),
+                events.Recipient(address="b@two.test"),
+            ),
+        ),
+        metadata={"score": "0.5"},
+    )
+    found = pluginevents.delivery_attempts(
+        job,
+        [
+            result("a@one.test", "delivered", "250 2.0.0 ok", remote="mx.one.test"),
+            result("b@two.test", "deferred", "451 4.4.1 no answer", remote=None),
+        ],
+        at=NOW,
+    )
+    assert [(e.event, e.recipients, e.metadata, e.service) for e in found] == [
+        ("delivery_attempt", ("a@one.test",), {"score": "0.5"}, "delivery"),
+        ("delivery_attempt", ("b@two.test",), {"score": "0.5"}, "delivery"),
+    ]
+    assert [
+        (e.delivery.domain, e.delivery.server, e.delivery.attempt) for e in found if e.delivery
+    ] == [
+        ("one.test", "mx.one.test", 2),
+        ("two.test", None, 2),
+    ]

@@ -80,10 +80,42 @@ class Received(Model):
 class DeliveryJob(Model):
     """spool -> delivery: attempt `attempt` of message `id`, for the recipients still to deliver.
 
+    Version 3 adds the message's metadata (set by plugins), which delivery hands to the event
+    plugins. Version 2 carried the message's envelope as one `Envelope`, whose recipients are the
+    ones still to deliver; version 1 spelled the envelope out field by field. Delivery still
+    reads both (`DeliveryJobV2`, `DeliveryJobV1`), for jobs already in the stream when it is
+    upgraded.
+    """
+
+    kind: Literal["delivery-job"] = "delivery-job"
+    version: Literal[3] = 3
+    id: str
+    attempt: int = Field(ge=1)
+    body_key: str
+    size: int = Field(ge=0)
+    envelope: Envelope = Field(description="The recipients are those still to deliver.")
+    metadata: dict[str, str] = Field(
+        default_factory=dict, description="Set by plugins; kept with the message."
+    )
+
+
+class Older(Model):
+    """An older version of an event, still read: it upgrades itself to the current version."""
+
+    def upgrade(self) -> Model:
+        raise NotImplementedError
+
+
+# A delivery job as spools before version 3 published it: read, never written.
+class DeliveryJobV2(Older):
+    """spool -> delivery: attempt `attempt` of message `id`, for the recipients still to deliver.
+
     Version 2 carries the message's envelope as one `Envelope`, whose recipients are the ones
     still to deliver. Version 1 spelled the envelope out field by field; delivery still reads it
     (`DeliveryJobV1`), for jobs already in the stream when it is upgraded.
     """
+
+    model_config = ConfigDict(title="DeliveryJob")
 
     kind: Literal["delivery-job"] = "delivery-job"
     version: Literal[2] = 2
@@ -93,12 +125,10 @@ class DeliveryJob(Model):
     size: int = Field(ge=0)
     envelope: Envelope = Field(description="The recipients are those still to deliver.")
 
-
-class Older(Model):
-    """An older version of an event, still read: it upgrades itself to the current version."""
-
-    def upgrade(self) -> Model:
-        raise NotImplementedError
+    def upgrade(self) -> DeliveryJob:
+        return DeliveryJob(
+            **self.model_dump(exclude={"version", "envelope"}), envelope=self.envelope
+        )
 
 
 # A delivery job as spools before version 2 published it: read, never written. Its docstring
@@ -180,6 +210,7 @@ EVENTS: tuple[type[Model], ...] = (Received, DeliveryJob, Attempted)
 # Older versions still read, by kind and version; each upgrades itself to the current one.
 OLDER: dict[tuple[str, int], type[Older]] = {
     ("delivery-job", 1): DeliveryJobV1,
+    ("delivery-job", 2): DeliveryJobV2,
     ("received", 1): ReceivedV1,
 }
 

@@ -40,7 +40,8 @@ The roles (subject names from `names`):
 - plugin: a plugin process (not a service): answers validation requests on
   `empath.plugins.>` (replies through `allow_responses`) and reads the plugin events stream
   with durable consumers (named `plugin-<name>`). Ingress may request `empath.plugins.>` and
-  publish the session events, the spool the delivery events (`empath.events.<hook>`).
+  publish the session events, delivery `delivery_attempt`, the spool the outcomes
+  (`empath.events.<hook>`).
 - admin: everything; no service uses it. It is for the operator's own tools (`nats` CLI) and
   the tests.
 
@@ -145,7 +146,8 @@ def _role(
 QUEUE_API = f"{names.PREFIX}.api.queue.*"
 PLUGIN_REQUESTS = f"{names.PLUGIN_REQUEST_PREFIX}.>"
 INGRESS_EVENTS = ("connection_opened", "connection_closed", "message_received")
-SPOOL_EVENTS = ("delivery_attempt", "delivered", "deferred", "failed")
+SPOOL_EVENTS = ("delivered", "deferred", "failed")
+DELIVERY_EVENTS = ("delivery_attempt",)
 
 
 def _plugin_events() -> list[str]:
@@ -196,6 +198,7 @@ PERMISSIONS: dict[str, Permissions] = {
         "delivery",
         [
             names.ATTEMPTED_SUBJECT,
+            *(names.plugin_event_subject(event) for event in DELIVERY_EVENTS),
             *_consume(names.JOBS_STREAM, names.DELIVERY_JOBS_CONSUMER),
             *_kv_read(names.DNS_BUCKET),
             *_kv_write(names.DNS_BUCKET),

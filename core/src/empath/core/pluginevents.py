@@ -15,13 +15,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
 
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 
+from empath.core import addresses, errors, events, ids, names, plugins, telemetry
 from empath.core import bus as bus_module
-from empath.core import errors, ids, names, plugins, telemetry
 
 log = logging.getLogger("empath.core.pluginevents")
 
@@ -92,6 +93,31 @@ class Publisher:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*late, return_exceptions=True)
+
+
+def delivery_attempts(
+    job: events.DeliveryJob, results: Iterable[events.RecipientResult], *, at: datetime
+) -> list[plugins.Event]:
+    """`delivery_attempt` events of one attempt: one per domain tried, with the MX host that
+    answered, its reply, and the message's metadata."""
+    by_domain: dict[str, list[events.RecipientResult]] = {}
+    for result in results:
+        by_domain.setdefault(addresses.domain_of(result.address), []).append(result)
+    return [
+        plugins.Event(
+            event="delivery_attempt",
+            at=at,
+            service="delivery",
+            id=job.id,
+            sender=job.envelope.sender,
+            recipients=tuple(r.address for r in tried),
+            metadata=job.metadata,
+            delivery=plugins.Delivery(
+                domain=domain, server=tried[0].remote, reply=tried[0].reply, attempt=job.attempt
+            ),
+        )
+        for domain, tried in by_domain.items()
+    ]
 
 
 EventHandler = Callable[[plugins.Event], Awaitable[None]]

@@ -193,35 +193,11 @@ def mark_notified(entry: queue.Entry, addresses: set[str], kind: str) -> queue.E
 
 
 def plugin_events(entry: queue.Entry, event: events.Attempted) -> list[plugins.Event]:
-    """The event hooks' events of an applied outcome: one `delivery_attempt` per domain
-    tried, then each recipient's `delivered`, `deferred` or `failed` as the record now says
-    (a deferral that ran out of attempts or time is `failed`), with the message's metadata."""
-    common = {
-        "at": event.finished_at,
-        "service": "spool",
-        "id": entry.id,
-        "sender": entry.sender,
-        "metadata": entry.metadata,
-    }
-    found: list[plugins.Event] = []
-    by_domain: dict[str, list[events.RecipientResult]] = {}
-    for result in event.results:
-        by_domain.setdefault(addresses.domain_of(result.address), []).append(result)
-    for domain, results in by_domain.items():
-        found.append(
-            plugins.Event(
-                event="delivery_attempt",
-                recipients=tuple(r.address for r in results),
-                delivery=plugins.Delivery(
-                    domain=domain,
-                    server=results[0].remote,
-                    reply=results[0].reply,
-                    attempt=event.attempt,
-                ),
-                **common,
-            )
-        )
+    """The event hooks' events of an applied outcome: each recipient's `delivered`,
+    `deferred` or `failed` as the record now says (a deferral that ran out of attempts or time
+    is `failed`), with the message's metadata. (`delivery_attempt` is delivery's to tell.)"""
     status = {r.address: r for r in entry.recipients}
+    found: list[plugins.Event] = []
     for result in event.results:
         recipient = status.get(result.address)
         if recipient is None or recipient.status == queue.RecipientStatus.PENDING:
@@ -229,7 +205,12 @@ def plugin_events(entry: queue.Entry, event: events.Attempted) -> list[plugins.E
         found.append(
             plugins.Event(
                 event=recipient.status.value,
+                at=event.finished_at,
+                service="spool",
+                id=entry.id,
+                sender=entry.sender,
                 recipients=(result.address,),
+                metadata=entry.metadata,
                 delivery=plugins.Delivery(
                     domain=addresses.domain_of(result.address),
                     server=result.remote,
@@ -237,7 +218,6 @@ def plugin_events(entry: queue.Entry, event: events.Attempted) -> list[plugins.E
                     attempt=event.attempt,
                     recipient=result.address,
                 ),
-                **common,
             )
         )
     return found
