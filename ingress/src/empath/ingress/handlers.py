@@ -119,7 +119,7 @@ class QueueingHandler:
                     event="message_received",
                     at=event.received_at,
                     service="ingress",
-                    session=server._plugin_session(),
+                    session=server.plugin_session(),
                     id=event.id,
                     sender=event.envelope.sender,
                     recipients=tuple(r.address for r in event.envelope.recipients),

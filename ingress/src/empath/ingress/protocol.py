@@ -259,7 +259,8 @@ class Session(SMTP):
         cipher = ssl_object.cipher()
         return ssl_object.version(), cipher[0] if cipher else None
 
-    def _plugin_session(self, *, login: str | None = None) -> contract.Session:
+    def plugin_session(self, *, login: str | None = None) -> contract.Session:
+        """The session as plugins and plugin events see it."""
         state = self.session
         protocol, cipher = self._tls()
         if login is None and state is not None and state.authenticated:
@@ -285,7 +286,7 @@ class Session(SMTP):
         transaction = self.envelope if isinstance(self.envelope, Transaction) else None
         metadata = {**self.session_metadata, **(transaction.metadata if transaction else {})}
         request = _REQUESTS[hook](
-            session=self._plugin_session(login=login), metadata=metadata, **fields
+            session=self.plugin_session(login=login), metadata=metadata, **fields
         )
         about = fields.get("id") if hook == "data" else self.session_id
         result = await self.plugins.check(request, about=str(about))
@@ -313,7 +314,7 @@ class Session(SMTP):
                 event=event,
                 at=datetime.now(UTC),
                 service="ingress",
-                session=self._plugin_session(),
+                session=self.plugin_session(),
                 metadata=dict(self.session_metadata),
                 **fields,
             )
