@@ -3,6 +3,7 @@
 __all__ = [
     "credentials",
     "handlers",
+    "hooks",
     "limits",
     "plugins",
     "policies",

@@ -10,29 +10,23 @@ shutdown.
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
-import email.parser
-import email.policy
 import functools
 import logging
-import socket
 import ssl
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 from aiosmtpd.smtp import Session as SMTPSession
 from aiosmtpd.smtp import syntax as help_syntax
 
 from empath.core import addresses, ids, metrics, pluginevents
-from empath.core import plugins as contract
 from empath.ingress import credentials as credentials_module
+from empath.ingress import hooks, policies, replies, syntax
 from empath.ingress import limits as limits_module
 from empath.ingress import plugins as plugin_runtime
-from empath.ingress import policies, replies, syntax
 
 log = logging.getLogger("empath.ingress.protocol")
 
@@ -59,17 +53,8 @@ class Listener:
     auth_required: bool = False
 
 
-class Transaction(Envelope):
-    """aiosmtpd's envelope plus the parsed ESMTP/DSN parameters."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.parameters = syntax.MailParameters()
-        self.recipient_parameters: list[syntax.RcptParameters] = []
-        # Set by plugins (`empath.ingress.plugins`): kept with the message, and at DATA the
-        # queue id the plugins were told.
-        self.metadata: dict[str, str] = {}
-        self.queue_id: str | None = None
+# The envelope of a transaction (in `hooks`, which reads what plugins set on it).
+Transaction = hooks.Transaction
 
 
 @dataclass(slots=True)
@@ -94,30 +79,13 @@ def _timed(command: str, method: Any) -> Any:
     return timed
 
 
-_REQUESTS: dict[str, type[contract.Request]] = {
-    model.model_fields["hook"].default: model for model in contract.REQUESTS
-}
-_HEADERS = email.parser.BytesHeaderParser(policy=email.policy.compat32)
-
-
-def _parameters(tokens: list[str]) -> dict[str, str | None]:
-    return {key.upper(): value or None for key, _, value in (t.partition("=") for t in tokens)}
-
-
-def _header_fields(content: bytes) -> tuple[tuple[str, str], ...]:
-    """The header section of a message, as (name, value) pairs for the `data` hook."""
-    head = content.split(b"\r\n\r\n", 1)[0]
-    parsed = _HEADERS.parsebytes(head + b"\r\n\r\n")
-    return tuple((name, str(value)) for name, value in parsed.items())
-
-
 def _same(address: str) -> str:
     """What makes two recipients one: the local part as written, the domain in any case."""
     local, at, domain = address.rpartition("@")
     return f"{local}{at}{addresses.normal_domain(domain)}"
 
 
-class Session(SMTP):
+class Session(hooks.PluginHooks, SMTP):
     """One SMTP connection."""
 
     def __init__(
@@ -222,103 +190,6 @@ class Session(SMTP):
             metrics.smtp_session_duration.record(
                 time.monotonic() - started, {"listener": self.listener.name}
             )
-
-    async def _connect_allowed(self) -> bool:
-        """The `connect` hook, before the greeting: a refusal is the only reply, then close."""
-        if self.plugins is None or not self.plugins.wants("connect"):
-            return True
-        self._client_name = await self._reverse_name()
-        result = await self._ask("connect")
-        if result is None or result.refusal is None:
-            return True
-        self._greeting_pending = False
-        await self._push_raw(result.refusal)
-        if self.transport is not None:
-            self.transport.close()
-        return False
-
-    async def _reverse_name(self) -> str | None:
-        """The client's rDNS name, for the `connect` hook (None when it has none soon)."""
-        try:
-            async with asyncio.timeout(2.0):
-                name, _ = await asyncio.get_running_loop().getnameinfo(
-                    (self.peer_ip, 0), socket.NI_NAMEREQD
-                )
-        except (OSError, TimeoutError, ValueError):
-            return None
-        return str(name)
-
-    # -- plugins ---------------------------------------------------------------------------
-
-    def _tls(self) -> tuple[str | None, str | None]:
-        if self._tls_protocol is None or self.transport is None:
-            return None, None
-        ssl_object = self.transport.get_extra_info("ssl_object")
-        if ssl_object is None:
-            return None, None
-        cipher = ssl_object.cipher()
-        return ssl_object.version(), cipher[0] if cipher else None
-
-    def plugin_session(self, *, login: str | None = None) -> contract.Session:
-        """The session as plugins and plugin events see it."""
-        state = self.session
-        protocol, cipher = self._tls()
-        if login is None and state is not None and state.authenticated:
-            raw = getattr(state.auth_data, "login", None)
-            login = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else None
-        return contract.Session(
-            id=self.session_id,
-            client_ip=self.peer_ip,
-            client_name=self._client_name,
-            helo=state.host_name if state is not None else None,
-            tls_protocol=protocol,
-            tls_cipher=cipher,
-            authenticated_as=login,
-            listener=self.listener.name,
-        )
-
-    async def _ask(
-        self, hook: contract.Hook, *, login: str | None = None, **fields: object
-    ) -> plugin_runtime.Result | None:
-        """Ask the plugins of `hook`; None when none is configured for it."""
-        if self.plugins is None or not self.plugins.wants(hook):
-            return None
-        transaction = self.envelope if isinstance(self.envelope, Transaction) else None
-        metadata = {**self.session_metadata, **(transaction.metadata if transaction else {})}
-        request = _REQUESTS[hook](
-            session=self.plugin_session(login=login), metadata=metadata, **fields
-        )
-        about = fields.get("id") if hook == "data" else self.session_id
-        result = await self.plugins.check(request, about=str(about))
-        if result.refusal is None:
-            if hook in {"mail", "rcpt", "data"} and transaction is not None:
-                transaction.metadata.update(result.metadata)
-            else:
-                self.session_metadata.update(result.metadata)
-        return result
-
-    async def _refused_then_closed(self, result: plugin_runtime.Result | None) -> bool:
-        """A refusal at ehlo or starttls ends the session, as in the ancestor."""
-        if result is None or result.refusal is None:
-            return False
-        await self.push(result.refusal)
-        if self.transport is not None:
-            self.transport.close()
-        return True
-
-    def _emit(self, event: contract.EventHook, **fields: object) -> None:
-        if self.events is None or not self.events.wants(event):
-            return
-        self.events.emit(
-            contract.Event(
-                event=event,
-                at=datetime.now(UTC),
-                service="ingress",
-                session=self.plugin_session(),
-                metadata=dict(self.session_metadata),
-                **fields,
-            )
-        )
 
     def connection_lost(self, error: Exception | None) -> None:
         self.connections.release(self)
@@ -490,7 +361,7 @@ class Session(SMTP):
             await self.push(replies.SIZE_TOO_BIG.format(limit=self.limits.max_message_size))
             return
         envelope.metadata = {}
-        result = await self._ask("mail", sender=sender, parameters=_parameters(tokens))
+        result = await self._ask("mail", sender=sender, parameters=hooks.parameters(tokens))
         if result is not None:
             if result.refusal is not None:
                 envelope.metadata = {}
@@ -541,7 +412,7 @@ class Session(SMTP):
             "rcpt",
             sender=envelope.mail_from,
             recipient=address,
-            parameters=_parameters(tokens),
+            parameters=hooks.parameters(tokens),
             accepted=tuple(envelope.rcpt_tos),
         )
         if result is not None:
@@ -599,37 +470,6 @@ class Session(SMTP):
         await self.push(status)
         if self.connections.draining:
             self.close_idle()
-
-    async def _data_plugins(self, envelope: Transaction, content: bytes) -> str | None:
-        """The `data` hook: a refusal's reply, or None with the headers plugins add prepended
-        to the content and the queue id they were told kept for the message."""
-        envelope.content = envelope.original_content = content
-        if self.plugins is None or not self.plugins.wants("data"):
-            return None
-        envelope.queue_id = ids.new_id()
-        limit = self.plugins.body_limit()
-        result = await self._ask(
-            "data",
-            id=envelope.queue_id,
-            sender=envelope.mail_from,
-            recipients=tuple(envelope.rcpt_tos),
-            size=len(content),
-            headers=_header_fields(content),
-            body_base64=base64.b64encode(content[:limit]).decode() if limit else None,
-            body_truncated=bool(limit) and len(content) > limit,
-        )
-        if result is None:
-            return None
-        if result.refusal is not None:
-            return result.refusal
-        if result.sender is not None:
-            envelope.mail_from = result.sender
-        added = b"".join(
-            f"{header.name}: {header.value}\r\n".encode("utf-8", "surrogateescape")
-            for header in result.headers
-        )
-        envelope.content = envelope.original_content = added + content
-        return None
 
     async def _read_data(self) -> _Data:
         """Read the message up to `<CRLF>.<CRLF>`, undoing dot-stuffing (RFC 5321 §4.5.2).
