@@ -56,3 +56,18 @@ async def refuse_ehlo(request: plugins.Request) -> plugins.Verdict | None:
     if isinstance(request, plugins.EhloRequest) and request.name.endswith(".bad"):
         return plugins.refuse(550, "go away", enhanced="5.7.1")
     return None
+
+
+# What `tls_and_auth` was told at each hook: (hook, TLS protocol, user, metadata so far).
+TOLD: list[tuple[str, str | None, str | None, dict[str, str]]] = []
+
+
+async def tls_and_auth(request: plugins.Request) -> plugins.Verdict | None:
+    """Tags TLS sessions at starttls, refuses the user `mallory` at auth, and reports."""
+    session = request.session
+    TOLD.append((request.hook, session.tls_protocol, session.authenticated_as, request.metadata))
+    if request.hook == "starttls":
+        return plugins.Verdict(metadata={"tls.cipher": session.tls_cipher or "none"})
+    if request.hook == "auth" and session.authenticated_as == "mallory":
+        return plugins.refuse(535, "not you, mallory", enhanced="5.7.8")
+    return None

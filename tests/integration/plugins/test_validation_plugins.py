@@ -3,10 +3,15 @@ the order of plugins, and what a plugin that fails does under each failure polic
 
 from __future__ import annotations
 
+import base64
+import ssl
 import time
+from pathlib import Path
 from typing import Any
 
+import bcrypt
 import pytest
+import trustme
 
 from tests.integration.plugins import samples
 from tests.system import StartSystem
@@ -113,3 +118,47 @@ async def test_a_refusal_at_ehlo_ends_the_session(start_system: StartSystem) -> 
     assert await wire.command("EHLO client.bad") == "550 5.7.1 go away"
     assert await wire.reader.read() == b""
     await wire.close()
+
+
+async def test_plugins_are_told_of_tls_and_of_the_authenticated_user(
+    start_system: StartSystem, tmp_path: Path
+) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("mx.test", "127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "cert.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    hashed = bcrypt.hashpw(b"secret", bcrypt.gensalt(rounds=4)).decode()
+    (tmp_path / "users").write_text(f"alice:{hashed}\nmallory:{hashed}\n")
+    samples.TOLD.clear()
+    system = await start_system(
+        frozen=True,
+        tls_cert_file=tmp_path / "cert.pem",
+        tls_key_file=tmp_path / "key.pem",
+        auth_credentials_file=tmp_path / "users",
+        plugins=[plugin("tls_and_auth", ["starttls", "auth", "mail"])],
+    )
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    wire = await system.wire()
+    await wire.command("EHLO client.test")
+    await wire.starttls(client)
+    await wire.command("EHLO client.test")
+    mallory = base64.b64encode(b"\0mallory\0secret").decode()
+    assert await wire.command(f"AUTH PLAIN {mallory}") == "535 5.7.8 not you, mallory"
+    alice = base64.b64encode(b"\0alice\0secret").decode()
+    assert (await wire.command(f"AUTH PLAIN {alice}")).startswith("235")
+    reply = await wire.transaction("a@sender.test", ["u@example.com"], BODY, ehlo=False)
+    await wire.close()
+    entry = await system.entry(reply.rsplit(" ", 1)[1])
+    hooks = [(hook, tls, user) for hook, tls, user, _ in samples.TOLD]
+    assert hooks == [
+        ("starttls", "TLSv1.3", None),
+        ("auth", "TLSv1.3", "mallory"),
+        ("auth", "TLSv1.3", "alice"),
+        ("mail", "TLSv1.3", "alice"),
+    ]
+    assert samples.TOLD[0][3] == {}
+    cipher = samples.TOLD[1][3]  # what the plugin set at starttls, shown at the next hooks
+    assert set(cipher) == {"tls.cipher"}
+    assert entry.metadata == cipher  # set at starttls, kept with the message
+    assert entry.client.authenticated_as == "alice"
