@@ -7,6 +7,11 @@ be in the queue state before the numbers are printed.
 
     make bench-ingress                      # defaults below
     BENCH_MESSAGES=20000 make bench-ingress
+    BENCH_PLUGINS=http make bench-ingress   # with one HTTP plugin at rcpt and one at data
+
+With `BENCH_PLUGINS=http`, the reference plugin of `examples/http_plugin.py` runs as its own
+process and ingress calls it at every RCPT (one plugin) and every DATA (another): what the
+plugin runtime costs when a plugin answers in about a millisecond.
 """
 
 from __future__ import annotations
@@ -37,7 +42,9 @@ MESSAGES = int(os.environ.get("BENCH_MESSAGES", "5000"))
 SESSIONS = int(os.environ.get("BENCH_SESSIONS", "20"))
 SIZE = int(os.environ.get("BENCH_SIZE", "4096"))
 PROBES = int(os.environ.get("BENCH_PROBES", "300"))
+PLUGINS = os.environ.get("BENCH_PLUGINS", "")
 SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "http_plugin.py"
 
 
 def free_port() -> int:
@@ -72,6 +79,32 @@ def start_up(data: Path, ports: dict[str, int], **settings: str) -> subprocess.P
         if line.startswith("empath is ready."):
             return process
     raise SystemExit(f"empath up did not start:\n{log.read_text()[-3000:]}")
+
+
+def start_plugin(port: int) -> subprocess.Popen[bytes]:
+    """The reference HTTP plugin, in a process of its own; returns once it listens."""
+    process = subprocess.Popen(
+        [sys.executable, str(EXAMPLE), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return process
+        time.sleep(0.1)
+    process.kill()
+    raise SystemExit("the example plugin did not start")
+
+
+def plugin_settings(port: int) -> dict[str, str]:
+    url = f"http://127.0.0.1:{port}/hook"
+    declared = [
+        {"name": "rcpt-check", "hooks": ["rcpt"], "url": url, "timeout": 5},
+        {"name": "data-check", "hooks": ["data"], "url": url, "timeout": 5},
+    ]
+    return {"plugins": json.dumps(declared)}
 
 
 def smtp_source(port: int, recipient: str) -> None:
@@ -143,7 +176,13 @@ def main() -> None:
     ports = {name: free_port() for name in ("smtp", "nats", "s3")}
     with tempfile.TemporaryDirectory(prefix="empath-bench-") as tmp:
         data = Path(tmp) / "data"
-        process = start_up(data, ports)
+        plugin = None
+        settings: dict[str, str] = {}
+        if PLUGINS:
+            plugin_port = free_port()
+            plugin = start_plugin(plugin_port)
+            settings = plugin_settings(plugin_port)
+        process = start_up(data, ports, **settings)
         try:
             # Measure intake alone: with the queue frozen, delivery starts no attempt.
             asyncio.run(ask(data, ports["nats"], "freeze"))
@@ -168,12 +207,20 @@ def main() -> None:
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(60)
+            if plugin is not None:
+                plugin.terminate()
+                plugin.wait(10)
     print()
     print(
         f"empath ingress benchmark ({platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()})"
     )
     print(f"smtp-source: {MESSAGES} messages of {SIZE} bytes over {SESSIONS} parallel sessions")
+    print(
+        "plugins: one HTTP plugin at rcpt, one at data (examples/http_plugin.py)"
+        if PLUGINS
+        else "plugins: none"
+    )
     print(f"accept rate          {MESSAGES / elapsed:8.1f} messages/s   ({elapsed:.1f} s)")
     print(f"latency, idle        {percentiles(idle)}")
     print(f"latency, under load  {percentiles(loaded)}")

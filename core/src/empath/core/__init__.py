@@ -18,6 +18,8 @@ __all__ = [
     "names",
     "natsauth",
     "periodic",
+    "pluginevents",
+    "plugins",
     "queries",
     "queue",
     "services",

@@ -20,6 +20,7 @@ from empath.core import (
     events,
     health,
     logs,
+    plugins,
     queries,
     services,
     settings,
@@ -48,11 +49,6 @@ def _start(service: str) -> settings.Settings:
         raise typer.Exit(2) from None
     logs.setup(fmt=loaded.log_format, level=loaded.log_level)
     telemetry.setup(service=service, otlp_endpoint=loaded.otlp_endpoint)
-    if loaded.plugins:
-        log.warning(
-            "plugins configured but not called yet (no plugin runtime in this version): %s",
-            ", ".join(plugin.name for plugin in loaded.plugins),
-        )
     for name in settings.unknown_environment():
         log.warning("ignoring %s: no such setting", name)
     return loaded
@@ -81,8 +77,14 @@ def up_command() -> None:
 def schemas_command(
     directory: Annotated[Path, typer.Argument(help="Where to write the JSON schemas.")],
 ) -> None:
-    """Export the JSON schema of every event and of the query API's requests and answers."""
-    for path in [*events.export_schemas(directory), *queries.export_schemas(directory)]:
+    """Export the JSON schema of every event, of the query API's requests and answers, and of
+    the plugin contract."""
+    written = [
+        *events.export_schemas(directory),
+        *queries.export_schemas(directory),
+        *plugins.export_schemas(directory),
+    ]
+    for path in written:
         typer.echo(str(path))
 
 

@@ -58,25 +58,64 @@ class Envelope(Model):
 
 
 class Received(Model):
-    """ingress -> spool: a message was accepted; its body is in the bucket under `body_key`."""
+    """ingress -> spool: a message was accepted; its body is in the bucket under `body_key`.
+
+    Version 2 adds the metadata plugins set in the session (`empath.core.plugins`); the spool
+    still reads version 1 (`ReceivedV1`), so upgrade the spool before ingress.
+    """
 
     kind: Literal["received"] = "received"
-    version: Literal[1] = 1
+    version: Literal[2] = 2
     id: str
     body_key: str
     size: int = Field(ge=0)
     received_at: datetime
     envelope: Envelope
     client: Client
+    metadata: dict[str, str] = Field(
+        default_factory=dict, description="Set by plugins; kept with the message."
+    )
 
 
 class DeliveryJob(Model):
+    """spool -> delivery: attempt `attempt` of message `id`, for the recipients still to deliver.
+
+    Version 3 adds the message's metadata (set by plugins), which delivery hands to the event
+    plugins. Version 2 carried the message's envelope as one `Envelope`, whose recipients are the
+    ones still to deliver; version 1 spelled the envelope out field by field. Delivery still
+    reads both (`DeliveryJobV2`, `DeliveryJobV1`), for jobs already in the stream when it is
+    upgraded.
+    """
+
+    kind: Literal["delivery-job"] = "delivery-job"
+    version: Literal[3] = 3
+    id: str
+    attempt: int = Field(ge=1)
+    body_key: str
+    size: int = Field(ge=0)
+    envelope: Envelope = Field(description="The recipients are those still to deliver.")
+    metadata: dict[str, str] = Field(
+        default_factory=dict, description="Set by plugins; kept with the message."
+    )
+
+
+class Older(Model):
+    """An older version of an event, still read: it upgrades itself to the current version."""
+
+    def upgrade(self) -> Model:
+        raise NotImplementedError
+
+
+# A delivery job as spools before version 3 published it: read, never written.
+class DeliveryJobV2(Older):
     """spool -> delivery: attempt `attempt` of message `id`, for the recipients still to deliver.
 
     Version 2 carries the message's envelope as one `Envelope`, whose recipients are the ones
     still to deliver. Version 1 spelled the envelope out field by field; delivery still reads it
     (`DeliveryJobV1`), for jobs already in the stream when it is upgraded.
     """
+
+    model_config = ConfigDict(title="DeliveryJob")
 
     kind: Literal["delivery-job"] = "delivery-job"
     version: Literal[2] = 2
@@ -86,12 +125,10 @@ class DeliveryJob(Model):
     size: int = Field(ge=0)
     envelope: Envelope = Field(description="The recipients are those still to deliver.")
 
-
-class Older(Model):
-    """An older version of an event, still read: it upgrades itself to the current version."""
-
-    def upgrade(self) -> Model:
-        raise NotImplementedError
+    def upgrade(self) -> DeliveryJob:
+        return DeliveryJob(
+            **self.model_dump(exclude={"version", "envelope"}), envelope=self.envelope
+        )
 
 
 # A delivery job as spools before version 2 published it: read, never written. Its docstring
@@ -118,6 +155,27 @@ class DeliveryJobV1(Older):
         job = self.model_dump(include={"id", "attempt", "body_key", "size"})
         envelope = self.model_dump(include=set(Envelope.model_fields))
         return DeliveryJob(**job, envelope=Envelope(**envelope))
+
+
+# `received` as ingress published it before plugins: read, never written.
+class ReceivedV1(Older):
+    """ingress -> spool: a message was accepted; its body is in the bucket under `body_key`."""
+
+    model_config = ConfigDict(title="Received")
+
+    kind: Literal["received"] = "received"
+    version: Literal[1] = 1
+    id: str
+    body_key: str
+    size: int = Field(ge=0)
+    received_at: datetime
+    envelope: Envelope
+    client: Client
+
+    def upgrade(self) -> Received:
+        return Received(
+            **{name: getattr(self, name) for name in type(self).model_fields if name != "version"}
+        )
 
 
 Outcome = Literal["delivered", "deferred", "failed"]
@@ -150,7 +208,11 @@ class Attempted(Model):
 EVENTS: tuple[type[Model], ...] = (Received, DeliveryJob, Attempted)
 
 # Older versions still read, by kind and version; each upgrades itself to the current one.
-OLDER: dict[tuple[str, int], type[Older]] = {("delivery-job", 1): DeliveryJobV1}
+OLDER: dict[tuple[str, int], type[Older]] = {
+    ("delivery-job", 1): DeliveryJobV1,
+    ("delivery-job", 2): DeliveryJobV2,
+    ("received", 1): ReceivedV1,
+}
 
 E = TypeVar("E", bound=Model)
 

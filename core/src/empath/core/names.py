@@ -35,7 +35,24 @@ JOBS_STREAM = StreamSpec(name="EMPATH_JOBS", subjects=(JOBS_SUBJECT,), work_queu
 ATTEMPTED_SUBJECT = f"{PREFIX}.delivery.attempted"
 ATTEMPTED_STREAM = StreamSpec(name="EMPATH_ATTEMPTED", subjects=(ATTEMPTED_SUBJECT,))
 
-STREAMS: tuple[StreamSpec, ...] = (RECEIVED_STREAM, JOBS_STREAM, ATTEMPTED_STREAM)
+# services -> event plugins: `empath.events.<event hook>` (`empath.core.plugins.Event`). Each
+# event plugin reads it with a durable consumer of its own, named `plugin-<name>`.
+PLUGIN_EVENTS_PREFIX = f"{PREFIX}.events"
+PLUGIN_EVENTS_STREAM = StreamSpec(
+    name="EMPATH_PLUGIN_EVENTS", subjects=(f"{PLUGIN_EVENTS_PREFIX}.>",)
+)
+PLUGIN_CONSUMER_PREFIX = "plugin-"
+
+STREAMS: tuple[StreamSpec, ...] = (
+    RECEIVED_STREAM,
+    JOBS_STREAM,
+    ATTEMPTED_STREAM,
+    PLUGIN_EVENTS_STREAM,
+)
+
+# ingress -> validation plugins reached over NATS: request/reply on subjects under this prefix
+# (a MailPlugin's `endpoint.subject`; the only ones ingress may request).
+PLUGIN_REQUEST_PREFIX = f"{PREFIX}.plugins"
 
 # Durable consumers.
 SPOOL_RECEIVED_CONSUMER = "spool-received"
@@ -75,3 +92,13 @@ QUERY_QUEUE_GROUP = "spool"
 def queue_key(message_id: str) -> str:
     """The KV key of one message's queue state."""
     return f"{QUEUE_KEY_PREFIX}{message_id}"
+
+
+def plugin_event_subject(event: str) -> str:
+    """The subject an event hook's events are published on."""
+    return f"{PLUGIN_EVENTS_PREFIX}.{event}"
+
+
+def plugin_consumer(plugin: str) -> str:
+    """The durable consumer of an event plugin on `PLUGIN_EVENTS_STREAM`."""
+    return f"{PLUGIN_CONSUMER_PREFIX}{plugin}"

@@ -37,6 +37,11 @@ The roles (subject names from `names`):
 - control: calls the queue API (the only role that may), publishes `empath.dns.invalidate`,
   reads the services bucket, reads and clears the DNS cache, reads and writes MX overrides.
   It may not read any stream of events.
+- plugin: a plugin process (not a service): answers validation requests on
+  `empath.plugins.>` (replies through `allow_responses`) and reads the plugin events stream
+  with durable consumers (named `plugin-<name>`). Ingress may request `empath.plugins.>` and
+  publish the session events, delivery `delivery_attempt`, the spool the outcomes
+  (`empath.events.<hook>`).
 - admin: everything; no service uses it. It is for the operator's own tools (`nats` CLI) and
   the tests.
 
@@ -58,6 +63,7 @@ from empath.core import names
 API = "$JS.API"
 ROLES = ("ingress", "spool", "delivery", "control")
 ADMIN = "admin"
+PLUGIN = "plugin"  # a plugin process's user; not a service, so not in ROLES
 PASSWORD_FILE = "nats-{user}.password"
 
 
@@ -138,14 +144,43 @@ def _role(
 
 
 QUEUE_API = f"{names.PREFIX}.api.queue.*"
+PLUGIN_REQUESTS = f"{names.PLUGIN_REQUEST_PREFIX}.>"
+INGRESS_EVENTS = ("connection_opened", "connection_closed", "message_received")
+SPOOL_EVENTS = ("delivered", "deferred", "failed")
+DELIVERY_EVENTS = ("delivery_attempt",)
+
+
+def _plugin_events() -> list[str]:
+    """Event plugins: durable consumers on the plugin events stream. NATS wildcards are whole
+    tokens, so the rights cover any consumer name there (`plugin-<name>` by convention); the
+    stream holds nothing but plugin events."""
+    where = f"{names.PLUGIN_EVENTS_STREAM.name}.*"
+    return [
+        f"{API}.CONSUMER.INFO.{where}",
+        f"{API}.CONSUMER.CREATE.{where}",
+        f"{API}.CONSUMER.CREATE.{where}.>",
+        f"{API}.CONSUMER.DURABLE.CREATE.{where}",
+        f"{API}.CONSUMER.MSG.NEXT.{where}",
+        f"$JS.ACK.{where}.>",
+    ]
+
 
 PERMISSIONS: dict[str, Permissions] = {
-    "ingress": _role("ingress", [names.RECEIVED_SUBJECT], []),
+    "ingress": _role(
+        "ingress",
+        [
+            names.RECEIVED_SUBJECT,
+            PLUGIN_REQUESTS,
+            *(names.plugin_event_subject(event) for event in INGRESS_EVENTS),
+        ],
+        [],
+    ),
     "spool": _role(
         "spool",
         [
             names.RECEIVED_SUBJECT,
             names.JOBS_SUBJECT,
+            *(names.plugin_event_subject(event) for event in SPOOL_EVENTS),
             *(f"{API}.STREAM.{v}.{s.name}" for s in names.STREAMS for v in ("CREATE", "UPDATE")),
             *_consume(names.RECEIVED_STREAM, names.SPOOL_RECEIVED_CONSUMER),
             *_consume(names.ATTEMPTED_STREAM, names.SPOOL_ATTEMPTED_CONSUMER),
@@ -163,6 +198,7 @@ PERMISSIONS: dict[str, Permissions] = {
         "delivery",
         [
             names.ATTEMPTED_SUBJECT,
+            *(names.plugin_event_subject(event) for event in DELIVERY_EVENTS),
             *_consume(names.JOBS_STREAM, names.DELIVERY_JOBS_CONSUMER),
             *_kv_read(names.DNS_BUCKET),
             *_kv_write(names.DNS_BUCKET),
@@ -186,6 +222,7 @@ PERMISSIONS: dict[str, Permissions] = {
         ],
         [],
     ),
+    PLUGIN: _role("plugin", _plugin_events(), [PLUGIN_REQUESTS], allow_responses=True),
     ADMIN: Permissions(publish=(">",), subscribe=(">",)),
 }
 
@@ -209,12 +246,13 @@ def password_file(directory: Path, user: str) -> Path:
     return directory / PASSWORD_FILE.format(user=user)
 
 
-def ensure_passwords(directory: Path) -> dict[str, str]:
+def ensure_passwords(directory: Path, users: tuple[str, ...] = (*ROLES, ADMIN)) -> dict[str, str]:
     """Each role's password, generated into `directory` the first time (files of mode 0600)
-    and read back on later starts, so a restart keeps them."""
+    and read back on later starts, so a restart keeps them. The `plugin` user is made only
+    when asked for (`python -m empath.core.natsauth` does)."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     passwords = {}
-    for user in (*ROLES, ADMIN):
+    for user in users:
         path = password_file(directory, user)
         if not path.is_file() or not path.read_text().strip():
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -244,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m empath.core.natsauth DIRECTORY", file=sys.stderr)
         return 2
     directory = Path(args[0])
-    config = write_server_config(directory / "nats-server.conf", ensure_passwords(directory))
+    passwords = ensure_passwords(directory, (*ROLES, PLUGIN, ADMIN))
+    config = write_server_config(directory / "nats-server.conf", passwords)
     print(f"nats-server --config {config}; each service: EMPATH_NATS_USER=<role> ", end="")
     print(f"EMPATH_NATS_PASSWORD_FILE={directory}/{PASSWORD_FILE.format(user='<role>')}")
     return 0

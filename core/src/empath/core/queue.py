@@ -120,6 +120,9 @@ class Entry(Record):
     # later, joins that trace. None in records written before it was kept, and then left out
     # when written back, so such a record reads the same to a spool that does not know it.
     traceparent: str | None = Field(default=None, exclude_if=lambda value: value is None)
+    # What plugins set in the session (`empath.core.plugins`), kept with the message and
+    # shown by `queue view`. Left out when empty, so records without it read as before.
+    metadata: dict[str, str] = Field(default_factory=dict, exclude_if=lambda value: not value)
 
     @property
     def open_recipients(self) -> list[RecipientState]:
@@ -142,6 +145,7 @@ class Entry(Record):
             next_attempt=event.received_at,
             client=event.client,
             traceparent=traceparent,
+            metadata=event.metadata,
             **envelope.model_dump(include=_ENVELOPE_REST),
         )
 

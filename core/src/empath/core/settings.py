@@ -32,7 +32,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from empath.core import addresses, errors
+from empath.core import addresses, errors, plugins
 
 ENV_PREFIX = "EMPATH_"
 CONFIG_ENV = "EMPATH_CONFIG"
@@ -52,27 +52,58 @@ def split_commas(value: Any) -> Any:
 class Plugin(BaseModel):
     """A plugin the services call at the given hooks (`EMPATH_PLUGINS`, a JSON list).
 
-    The operator renders the MailPlugins a MailServer selects into this setting.
+    The operator renders the MailPlugins a MailServer selects into this setting. A validation
+    plugin (any of `plugins.HOOKS`) is reached by exactly one of `module` (in-process, an
+    import path `pkg.mod:callable` or an entry point name of group `empath.plugins`), `url`
+    (HTTP) or `subject` (NATS request/reply). An event plugin (only `plugins.EVENT_HOOKS`)
+    needs none: naming its events makes the services publish them, and it reads them from
+    the plugin events stream with a consumer of its own.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(min_length=1)
-    hooks: list[
-        Literal[
-            "connect", "helo", "mail", "rcpt", "data", "received", "delivered", "deferred", "failed"
-        ]
-    ] = Field(min_length=1)
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]{1,63}$")
+    hooks: list[plugins.Hook | plugins.EventHook] = Field(min_length=1)
+    module: str | None = Field(default=None, min_length=1)
     url: str | None = Field(default=None, pattern=r"^https?://")
     subject: str | None = None
     timeout: float = Field(default=5.0, gt=0, le=300)
     failure_policy: Literal["Ignore", "Fail"] = "Ignore"
     priority: int = 100
+    # At `data`: send the message itself, up to this many bytes (0: the headers only).
+    body_limit: int = Field(default=0, ge=0, le=64 * MiB)
+    # HTTP: CAs to verify an https:// plugin with, a file holding a shared secret sent in
+    # `X-Empath-Plugin-Secret` (a mounted Secret), and calls in flight at once.
+    ca_file: Path | None = None
+    secret_file: Path | None = None
+    concurrency: int = Field(default=64, ge=1, le=10000)
+
+    @field_validator("hooks", mode="before")
+    @classmethod
+    def _older_names(cls, value: Any) -> Any:
+        """MailPlugins written for the first CRD say `helo` and `received`."""
+        older = {"helo": "ehlo", "received": "message_received"}
+        if isinstance(value, list):
+            return [older.get(hook, hook) if isinstance(hook, str) else hook for hook in value]
+        return value
+
+    @property
+    def validation_hooks(self) -> set[str]:
+        return {str(hook) for hook in self.hooks if hook in plugins.HOOKS}
+
+    @property
+    def event_hooks(self) -> set[str]:
+        return {str(hook) for hook in self.hooks if hook in plugins.EVENT_HOOKS}
 
     @model_validator(mode="after")
     def _one_endpoint(self) -> Plugin:
-        if (self.url is None) == (self.subject is None):
-            raise ValueError(f"plugin {self.name!r}: set exactly one of url and subject")
+        endpoints = sum(value is not None for value in (self.module, self.url, self.subject))
+        if endpoints > 1 or (endpoints == 0 and self.validation_hooks):
+            raise ValueError(f"plugin {self.name!r}: set exactly one of module, url and subject")
+        for name in ("ca_file", "secret_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"plugin {self.name!r}: {name}: no such file: {path}")
         return self
 
 
@@ -173,8 +204,8 @@ class Settings(BaseSettings):
     control_token_file: Path | None = None
     control_audit_file: Path | None = None
 
-    # Plugins (a JSON list of objects: name, hooks, url or subject, timeout, failure_policy,
-    # priority). Validated and reported at start; calling them arrives with the plugin runtime.
+    # Plugins (a JSON list of objects: name, hooks, module, url or subject, timeout,
+    # failure_policy, priority, ...), called in priority order (`Plugin`).
     plugins: list[Plugin] = Field(default_factory=list)
 
     # Logging and telemetry.

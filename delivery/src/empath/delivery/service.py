@@ -13,7 +13,7 @@ import logging
 from nats.aio.msg import Msg
 
 from empath.core import bus as bus_module
-from empath.core import names, services, store
+from empath.core import names, pluginevents, services, store
 from empath.delivery import pool, resolver, throttle, worker
 
 log = logging.getLogger("empath.delivery")
@@ -38,6 +38,11 @@ async def run(runtime: services.Runtime) -> None:
 
         await bus.nc.subscribe(names.DNS_INVALIDATE_SUBJECT, cb=invalidate)
         connections.start()
+        events_out = pluginevents.Publisher(
+            bus,
+            wanted={event for p in settings.plugins for event in p.event_hooks},
+            timeout=settings.publish_timeout,
+        )
         workers = worker.Worker(
             settings=settings,
             bus=bus,
@@ -49,6 +54,7 @@ async def run(runtime: services.Runtime) -> None:
                 rate=settings.delivery_rate_per_domain,
             ),
             flags=flags,
+            plugin_events=events_out,
         )
         heartbeat = asyncio.create_task(bus.heartbeat("delivery", runtime.stop))
         runtime.ready("delivery", f"{settings.delivery_concurrency} concurrent attempts")
@@ -64,6 +70,7 @@ async def run(runtime: services.Runtime) -> None:
             ack_wait=settings.delivery_ack_wait,
         )
         await heartbeat
+        await events_out.close()
     finally:
         await connections.close()
         await bus.close()

@@ -27,6 +27,7 @@ from empath.core import (
     logs,
     metrics,
     names,
+    pluginevents,
     store,
     telemetry,
 )
@@ -53,6 +54,7 @@ class Worker:
         connections: pool.Pool,
         limits: throttle.Throttle,
         flags: KeyValue,
+        plugin_events: pluginevents.Publisher | None = None,
     ) -> None:
         self.settings = settings
         self.bus = bus
@@ -61,6 +63,7 @@ class Worker:
         self.connections = connections
         self.limits = limits
         self.flags = flags
+        self.plugin_events = plugin_events
 
     async def handle(self, msg: Msg) -> None:
         # While the queue is frozen a job is not even read: it goes back to the stream.
@@ -82,6 +85,9 @@ class Worker:
                 results=tuple(results),
             )
             await self.bus.publish(names.ATTEMPTED_SUBJECT, event, msg_id=f"{job.id}.{job.attempt}")
+            if self.plugin_events is not None:  # never waited for: see pluginevents
+                for told in pluginevents.delivery_attempts(job, results, at=event.finished_at):
+                    self.plugin_events.emit(told)
         for result in results:
             inbound.log.info(
                 "to=<%s> %s via %s tls=%s: %s",

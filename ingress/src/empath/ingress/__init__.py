@@ -3,11 +3,14 @@
 __all__ = [
     "credentials",
     "handlers",
+    "hooks",
     "limits",
+    "plugins",
     "policies",
     "protocol",
     "reload",
     "replies",
     "service",
     "syntax",
+    "transports",
 ]

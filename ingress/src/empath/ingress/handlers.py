@@ -15,7 +15,18 @@ from email.utils import format_datetime
 from typing import Any
 
 from empath.core import bus as bus_module
-from empath.core import errors, events, ids, logs, metrics, names, store, telemetry
+from empath.core import (
+    errors,
+    events,
+    ids,
+    logs,
+    metrics,
+    names,
+    pluginevents,
+    plugins,
+    store,
+    telemetry,
+)
 from empath.ingress import replies, syntax
 from empath.ingress.protocol import IDENT, Session, Transaction
 
@@ -65,10 +76,12 @@ class QueueingHandler:
         objects: store.ObjectStore,
         bus: bus_module.Bus,
         full_dsn_from_untrusted: bool = False,
+        plugin_events: pluginevents.Publisher | None = None,
     ) -> None:
         self.objects = objects
         self.bus = bus
         self.full_dsn_from_untrusted = full_dsn_from_untrusted
+        self.plugin_events = plugin_events
 
     def _ret(self, server: Session, session: Any, asked: str | None) -> str | None:
         """RET as the DSNs for this message will honour it.
@@ -99,7 +112,21 @@ class QueueingHandler:
                 "%s: the envelope takes %d bytes, over NATS's payload limit", server.peer_ip, size
             )
             return replies.ENVELOPE_TOO_BIG
-        return await asyncio.shield(self._commit(event, body))
+        reply = await asyncio.shield(self._commit(event, body))
+        if reply.startswith("250") and self.plugin_events is not None:
+            self.plugin_events.emit(
+                plugins.Event(
+                    event="message_received",
+                    at=event.received_at,
+                    service="ingress",
+                    session=server.plugin_session(),
+                    id=event.id,
+                    sender=event.envelope.sender,
+                    recipients=tuple(r.address for r in event.envelope.recipients),
+                    metadata=event.metadata,
+                )
+            )
+        return reply
 
     async def handle_exception(self, error: Exception) -> str:
         """aiosmtpd's last resort for an error in a command: a generic reply, never the
@@ -111,7 +138,8 @@ class QueueingHandler:
         self, server: Session, session: Any, envelope: Transaction
     ) -> tuple[events.Received, bytes]:
         now = datetime.now(UTC)
-        queue_id = ids.new_id()
+        # The id the `data` plugins were told, when they were asked.
+        queue_id = envelope.queue_id or ids.new_id()
         body = trace_header(
             server=server, queue_id=queue_id, recipients=envelope.rcpt_tos, now=now
         ) + (envelope.original_content or b"")
@@ -143,6 +171,7 @@ class QueueingHandler:
                 else None,
                 listener=server.listener.name,
             ),
+            metadata={**server.session_metadata, **envelope.metadata},
         )
         return event, body
 

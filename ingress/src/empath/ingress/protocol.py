@@ -18,14 +18,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 from aiosmtpd.smtp import Session as SMTPSession
 from aiosmtpd.smtp import syntax as help_syntax
 
-from empath.core import addresses, metrics
+from empath.core import addresses, ids, metrics, pluginevents
 from empath.ingress import credentials as credentials_module
+from empath.ingress import hooks, policies, replies, syntax
 from empath.ingress import limits as limits_module
-from empath.ingress import policies, replies, syntax
+from empath.ingress import plugins as plugin_runtime
 
 log = logging.getLogger("empath.ingress.protocol")
 
@@ -52,13 +53,8 @@ class Listener:
     auth_required: bool = False
 
 
-class Transaction(Envelope):
-    """aiosmtpd's envelope plus the parsed ESMTP/DSN parameters."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.parameters = syntax.MailParameters()
-        self.recipient_parameters: list[syntax.RcptParameters] = []
+# The envelope of a transaction (in `hooks`, which reads what plugins set on it).
+Transaction = hooks.Transaction
 
 
 @dataclass(slots=True)
@@ -89,7 +85,7 @@ def _same(address: str) -> str:
     return f"{local}{at}{addresses.normal_domain(domain)}"
 
 
-class Session(SMTP):
+class Session(hooks.PluginHooks, SMTP):
     """One SMTP connection."""
 
     def __init__(
@@ -103,7 +99,15 @@ class Session(SMTP):
         connections: limits_module.Connections,
         credentials: credentials_module.Credentials | None,
         tls_context: ssl.SSLContext | None,
+        plugins: plugin_runtime.Runtime | None = None,
+        events: pluginevents.Publisher | None = None,
     ) -> None:
+        self.session_id = ids.new_id()
+        self.plugins = plugins
+        self.events = events
+        # What plugins set at connect, ehlo, starttls and auth: every transaction starts with it.
+        self.session_metadata: dict[str, str] = {}
+        self._client_name: str | None = None
         self._greeting_pending = True
         self._errors = 0
         self._in_data = False
@@ -175,9 +179,12 @@ class Session(SMTP):
         metrics.smtp_connections.add(1, {"listener": self.listener.name})
         metrics.smtp_connections_active.add(1)
         started = time.monotonic()
+        self._emit("connection_opened")
         try:
-            await super()._handle_client()
+            if await self._connect_allowed():
+                await super()._handle_client()
         finally:
+            self._emit("connection_closed")
             self.connections.release(self)
             metrics.smtp_connections_active.add(-1)
             metrics.smtp_session_duration.record(
@@ -249,6 +256,8 @@ class Session(SMTP):
         self._set_rset_state()
         self.state.extended_smtp = False
         self.state.host_name = hostname
+        if await self._refused_then_closed(await self._ask("ehlo", name=hostname, extended=False)):
+            return
         await self._push_raw(f"250 {self.hostname}")
 
     @help_syntax("EHLO hostname")
@@ -261,6 +270,8 @@ class Session(SMTP):
         self._set_rset_state()
         self.state.extended_smtp = True
         self.state.host_name = hostname
+        if await self._refused_then_closed(await self._ask("ehlo", name=hostname, extended=True)):
+            return
         lines = [
             self.hostname,
             "PIPELINING",
@@ -285,6 +296,9 @@ class Session(SMTP):
             await self.push("503 5.5.1 TLS already active")
             return
         await super().smtp_STARTTLS(arg)
+        closing = self.transport is None or self.transport.is_closing()
+        if self._tls_protocol is not None and not closing:
+            await self._refused_then_closed(await self._ask("starttls"))
 
     # -- AUTH (the hash check runs in a thread, see credentials) ---------------------------
 
@@ -305,6 +319,10 @@ class Session(SMTP):
             return result
         assert self.credentials is not None
         if await self.credentials.verify(data.login, data.password):
+            login = data.login.decode("utf-8", "replace")
+            checked = await self._ask("auth", login=login)
+            if checked is not None and checked.refusal is not None:
+                return AuthResult(success=False, handled=False, message=checked.refusal)
             return AuthResult(success=True, auth_data=data)
         log.warning("%s: authentication failed", self.peer_ip)
         return AuthResult(success=False, handled=False)
@@ -342,6 +360,15 @@ class Session(SMTP):
         if parameters.size is not None and parameters.size > self.limits.max_message_size:
             await self.push(replies.SIZE_TOO_BIG.format(limit=self.limits.max_message_size))
             return
+        envelope.metadata = {}
+        result = await self._ask("mail", sender=sender, parameters=hooks.parameters(tokens))
+        if result is not None:
+            if result.refusal is not None:
+                envelope.metadata = {}
+                await self.push(result.refusal)
+                return
+            if result.sender is not None:
+                sender = result.sender
         envelope.mail_from = sender
         envelope.smtp_utf8 = parameters.smtputf8
         envelope.parameters = parameters
@@ -381,6 +408,19 @@ class Session(SMTP):
             log.warning("%s: relay denied for <%s>", self.peer_ip, address)
             await self.push(replies.RELAY_DENIED.format(address=address))
             return
+        result = await self._ask(
+            "rcpt",
+            sender=envelope.mail_from,
+            recipient=address,
+            parameters=hooks.parameters(tokens),
+            accepted=tuple(envelope.rcpt_tos),
+        )
+        if result is not None:
+            if result.refusal is not None:
+                await self.push(result.refusal)
+                return
+            if result.sender is not None:
+                envelope.mail_from = result.sender
         if _same(address) not in {_same(known) for known in envelope.rcpt_tos}:
             # A recipient named twice (or postmaster by two names) is delivered once.
             envelope.rcpt_tos.append(address)
@@ -420,7 +460,11 @@ class Session(SMTP):
                 )
             return
         content = b"".join(data.parts)
-        envelope.content = envelope.original_content = content
+        refusal = await self._data_plugins(envelope, content)
+        if refusal is not None:
+            self._set_post_data_state()
+            await self.push(refusal)
+            return
         status = await self._call_handler_hook("DATA")
         self._set_post_data_state()
         await self.push(status)

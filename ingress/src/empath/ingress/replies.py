@@ -34,6 +34,8 @@ DUPLICATE_PARAMETER = "501 5.5.4 Parameter {name} given twice"
 
 RELAY_DENIED = "554 5.7.1 <{address}>: Relay access denied"
 AUTH_UNAVAILABLE = "502 5.5.1 AUTH is not available here"
+# A plugin with failurePolicy Fail did not answer (timeout, error): temporary, try later.
+PLUGIN_FAILED = "451 4.7.1 Temporary policy failure, try again later"
 
 SIZE_TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size ({limit})"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"

@@ -11,10 +11,10 @@ import asyncio
 import logging
 import ssl
 
-from empath.core import addresses, errors, periodic, services, store
+from empath.core import addresses, errors, periodic, pluginevents, services, store
 from empath.core import bus as bus_module
 from empath.core.settings import Settings
-from empath.ingress import credentials, handlers, limits, policies, protocol, reload
+from empath.ingress import credentials, handlers, limits, plugins, policies, protocol, reload
 
 log = logging.getLogger("empath.ingress")
 
@@ -85,6 +85,26 @@ async def serve(
     auth: credentials.Credentials | None,
 ) -> None:
     settings = runtime.settings
+    # A plugin that cannot be loaded stops the service at start (ConfigurationError).
+    runtime_plugins = plugins.Runtime(settings.plugins, bus=bus)
+    try:
+        await _serve(
+            runtime, settings, objects=objects, bus=bus, tls=tls, auth=auth, hooks=runtime_plugins
+        )
+    finally:
+        await runtime_plugins.close()
+
+
+async def _serve(
+    runtime: services.Runtime,
+    settings: Settings,
+    *,
+    objects: store.ObjectStore,
+    bus: bus_module.Bus,
+    tls: ssl.SSLContext | None,
+    auth: credentials.Credentials | None,
+    hooks: plugins.Runtime,
+) -> None:
     connections = limits.Connections(
         total=settings.max_connections, per_ip=settings.max_connections_per_ip
     )
@@ -103,8 +123,16 @@ async def serve(
         hostname=settings.hostname,
         postmaster=settings.postmaster,
     )
+    publisher = pluginevents.Publisher(
+        bus,
+        wanted={event for p in settings.plugins for event in p.event_hooks},
+        timeout=settings.publish_timeout,
+    )
     handler = handlers.QueueingHandler(
-        objects=objects, bus=bus, full_dsn_from_untrusted=settings.full_dsn_from_untrusted
+        objects=objects,
+        bus=bus,
+        full_dsn_from_untrusted=settings.full_dsn_from_untrusted,
+        plugin_events=publisher,
     )
     loop = asyncio.get_running_loop()
     listeners = [("smtp", settings.smtp_listen, False)]
@@ -127,6 +155,8 @@ async def serve(
                 connections=connections,
                 credentials=auth,
                 tls_context=tls,
+                plugins=hooks,
+                events=publisher,
             )
 
         try:
@@ -159,4 +189,5 @@ async def serve(
     await connections.drain(settings.shutdown_grace)
     for server in servers:
         await server.wait_closed()
+    await publisher.close()
     log.info("stopped")

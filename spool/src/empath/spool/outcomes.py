@@ -20,7 +20,18 @@ from datetime import UTC, datetime, timedelta
 
 from nats.aio.msg import Msg
 
-from empath.core import consumers, errors, events, metrics, queue, store, telemetry
+from empath.core import (
+    addresses,
+    consumers,
+    errors,
+    events,
+    metrics,
+    pluginevents,
+    plugins,
+    queue,
+    store,
+    telemetry,
+)
 from empath.core.settings import Settings
 from empath.spool import dsn, notices, records, removals, retries
 
@@ -207,6 +218,37 @@ def void(entry: queue.Entry, event: events.Attempted, *, now: datetime) -> bool:
     )
 
 
+def plugin_events(entry: queue.Entry, event: events.Attempted) -> list[plugins.Event]:
+    """The event hooks' events of an applied outcome: each recipient's `delivered`,
+    `deferred` or `failed` as the record now says (a deferral that ran out of attempts or time
+    is `failed`), with the message's metadata. (`delivery_attempt` is delivery's to tell.)"""
+    status = {r.address: r for r in entry.recipients}
+    found: list[plugins.Event] = []
+    for result in event.results:
+        recipient = status.get(result.address)
+        if recipient is None or recipient.status == queue.RecipientStatus.PENDING:
+            continue
+        found.append(
+            plugins.Event(
+                event=recipient.status.value,
+                at=event.finished_at,
+                service="spool",
+                id=entry.id,
+                sender=entry.sender,
+                recipients=(result.address,),
+                metadata=entry.metadata,
+                delivery=plugins.Delivery(
+                    domain=addresses.domain_of(result.address),
+                    server=result.remote,
+                    reply=recipient.last_reply,
+                    attempt=event.attempt,
+                    recipient=result.address,
+                ),
+            )
+        )
+    return found
+
+
 class Outcomes:
     def __init__(
         self,
@@ -216,12 +258,14 @@ class Outcomes:
         objects: store.ObjectStore,
         removals: removals.Removals,
         notices: notices.Notices,
+        plugin_events: pluginevents.Publisher | None = None,
     ) -> None:
         self.settings = settings
         self.records = records
         self.objects = objects
         self.removals = removals
         self.notices = notices
+        self.plugin_events = plugin_events
 
     async def handle(self, msg: Msg) -> None:
         with consumers.receive(
@@ -284,6 +328,9 @@ class Outcomes:
                 )
                 return
             result = written.after
+            if self.plugin_events is not None:
+                for plugin_event in plugin_events(result, event):
+                    self.plugin_events.emit(plugin_event)
             for r in event.results:
                 mlog.info(
                     "to=<%s> %s attempt=%d remote=%s tls=%s reply=%s",

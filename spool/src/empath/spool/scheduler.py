@@ -103,6 +103,7 @@ def job_for(entry: queue.Entry) -> events.DeliveryJob:
         body_key=entry.body_key,
         size=entry.size,
         envelope=entry.envelope(),
+        metadata=entry.metadata,
     )
 
 

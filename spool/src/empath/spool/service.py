@@ -10,7 +10,7 @@ import asyncio
 import logging
 
 from empath.core import bus as bus_module
-from empath.core import metrics, names, services, store
+from empath.core import metrics, names, pluginevents, services, store
 from empath.spool import api, intake, notices, outcomes, records, removals, scheduler, view
 
 log = logging.getLogger("empath.spool")
@@ -35,7 +35,13 @@ async def run(runtime: services.Runtime) -> None:
         await query.start()
         worker = intake.Intake(records=queue_records)
         bodies = removals.Removals(objects)
+        events_out = pluginevents.Publisher(
+            bus,
+            wanted={event for p in settings.plugins for event in p.event_hooks},
+            timeout=settings.publish_timeout,
+        )
         results = outcomes.Outcomes(
+            plugin_events=events_out,
             settings=settings,
             records=queue_records,
             objects=objects,
@@ -88,6 +94,7 @@ async def run(runtime: services.Runtime) -> None:
         runtime.ready("spool", f"queue state in KV bucket {names.QUEUE_BUCKET}")
         await runtime.stop.wait()
         await asyncio.gather(*tasks)
+        await events_out.close()
         await query.stop()
     finally:
         await bus.close()

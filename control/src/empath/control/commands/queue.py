@@ -61,6 +61,8 @@ def entry_table(data: Any) -> Table:
         "held",
     ):
         table.add_row(name, str(fields[name]))
+    for key, value in sorted(item.metadata.items()):
+        table.add_row("metadata", f"{key}={value}")
     for r in item.recipients:
         table.add_row("recipient", f"{r.address}  {r.status}  {r.last_reply or ''}")
     for attempt in item.history:

@@ -1,0 +1,125 @@
+"""Plugins with NATS users: ingress asks a NATS plugin and publishes session events, the spool
+publishes delivery events, and a plugin process logged in as the `plugin` user answers and
+follows its events; nobody needs a right the table does not give."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nats.aio.msg import Msg
+
+from empath.core import bus, names, natsauth, pluginevents, plugins, services, settings, store, up
+from empath.spool import records
+from tests import servers
+from tests.system import System
+from tests.waiting import eventually
+from tests.wire import Wire
+
+BODY = b"Subject: secure\r\n\r\nhello\r\n"
+
+
+@pytest.fixture
+def plugin_nats(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A nats-server with every role's user and the `plugin` user."""
+    credentials = tmp_path / "credentials"
+    users = (*natsauth.ROLES, natsauth.PLUGIN, natsauth.ADMIN)
+    config = natsauth.write_server_config(
+        credentials / "nats-server.conf", natsauth.ensure_passwords(credentials, users)
+    )
+    port = servers.free_port()
+    argv = up.nats_argv(host="127.0.0.1", port=port, store_dir=tmp_path / "js", config=config)
+    with servers.running(argv, port, tmp_path / "nats-secure.log"):
+        yield f"nats://127.0.0.1:{port}", credentials
+
+
+async def test_plugins_run_on_their_own_nats_rights(
+    plugin_nats: tuple[str, Path],
+    make_settings: Callable[..., settings.Settings],
+    tmp_path: Path,
+) -> None:
+    url, credentials = plugin_nats
+    subject = f"{names.PLUGIN_REQUEST_PREFIX}.gate"
+    config = make_settings(
+        nats_url=url,
+        plugins=[
+            {"name": "gate", "hooks": ["rcpt"], "subject": subject, "failure_policy": "Fail"},
+            {"name": "watcher", "hooks": ["connection_opened", "message_received"]},
+        ],
+    )
+    only = ("ingress", "spool")
+    ready = asyncio.Event()
+    waiting = set(only)
+
+    def on_ready(service: str, detail: str) -> None:
+        waiting.discard(service)
+        if not waiting:
+            ready.set()
+
+    await up.prepare(up.role_settings(config, natsauth.ADMIN, credentials))
+    runtime = services.Runtime(settings=config, on_ready=on_ready)
+    mains = up.as_roles({n: services.discover()[n] for n in only}, runtime, credentials)
+    task = asyncio.create_task(services.run_all(mains, runtime))
+    plugin = await bus.connect(up.role_settings(config, natsauth.PLUGIN, credentials), name="p")
+    look = await bus.connect(up.role_settings(config, "spool", credentials), name="test")
+    objects = store.ObjectStore(config)
+    seen: list[plugins.Event] = []
+    stop = asyncio.Event()
+
+    async def answer(msg: Msg) -> None:
+        request = plugins.request_adapter.validate_json(msg.data)
+        assert isinstance(request, plugins.RcptRequest)
+        verdict: Any = (
+            plugins.refuse(550, "not this one", enhanced="5.7.1")
+            if request.recipient.startswith("no@")
+            else plugins.Verdict(metadata={"gate": "passed"})
+        )
+        await msg.respond(verdict.model_dump_json().encode())
+
+    async def note(event: plugins.Event) -> None:
+        seen.append(event)
+
+    following = asyncio.create_task(
+        pluginevents.follow(plugin, plugin="watcher", handle=note, stop=stop)
+    )
+    try:
+        await plugin.nc.subscribe(subject, cb=answer)
+        await asyncio.wait_for(ready.wait(), 30)
+        system = System(
+            config,
+            runtime,
+            task,
+            look,
+            objects,
+            records.Records(await look.key_value(names.QUEUE_BUCKET)),
+        )
+        wire = await Wire.open(system.smtp_port)
+        await wire.command("EHLO client.test")
+        await wire.command("MAIL FROM:<a@sender.test>")
+        assert await wire.command("RCPT TO:<no@example.com>") == "550 5.7.1 not this one"
+        assert (await wire.command("RCPT TO:<u@example.com>")).startswith("250")
+        assert (await wire.command("DATA")).startswith("354")
+        await wire.send(BODY + b".\r\n")
+        reply = await wire.reply()
+        await wire.close()
+        queue_id = reply.rsplit(" ", 1)[1]
+        entry = await system.entry(queue_id)
+        assert entry.metadata == {"gate": "passed"}
+        await eventually(
+            lambda: {e.event for e in seen},
+            until=lambda kinds: kinds == {"connection_opened", "message_received"},
+            what="the watcher's events",
+        )
+        log = (tmp_path / "nats-secure.log").read_text()
+        assert "Violation" not in log, log[-2000:]
+    finally:
+        stop.set()
+        await following
+        runtime.stop.set()
+        await task
+        await plugin.close()
+        await look.close()
+        objects.close()

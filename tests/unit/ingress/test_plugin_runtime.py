@@ -1,0 +1,81 @@
+"""The validation plugin runtime on its own: loading plugins, passing metadata along, and what
+a refusal or a failure becomes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from empath.core import errors, plugins, settings
+from empath.ingress import plugins as runtime
+from empath.ingress import transports
+
+SESSION = plugins.Session(id="s1", client_ip="192.0.2.1")
+
+
+def declared(name: str, hooks: list[str], **options: Any) -> settings.Plugin:
+    module = options.pop("module", f"tests.integration.plugins.samples:{name}")
+    return settings.Plugin(name=name, hooks=hooks, module=module, **options)
+
+
+def mail() -> plugins.MailRequest:
+    return plugins.MailRequest(session=SESSION, sender="a@example.org")
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("tests.integration.plugins.samples:missing", "cannot load"),
+        ("no_such_module_here:check", "cannot load"),
+        ("no-such-entry-point", "no entry point"),
+        ("tests.integration.plugins.samples:CALLS.__len__x", "cannot load"),
+    ],
+)
+def test_a_plugin_that_cannot_be_loaded_stops_the_service_naming_it(name: str, reason: str) -> None:
+    with pytest.raises(errors.ConfigurationError, match=reason):
+        transports.load_function(name)
+
+
+async def test_metadata_of_earlier_plugins_is_shown_to_later_ones_and_the_refusal_is_theirs() -> (
+    None
+):
+    hooks = runtime.Runtime(
+        [declared("second", ["mail"], priority=2), declared("first", ["mail"], priority=1)],
+        bus=None,  # type: ignore[arg-type]  # in-process plugins need no bus
+    )
+    result = await hooks.check(mail(), about="s1")
+    assert result.refusal == "451 4.7.0 second after first"
+    assert result.metadata == {"seen-by": "first"}
+
+
+@pytest.mark.parametrize(
+    ("policy", "refusal"),
+    [("Ignore", None), ("Fail", "451 4.7.1 Temporary policy failure, try again later")],
+)
+async def test_a_failing_plugin_follows_its_policy(policy: str, refusal: str | None) -> None:
+    hooks = runtime.Runtime(
+        [declared("broken", ["mail"], failure_policy=policy), declared("third", ["mail"])],
+        bus=None,  # type: ignore[arg-type]
+    )
+    result = await hooks.check(mail(), about="s1")
+    assert result.refusal == refusal
+
+
+async def test_an_answer_that_is_not_a_verdict_is_a_failure() -> None:
+    hooks = runtime.Runtime(
+        [declared("odd", ["mail"], module="builtins:str", failure_policy="Fail")],
+        bus=None,  # type: ignore[arg-type]
+    )
+    result = await hooks.check(mail(), about="s1")
+    assert result.refusal == "451 4.7.1 Temporary policy failure, try again later"
+
+
+def test_only_hooks_some_plugin_names_are_asked() -> None:
+    hooks = runtime.Runtime(
+        [declared("first", ["mail"]), settings.Plugin(name="watcher", hooks=["delivered"])],
+        bus=None,  # type: ignore[arg-type]
+    )
+    assert hooks.wants("mail")
+    assert not hooks.wants("rcpt")
+    assert not hooks.wants("connect")
