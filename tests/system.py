@@ -12,8 +12,21 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
-from empath.core import addresses, bus, errors, ids, names, queue, services, settings, store
+from empath.core import (
+    addresses,
+    bus,
+    errors,
+    ids,
+    names,
+    natsauth,
+    queue,
+    services,
+    settings,
+    store,
+    up,
+)
 from empath.spool import records
 from tests.waiting import eventually
 from tests.wire import Wire
@@ -142,3 +155,27 @@ def environment(config: settings.Settings) -> dict[str, str]:
     nothing from the test runner's own `EMPATH_*`), in the forms the README documents."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EMPATH_")}
     return env | settings.environment(config)
+
+
+def as_roles(
+    mains: dict[str, services.ServiceMain], runtime: services.Runtime, credentials: Path
+) -> dict[str, services.ServiceMain]:
+    """Each service run with its own NATS credentials (and otherwise the same runtime: one
+    stop signal, one readiness)."""
+
+    def bind(role: str, main: services.ServiceMain) -> services.ServiceMain:
+        own = services.Runtime(
+            settings=up.role_settings(runtime.settings, role, credentials),
+            stop=runtime.stop,
+            on_ready=runtime.on_ready,
+            checks=runtime.checks,
+        )
+
+        async def run(_: services.Runtime) -> None:
+            await main(own)
+
+        return run
+
+    return {
+        name: bind(name, main) if name in natsauth.ROLES else main for name, main in mains.items()
+    }

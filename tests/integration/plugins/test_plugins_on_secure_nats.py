@@ -15,6 +15,7 @@ from nats.aio.msg import Msg
 from empath.core import bus, names, natsauth, pluginevents, plugins, services, settings, store, up
 from empath.spool import records
 from tests import servers
+from tests import system as system_support
 from tests.system import System
 from tests.waiting import eventually
 from tests.wire import Wire
@@ -61,7 +62,7 @@ async def test_plugins_run_on_their_own_nats_rights(
 
     await up.prepare(up.role_settings(config, natsauth.ADMIN, credentials))
     runtime = services.Runtime(settings=config, on_ready=on_ready)
-    mains = up.as_roles({n: services.discover()[n] for n in only}, runtime, credentials)
+    mains = system_support.as_roles({n: services.discover()[n] for n in only}, runtime, credentials)
     task = asyncio.create_task(services.run_all(mains, runtime))
     plugin = await bus.connect(up.role_settings(config, natsauth.PLUGIN, credentials), name="p")
     look = await bus.connect(up.role_settings(config, "spool", credentials), name="test")

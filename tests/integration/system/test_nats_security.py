@@ -29,6 +29,7 @@ from nats.js.api import StreamConfig, StreamSource
 from empath.core import addresses, bus, errors, names, natsauth, services, settings, store, up
 from empath.spool import records
 from tests import servers
+from tests import system as system_support
 from tests.dns_server import DnsServer
 from tests.mail import arrivals, mx, send, settle
 from tests.system import System
@@ -345,7 +346,7 @@ async def test_a_message_is_relayed_with_each_service_on_its_own_credentials(
 
     await up.prepare(up.role_settings(config, natsauth.ADMIN, credentials))
     runtime = services.Runtime(settings=config, on_ready=on_ready)
-    mains = as_roles({n: services.discover()[n] for n in only}, runtime, credentials)
+    mains = system_support.as_roles({n: services.discover()[n] for n in only}, runtime, credentials)
     task = asyncio.create_task(services.run_all(mains, runtime))
     look = await bus.connect(up.role_settings(config, "spool", credentials), name="test")
     objects = store.ObjectStore(config)
@@ -371,27 +372,3 @@ async def test_a_message_is_relayed_with_each_service_on_its_own_credentials(
         await task
         await look.close()
         objects.close()
-
-
-def as_roles(
-    mains: dict[str, services.ServiceMain], runtime: services.Runtime, credentials: Path
-) -> dict[str, services.ServiceMain]:
-    """Each service run with its own NATS credentials (and otherwise the same runtime: one
-    stop signal, one readiness)."""
-
-    def bind(role: str, main: services.ServiceMain) -> services.ServiceMain:
-        own = services.Runtime(
-            settings=up.role_settings(runtime.settings, role, credentials),
-            stop=runtime.stop,
-            on_ready=runtime.on_ready,
-            checks=runtime.checks,
-        )
-
-        async def run(_: services.Runtime) -> None:
-            await main(own)
-
-        return run
-
-    return {
-        name: bind(name, main) if name in natsauth.ROLES else main for name, main in mains.items()
-    }
