@@ -97,6 +97,10 @@ async def start_fleet(tmp_path: Path) -> AsyncIterator[fleet.StartFleet]:
     try:
         yield start
     finally:
+        # Services all at once (each takes its grace to stop), then the servers under them.
+        await asyncio.gather(
+            *(asyncio.to_thread(p.stop) for p in parts if isinstance(p, fleet.Service))
+        )
         for part in reversed(parts):
             await asyncio.to_thread(part.stop)
         for sink in sinks:

@@ -48,7 +48,9 @@ async def check_outcome(
     """The assertions every run ends with; the tally, printed for the record."""
     assert clients.refused == {}, "a client was refused for good"
     assert set(clients.accepted) == set(sent), "a client gave up on a message"
+    started = time.monotonic()
     await found.drained(queue_ids(clients), timeout=DRAIN_SECONDS)
+    print(f"{what}: drained in {time.monotonic() - started:.1f}s")
     tally = traffic.Tally.of(found.sink)
     print(
         f"{what}: {len(sent)} sent, {len(tally.counts)} delivered, {tally.duplicates} "
@@ -113,6 +115,7 @@ async def test_parts_killed_and_restarted_under_load_lose_no_message(
             await act()
             print(f"{what} at {len(clients.accepted)} accepted: {time.monotonic() - started:.1f}s")
         await asyncio.wait_for(sending, DRAIN_SECONDS)
+        print(f"sending done after the faults at {len(clients.accepted)} accepted")
     finally:
         sending.cancel()
     await check_outcome(found, clients, sent, in_flight=in_flight, what="faults")
