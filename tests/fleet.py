@@ -38,17 +38,18 @@ class Service:
     ) -> None:
         self.name = name
         self.label = label or name
-        self.health_port = servers.free_port()
-        self.env = {
-            **system.environment(config),
-            "EMPATH_HEALTH_LISTEN": f"127.0.0.1:{self.health_port}",
-        }
+        self.health_port = 0
+        self.env = system.environment(config)
         self.log = directory / f"{self.label}.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
     def start(self) -> None:
         self.starts += 1
+        # A port of its own each start, taken at the last moment: another process may have
+        # taken one chosen earlier.
+        self.health_port = servers.free_port()
+        self.env["EMPATH_HEALTH_LISTEN"] = f"127.0.0.1:{self.health_port}"
         with self.log.open("ab") as out:
             out.write(f"=== start {self.starts} of empath {self.name} ({self.label})\n".encode())
             out.flush()
@@ -212,3 +213,22 @@ class Fleet:
 
 
 StartFleet = Callable[..., Awaitable[Fleet]]
+
+TOKEN = "fuzz-token"
+
+
+@dataclass
+class Target:
+    """Services running for a fuzzer: their settings and processes."""
+
+    config: settings.Settings
+    services: dict[str, Service]
+
+    @property
+    def smtp_port(self) -> int:
+        return addresses.parse_hostport(self.config.smtp_listen)[1]
+
+    @property
+    def control_url(self) -> str:
+        host, port = addresses.parse_hostport(self.config.control_listen)
+        return f"http://{host}:{port}"

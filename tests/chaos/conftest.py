@@ -4,6 +4,7 @@ each a process of its own that a test may kill, and a sink that records every de
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from empath.spool import records
 from tests import fleet, servers
 from tests.remote import Remote
 
+FUZZED = ("ingress", "spool", "control")
 SERVICES = {
     "ingress": "ingress",
     "spool": "spool",
@@ -111,3 +113,34 @@ async def start_fleet(tmp_path: Path) -> AsyncIterator[fleet.StartFleet]:
             for label, service in found.services.items():
                 # Shown by pytest when the test failed: the end of what each service said.
                 print(f"--- {label} (started {service.starts}x):\n{service.output()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+async def fuzz_target(
+    s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[fleet.Target]:
+    """Ingress, spool and control as processes, on a NATS of their own and a bucket of their
+    own, for one module of fuzzing; short SMTP timeouts, so an abandoned session is reaped in
+    seconds, and room for every connection a fuzz run leaves open."""
+    directory = tmp_path_factory.mktemp("fuzz")
+    with servers.nats_server(directory / "nats") as nats_url:
+        config = fleet_settings(
+            nats_url,
+            s3_endpoint,
+            servers.free_port(),
+            s3_bucket=f"fuzz-{secrets.token_hex(4)}",
+            smtp_command_timeout=2.0,
+            smtp_data_timeout=2.0,
+            smtp_data_deadline=4.0,
+            max_connections_per_ip=500,
+            control_listen=f"127.0.0.1:{servers.free_port()}",
+            control_token=fleet.TOKEN,
+        )
+        services = {name: fleet.Service(name, config, directory) for name in FUZZED}
+        for service in services.values():
+            service.start()
+        try:
+            await asyncio.gather(*(service.ready() for service in services.values()))
+            yield fleet.Target(config, services)
+        finally:
+            await asyncio.gather(*(asyncio.to_thread(s.stop) for s in services.values()))
