@@ -20,6 +20,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 
+import pytest
 from nats.aio.msg import Msg
 
 from empath.core import flags, names
@@ -32,6 +33,8 @@ MESSAGES = int(os.environ.get("CHAOS_MESSAGES", "240"))
 RATE = float(os.environ.get("CHAOS_RATE", "20"))
 # Generous: the two-core CI machine runs this beside other suites.
 DRAIN_SECONDS = 90 + MESSAGES / 10
+# A run starts six processes, sends at RATE and waits for the drain: longer than most tests.
+pytestmark = pytest.mark.timeout(180 + 2 * MESSAGES / RATE + DRAIN_SECONDS)
 
 
 def chaos_ids(run: str) -> list[str]:

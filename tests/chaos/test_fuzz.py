@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -41,6 +42,8 @@ FUZZ = settings(
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+# Examples take milliseconds, and the abandoned sessions seconds at the end.
+pytestmark = pytest.mark.timeout(120 + EXAMPLES / 10)
 # Sessions left open and silent, checked at the end: each must be ended by the server.
 MOST_LEFT_OPEN = 60
 
