@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import nats.errors
 
-from empath.core import addresses, bus, errors, queue, settings, up
+from empath.core import addresses, bus, errors, queue, settings, store, up
 from empath.spool import records
 from tests import servers, system
 from tests.remote import Remote
@@ -202,6 +202,14 @@ class Fleet:
             states, until=done, what="the queue to drain", timeout=timeout, interval=0.5
         )
         return latest
+
+    async def bodies(self) -> list[str]:
+        """The message bodies in the bucket now."""
+        objects = store.ObjectStore(self.config)
+        try:
+            return await objects.keys()
+        finally:
+            objects.close()
 
     def tracebacks(self) -> dict[str, str]:
         """Each service's log, for those that logged a traceback."""
