@@ -64,6 +64,9 @@ async def check_outcome(
         f"{what}: {len(sent)} sent, {len(tally.counts)} delivered, {tally.duplicates} "
         f"duplicates (bound {in_flight}), {clients.retries} client retries"
     )
+    for label, output in found.tracebacks().items():
+        # Not a failure by itself (a fault may surprise a service), but worth a look.
+        print(f"{what}: {label} logged a traceback:\n{output[output.index('Traceback') :][:1500]}")
     assert tally.missing(set(sent)) == set(), "a message answered 250 never arrived"
     assert tally.others == 0, "a message bounced"
     assert tally.duplicates <= in_flight, "more duplicates than messages in flight at the kills"
