@@ -99,12 +99,8 @@ async def start_fleet(tmp_path: Path) -> AsyncIterator[fleet.StartFleet]:
     try:
         yield start
     finally:
-        # Services all at once (each takes its grace to stop), then the servers under them.
-        await asyncio.gather(
-            *(asyncio.to_thread(p.stop) for p in parts if isinstance(p, fleet.Service))
-        )
         for part in reversed(parts):
-            await asyncio.to_thread(part.stop)
+            await asyncio.to_thread(part.end)
         for sink in sinks:
             await sink.close()
         for look in looks:
@@ -143,4 +139,5 @@ async def fuzz_target(
             await asyncio.gather(*(service.ready() for service in services.values()))
             yield fleet.Target(config, services)
         finally:
-            await asyncio.gather(*(asyncio.to_thread(s.stop) for s in services.values()))
+            for service in services.values():
+                service.end()
