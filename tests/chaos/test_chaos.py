@@ -152,7 +152,8 @@ async def test_parts_killed_and_restarted_under_load_lose_no_message(
 async def test_a_spool_killed_dispatching_a_backlog_and_nats_restarted_mid_delivery_lose_nothing(
     start_fleet: fleet.StartFleet,
 ) -> None:
-    found = await start_fleet(sink_delay=0.2)  # a slow remote: 0.2 s a message
+    # A slow remote (0.2 s a message); no worker is killed here, so the ack wait is the default.
+    found = await start_fleet(sink_delay=0.2, delivery_ack_wait=30.0)
     switches = await found.look.key_value(names.FLAGS_BUCKET)
     await flags.set_frozen(switches, True)
     sent = chaos_ids("backlog")
