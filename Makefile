@@ -3,7 +3,7 @@ PYTHON ?= python3
 UV := $(PYTHON) -m uv
 RUN := $(UV) run --frozen
 
-.PHONY: sync up test lint typecheck bench-ingress bench-relay bench-control
+.PHONY: sync up test lint typecheck chaos-long fuzz bench-ingress bench-relay bench-control
 
 sync:  ## install uv if it is missing, then the workspace exactly as uv.lock pins it
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
@@ -24,6 +24,17 @@ typecheck: sync
 test: lint typecheck  ## what CI runs (installs Debian's prometheus when missing: the telemetry tests scrape with it)
 	.ci/ensure-prometheus
 	$(RUN) pytest
+
+# The long runs of tests/chaos (which `make test` runs in short): see README "Testing".
+CHAOS_MESSAGES ?= 2000
+CHAOS_RATE ?= 40
+FUZZ_EXAMPLES ?= 5000
+
+chaos-long: sync  ## the chaos suite with the issue's 2,000 messages a run (minutes)
+	CHAOS_MESSAGES=$(CHAOS_MESSAGES) CHAOS_RATE=$(CHAOS_RATE) $(RUN) pytest -p no:cacheprovider tests/chaos/test_chaos.py
+
+fuzz: sync  ## $(FUZZ_EXAMPLES) new random examples for each fuzzer (SMTP sessions, control calls)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(RUN) pytest -p no:cacheprovider tests/chaos/test_fuzz.py
 
 bench-ingress: sync  ## needs Postfix's smtp-source: installs Debian's postfix when missing
 	bench/ensure-postfix

@@ -6,7 +6,7 @@ import nats.errors
 import nats.js.errors
 from nats.js.kv import KeyValue
 
-from empath.core import names
+from empath.core import errors, names
 
 
 async def is_frozen(flags: KeyValue) -> bool:
@@ -15,6 +15,10 @@ async def is_frozen(flags: KeyValue) -> bool:
         entry = await flags.get(names.FROZEN_FLAG)
     except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
         return False
+    except (nats.errors.Error, nats.js.errors.Error, OSError) as error:
+        # NATS restarting: a temporary failure the caller knows (a job put back, a tick
+        # skipped), not an unforeseen error logged with its traceback.
+        raise errors.BusUnavailable(f"cannot read the queue flags: {error!r}") from error
     return entry.value == b"1"
 
 

@@ -38,6 +38,10 @@ log = logging.getLogger("empath.delivery.worker")
 tracer = telemetry.tracer("empath.delivery")
 
 
+# Seconds an outcome is tried again while NATS is unreachable before its job is sent back.
+OUTCOME_PATIENCE = 300.0
+
+
 def outcome_of(error: resolver.DeliveryError) -> events.Outcome:
     """Deferred only when the error says so by its type; failed otherwise."""
     return "deferred" if isinstance(error, resolver.DeliveryDeferred) else "failed"
@@ -84,7 +88,7 @@ class Worker:
                 worker=ids.INSTANCE,
                 results=tuple(results),
             )
-            await self.bus.publish(names.ATTEMPTED_SUBJECT, event, msg_id=f"{job.id}.{job.attempt}")
+            await self.report(event)
             if self.plugin_events is not None:  # never waited for: see pluginevents
                 for told in pluginevents.delivery_attempts(job, results, at=event.finished_at):
                     self.plugin_events.emit(told)
@@ -97,6 +101,29 @@ class Worker:
                 result.tls,
                 result.reply,
             )
+
+    async def report(self, event: events.Attempted) -> None:
+        """Publish the outcome, trying again while NATS is away (a restart): the remote has
+        taken the mail, and a job sent back for want of its outcome would deliver it again.
+        The job is kept meanwhile (in-progress acks); the same message id makes a repeat
+        harmless. Past `OUTCOME_PATIENCE` the job goes back after all."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + OUTCOME_PATIENCE
+        pause = 0.2
+        while True:
+            try:
+                await self.bus.publish(
+                    names.ATTEMPTED_SUBJECT, event, msg_id=f"{event.id}.{event.attempt}"
+                )
+                return
+            except errors.BusUnavailable as error:
+                if loop.time() + pause > deadline:
+                    raise
+                logs.for_message(log, event.id).warning(
+                    "outcome not published, trying again in %.1fs: %s", pause, error
+                )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
     async def attempt(self, job: events.DeliveryJob) -> list[events.RecipientResult]:
         try:
