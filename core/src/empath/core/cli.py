@@ -7,6 +7,7 @@ installed (one image runs them all: `empath ingress`, `empath spool`, ...).
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -107,13 +108,19 @@ def _service_command(name: str, main: services.ServiceMain) -> Callable[[], None
     return command
 
 
-def build() -> typer.Typer:
-    for name, main in services.discover().items():
-        app.command(name)(_service_command(name, main))
+def build(only: str | None = None) -> typer.Typer:
+    """The `empath` command with every installed service and command, or with only the one
+    named `only` (each is imported to be registered: a service's process need not import the
+    others, nor the operator's Kubernetes client)."""
+    for ep in entry_points(group=services.GROUP):
+        if only in (None, ep.name):
+            app.command(ep.name)(_service_command(ep.name, ep.load()))
     for ep in entry_points(group=services.COMMANDS_GROUP):
-        app.command(ep.name)(ep.load())
+        if only in (None, ep.name):
+            app.command(ep.name)(ep.load())
     return app
 
 
 def main() -> None:
-    build()()
+    named = sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("-") else None
+    build(named)()

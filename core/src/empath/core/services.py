@@ -42,6 +42,11 @@ class Runtime:
 ServiceMain = Callable[[Runtime], Coroutine[object, object, None]]
 
 
+def names() -> list[str]:
+    """Installed services by name, in a stable order (without importing them)."""
+    return sorted({ep.name for ep in entry_points(group=GROUP)})
+
+
 def discover() -> dict[str, ServiceMain]:
     """Installed services by name, in a stable order."""
     found = {ep.name: ep for ep in entry_points(group=GROUP)}

@@ -219,7 +219,7 @@ async def infrastructure(settings: Settings) -> AsyncIterator[Settings]:
 
 async def up(settings: Settings, *, announce: bool = True) -> None:
     """Run the whole system until SIGINT/SIGTERM."""
-    mains = services.discover()
+    mains = services.names()
     if not mains:
         raise errors.ConfigurationError("no service is installed")
     hint = None
