@@ -16,10 +16,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import nats.js.errors
 
-from empath.core import names, queries, telemetry
+from empath.core import (
+    addresses,
+    bus,
+    names,
+    natsauth,
+    queries,
+    services,
+    settings,
+    store,
+    telemetry,
+    up,
+)
 from empath.delivery import limits
+from empath.spool import records
+from tests import servers
 from tests import system as system_module
 from tests.dns_server import DnsServer
 from tests.mail import mx, send, settle
@@ -217,3 +231,69 @@ async def test_the_circuit_opens_after_the_failures_blocks_probes_and_closes(
     assert len(server.arrived) == 4
     assert (await circuit_of(system, "down.test"))["state"] == "closed"
     await eventually(lambda: scraped_state("down.test"), until=lambda state: state == 0)
+
+
+async def test_delivery_and_the_spool_share_the_breakers_on_their_own_nats_credentials(
+    secure_nats: tuple[str, Path],
+    make_settings: Callable[..., settings.Settings],
+    dns: DnsServer,
+    mx_port: int,
+) -> None:
+    """Delivery creates the limits bucket, writes and watches it; the spool reads it for
+    `queue stats` through the control API; neither needs a right its role does not have."""
+    url, credentials = secure_nats
+    down = Refusing()
+    await down.start("127.0.0.2", mx_port)
+    mx(dns, "down.test", (10, "mx.down.test", "127.0.0.2"))
+    config = make_settings(
+        nats_url=url,
+        dns_nameservers=[f"127.0.0.1:{dns.port}"],
+        delivery_port=mx_port,
+        retry_schedule=[0, 60],
+        scheduler_interval=0.2,
+        delivery_circuit_failures=1,
+        control_token="test-token",
+        control_listen=f"127.0.0.1:{servers.free_port()}",
+    )
+    only = ("ingress", "spool", "delivery", "control")
+    ready = asyncio.Event()
+    waiting = set(only)
+
+    def on_ready(service: str, detail: str) -> None:
+        waiting.discard(service)
+        if not waiting:
+            ready.set()
+
+    await up.prepare(up.role_settings(config, natsauth.ADMIN, credentials))
+    runtime = services.Runtime(settings=config, on_ready=on_ready)
+    mains = up.as_roles({n: services.discover()[n] for n in only}, runtime, credentials)
+    task = asyncio.create_task(services.run_all(mains, runtime))
+    look = await bus.connect(up.role_settings(config, "spool", credentials), name="test")
+    objects = store.ObjectStore(config)
+    try:
+        await asyncio.wait_for(ready.wait(), 30)
+        kv = await look.key_value(names.QUEUE_BUCKET)
+        system = System(config, runtime, task, look, objects, records.Records(kv))
+        await settle(system, await send(system, "a@sender.test", ["u@down.test"]), "deferred")
+        host, port = addresses.parse_hostport(config.control_listen)
+
+        async def circuits() -> list[Any]:
+            async with httpx.AsyncClient(headers={"Authorization": "Bearer test-token"}) as http:
+                answer = await http.get(f"http://{host}:{port}/api/v1/queue/stats")
+            assert answer.status_code == 200, answer.text
+            return list(answer.json()["circuits"])
+
+        [circuit] = await eventually(circuits, what="the open circuit in queue stats")
+        assert (circuit["domain"], circuit["state"], circuit["failures"]) == (
+            "down.test",
+            "open",
+            1,
+        )
+        log = (credentials.parent / "nats-secure.log").read_text()
+        assert "Violation" not in log, log[-2000:]
+    finally:
+        runtime.stop.set()
+        await task
+        await look.close()
+        objects.close()
+        await down.close()

@@ -115,6 +115,8 @@ def _kv_read(bucket: str) -> list[str]:
         f"{API}.CONSUMER.CREATE.{stream}.>",
         f"{API}.CONSUMER.INFO.{stream}.>",
         f"{API}.CONSUMER.DELETE.{stream}.>",
+        # `bus.kv_items` reads a bucket through a pull consumer of its own.
+        f"{API}.CONSUMER.MSG.NEXT.{stream}.>",
         f"$JS.FC.{stream}.>",
     ]
 
