@@ -7,8 +7,8 @@ Design. The workers share nothing but NATS, so the limits live in one KV bucket
 - Sessions: the record `slots.<domain>` holds, per worker, how many of the domain's slots it
   has leased and until when. A worker leases slots in blocks as its deliveries need them and
   keeps them while it uses them, so a busy domain costs no round trip per message: only a
-  worker's first slot, growth, the give-back of slots unused for a tick, and a renewal every
-  half lease. A worker that dies stops renewing; its lease runs out within
+  worker's first slot, growth, the give-back of slots unused for LINGER ticks (5 s), and a
+  renewal every half lease. A worker that dies stops renewing; its lease runs out within
   `delivery_limits_lease` seconds and the others may take its slots. A worker that cannot get
   a slot records that it wants some; the holders then keep no more than a fair share (the limit
   divided among the workers that hold or want slots) and give back the rest as it frees up.
@@ -51,6 +51,9 @@ Record = dict[str, Any]
 _KEY_SAFE = re.compile(r"^[a-z0-9-]+(\.[a-z0-9-]+)*$")
 # How often held slots are renewed, given back or rebalanced.
 TICK = 1.0
+# Ticks a worker keeps slots it does not use (while nobody else wants them): a domain that gets
+# a message every few seconds costs no lease and give-back each time.
+LINGER = 5
 
 
 class LimitsUnavailable(errors.TemporaryError):
@@ -146,6 +149,8 @@ class _Slots:
     held: int = 0
     busy: int = 0
     peak: int = 0  # most busy since the last tick
+    # The peaks of the last ticks: slots unused for LINGER ticks go back.
+    peaks: collections.deque[int] = field(default_factory=lambda: collections.deque(maxlen=LINGER))
     fair: int = 0  # when others want slots: the most this worker keeps (0: no one waits)
     until: float = 0.0  # our lease as last written
     waiters: collections.deque[asyncio.Future[None]] = field(default_factory=collections.deque)
@@ -350,12 +355,13 @@ class Shared:
         """Give back slots unused since the last tick, keep no more than a fair share when
         others wait, renew the lease of the rest."""
         for domain, slots in list(self._slots.items()):
-            keep = max(slots.busy, slots.peak)
+            slots.peaks.append(slots.peak)
             slots.peak = slots.busy
+            keep = max(slots.busy, *slots.peaks)
             if slots.waiters:
                 continue  # the grower writes
             if slots.fair:
-                keep = min(keep, max(slots.busy, slots.fair))
+                keep = slots.busy  # others wait: free slots go to them
             if not slots.held and not keep:
                 del self._slots[domain]
                 continue
