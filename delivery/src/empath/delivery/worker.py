@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from nats.aio.msg import Msg
@@ -167,6 +168,35 @@ class Worker:
             hops = await self.routes.route(domain)
         except resolver.DeliveryError as error:
             return everyone(outcome_of(error), error.reply)
+        try:
+            return await self._limited(
+                domain,
+                hops=hops,
+                policy=policy,
+                job=job,
+                recipients=recipients,
+                body=body,
+                everyone=everyone,
+            )
+        except limits.LimitsUnavailable as error:
+            # NATS away: the shared limits cannot be kept, so no session is opened.
+            logs.for_message(log, job.id).warning("delivery to %s held back: %s", domain, error)
+            return everyone(
+                "deferred", f"451 4.3.0 Delivery to {domain} waits: its limits cannot be read now"
+            )
+
+    async def _limited(
+        self,
+        domain: str,
+        *,
+        hops: list[resolver.Hop],
+        policy: str,
+        job: events.DeliveryJob,
+        recipients: list[events.Recipient],
+        body: bytes,
+        everyone: Callable[[events.Outcome, str], list[events.RecipientResult]],
+    ) -> list[events.RecipientResult]:
+        """Through the domain's circuit breaker and in one of its slots: each MX host in turn."""
         decision = circuit.GO if self.breakers is None else await self.breakers.check(domain)
         if not decision.go:
             return everyone("deferred", decision.reply)  # no connection: the circuit is open
