@@ -186,9 +186,10 @@ async def test_the_circuit_opens_after_the_failures_blocks_probes_and_closes(
         relay,
         delivery_circuit_failures=3,
         delivery_circuit_window=60,
-        delivery_circuit_cooldown=3,
+        delivery_circuit_cooldown=5,
+        retry_schedule=[0, 2],  # a retry comes well after the first attempts, on a busy machine
     )
-    # Sent together, so their first attempts fail together (retries come a second later).
+    # Sent together, so their first attempts fail together (retries come seconds later).
     ids = list(
         await asyncio.gather(
             *(send(system, "a@sender.test", [f"u{n}@down.test"]) for n in range(3))
