@@ -54,7 +54,7 @@ async def two_workers(relay: Callable[..., Any], **settings: Any) -> System:
 async def test_two_workers_together_keep_to_the_domains_concurrency(
     relay: Callable[..., Any], remote: Callable[..., Any], dns: DnsServer
 ) -> None:
-    server = await remote("127.0.0.2", data_delay=0.4)
+    server = await remote("127.0.0.2", data_delay=1.0)
     mx(dns, "dest.test", (10, "mx.dest.test", "127.0.0.2"))
     # Each worker alone could have 3 in flight: 6 at once if the limit held per worker.
     system = await two_workers(relay, delivery_destination_concurrency=3, delivery_concurrency=3)
