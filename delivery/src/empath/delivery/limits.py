@@ -234,7 +234,6 @@ class Shared:
         if slots.busy < slots.held and not slots.waiters:
             self._take(slots)
             return
-        metrics.delivery_rate_limited.add(1, {"limit": "connections"})
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         slots.waiters.append(waiter)
         if slots.grower is None or slots.grower.done():
@@ -286,7 +285,9 @@ class Shared:
                     break
                 await self._write(slots, need=need, fresh=pause > 0.02)
                 self._hand_out(slots)
-                if self._pending(slots):
+                if held_back := self._pending(slots):
+                    if pause == 0.02:  # counted once per wait, not per poll
+                        metrics.delivery_rate_limited.add(held_back, {"limit": "connections"})
                     await asyncio.sleep(pause)
                     pause = min(pause * 2, 0.25)
         except LimitsUnavailable as error:
@@ -352,8 +353,13 @@ class Shared:
             slots.until = float(mine["until"])
 
     async def _tick(self) -> None:
-        """Give back slots unused since the last tick, keep no more than a fair share when
-        others wait, renew the lease of the rest."""
+        """Give back slots unused for LINGER ticks, keep no more than a fair share when
+        others wait, renew the lease of the rest; forget domains no longer paced."""
+        now = time.time()
+        for domain, times in list(self._times.items()):
+            if (not times or times[-1] < now - 1.0) and not self._pacing[domain].locked():
+                del self._times[domain], self._pacing[domain]
+                self.records.seen.pop(key_of("rate.", domain), None)
         for domain, slots in list(self._slots.items()):
             slots.peaks.append(slots.peak)
             slots.peak = slots.busy
@@ -363,7 +369,8 @@ class Shared:
             if slots.fair:
                 keep = slots.busy  # others wait: free slots go to them
             if not slots.held and not keep:
-                del self._slots[domain]
+                del self._slots[domain]  # and what was seen of it: the domains come and go
+                self.records.seen.pop(key_of("slots.", domain), None)
                 continue
             record = self.records.cached(key_of("slots.", domain)) or {}
             saturated = (
