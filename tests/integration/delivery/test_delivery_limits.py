@@ -208,6 +208,7 @@ async def test_the_circuit_opens_after_the_failures_blocks_probes_and_closes(
     entry = await settle(system, ids[-1], "deferred")
     assert entry.recipients[0].last_reply.startswith("451 4.4.1 Delivery to down.test is")
     assert "suspended" in entry.recipients[0].last_reply
+    assert entry.attempts == 1  # an attempt like any other: the retry schedule applies
     assert down.connections == 3
     reply = await system.bus.nc.request(names.QUERY_STATS_SUBJECT, b"{}", timeout=10)
     stats = queries.parse_answer(queries.StatsAnswer, reply.data)
