@@ -199,6 +199,7 @@ class Shared:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
+        held = []
         for slots in self._slots.values():
             for task in (slots.grower, slots.flushing):
                 if task is not None:
@@ -207,8 +208,11 @@ class Shared:
                         await task
             if slots.held:
                 slots.held = 0
-                with contextlib.suppress(LimitsUnavailable):
-                    await self._write(slots)
+                held.append(self._write(slots))
+        # All at once, and not for long: with NATS away the leases run out by themselves.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5.0):
+                await asyncio.gather(*held, return_exceptions=True)
 
     # -- sessions --------------------------------------------------------------------------
 
