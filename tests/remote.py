@@ -3,7 +3,8 @@
 A `Remote` records what arrives (envelope, the exact bytes, the TLS state of the session) and
 can be told to answer 4xx or 5xx at RCPT or DATA, to refuse chosen recipients, to drop the
 connection in the middle of DATA, or to be slow; it counts sessions, the most it had open at
-once, when sessions ended, and the transactions that reached the end of DATA. A `Mute`
+once, when sessions ended, the transactions that reached the end of DATA, and the most that
+were inside DATA at once (deliveries in progress, idle pooled sessions aside). A `Mute`
 accepts TCP and then says nothing, before its greeting or after EHLO; an `Unreachable` never
 completes a TCP handshake at all.
 """
@@ -28,6 +29,7 @@ class Arrived:
     mail_options: list[str]
     tls: bool
     at: float
+    helo: str = ""  # the name the client gave in EHLO (which delivery worker sent it)
 
 
 @dataclass
@@ -48,6 +50,9 @@ class Remote:
     data_received: int = 0  # transactions whose whole body came in (before any delay)
     closed_at: list[float] = field(default_factory=list)  # when each session ended
     most_open: int = 0
+    # Deliveries in progress: transactions inside DATA (the delay included), now and at most.
+    in_data: int = 0
+    most_in_data: int = 0
     host: str = "127.0.0.1"
     port: int = 0
     _server: asyncio.Server | None = None
@@ -86,6 +91,14 @@ class Remote:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.in_data += 1
+        self.most_in_data = max(self.most_in_data, self.in_data)
+        try:
+            return await self._data(server, session, envelope)
+        finally:
+            self.in_data -= 1
+
+    async def _data(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.data_received += 1
         if self.drop_in_data:
             assert server.transport is not None
@@ -105,6 +118,7 @@ class Remote:
                 mail_options=list(envelope.mail_options),
                 tls=session.ssl is not None,
                 at=time.monotonic(),
+                helo=session.host_name or "",
             )
         )
         return f"250 2.0.0 Ok: queued as R{len(self.arrived)}"

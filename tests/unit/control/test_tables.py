@@ -64,3 +64,32 @@ def test_stats_show_domains_by_age_the_oldest_and_what_was_left_out() -> None:
         "queued=1, deferred=0, delivering=0, delivered=0, failed=0, frozen=0; "
         f"oldest {entries[0].id}; 4 less busy domains not shown" in caption
     )
+
+
+def test_stats_name_each_domain_whose_circuit_is_open_with_when_and_why() -> None:
+    now = datetime.now(UTC)
+    reply = "421 4.3.2 [bold]Service not available[/bold] (greeting of mx.down.test)"
+    records = [
+        (
+            "circuit.down.test",
+            json.dumps(
+                {
+                    "domain": "down.test",
+                    "state": "open",
+                    "failures": [1.0, 2.0, 3.0],
+                    "until": (now + timedelta(minutes=5)).timestamp(),
+                    "reason": reply,
+                }
+            ).encode(),
+        ),
+        (
+            "circuit.fine.test",
+            json.dumps({"domain": "fine.test", "state": "closed", "failures": []}).encode(),
+        ),
+        ("circuit.broken.test", b"{not json"),
+    ]
+    answer = stats.summary([], now=now, frozen=False, circuits=stats.circuits(records))
+    text = " ".join(shown(commands.stats_table(as_json(answer))).split())
+    until = (now + timedelta(minutes=5)).strftime("%H:%M:%S")
+    assert f"circuit open: down.test (until {until} UTC, 3 failed connections): {reply}" in text
+    assert "fine.test" not in text

@@ -75,6 +75,13 @@ DNS_INVALIDATE_SUBJECT = f"{PREFIX}.dns.invalidate"
 # KV bucket of the DNS cache shared by every delivery worker (key: mx.<domain>).
 DNS_BUCKET = "empath_dns"
 
+# KV bucket of the limits every delivery worker shares: leased session slots (`slots.<domain>`),
+# rate reservations (`rate.<domain>`) and circuit breakers (`circuit.<domain>`).
+LIMITS_BUCKET = "empath_limits"
+# Records nobody rewrites this long are dropped (the longest cool-down must be shorter).
+LIMITS_TTL_SECONDS = 2 * 24 * 3600.0
+CIRCUIT_KEY_PREFIX = "circuit."
+
 # Request/reply API of the spool (the control service is its client).
 QUERY_LIST_SUBJECT = f"{PREFIX}.api.queue.list"
 QUERY_GET_SUBJECT = f"{PREFIX}.api.queue.get"

@@ -29,11 +29,13 @@ The roles (subject names from `names`):
 - ingress: publishes `empath.received`. Nothing else.
 - spool: consumes `received` and `attempted` (its two durable consumers only), publishes jobs
   and `received` (the DSNs it generates go through the same path as any message), owns the
-  queue and flags buckets (the only writer of the queue bucket), updates stream configs, and
-  answers the queue API (`empath.api.queue.*`, replies through `allow_responses`).
+  queue and flags buckets (the only writer of the queue bucket), reads the limits bucket (the
+  circuit breakers `queue stats` shows), updates stream configs, and answers the queue API
+  (`empath.api.queue.*`, replies through `allow_responses`).
 - delivery: consumes jobs (its durable consumer only), publishes `empath.delivery.attempted`,
-  reads and writes the DNS cache bucket, reads the flags and the MX overrides, and listens to
-  `empath.dns.invalidate`.
+  reads and writes the DNS cache bucket and the limits bucket (slots, rates and circuit
+  breakers shared by all workers; it creates it), reads the flags and the MX overrides, and
+  listens to `empath.dns.invalidate`.
 - control: calls the queue API (the only role that may), publishes `empath.dns.invalidate`,
   reads the services bucket, reads and clears the DNS cache, reads and writes MX overrides.
   It may not read any stream of events.
@@ -119,6 +121,8 @@ def _kv_read(bucket: str) -> list[str]:
         f"{API}.CONSUMER.CREATE.{stream}.>",
         f"{API}.CONSUMER.INFO.{stream}.>",
         f"{API}.CONSUMER.DELETE.{stream}.>",
+        # `bus.kv_items` reads a bucket through a pull consumer of its own.
+        f"{API}.CONSUMER.MSG.NEXT.{stream}.>",
         f"$JS.FC.{stream}.>",
     ]
 
@@ -190,6 +194,8 @@ PERMISSIONS: dict[str, Permissions] = {
             *_kv_read(names.FLAGS_BUCKET),
             *_kv_write(names.FLAGS_BUCKET),
             *_kv_create(names.FLAGS_BUCKET),
+            # `queue stats` shows the circuit breakers delivery keeps there.
+            *_kv_read(names.LIMITS_BUCKET),
         ],
         [QUEUE_API],
         allow_responses=True,
@@ -205,6 +211,9 @@ PERMISSIONS: dict[str, Permissions] = {
             *_kv_create(names.DNS_BUCKET),
             *_kv_read(names.FLAGS_BUCKET),
             *_kv_read(names.OVERRIDES_BUCKET),
+            *_kv_read(names.LIMITS_BUCKET),
+            *_kv_write(names.LIMITS_BUCKET),
+            *_kv_create(names.LIMITS_BUCKET),
         ],
         [names.DNS_INVALIDATE_SUBJECT],
     ),

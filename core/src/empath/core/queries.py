@@ -248,6 +248,18 @@ class DomainAges(Answer):
     ages: list[int]
 
 
+class Circuit(Answer):
+    """A domain whose delivery circuit breaker is not closed (README "Delivery limits")."""
+
+    domain: str
+    state: Literal["open", "half-open"]
+    failures: int = Field(description="Failed connections counted in the window.")
+    until: float = Field(
+        description="Unix time: open, when a probe may go; half-open, when the probe's claim ends."
+    )
+    reason: str = Field(default="", description="The last failure's reply.")
+
+
 class StatsAnswer(Answer):
     """Counts by state and domain, the oldest waiting message and age buckets (qshape)."""
 
@@ -263,6 +275,9 @@ class StatsAnswer(Answer):
     frozen: bool
     domains_omitted: int = Field(
         default=0, description="Domains left out of by_domain (the least busy) to fit NATS."
+    )
+    circuits: list[Circuit] = Field(
+        default_factory=list, description="Domains whose delivery circuit breaker is not closed."
     )
 
 

@@ -35,6 +35,11 @@ from pydantic_settings import (
 from empath.core import addresses, errors, plugins
 
 ENV_PREFIX = "EMPATH_"
+# Settings renamed when their meaning changed (old name: new name); see `Settings._renamed`.
+RENAMED = {
+    "delivery_max_connections_per_domain": "delivery_destination_concurrency",
+    "delivery_rate_per_domain": "delivery_rate_limit_default",
+}
 CONFIG_ENV = "EMPATH_CONFIG"
 MiB = 1024 * 1024
 
@@ -181,8 +186,26 @@ class Settings(BaseSettings):
     delivery_ack_wait: float = Field(default=30.0, gt=0)
     delivery_connect_timeout: float = Field(default=30.0, gt=0)
     delivery_command_timeout: float = Field(default=300.0, gt=0)
-    delivery_max_connections_per_domain: int = Field(default=10, ge=1)
-    delivery_rate_per_domain: float = Field(default=10.0, ge=0)
+    # Per-destination limits, each held across all delivery workers of the installation (README
+    # "Delivery limits"): deliveries in progress at once to one domain (Postfix's
+    # default_destination_concurrency_limit), and messages per second only where configured
+    # (`domain=rate,...`; the default applies to every other domain, 0: none).
+    delivery_destination_concurrency: int = Field(default=20, ge=1, le=10000)
+    delivery_rate_limits: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
+    delivery_rate_limit_default: float = Field(default=0.0, ge=0)
+    # Seconds a worker's leased slots outlive it when it dies without giving them back.
+    delivery_limits_lease: float = Field(default=10.0, ge=1, le=300)
+    # The circuit breaker: after `failures` connection or session failures to one domain within
+    # `window` seconds, no connection is tried for `cooldown` seconds, then one message probes
+    # (0 failures: no breaker).
+    delivery_circuit_failures: int = Field(default=5, ge=0)
+    delivery_circuit_window: float = Field(default=60.0, gt=0)
+    delivery_circuit_cooldown: float = Field(default=300.0, gt=0, le=86400)
+    # The names before limits held across workers, still read with the new meaning (a number
+    # for the whole installation): the first is delivery_destination_concurrency, the second
+    # delivery_rate_limit_default. Setting an old name and its new one together is an error.
+    delivery_max_connections_per_domain: int | None = Field(default=None, ge=1)
+    delivery_rate_per_domain: float | None = Field(default=None, ge=0)
     delivery_messages_per_connection: int = Field(default=100, ge=1)
     delivery_idle_timeout: float = Field(default=30.0, gt=0)
 
@@ -239,6 +262,24 @@ class Settings(BaseSettings):
     nats_tls_ca: Path | None = None
     nats_tls_cert: Path | None = None
     nats_tls_key: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        """The old per-worker limit names mean their replacements; both at once is an error."""
+        if not isinstance(data, dict):
+            return data
+        for old, new in RENAMED.items():
+            if data.get(old) is None:
+                continue
+            if data.get(new) is not None:
+                raise ValueError(
+                    f"{ENV_PREFIX}{old.upper()} is the old name of {ENV_PREFIX}{new.upper()}: "
+                    "set only the new one"
+                )
+            # The old one is cleared, so the settings dump (and a copy made from it) holds one.
+            data = {**data, new: data[old], old: None}
+        return data
 
     @model_validator(mode="after")
     def _nats_credentials(self) -> Settings:
@@ -315,7 +356,7 @@ class Settings(BaseSettings):
                     raise ValueError(f"not a domain: {domain!r}")
         return value
 
-    @field_validator("mx_overrides", "tls_policies", mode="before")
+    @field_validator("mx_overrides", "tls_policies", "delivery_rate_limits", mode="before")
     @classmethod
     def _pairs(cls, value: Any) -> Any:
         """`domain=value,domain=value` -> {domain: value}."""
@@ -335,6 +376,18 @@ class Settings(BaseSettings):
         for target in value.values():
             addresses.parse_target(target)
         return value
+
+    @field_validator("delivery_rate_limits")
+    @classmethod
+    def _rates(cls, value: dict[str, float]) -> dict[str, float]:
+        for domain, rate in value.items():
+            if rate < 0:
+                raise ValueError(f"{domain}: a rate is messages per second, 0 or more")
+        return {addresses.normal_domain(domain): rate for domain, rate in value.items()}
+
+    def delivery_rate_for(self, domain: str) -> float:
+        """Messages per second allowed to `domain` across all workers (0: no limit)."""
+        return self.delivery_rate_limits.get(domain, self.delivery_rate_limit_default)
 
     @field_validator("dns_nameservers", "retry_schedule", "trusted_networks", mode="before")
     @classmethod

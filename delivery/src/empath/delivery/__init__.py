@@ -1,3 +1,13 @@
 """Empath delivery: outbound SMTP workers that share one durable JetStream consumer."""
 
-__all__ = ["client", "pool", "resolver", "service", "throttle", "tls", "worker"]
+__all__ = [
+    "circuit",
+    "client",
+    "limits",
+    "pool",
+    "resolver",
+    "service",
+    "throttle",
+    "tls",
+    "worker",
+]

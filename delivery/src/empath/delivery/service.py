@@ -1,5 +1,5 @@
 """The delivery service: workers on the shared jobs consumer, with their DNS cache, connection
-pool and per-destination limits.
+pool, and the per-destination limits and circuit breakers they share with every other worker.
 
 On stop it takes no new job, finishes the attempts in flight (their outcomes are published),
 and closes the pooled sessions with QUIT.
@@ -14,7 +14,7 @@ from nats.aio.msg import Msg
 
 from empath.core import bus as bus_module
 from empath.core import names, pluginevents, services, store
-from empath.delivery import pool, resolver, throttle, worker
+from empath.delivery import circuit, limits, pool, resolver, worker
 
 log = logging.getLogger("empath.delivery")
 
@@ -27,6 +27,8 @@ async def run(runtime: services.Runtime) -> None:
         messages_per_connection=settings.delivery_messages_per_connection,
         idle_timeout=settings.delivery_idle_timeout,
     )
+    destinations: limits.Shared | None = None
+    breakers: circuit.Breakers | None = None
     try:
         dns_cache = await bus.key_value(names.DNS_BUCKET)
         flags = await bus.key_value(names.FLAGS_BUCKET)
@@ -37,24 +39,34 @@ async def run(runtime: services.Runtime) -> None:
             routes.forget(msg.data.decode() or "*")
 
         await bus.nc.subscribe(names.DNS_INVALIDATE_SUBJECT, cb=invalidate)
+        shared = await bus.key_value(names.LIMITS_BUCKET, ttl=names.LIMITS_TTL_SECONDS)
+        destinations = limits.Shared(shared, settings=settings)
+        breakers = circuit.Breakers(
+            destinations.records,
+            failures=settings.delivery_circuit_failures,
+            window=settings.delivery_circuit_window,
+            cooldown=settings.delivery_circuit_cooldown,
+            probe_lease=2 * settings.delivery_connect_timeout,
+            me=destinations.me,
+        )
         connections.start()
         events_out = pluginevents.Publisher(
             bus,
             wanted={event for p in settings.plugins for event in p.event_hooks},
             timeout=settings.publish_timeout,
         )
+        destinations.start()
+        breakers.start()
         workers = worker.Worker(
             settings=settings,
             bus=bus,
             objects=objects,
             routes=routes,
             connections=connections,
-            limits=throttle.Throttle(
-                connections=settings.delivery_max_connections_per_domain,
-                rate=settings.delivery_rate_per_domain,
-            ),
+            limits=destinations,
             flags=flags,
             plugin_events=events_out,
+            breakers=breakers,
         )
         heartbeat = asyncio.create_task(bus.heartbeat("delivery", runtime.stop))
         runtime.ready("delivery", f"{settings.delivery_concurrency} concurrent attempts")
@@ -72,6 +84,10 @@ async def run(runtime: services.Runtime) -> None:
         await heartbeat
         await events_out.close()
     finally:
+        if breakers is not None:
+            await breakers.close()
+        if destinations is not None:
+            await destinations.close()  # the slots it held go back at once
         await connections.close()
         await bus.close()
         objects.close()

@@ -1,8 +1,9 @@
 """Per-destination limits: concurrent sessions and messages per second for each domain.
 
 Big providers throttle or block senders that open many sessions or send in bursts; these limits
-keep every worker polite. They hold per worker process: with N workers a domain sees at most N
-times the limit.
+keep every worker polite. `Limits` is what a worker needs of them. The service uses
+`limits.Shared`, which holds them across all workers of an installation; `Throttle` holds them
+in one process only (tests and single-process tools that have no limits bucket).
 """
 
 from __future__ import annotations
@@ -12,8 +13,18 @@ import collections
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
 
 from empath.core import metrics
+
+
+class Limits(Protocol):
+    def slot(self, domain: str) -> AbstractAsyncContextManager[None]:
+        """Hold one of the domain's slots while a delivery to it is in progress."""
+
+    async def pace(self, domain: str) -> None:
+        """Wait until the domain may get one more message."""
 
 
 class Throttle:

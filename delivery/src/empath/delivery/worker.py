@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from nats.aio.msg import Msg
@@ -32,7 +33,7 @@ from empath.core import (
     telemetry,
 )
 from empath.core.settings import Settings
-from empath.delivery import client, pool, resolver, throttle, tls
+from empath.delivery import circuit, client, limits, pool, resolver, throttle, tls
 
 log = logging.getLogger("empath.delivery.worker")
 tracer = telemetry.tracer("empath.delivery")
@@ -56,9 +57,10 @@ class Worker:
         objects: store.ObjectStore,
         routes: resolver.Resolver,
         connections: pool.Pool,
-        limits: throttle.Throttle,
+        limits: throttle.Limits,
         flags: KeyValue,
         plugin_events: pluginevents.Publisher | None = None,
+        breakers: circuit.Breakers | None = None,
     ) -> None:
         self.settings = settings
         self.bus = bus
@@ -68,6 +70,7 @@ class Worker:
         self.limits = limits
         self.flags = flags
         self.plugin_events = plugin_events
+        self.breakers = breakers
 
     async def handle(self, msg: Msg) -> None:
         # While the queue is frozen a job is not even read: it goes back to the stream.
@@ -198,12 +201,44 @@ class Worker:
             hops = await self.routes.route(domain)
         except resolver.DeliveryError as error:
             return everyone(outcome_of(error), error.reply)
+        try:
+            return await self._limited(
+                domain,
+                hops=hops,
+                policy=policy,
+                job=job,
+                recipients=recipients,
+                body=body,
+                everyone=everyone,
+            )
+        except limits.LimitsUnavailable as error:
+            # NATS away: the shared limits cannot be kept, so no session is opened.
+            logs.for_message(log, job.id).warning("delivery to %s held back: %s", domain, error)
+            return everyone(
+                "deferred", f"451 4.3.0 Delivery to {domain} waits: its limits cannot be read now"
+            )
+
+    async def _limited(
+        self,
+        domain: str,
+        *,
+        hops: list[resolver.Hop],
+        policy: str,
+        job: events.DeliveryJob,
+        recipients: list[events.Recipient],
+        body: bytes,
+        everyone: Callable[[events.Outcome, str], list[events.RecipientResult]],
+    ) -> list[events.RecipientResult]:
+        """Through the domain's circuit breaker and in one of its slots: each MX host in turn."""
+        decision = circuit.GO if self.breakers is None else await self.breakers.check(domain)
+        if not decision.go:
+            return everyone("deferred", decision.reply)  # no connection: the circuit is open
         last: resolver.DeliveryError | None = None
         async with self.limits.slot(domain):
             for hop in hops:
                 try:
                     async with asyncio.timeout(self.settings.delivery_session_timeout):
-                        return await self._session(
+                        results = await self._session(
                             hop,
                             domain=domain,
                             policy=policy,
@@ -211,6 +246,8 @@ class Worker:
                             recipients=recipients,
                             body=body,
                         )
+                    await self._circuit(domain, None, probe=decision.probe)
+                    return results
                 except resolver.DeliveryError as error:
                     last = error  # this MX host did not answer: the next one
                 except TimeoutError:
@@ -219,7 +256,22 @@ class Worker:
                         f"longer than {self.settings.delivery_session_timeout:g} s"
                     )
         assert last is not None
+        if isinstance(last, resolver.DeliveryDeferred):
+            await self._circuit(domain, last.reply, probe=decision.probe)
         return everyone(outcome_of(last), last.reply)
+
+    async def _circuit(self, domain: str, failure: str | None, *, probe: bool) -> None:
+        """Tell the breaker how the domain's sessions went. Its record not being written
+        changes no recipient's outcome (one delivered must not be sent again)."""
+        if self.breakers is None:
+            return
+        try:
+            if failure is None:
+                await self.breakers.succeeded(domain)
+            else:
+                await self.breakers.failed(domain, failure, probe=probe)
+        except limits.LimitsUnavailable as error:
+            log.warning("cannot update the circuit breaker of %s: %s", domain, error)
 
     async def _session(
         self,

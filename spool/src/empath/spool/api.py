@@ -165,7 +165,13 @@ class QueryAPI:
 
     async def _stats(self, request: queries.StatsRequest) -> queries.StatsAnswer:
         frozen = await flags.is_frozen(self.flags)
-        return stats.summary(list(self.view.entries.values()), now=datetime.now(UTC), frozen=frozen)
+        circuits = await stats.read_circuits(self.nc.jetstream())
+        return stats.summary(
+            list(self.view.entries.values()),
+            now=datetime.now(UTC),
+            frozen=frozen,
+            circuits=circuits,
+        )
 
     async def _retry(self, request: queries.RetryRequest) -> queries.RetryAnswer:
         if request.domain is not None:

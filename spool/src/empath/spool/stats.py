@@ -1,13 +1,23 @@
 """Queue statistics: counts by state and by domain, the oldest message, and age buckets in the
-manner of Postfix's qshape (minutes: under 5, 5, 10, 20, ... 1280, and older)."""
+manner of Postfix's qshape (minutes: under 5, 5, 10, 20, ... 1280, and older), and the domains
+whose delivery circuit breaker is open (delivery keeps them in the limits bucket)."""
 
 from __future__ import annotations
 
 import collections
+import json
+import logging
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from empath.core import queries, queue
+import nats.errors
+import nats.js.errors
+from nats.js import JetStreamContext
+
+from empath.core import bus, names, queries, queue
 from empath.spool import view
+
+log = logging.getLogger("empath.spool.stats")
 
 BUCKETS = (5, 10, 20, 40, 80, 160, 320, 640, 1280)
 LABELS = ("T", *(str(b) for b in BUCKETS), "1280+")
@@ -27,7 +37,47 @@ def bucket(age_minutes: float) -> int:
     return OLDER
 
 
-def summary(entries: list[view.Summary], *, now: datetime, frozen: bool) -> queries.StatsAnswer:
+def circuits(records: Iterable[tuple[str, bytes]]) -> list[queries.Circuit]:
+    """The circuit records that are not closed, most failures first."""
+    found = []
+    for _, value in records:
+        try:
+            record = json.loads(value)
+            if record.get("state") in ("open", "half-open"):
+                found.append(
+                    queries.Circuit(
+                        domain=str(record["domain"]),
+                        state=record["state"],
+                        failures=len(record.get("failures", [])),
+                        until=float(record["until"]),
+                        reason=str(record.get("reason", "")),
+                    )
+                )
+        except (ValueError, KeyError, TypeError) as error:
+            log.warning("a circuit record does not load: %r", error)
+    return sorted(found, key=lambda circuit: (-circuit.failures, circuit.domain))
+
+
+async def read_circuits(js: JetStreamContext) -> list[queries.Circuit]:
+    """What delivery's circuit breakers say now; none while delivery has not made the bucket,
+    or when it cannot be read (the stats answer without them rather than not at all)."""
+    try:
+        kv = await js.key_value(names.LIMITS_BUCKET)
+        return circuits(await bus.kv_items(kv, f"{names.CIRCUIT_KEY_PREFIX}>"))
+    except nats.js.errors.BucketNotFoundError:
+        return []
+    except (nats.errors.Error, nats.js.errors.Error, OSError) as error:
+        log.warning("cannot read the circuit breakers: %r", error)
+        return []
+
+
+def summary(
+    entries: list[view.Summary],
+    *,
+    now: datetime,
+    frozen: bool,
+    circuits: Sequence[queries.Circuit] = (),
+) -> queries.StatsAnswer:
     """What `queue stats` shows: counts by state, the waiting ones by age and by domain."""
     by_state = collections.Counter(entry.state.value for entry in entries)
     waiting = [entry for entry in entries if not entry.finished]
@@ -53,4 +103,5 @@ def summary(entries: list[view.Summary], *, now: datetime, frozen: bool) -> quer
             for domain, counts in sorted(by_domain.items(), key=lambda item: -sum(item[1]))
         },
         frozen=frozen,
+        circuits=list(circuits),
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -100,6 +101,15 @@ def stats_table(data: Any) -> Table:
     table.caption = states + (f"; oldest {stats.oldest.id}" if stats.oldest else "")
     if stats.domains_omitted:
         table.caption += f"; {stats.domains_omitted} less busy domains not shown"
+    for circuit in stats.circuits:
+        until = datetime.fromtimestamp(circuit.until, UTC)
+        when = "probe due" if until <= datetime.now(UTC) else f"until {until:%H:%M:%S} UTC"
+        if circuit.state == "half-open":
+            when = "probing"
+        table.caption += (
+            f"\ncircuit {circuit.state}: {circuit.domain} ({when}, {circuit.failures} failed "
+            f"connections): {circuit.reason}"
+        )
     return table
 
 
