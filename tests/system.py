@@ -112,9 +112,12 @@ class System:
         template = next(iter(await self.entries()), None)
         assert template is not None, "the scheduler's look is proved on a queue with a message"
         for _ in range(2):
+            sentinel_id = ids.new_id()
             sentinel = template.model_copy(
                 update={
-                    "id": ids.new_id(),
+                    "id": sentinel_id,
+                    # Its own body key: purging a finished record removes its body too.
+                    "body_key": store.body_key(sentinel_id, LONG_AGO),
                     "state": queue.State.DELIVERED,
                     "next_attempt": None,
                     "history": (),

@@ -268,7 +268,7 @@ async def test_delivery_and_the_spool_share_the_breakers_on_their_own_nats_crede
 
     await up.prepare(up.role_settings(config, natsauth.ADMIN, credentials))
     runtime = services.Runtime(settings=config, on_ready=on_ready)
-    mains = up.as_roles({n: services.discover()[n] for n in only}, runtime, credentials)
+    mains = system_module.as_roles({n: services.discover()[n] for n in only}, runtime, credentials)
     task = asyncio.create_task(services.run_all(mains, runtime))
     look = await bus.connect(up.role_settings(config, "spool", credentials), name="test")
     objects = store.ObjectStore(config)
