@@ -208,6 +208,13 @@ class Settings(BaseSettings):
     nats_tls_cert: Path | None = None
     nats_tls_key: Path | None = None
 
+    # JetStream replication (issue 15): the replicas of every stream and KV bucket (3 on a
+    # production NATS cluster, so that losing a node loses no record; 1 on one node), and the
+    # placement tags of the servers they must live on (none: any). A running installation's
+    # streams and buckets take a changed count when the spool next starts.
+    nats_replicas: int = Field(default=1, ge=1, le=5)
+    nats_placement_tags: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
     @model_validator(mode="after")
     def _nats_credentials(self) -> Settings:
         for name in ("nats_password_file", "nats_tls_ca", "nats_tls_cert", "nats_tls_key"):
@@ -304,7 +311,13 @@ class Settings(BaseSettings):
             addresses.parse_target(target)
         return value
 
-    @field_validator("dns_nameservers", "retry_schedule", "trusted_networks", mode="before")
+    @field_validator(
+        "dns_nameservers",
+        "retry_schedule",
+        "trusted_networks",
+        "nats_placement_tags",
+        mode="before",
+    )
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return split_commas(value)
