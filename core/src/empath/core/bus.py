@@ -295,6 +295,21 @@ async def _replicate(
         await js.update_stream(config.evolve(num_replicas=replicas, placement=placement(tags)))
     except nats.errors.TimeoutError:
         log.warning("stream %s has other replicas; not allowed to change them", stream)
+        return
+    await _led(js, stream)
+
+
+async def _led(js: JetStreamContext, stream: str, *, timeout: float = 30.0) -> None:
+    """Wait until a stream whose replicas just changed has a leader again: until then every
+    write to it fails, and a service would start only to answer 451."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
+            info = await js.stream_info(stream)
+            if info.cluster is None or info.cluster.leader:
+                return
+        await asyncio.sleep(0.1)
+    log.warning("stream %s has no leader %.0fs after its replicas changed", stream, timeout)
 
 
 async def ensure_streams(
@@ -331,6 +346,8 @@ async def ensure_streams(
         except nats.errors.TimeoutError:
             # A refused request gets no answer: this role may not create or change streams.
             log.warning("stream %s is missing or differs; not allowed to fix it", spec.name)
+            continue
+        await _led(js, spec.name)
 
 
 def _same_stream(found: StreamConfig, wanted: StreamConfig) -> bool:

@@ -214,6 +214,10 @@ class Settings(BaseSettings):
     # streams and buckets take a changed count when the spool next starts.
     nats_replicas: int = Field(default=1, ge=1, le=5)
     nats_placement_tags: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # How the NATS that `empath up` starts writes JetStream to disk: `always` syncs every write
+    # before acknowledging it (a 250 survives a power loss); `interval` is NATS's default (every
+    # two minutes: faster, but a machine crash loses the last acknowledged writes).
+    up_nats_sync: Literal["always", "interval"] = "always"
 
     @model_validator(mode="after")
     def _nats_credentials(self) -> Settings:
