@@ -7,6 +7,10 @@ be in the queue state before the numbers are printed.
 
     make bench-ingress                      # defaults below
     BENCH_MESSAGES=20000 make bench-ingress
+    BENCH_NATS_SYNC=always,interval make bench-ingress   # the cost of syncing every write
+
+`BENCH_NATS_SYNC` lists the `EMPATH_UP_NATS_SYNC` modes to run one after the other (default:
+`always`, what `empath up` does).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ MESSAGES = int(os.environ.get("BENCH_MESSAGES", "5000"))
 SESSIONS = int(os.environ.get("BENCH_SESSIONS", "20"))
 SIZE = int(os.environ.get("BENCH_SIZE", "4096"))
 PROBES = int(os.environ.get("BENCH_PROBES", "300"))
+SYNC_MODES = os.environ.get("BENCH_NATS_SYNC", "always").split(",")
 SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
 
 
@@ -136,11 +141,13 @@ def counts(data: Path, nats_port: int) -> dict[str, int]:
     return dict(asyncio.run(ask(data, nats_port, "counts"))["counts"])
 
 
-def main() -> None:
+def measure(sync: str) -> tuple[float, list[float], list[float], int]:
+    """One run of `empath up` with NATS syncing as `sync` says: the seconds smtp-source took,
+    the idle and the loaded latencies, and how many messages were checked in the queue."""
     ports = {name: free_port() for name in ("smtp", "nats", "s3")}
     with tempfile.TemporaryDirectory(prefix="empath-bench-") as tmp:
         data = Path(tmp) / "data"
-        process = start_up(data, ports)
+        process = start_up(data, ports, up_nats_sync=sync)
         try:
             # Measure intake alone: with the queue frozen, delivery starts no attempt.
             asyncio.run(ask(data, ports["nats"], "freeze"))
@@ -165,16 +172,23 @@ def main() -> None:
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(60)
+    return elapsed, idle, loaded, expected
+
+
+def main() -> None:
+    runs = {sync: measure(sync) for sync in SYNC_MODES}
     print()
     print(
         f"empath ingress benchmark ({platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()})"
     )
     print(f"smtp-source: {MESSAGES} messages of {SIZE} bytes over {SESSIONS} parallel sessions")
-    print(f"accept rate          {MESSAGES / elapsed:8.1f} messages/s   ({elapsed:.1f} s)")
-    print(f"latency, idle        {percentiles(idle)}")
-    print(f"latency, under load  {percentiles(loaded)}")
-    print(f"queue state checked: all {expected} accepted messages recorded")
+    for sync, (elapsed, idle, loaded, expected) in runs.items():
+        print(f"NATS sync: {sync}")
+        print(f"accept rate          {MESSAGES / elapsed:8.1f} messages/s   ({elapsed:.1f} s)")
+        print(f"latency, idle        {percentiles(idle)}")
+        print(f"latency, under load  {percentiles(loaded)}")
+        print(f"queue state checked: all {expected} accepted messages recorded")
 
 
 if __name__ == "__main__":
