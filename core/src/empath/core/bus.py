@@ -253,8 +253,20 @@ async def connect(settings: Settings, *, name: str, retry: bool = True) -> Bus:
         replicas=settings.nats_replicas,
         placement_tags=tuple(settings.nats_placement_tags),
     )
-    await ensure_streams(bus.js, replicas=bus.replicas, placement_tags=bus.placement_tags)
-    return bus
+    delay = 0.5
+    while True:
+        try:
+            await ensure_streams(bus.js, replicas=bus.replicas, placement_tags=bus.placement_tags)
+            return bus
+        except (nats.errors.Error, nats.js.errors.Error, OSError) as e:
+            # Connected, but JetStream does not answer yet: a cluster still electing its
+            # leader (all its servers restarted at once), or one that lost its majority.
+            if not retry:
+                await bus.close()
+                raise errors.BusUnavailable(f"JetStream at {settings.nats_url}: {e!r}") from e
+            log.warning("waiting for JetStream at %s: %r", settings.nats_url, e)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10)
 
 
 def _tls(settings: Settings) -> ssl.SSLContext | None:
