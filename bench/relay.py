@@ -93,9 +93,15 @@ def nats_cluster(tmp: Path, size: int = 3) -> Iterator[str]:
             process.wait(30)
 
 
+async def quiet(error: Exception) -> None:
+    """nats.py prints every refused connection; a server not up yet is no news here."""
+
+
 async def jetstream_ready(urls: list[str]) -> bool:
     try:
-        nc = await nats.connect(servers=urls, connect_timeout=1, max_reconnect_attempts=0)
+        nc = await nats.connect(
+            servers=urls, connect_timeout=1, allow_reconnect=False, error_cb=quiet
+        )
     except (nats.errors.Error, OSError):  # not up yet
         return False
     try:
