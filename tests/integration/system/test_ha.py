@@ -10,6 +10,8 @@ a dropped connection means "try again shortly", never "lost".
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from empath.core import errors, names
-from tests import nats_cluster
+from empath.core import errors, flags, names, store, up
+from tests import nats_cluster, servers
 from tests.dns_server import DnsServer
-from tests.mail import mx, send
+from tests.mail import arrivals, mx, send, settle
 from tests.remote import Remote
 from tests.system import StartSystem, System
 from tests.waiting import eventually
@@ -256,3 +258,114 @@ async def test_a_running_installation_takes_a_new_replica_count(
         )
     entry = await after.entry(queue_id)
     assert entry.state == "queued"
+
+
+async def test_a_body_the_stopped_object_store_cannot_give_defers_the_attempt_not_the_message(
+    relay: Callable[..., Any], remote: Callable[..., Any], dns: DnsServer, tmp_path: Path
+) -> None:
+    """SeaweedFS of this test's own, stopped after the message is accepted: delivery cannot read
+    the body, so the attempt is deferred (never failed, never bounced), and once the store is
+    back the next attempt delivers it."""
+    server: Remote = await remote("127.0.0.2")
+    mx(dns, "dest.test", (10, "mx.dest.test", "127.0.0.2"))
+    port = servers.free_port()
+    # The same command line (ports included) starts it again on the same data.
+    argv = up.weed_argv(host="127.0.0.1", s3_port=port, data_dir=tmp_path / "weed", bucket=None)
+    env = {**os.environ, **up.s3_credentials_env(servers.S3_ACCESS_KEY, servers.S3_SECRET_KEY)}
+    log = tmp_path / "weed.log"
+    (tmp_path / "weed").mkdir()
+    with contextlib.ExitStack() as weed:
+        weed.enter_context(servers.running(argv, port, log, env=env))
+        own = {"s3_endpoint": f"http://127.0.0.1:{port}", "s3_timeout": 2.0}
+        system: System = await relay(frozen=True, direct=own, **own)
+        queue_id = await send(system, "a@sender.test", ["u@dest.test"])
+        await system.entry(queue_id)
+
+        weed.close()  # the object store stops
+        await flags.set_frozen(await system.bus.key_value(names.FLAGS_BUCKET), False)
+        deferred = await eventually(
+            lambda: system.records.get(queue_id),
+            until=lambda entry: entry.attempts >= 1 and entry.state == "deferred",
+            what=f"{queue_id} deferred while the store is down",
+            timeout=30,
+        )
+        assert deferred.recipients[0].status == "deferred"
+        assert deferred.recipients[0].last_reply == (
+            "451 4.3.0 The message body cannot be read from the spool now"
+        )
+        assert server.arrived == []
+
+        weed.enter_context(servers.running(argv, port, log, env=env))
+        entry = await settle(system, queue_id, "delivered", timeout=60)
+        await arrivals(server, 1)
+        assert b"Subject: hello" in server.arrived[0].data
+        assert entry.attempts >= 2
+        await system.stop()
+
+
+class FlakyStore:
+    """In front of the real S3 endpoint: the first `failures` connections get a 503 (S3's
+    SlowDown, a store failing over), the rest are passed through."""
+
+    def __init__(self, target_port: int, failures: int) -> None:
+        self.target_port = target_port
+        self.failures = failures
+        self.connections = 0
+        self.port = servers.free_port()
+        self._server: asyncio.Server | None = None
+        self._open: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+
+    async def close(self) -> None:
+        """Stop listening and cut what the client's pool keeps open."""
+        if self._server is not None:
+            self._server.close()
+        for writer in self._open:
+            writer.transport.abort()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        if self.connections <= self.failures:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n")
+            writer.write(b"Connection: close\r\n\r\n")
+            await writer.drain()
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._open |= {writer, up_writer}
+
+        async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+
+async def test_a_body_is_written_through_a_store_that_answers_503_at_first(
+    make_settings: Callable[..., Any], s3_endpoint: str
+) -> None:
+    """The S3 client's own retries: the store refuses the body's PUT three times (503), the body
+    is written anyway and reads back as sent; the caller saw no error."""
+    direct = store.ObjectStore(make_settings())
+    flaky = FlakyStore(int(s3_endpoint.rsplit(":", 1)[1]), failures=3)
+    await flaky.start()
+    # A region given: the client asks nothing before the PUT, so the PUT meets the 503s.
+    through = make_settings(s3_endpoint=f"http://127.0.0.1:{flaky.port}", s3_region="us-east-1")
+    objects = store.ObjectStore(through)
+    try:
+        await direct.ensure_bucket()
+        await objects.put("messages/flaky.eml", b"Subject: retried\r\n\r\nbody\r\n")
+        assert flaky.connections == 4
+        assert await direct.get("messages/flaky.eml") == b"Subject: retried\r\n\r\nbody\r\n"
+    finally:
+        objects.close()
+        direct.close()
+        await flaky.close()
