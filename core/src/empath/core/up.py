@@ -119,7 +119,11 @@ def write_nats_config(path: Path, *, sync_always: bool = True, include: Path | N
     lines.append("}")
     if include is not None:
         lines.append(f'include "{include.relative_to(path.parent)}"')
-    path.write_text("\n".join(lines) + "\n")
+    # Private like the users' config beside it: what is in there is nobody else's business.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write("\n".join(lines) + "\n")
+    path.chmod(0o600)
     return path
 
 
