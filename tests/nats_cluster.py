@@ -15,7 +15,9 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import httpx
 import nats
 import nats.errors
 import nats.js.errors
@@ -35,6 +37,7 @@ class Node:
     name: str
     port: int
     cluster_port: int
+    monitor_port: int
     directory: Path
     argv: list[str]
     process: subprocess.Popen[bytes] | None = None
@@ -42,6 +45,10 @@ class Node:
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
+
+    def varz(self) -> dict[str, Any]:
+        """The server's own account of its configuration (the monitoring port's /varz)."""
+        return dict(httpx.get(f"http://127.0.0.1:{self.monitor_port}/varz", timeout=5).json())
 
     def start(self) -> None:
         assert self.process is None or self.process.poll() is not None, f"{self.name} runs"
@@ -74,6 +81,7 @@ class Cluster:
         ports = [(servers.free_port(), servers.free_port()) for _ in range(self.size)]
         routes = ", ".join(f'"nats-route://127.0.0.1:{c}"' for _, c in ports)
         for number, (port, cluster_port) in enumerate(ports, start=1):
+            monitor_port = servers.free_port()
             name = f"n{number}"
             directory = self.directory / name
             directory.mkdir(parents=True, exist_ok=True)
@@ -88,7 +96,8 @@ class Cluster:
             argv = up.nats_argv(
                 host="127.0.0.1", port=port, store_dir=directory / "js", config=config
             )
-            self.nodes.append(Node(name, port, cluster_port, directory, argv))
+            argv.append(f"--http_port={monitor_port}")
+            self.nodes.append(Node(name, port, cluster_port, monitor_port, directory, argv))
 
     @property
     def url(self) -> str:

@@ -206,6 +206,7 @@ async def test_a_message_answered_250_survives_kill_9_of_a_lone_nats(
     does.)"""
     with nats_cluster.running(tmp_path / "lone", size=1, sync_always=True) as lone:
         node = lone.nodes[0]
+        assert node.varz()["jetstream"]["config"]["sync_always"] is True
         own = {"nats_url": node.url}
         system = await start_system(direct=own, frozen=True, **own)
         queue_id = await send(system, "a@sender.test", ["u@example.com"])
