@@ -115,18 +115,22 @@ class Cluster:
         for node in self.nodes:
             node.stop()
 
-    async def ready(self, timeout: float = 30.0) -> None:
+    async def ready(self, timeout: float = 60.0) -> None:
         """Wait until JetStream answers through every running node (a meta leader is elected
-        and every node has joined it)."""
+        and every node has joined it); on a busy machine that can take a while."""
         for node in self.nodes:
             if node.process is None or node.process.poll() is not None:
                 continue
-            await eventually(
-                lambda node=node: _jetstream_answers(node.url),  # type: ignore[misc]
-                what=f"JetStream to answer on {node.name}",
-                timeout=timeout,
-                interval=0.2,
-            )
+            try:
+                await eventually(
+                    lambda node=node: _jetstream_answers(node.url),  # type: ignore[misc]
+                    what=f"JetStream to answer on {node.name}",
+                    timeout=timeout,
+                    interval=0.2,
+                )
+            except AssertionError as error:
+                logs = {n.name: (n.directory / "nats.log").read_text()[-1500:] for n in self.nodes}
+                raise AssertionError(f"{error}; the servers' logs end: {logs}") from None
 
     async def leader(self, stream: str) -> Node:
         """The node that leads `stream` now, as the JetStream API says (stream info)."""

@@ -108,7 +108,7 @@ class Bus:
         try:
             kv = await self.js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
-            return await self.js.create_key_value(
+            created = await self.js.create_key_value(
                 KeyValueConfig(
                     bucket=bucket,
                     history=history,
@@ -118,6 +118,10 @@ class Bus:
                     placement=placement(self.placement_tags),
                 )
             )
+            # On a cluster the bucket exists before its server serves it: a write at once
+            # would find no responder.
+            await _led(self.js, f"KV_{bucket}")
+            return created
         await _replicate(self.js, f"KV_{bucket}", self.replicas, self.placement_tags)
         return kv
 
@@ -312,8 +316,8 @@ async def _replicate(
 
 
 async def _led(js: JetStreamContext, stream: str, *, timeout: float = 30.0) -> None:
-    """Wait until a stream whose replicas just changed has a leader again: until then every
-    write to it fails, and a service would start only to answer 451."""
+    """Wait until a stream just made, or whose replicas just changed, has a leader: until
+    then every write to it fails, and a service would start only to answer 451."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
