@@ -8,10 +8,15 @@ be in the queue state before the numbers are printed.
     make bench-ingress                      # defaults below
     BENCH_MESSAGES=20000 make bench-ingress
     BENCH_PLUGINS=http make bench-ingress   # with one HTTP plugin at rcpt and one at data
+    BENCH_NATS_SYNC=always,interval make bench-ingress   # the cost of syncing every write
 
 With `BENCH_PLUGINS=http`, the reference plugin of `examples/http_plugin.py` runs as its own
 process and ingress calls it at every RCPT (one plugin) and every DATA (another): what the
 plugin runtime costs when a plugin answers in about a millisecond.
+
+
+`BENCH_NATS_SYNC` lists the `EMPATH_UP_NATS_SYNC` modes to run one after the other (default:
+`always`, what `empath up` does).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ SESSIONS = int(os.environ.get("BENCH_SESSIONS", "20"))
 SIZE = int(os.environ.get("BENCH_SIZE", "4096"))
 PROBES = int(os.environ.get("BENCH_PROBES", "300"))
 PLUGINS = os.environ.get("BENCH_PLUGINS", "")
+SYNC_MODES = os.environ.get("BENCH_NATS_SYNC", "always").split(",")
 SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "http_plugin.py"
 
@@ -172,16 +178,18 @@ def counts(data: Path, nats_port: int) -> dict[str, int]:
     return dict(asyncio.run(ask(data, nats_port, "counts"))["counts"])
 
 
-def main() -> None:
+def measure(sync: str) -> tuple[float, list[float], list[float], int]:
+    """One run of `empath up` with NATS syncing as `sync` says: the seconds smtp-source took,
+    the idle and the loaded latencies, and how many messages were checked in the queue."""
     ports = {name: free_port() for name in ("smtp", "nats", "s3")}
     with tempfile.TemporaryDirectory(prefix="empath-bench-") as tmp:
         data = Path(tmp) / "data"
         plugin = None
-        settings: dict[str, str] = {}
+        settings: dict[str, str] = {"up_nats_sync": sync}
         if PLUGINS:
             plugin_port = free_port()
             plugin = start_plugin(plugin_port)
-            settings = plugin_settings(plugin_port)
+            settings |= plugin_settings(plugin_port)
         process = start_up(data, ports, **settings)
         try:
             # Measure intake alone: with the queue frozen, delivery starts no attempt.
@@ -210,6 +218,11 @@ def main() -> None:
             if plugin is not None:
                 plugin.terminate()
                 plugin.wait(10)
+    return elapsed, idle, loaded, expected
+
+
+def main() -> None:
+    runs = {sync: measure(sync) for sync in SYNC_MODES}
     print()
     print(
         f"empath ingress benchmark ({platform.machine()}, {os.cpu_count()} cores, "
@@ -221,10 +234,12 @@ def main() -> None:
         if PLUGINS
         else "plugins: none"
     )
-    print(f"accept rate          {MESSAGES / elapsed:8.1f} messages/s   ({elapsed:.1f} s)")
-    print(f"latency, idle        {percentiles(idle)}")
-    print(f"latency, under load  {percentiles(loaded)}")
-    print(f"queue state checked: all {expected} accepted messages recorded")
+    for sync, (elapsed, idle, loaded, expected) in runs.items():
+        print(f"NATS sync: {sync}")
+        print(f"accept rate          {MESSAGES / elapsed:8.1f} messages/s   ({elapsed:.1f} s)")
+        print(f"latency, idle        {percentiles(idle)}")
+        print(f"latency, under load  {percentiles(loaded)}")
+        print(f"queue state checked: all {expected} accepted messages recorded")
 
 
 if __name__ == "__main__":

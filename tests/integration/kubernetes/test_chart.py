@@ -216,6 +216,7 @@ def test_the_example_needs_the_tryout_servers() -> None:
         ({"image": {"pullPolicy": "Sometimes"}}, "pullPolicy"),
         ({"observability": {"otlpEndpoint": "collector:4318"}}, "otlpEndpoint"),
         ({"tryout": {"nats": {"enable": True}}}, "enable"),
+        ({"tryout": {"nats": {"enabled": True, "replicas": 2}}}, "replicas"),
     ],
 )
 def test_wrong_values_are_refused_naming_them(values: dict[str, Any], complaint: str) -> None:
@@ -264,3 +265,36 @@ def test_the_readme_mailserver_is_valid_and_runs() -> None:
     assert data["EMPATH_TRUSTED_NETWORKS"] == "10.0.0.0/8"
     assert data["EMPATH_S3_BUCKET"] == "empath"
     assert data["EMPATH_POSTMASTER"] == "hostmaster@example.com"
+
+
+def test_a_three_node_tryout_nats_is_a_routed_statefulset_on_volumes_with_three_replicas() -> None:
+    values = {"tryout": {**TRYOUT["tryout"], "nats": {"enabled": True, "replicas": 3}}}
+    objects = rendered(values)
+    for obj in objects:
+        validate(obj)
+    (nats,) = [s for s in by_kind(objects, "StatefulSet") if s["metadata"]["name"] == "empath-nats"]
+    assert nats["spec"]["replicas"] == 3
+    assert nats["spec"]["serviceName"] == "empath-nats-cluster"
+    assert [t["metadata"]["name"] for t in nats["spec"]["volumeClaimTemplates"]] == ["data"]
+    assert "volumes" not in nats["spec"]["template"]["spec"]
+    (container,) = nats["spec"]["template"]["spec"]["containers"]
+    routes = next(a for a in container["args"] if a.startswith("--routes="))
+    assert routes.removeprefix("--routes=").split(",") == [
+        f"nats://empath-nats-{i}.empath-nats-cluster.mail.svc:6222" for i in range(3)
+    ]
+    assert "--server_name=$(POD_NAME)" in container["args"]
+    services = {s["metadata"]["name"]: s["spec"] for s in by_kind(objects, "Service")}
+    assert services["empath-nats-cluster"]["clusterIP"] == "None"
+    assert services["empath-nats-cluster"]["publishNotReadyAddresses"] is True
+    (server,) = by_kind(objects, "MailServer")
+    assert server["spec"]["nats"]["replicas"] == 3
+    body = {**server, "metadata": {**server["metadata"], "uid": "uid"}}
+    data = render.render(body, [], render.Options(image="empath:test")).named(
+        "ConfigMap", "example-config"
+    )["data"]
+    assert data["EMPATH_NATS_REPLICAS"] == "3"
+    # One node stays as it was: no peers' service, no replicas in the example.
+    single = rendered(TRYOUT)
+    assert "empath-nats-cluster" not in {s["metadata"]["name"] for s in by_kind(single, "Service")}
+    (example,) = by_kind(single, "MailServer")
+    assert "replicas" not in example["spec"]["nats"]

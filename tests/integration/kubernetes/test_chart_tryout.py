@@ -8,10 +8,13 @@ settings the operator renders for the example MailServer, through the services' 
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
 import httpx
+import nats.errors
+import nats.js.errors
 import pytest
 
 from empath.core import bus, errors, settings, store
@@ -19,6 +22,7 @@ from empath.core.up import WEED_PORTS, find_binary
 from empath.operator import render
 from tests.chart import TRYOUT, by_kind, rendered
 from tests.servers import free_port, running
+from tests.waiting import eventually
 
 
 def container(objects: list[dict[str, Any]], name: str) -> dict[str, Any]:
@@ -133,3 +137,67 @@ async def test_the_tryout_servers_run_as_the_chart_starts_them_and_the_example_c
                 await intruder.get("messages/check.eml")
         finally:
             intruder.close()
+
+
+async def test_the_three_node_tryout_nats_forms_a_jetstream_cluster_the_example_replicates_on(
+    tmp_path: Path,
+) -> None:
+    """The chart's arguments of each of the three pods, with the pod's name filled in as the
+    kubelet does and each pod's DNS name moved to a loopback port: the servers find one
+    another by the routes, elect a JetStream leader, and the example MailServer's settings make
+    every stream at three replicas."""
+    values = {"tryout": {**TRYOUT["tryout"], "nats": {"enabled": True, "replicas": 3}}}
+    objects = rendered(values)
+    server = container(objects, "empath-nats")
+    pods = [f"empath-nats-{i}" for i in range(3)]
+    ports = {pod: (free_port(), free_port(), free_port()) for pod in pods}  # client, route, http
+
+    def argv(pod: str) -> list[str]:
+        client, route, http = ports[pod]
+        args = []
+        for arg in server["args"]:
+            arg = arg.replace("$(POD_NAME)", pod).replace("=/data", f"={tmp_path / pod}")
+            arg = arg.replace("nats://0.0.0.0:6222", f"nats://127.0.0.1:{route}")
+            for peer in pods:
+                arg = arg.replace(
+                    f"{peer}.empath-nats-cluster.mail.svc:6222", f"127.0.0.1:{ports[peer][1]}"
+                )
+            args.append(arg)
+        extra = ["--addr=127.0.0.1", f"--port={client}", f"--http_port={http}"]
+        return [find_binary(server["command"][0]), *args, *extra]
+
+    (example,) = by_kind(objects, "MailServer")
+    example["metadata"]["uid"] = "uid-example"
+    data = render.render(example, [], render.Options(image="empath:test")).named(
+        "ConfigMap", "example-config"
+    )["data"]
+    here = settings.load(
+        environment=False,
+        nats_url=",".join(f"nats://127.0.0.1:{ports[pod][0]}" for pod in pods),
+        nats_replicas=int(data["EMPATH_NATS_REPLICAS"]),
+        hostname=data["EMPATH_HOSTNAME"],
+    )
+    with contextlib.ExitStack() as stack:
+        for pod in pods:
+            stack.enter_context(running(argv(pod), ports[pod][0], tmp_path / f"{pod}.log"))
+
+        async def replicated() -> tuple[int | None, list[str]]:
+            connected = await bus.connect(here, name="tryout-check", retry=False)
+            try:
+                info = await connected.js.stream_info("EMPATH_JOBS")
+            finally:
+                await connected.close()
+            assert info.cluster is not None
+            peers = [info.cluster.leader or "", *(p.name for p in info.cluster.replicas or [])]
+            return info.config.num_replicas, sorted(peers)
+
+        # Until the servers have met and elected a meta leader, JetStream is not there yet.
+        found = await eventually(
+            replicated,
+            until=lambda f: f == (3, pods),
+            what="EMPATH_JOBS on all three servers",
+            timeout=60,
+            interval=0.5,
+            ignoring=(errors.BusUnavailable, nats.errors.Error, nats.js.errors.Error),
+        )
+        assert found == (3, pods)

@@ -160,6 +160,9 @@ def test_streams_are_created_by_the_spool_and_buckets_by_their_owners() -> None:
         f"$JS.API.STREAM.CREATE.KV_{names.DNS_BUCKET}": {"delivery"},
         f"$JS.API.STREAM.CREATE.KV_{names.OVERRIDES_BUCKET}": {"control"},
         f"$JS.API.STREAM.CREATE.KV_{names.SERVICES_BUCKET}": set(natsauth.ROLES),
+        # The owner changes its bucket's replicas (EMPATH_NATS_REPLICAS); nobody else.
+        f"$JS.API.STREAM.UPDATE.KV_{names.QUEUE_BUCKET}": {"spool"},
+        f"$JS.API.STREAM.UPDATE.KV_{names.DNS_BUCKET}": {"delivery"},
         "$JS.API.STREAM.CREATE.SPY": set(),
         f"$JS.API.STREAM.DELETE.{names.RECEIVED_STREAM.name}": set(),
     }

@@ -44,9 +44,12 @@ async def test_the_heartbeat_warns_once_while_nats_is_down_and_tells_when_it_bea
     async def key_value(name: str) -> Services:
         return bucket
 
+    async def stream_info(name: str) -> SimpleNamespace:  # the bucket, as configured
+        return SimpleNamespace(config=SimpleNamespace(num_replicas=1, placement=None))
+
     bus = bus_module.Bus(
         nc=None,  # type: ignore[arg-type]
-        js=SimpleNamespace(key_value=key_value),  # type: ignore[arg-type]
+        js=SimpleNamespace(key_value=key_value, stream_info=stream_info),  # type: ignore[arg-type]
         publish_timeout=1.0,
     )
     with caplog.at_level(logging.INFO, logger="empath.core.bus"):

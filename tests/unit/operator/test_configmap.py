@@ -134,3 +134,16 @@ def test_a_change_of_what_pods_mount_restarts_them() -> None:
     assert config_hash() == config_hash()
     assert config_hash() != config_hash(listeners={"tls": {"secretName": "mx-tls"}})
     assert config_hash() != config_hash(limits={"maxRecipients": 5})
+
+
+def test_nats_replicas_and_placement_reach_the_services_and_one_replica_is_left_to_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    nats = {"url": "nats://nats.mail.svc:4222"}
+    assert "EMPATH_NATS_REPLICAS" not in rendered_config(nats={**nats, "replicas": 1})
+    data = rendered_config(nats={**nats, "replicas": 3, "placementTags": ["zone-a", "ssd"]})
+    assert data["EMPATH_NATS_REPLICAS"] == "3"
+    found = as_a_pod_reads_it(monkeypatch, data)
+    assert (found.nats_replicas, found.nats_placement_tags) == (3, ["zone-a", "ssd"])
+    # A change of the count rolls the pods, which then change the streams' replicas.
+    assert rendered_config(nats={**nats, "replicas": 3}) != rendered_config(nats=nats)

@@ -28,6 +28,7 @@ from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
     KeyValueConfig,
+    Placement,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -50,6 +51,10 @@ class Bus:
     nc: NATS
     js: JetStreamContext
     publish_timeout: float
+    # Every stream and KV bucket is made (and kept) with this many replicas, on servers with
+    # these placement tags (EMPATH_NATS_REPLICAS, EMPATH_NATS_PLACEMENT_TAGS).
+    replicas: int = 1
+    placement_tags: tuple[str, ...] = ()
 
     async def close(self) -> None:
         """Drain when connected (in-flight acks go out), otherwise just close."""
@@ -98,13 +103,27 @@ class Bus:
     async def key_value(
         self, bucket: str, *, history: int = 1, ttl: float | None = None
     ) -> KeyValue:
-        """Open a KV bucket, creating it the first time (entries expire after `ttl`)."""
+        """Open a KV bucket, creating it the first time (entries expire after `ttl`), with the
+        wanted replicas; a bucket made with other replicas is changed to them."""
         try:
-            return await self.js.key_value(bucket)
+            kv = await self.js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
-            return await self.js.create_key_value(
-                KeyValueConfig(bucket=bucket, history=history, storage=StorageType.FILE, ttl=ttl)
+            created = await self.js.create_key_value(
+                KeyValueConfig(
+                    bucket=bucket,
+                    history=history,
+                    storage=StorageType.FILE,
+                    ttl=ttl,
+                    replicas=self.replicas,
+                    placement=placement(self.placement_tags),
+                )
             )
+            # On a cluster the bucket exists before its server serves it: a write at once
+            # would find no responder.
+            await _led(self.js, f"KV_{bucket}")
+            return created
+        await _replicate(self.js, f"KV_{bucket}", self.replicas, self.placement_tags)
+        return kv
 
     async def heartbeat(self, service: str, stop: asyncio.Event, *, every: float = 10.0) -> None:
         """Renew this instance's entry in the services bucket until `stop` (for status)."""
@@ -235,9 +254,23 @@ async def connect(settings: Settings, *, name: str, retry: bool = True) -> Bus:
         nc=nc,
         js=nc.jetstream(timeout=settings.publish_timeout),
         publish_timeout=settings.publish_timeout,
+        replicas=settings.nats_replicas,
+        placement_tags=tuple(settings.nats_placement_tags),
     )
-    await ensure_streams(bus.js)
-    return bus
+    delay = 0.5
+    while True:
+        try:
+            await ensure_streams(bus.js, replicas=bus.replicas, placement_tags=bus.placement_tags)
+            return bus
+        except (nats.errors.Error, nats.js.errors.Error, OSError) as e:
+            # Connected, but JetStream does not answer yet: a cluster still electing its
+            # leader (all its servers restarted at once), or one that lost its majority.
+            if not retry:
+                await bus.close()
+                raise errors.BusUnavailable(f"JetStream at {settings.nats_url}: {e!r}") from e
+            log.warning("waiting for JetStream at %s: %r", settings.nats_url, e)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10)
 
 
 def _tls(settings: Settings) -> ssl.SSLContext | None:
@@ -253,8 +286,53 @@ def _tls(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-async def ensure_streams(js: JetStreamContext) -> None:
-    """Create or update every stream of `names.STREAMS` (idempotent, safe to race).
+def placement(tags: tuple[str, ...]) -> Placement | None:
+    """Where JetStream may put a stream's replicas: servers with every one of `tags`."""
+    return Placement(tags=list(tags)) if tags else None
+
+
+def _same_replication(found: StreamConfig, replicas: int, tags: tuple[str, ...]) -> bool:
+    found_tags = (found.placement.tags if found.placement else None) or []
+    return (found.num_replicas or 1) == replicas and sorted(found_tags) == sorted(tags)
+
+
+async def _replicate(
+    js: JetStreamContext, stream: str, replicas: int, tags: tuple[str, ...]
+) -> None:
+    """Give an existing stream (a KV bucket's) the wanted replicas and placement, keeping the
+    rest of its configuration. JetStream copies the data to the new replicas (or drops the
+    extra ones) while the stream keeps serving. A role that may not change the stream gets no
+    answer: it logs that and goes on, and the bucket's owner puts it right."""
+    config = (await js.stream_info(stream)).config
+    if _same_replication(config, replicas, tags):
+        return
+    log.info("stream %s: %s replicas, changing to %d", stream, config.num_replicas, replicas)
+    try:
+        await js.update_stream(config.evolve(num_replicas=replicas, placement=placement(tags)))
+    except nats.errors.TimeoutError:
+        log.warning("stream %s has other replicas; not allowed to change them", stream)
+        return
+    await _led(js, stream)
+
+
+async def _led(js: JetStreamContext, stream: str, *, timeout: float = 30.0) -> None:
+    """Wait until a stream just made, or whose replicas just changed, has a leader: until
+    then every write to it fails, and a service would start only to answer 451."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(nats.errors.Error, nats.js.errors.Error):
+            info = await js.stream_info(stream)
+            if info.cluster is None or info.cluster.leader:
+                return
+        await asyncio.sleep(0.1)
+    log.warning("stream %s has no leader %.0fs after its replicas changed", stream, timeout)
+
+
+async def ensure_streams(
+    js: JetStreamContext, *, replicas: int = 1, placement_tags: tuple[str, ...] = ()
+) -> None:
+    """Create or update every stream of `names.STREAMS` (idempotent, safe to race), with
+    `replicas` replicas on servers with `placement_tags`.
 
     A stream already as wanted is left alone: only the spool (and the admin) may create or
     change streams (README "Security"), so the other roles just look them up; when one is
@@ -267,6 +345,8 @@ async def ensure_streams(js: JetStreamContext) -> None:
             storage=StorageType.FILE,
             max_age=spec.max_age_seconds,
             duplicate_window=spec.duplicate_window_seconds,
+            num_replicas=replicas,
+            placement=placement(placement_tags),
         )
         try:
             found: StreamConfig | None = (await js.stream_info(spec.name)).config
@@ -282,15 +362,19 @@ async def ensure_streams(js: JetStreamContext) -> None:
         except nats.errors.TimeoutError:
             # A refused request gets no answer: this role may not create or change streams.
             log.warning("stream %s is missing or differs; not allowed to fix it", spec.name)
+            continue
+        await _led(js, spec.name)
 
 
 def _same_stream(found: StreamConfig, wanted: StreamConfig) -> bool:
+    wanted_tags = (wanted.placement.tags if wanted.placement else None) or []
     return (
         sorted(found.subjects or []) == sorted(wanted.subjects or [])
         and found.retention == wanted.retention
         and found.storage == wanted.storage
         and round(found.max_age or 0) == round(wanted.max_age or 0)
         and round(found.duplicate_window) == round(wanted.duplicate_window)
+        and _same_replication(found, wanted.num_replicas or 1, tuple(wanted_tags))
     )
 
 

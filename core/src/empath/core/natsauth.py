@@ -105,9 +105,10 @@ def _kv_open(bucket: str) -> list[str]:
 
 
 def _kv_create(bucket: str) -> list[str]:
-    """The owner of a bucket creates it the first time. Only the owner: whoever may create a
-    stream may make it a copy of any other stream (`sources`), and so read that one."""
-    return [f"{API}.STREAM.CREATE.KV_{bucket}"]
+    """The owner of a bucket creates it the first time, and changes its replicas when
+    `EMPATH_NATS_REPLICAS` changes. Only the owner: whoever may create a stream may make it a
+    copy of any other stream (`sources`), and so read that one."""
+    return [f"{API}.STREAM.CREATE.KV_{bucket}", f"{API}.STREAM.UPDATE.KV_{bucket}"]
 
 
 def _kv_read(bucket: str) -> list[str]:

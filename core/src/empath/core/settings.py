@@ -281,6 +281,17 @@ class Settings(BaseSettings):
             data = {**data, new: data[old], old: None}
         return data
 
+    # JetStream replication (issue 15): the replicas of every stream and KV bucket (3 on a
+    # production NATS cluster, so that losing a node loses no record; 1 on one node), and the
+    # placement tags of the servers they must live on (none: any). A running installation's
+    # streams and buckets take a changed count when the spool next starts.
+    nats_replicas: int = Field(default=1, ge=1, le=5)
+    nats_placement_tags: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # How the NATS that `empath up` starts writes JetStream to disk: `always` syncs every write
+    # before acknowledging it (a 250 survives a power loss); `interval` is NATS's default (every
+    # two minutes: faster, but a machine crash loses the last acknowledged writes).
+    up_nats_sync: Literal["always", "interval"] = "always"
+
     @model_validator(mode="after")
     def _nats_credentials(self) -> Settings:
         for name in ("nats_password_file", "nats_tls_ca", "nats_tls_cert", "nats_tls_key"):
@@ -389,7 +400,13 @@ class Settings(BaseSettings):
         """Messages per second allowed to `domain` across all workers (0: no limit)."""
         return self.delivery_rate_limits.get(domain, self.delivery_rate_limit_default)
 
-    @field_validator("dns_nameservers", "retry_schedule", "trusted_networks", mode="before")
+    @field_validator(
+        "dns_nameservers",
+        "retry_schedule",
+        "trusted_networks",
+        "nats_placement_tags",
+        mode="before",
+    )
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return split_commas(value)

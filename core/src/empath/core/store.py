@@ -36,6 +36,27 @@ def body_key(message_id: str, received_at: datetime) -> str:
     return f"{BODY_PREFIX}{received_at:%Y/%m/%d}/{message_id}.eml"
 
 
+def retries() -> urllib3.Retry:
+    """How the S3 client retries a request itself before the caller hears of a failure.
+
+    A store that restarts, fails over or sheds load (S3's 503 SlowDown, 429) answers again
+    within a second or two: a body written then would otherwise cost the SMTP client a 451 and
+    a whole resend. Connection errors and those statuses are retried with a short back-off
+    (0.2, 0.4, 0.8 s), within `EMPATH_S3_TIMEOUT` per try; urllib3 retries only idempotent
+    methods after a request was sent, and a body's PUT is one (same key, same bytes)."""
+    return urllib3.Retry(
+        total=4,
+        connect=3,
+        read=2,
+        status=3,
+        backoff_factor=0.2,
+        backoff_max=2.0,
+        status_forcelist=[429, 500, 502, 503, 504],
+        # A Retry-After of minutes would hold an SMTP client that long: the back-off rules.
+        respect_retry_after_header=False,
+    )
+
+
 # Markers of bodies ingress removed after answering 451 (the message is void): an empty
 # object under this prefix, named after the body (see `spool.outcomes.void`).
 VOID_PREFIX = "void/"
@@ -55,9 +76,7 @@ class ObjectStore:
                 connect=min(5.0, settings.s3_timeout), read=settings.s3_timeout
             ),
             maxsize=settings.s3_threads,
-            retries=urllib3.Retry(
-                total=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]
-            ),
+            retries=retries(),
         )
         self._client = Minio(
             settings.s3_host,

@@ -108,6 +108,26 @@ async def stop_child(child: Child, *, timeout: float = 15.0) -> None:
         await child.process.wait()
 
 
+def write_nats_config(path: Path, *, sync_always: bool = True, include: Path | None = None) -> Path:
+    """The config `empath up` starts NATS with.
+
+    `sync_always`: JetStream writes every message to disk (fsync) before it acknowledges it,
+    so a `250` survives a power loss of this one machine, not only a crash of nats-server
+    (whose default syncs every two minutes). `include`: a config beside this one (the users of
+    `natsauth`)."""
+    lines = ["# Written by `empath up` at each start.", "jetstream {"]
+    lines.append("  sync_interval: always" if sync_always else "  # sync_interval: the default")
+    lines.append("}")
+    if include is not None:
+        lines.append(f'include "{include.relative_to(path.parent)}"')
+    # Private like the users' config beside it: what is in there is nobody else's business.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write("\n".join(lines) + "\n")
+    path.chmod(0o600)
+    return path
+
+
 def nats_argv(*, host: str, port: int, store_dir: Path, config: Path | None = None) -> list[str]:
     """The command line of a single-node NATS with JetStream (also used by the tests); with
     `config`, the users and permissions of `natsauth` apply."""
@@ -175,10 +195,16 @@ def credentials_dir(data: Path) -> Path:
 
 async def start_nats(settings: Settings, data: Path) -> Child:
     """nats-server with one user per role: the passwords are made once and kept in the data
-    directory; the server config is written again at each start from `natsauth`."""
+    directory; the server config is written again at each start from `natsauth`, and JetStream
+    syncs each write to disk before acknowledging it (`EMPATH_UP_NATS_SYNC`)."""
     host, port = addresses.parse_hostport(settings.up_nats_listen)
     passwords = natsauth.ensure_passwords(credentials_dir(data))
-    config = natsauth.write_server_config(credentials_dir(data) / "nats-server.conf", passwords)
+    users = natsauth.write_server_config(credentials_dir(data) / "nats-server.conf", passwords)
+    config = write_nats_config(
+        credentials_dir(data) / "nats.conf",
+        sync_always=settings.up_nats_sync == "always",
+        include=users,
+    )
     argv = nats_argv(host=host, port=port, store_dir=data / "nats", config=config)
     child = await spawn("nats", argv, logs=data / "logs", env={})
     await wait_for_port(host, port, child=child)

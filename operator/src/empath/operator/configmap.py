@@ -76,6 +76,10 @@ def config(
         data["S3_REGION"] = spec["objectStore"]["region"]
     if spec["nats"].get("url"):
         data["NATS_URL"] = spec["nats"]["url"]
+    if spec["nats"].get("replicas", 1) != 1:  # 1 is the services' default: no rollout for it
+        data["NATS_REPLICAS"] = str(spec["nats"]["replicas"])
+    if spec["nats"].get("placementTags"):
+        data["NATS_PLACEMENT_TAGS"] = ",".join(spec["nats"]["placementTags"])
     otlp = observability.get("otlpEndpoint") or otlp_endpoint
     if otlp:
         data["OTLP_ENDPOINT"] = otlp
@@ -92,6 +96,8 @@ FIELDS = {
     "TLS_POLICIES": "spec.delivery.tlsPolicies",
     "DNS_NAMESERVERS": "spec.delivery.dnsNameservers",
     "NATS_URL": "spec.nats.url",
+    "NATS_REPLICAS": "spec.nats.replicas",
+    "NATS_PLACEMENT_TAGS": "spec.nats.placementTags",
     "S3_ENDPOINT": "spec.objectStore.endpoint",
     "S3_BUCKET": "spec.objectStore.bucket",
     "RETRY_SCHEDULE": "spec.retry.schedule",
