@@ -8,6 +8,7 @@ __all__ = [
     "kube",
     "main",
     "metadata",
+    "metrics",
     "plugins",
     "reconcile",
     "render",
