@@ -1,5 +1,6 @@
 """The operator's own metrics, as Prometheus scrapes them from its `/metrics`: reconciles by
-result, their duration, failures by reason, and each MailServer's conditions."""
+result, their duration, failures by reason, each MailServer's conditions and ready pods; and
+the PodMonitor it makes for a MailServer's pods where the cluster serves PodMonitors."""
 
 from __future__ import annotations
 
@@ -7,10 +8,15 @@ from typing import Any
 
 import httpx
 import pytest
+from kmock import ResourceInfo
 from prometheus_client import parser
 
+from tests import chart_rbac
 from tests.emulator import Cluster
 from tests.operator_harness import (
+    COMPONENTS,
+    NS,
+    OPERATOR_TOKEN,
     SERVERS,
     Api,
     condition,
@@ -54,6 +60,7 @@ async def test_the_operator_serves_its_reconciles_and_the_servers_conditions_as_
     await api.wait(f"{SERVERS}/{NAME}", lambda o: condition(o, "Ready").get("status") == "False")
 
     async def reconciled() -> None:
+        assert await scrape(url, "empath_operator_service_ready_replicas", service="spool") == 0
         assert await scrape(url, "empath_operator_reconciles_total", result="ok") == ok + 1
         assert await scrape(url, "empath_operator_reconcile_duration_seconds_count") == timed + 1
         assert await scrape(url, "empath_operator_mailserver_condition", condition="Ready") == 0
@@ -90,6 +97,55 @@ async def test_the_operator_serves_its_reconciles_and_the_servers_conditions_as_
 
     async def ready() -> None:
         assert await scrape(url, "empath_operator_mailserver_condition", condition="Ready") == 1
+        assert await scrape(url, "empath_operator_service_ready_replicas", service="ingress") == 2
+        assert await scrape(url, "empath_operator_service_ready_replicas", service="spool") == 1
         assert await scrape(url, "empath_operator_mailserver_condition", condition="Degraded") == 0
 
     await passes(ready, timeout=10)
+
+
+PODMONITOR = f"/apis/monitoring.coreos.com/v1/namespaces/{NS}/podmonitors/corp"
+
+
+async def test_a_mailserver_gets_a_podmonitor_where_the_cluster_serves_them(
+    api: Api, operator: Any
+) -> None:
+    assert isinstance(api.kmock, Cluster)
+    api.kmock.access[OPERATOR_TOKEN] = chart_rbac.access(
+        {"observability": {"podMonitor": {"enabled": True}}}
+    )
+    api.kmock.resources["monitoring.coreos.com/v1/podmonitors"] = ResourceInfo(
+        kind="PodMonitor", namespaced=True, verbs={"get", "list", "create", "patch", "delete"}
+    )
+    await operator(pod_monitors=True)
+    await api.create(SERVERS, mailserver())
+    await api.wait(f"{SERVERS}/corp", has_status(1))
+    monitor = await api.get(PODMONITOR)
+    assert monitor is not None
+    assert monitor["metadata"]["ownerReferences"][0]["name"] == "corp"
+    assert monitor["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/instance": "corp",
+        "app.kubernetes.io/managed-by": "empath-operator",
+    }
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("health", "/metrics")
+    assert {"targetLabel": "mailserver", "replacement": "corp"} in endpoint["relabelings"]
+    # The port it names is the one every pod of the MailServer serves /metrics on.
+    for component in COMPONENTS:
+        deployment = await api.get(deployment_url(f"corp-{component}"))
+        assert deployment is not None
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert "health" in [port["name"] for port in container["ports"]]
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+async def test_without_the_prometheus_operator_a_mailserver_runs_without_a_podmonitor(
+    api: Api, operator: Any
+) -> None:
+    await operator(pod_monitors=True)
+    await api.create(SERVERS, mailserver())
+    server = await api.wait(f"{SERVERS}/corp", has_status(1))
+    assert condition(server, "Degraded")["status"] == "False"
+    assert await api.get(PODMONITOR) is None
+    assert api.requests("PATCH", PODMONITOR) == 0

@@ -9,6 +9,7 @@ __all__ = [
     "main",
     "metadata",
     "metrics",
+    "monitors",
     "plugins",
     "reconcile",
     "render",

@@ -56,6 +56,9 @@ class OperatorSettings(BaseSettings):
     # The operator's own metrics (`GET /metrics`, Prometheus text): reconciles and conditions.
     # Empty: not served (they are still pushed over OTLP when `otlp_endpoint` is set).
     metrics_listen: str = "0.0.0.0:9090"
+    # A PodMonitor for each MailServer's pods, where the cluster serves PodMonitors (the
+    # chart's `observability.podMonitor.enabled`).
+    pod_monitors: bool = False
     log_format: str = Field(default="json", pattern="^(text|json)$")
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
 
@@ -118,6 +121,7 @@ async def run(
         options=render.Options(
             image=settings.image,
             otlp_endpoint=settings.otlp_endpoint,
+            pod_monitor=settings.pod_monitors,
             pull_secrets=tuple(settings.image_pull_secrets),
         ),
         schedule=handlers.Schedule(resync=settings.resync_seconds),

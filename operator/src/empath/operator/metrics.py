@@ -4,7 +4,8 @@ On call, "is the operator keeping up, and which MailServer is unwell?" should ne
 `empath.operator.reconciles.total` (by result), `empath.operator.reconcile.duration.seconds`
 and `empath.operator.reconcile.errors.total` (by reason) per MailServer, and
 `empath.operator.mailserver.condition` (1 true, 0 false, per condition type), the status
-conditions as a metric. Attributes name the MailServer and its namespace: one series per
+conditions as a metric, and `empath.operator.service.ready_replicas` per service (an alert
+when one has none). Attributes name the MailServer and its namespace: one series per
 MailServer, bounded by what the cluster runs. They are served as `/metrics` on the operator's
 metrics listener and pushed over OTLP when the operator has an endpoint, like every service's.
 """
@@ -41,6 +42,11 @@ conditions_gauge = _meter.create_gauge(
     description="A MailServer's status conditions: 1 true, 0 false, by type",
 )
 
+ready_replicas = _meter.create_gauge(
+    "empath.operator.service.ready_replicas",
+    description="Ready pods of each service of a MailServer, as its status last said",
+)
+
 
 def _server(body: Mapping[str, Any]) -> dict[str, str]:
     meta = body["metadata"]
@@ -72,6 +78,13 @@ def report_conditions(body: Mapping[str, Any], conditions: list[dict[str, Any]])
         if condition.get("type"):
             value = 1 if condition.get("status") == "True" else 0
             conditions_gauge.set(value, {**server, "condition": str(condition["type"])})
+
+
+def report_services(body: Mapping[str, Any], replicas: Mapping[str, Mapping[str, int]]) -> None:
+    """Record the ready pods of each service a status write says."""
+    server = _server(body)
+    for service, counts in replicas.items():
+        ready_replicas.set(int(counts.get("readyReplicas", 0)), {**server, "service": service})
 
 
 async def _metrics(request: web.Request) -> web.Response:
