@@ -11,7 +11,7 @@ import pytest
 from kmock import ResourceInfo
 from prometheus_client import parser
 
-from tests import chart_rbac
+from tests import chart_rbac, monitoring
 from tests.emulator import Cluster
 from tests.operator_harness import (
     COMPONENTS,
@@ -102,6 +102,18 @@ async def test_the_operator_serves_its_reconciles_and_the_servers_conditions_as_
         assert await scrape(url, "empath_operator_mailserver_condition", condition="Degraded") == 0
 
     await passes(ready, timeout=10)
+
+    # Every operator metric the chart's dashboard and alerts name is in this scrape.
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(url)).text
+    served = {
+        monitoring.family(sample.name)
+        for family in parser.text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    wanted = {name for name in monitoring.queried() if name.startswith("empath_operator_")}
+    assert wanted
+    assert wanted <= served, sorted(wanted - served)
 
 
 PODMONITOR = f"/apis/monitoring.coreos.com/v1/namespaces/{NS}/podmonitors/corp"

@@ -194,8 +194,32 @@ def settings_hash(settings: Settings) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# What each service counts that may stay at zero for days (errors, mostly): reported as 0 from
+# the start, so that a rate or a ratio over it has a series before the first failure (and the
+# dashboard and the alerts name only metrics a scrape has).
+_ZEROED: dict[str, tuple[otel_metrics.Counter | otel_metrics.UpDownCounter, ...]] = {
+    "ingress": (smtp_errors, smtp_connections_active, nats_publish_errors, store_errors),
+    "spool": (nats_publish_errors, store_errors, kv_conflicts, outcomes_refused),
+    "delivery": (
+        delivery_failed,
+        delivery_retrying,
+        delivery_rate_limited,
+        delivery_connections_active,
+        dns_errors,
+        dns_cache_hits,
+        dns_cache_misses,
+        dns_cache_evictions,
+        nats_publish_errors,
+        store_errors,
+    ),
+}
+
+
 def announce(service: str, settings: Settings) -> None:
-    """Report `empath.instance.info` for a service that is up: its version and settings hash."""
+    """Report `empath.instance.info` for a service that is up (its version and settings hash),
+    and its rarely counted metrics at zero."""
+    for instrument in _ZEROED.get(service, ()):
+        instrument.add(0)
     _instances[service] = {
         "service": service,
         "version": telemetry.version(),
