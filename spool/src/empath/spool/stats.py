@@ -1,10 +1,16 @@
 """Queue statistics: counts by state and by domain, the oldest message, and age buckets in the
-manner of Postfix's qshape (minutes: under 5, 5, 10, 20, ... 1280, and older)."""
+manner of Postfix's qshape (minutes: under 5, 5, 10, 20, ... 1280, and older); and, for
+`system status`, the recent activity: what came in and what each attempt's recipients became.
+
+The activity is read from the records (finished ones are kept for `finished_retention`), not
+from the services' metrics: every spool replica holds the whole queue, so one answer covers
+every ingress and delivery pod, wherever they run, with no scraping and no history to keep.
+"""
 
 from __future__ import annotations
 
 import collections
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from empath.core import addresses, queries, queue
 
@@ -52,4 +58,51 @@ def summary(entries: list[queue.Entry], *, now: datetime, frozen: bool) -> queri
             for domain, counts in sorted(by_domain.items(), key=lambda item: -sum(item[1]))
         },
         frozen=frozen,
+    )
+
+
+ACTIVITY_DOMAINS = 20
+
+
+def _ratio(failed: int, delivered: int) -> float | None:
+    return round(failed / (failed + delivered), 4) if failed + delivered else None
+
+
+def activity(entries: list[queue.Entry], *, now: datetime, minutes: int) -> queries.Activity:
+    """Messages received and recipients attempted in the last `minutes`, by domain."""
+    since = now - timedelta(minutes=minutes)
+    received = 0
+    outcomes: collections.Counter[str] = collections.Counter()
+    by_domain: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for entry in entries:
+        if entry.received_at >= since:
+            received += 1
+        if entry.updated_at is not None and entry.updated_at < since:
+            continue  # nothing changed in the window: no attempt ended in it
+        for attempt in entry.history:
+            if attempt.finished_at < since:
+                continue
+            for result in attempt.results:
+                outcomes[result.outcome] += 1
+                by_domain[addresses.domain_of(result.address)][result.outcome] += 1
+    busiest = sorted(by_domain.items(), key=lambda item: (-sum(item[1].values()), item[0]))
+    return queries.Activity(
+        minutes=minutes,
+        received=received,
+        received_per_minute=round(received / minutes, 2),
+        delivered=outcomes["delivered"],
+        delivered_per_minute=round(outcomes["delivered"] / minutes, 2),
+        deferred=outcomes["deferred"],
+        failed=outcomes["failed"],
+        failure_ratio=_ratio(outcomes["failed"], outcomes["delivered"]),
+        by_domain={
+            domain: queries.DomainActivity(
+                delivered=counts["delivered"],
+                deferred=counts["deferred"],
+                failed=counts["failed"],
+                failure_ratio=_ratio(counts["failed"], counts["delivered"]),
+            )
+            for domain, counts in busiest[:ACTIVITY_DOMAINS]
+        },
+        domains_omitted=max(0, len(busiest) - ACTIVITY_DOMAINS),
     )
