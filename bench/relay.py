@@ -6,6 +6,12 @@ first message sent until the last one has been delivered to the sink (Empath: ev
 as a private instance (its own config and queue under a temporary directory) with the stock
 settings a relay would have; Debian's `postfix` package provides it and the two load tools.
 
+Empath runs twice, in one run: telemetry off (no exporter; `/metrics` is served anyway) and on
+(metrics and traces pushed over OTLP/HTTP to a minimal collector here, every 5 s, which answers
+200 and counts what it got), so the cost of telemetry is measured on the same machine at the
+same time. `BENCH_ROUNDS` repeats the pair (the median is shown); `BENCH_TELEMETRY=off` skips
+the run with telemetry.
+
     make bench-relay                      # defaults below
     BENCH_MESSAGES=5000 make bench-relay
 """
@@ -16,14 +22,23 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 SBIN = Path("/usr/sbin")
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1"))
+TELEMETRY = os.environ.get("BENCH_TELEMETRY", "compare") != "off"
+# How often the run with telemetry exports (milliseconds; `empath up` passes the environment on).
+os.environ.setdefault("OTEL_METRIC_EXPORT_INTERVAL", "5000")
+os.environ.setdefault("OTEL_BSP_SCHEDULE_DELAY", "5000")
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ingress import MESSAGES, SESSIONS, SIZE, counts, free_port, smtp_source, start_up  # noqa: E402
@@ -47,20 +62,53 @@ def start_sink(port: int) -> subprocess.Popen[bytes]:
     return sink
 
 
-def run_empath(tmp: Path, sink_port: int) -> float:
+class Collector(BaseHTTPRequestHandler):
+    """An OTLP/HTTP collector that takes every export (200) and counts requests and bytes."""
+
+    received: dict[str, list[int]] = {}
+
+    def do_POST(self) -> None:
+        size = int(self.headers.get("Content-Length", "0"))
+        self.rfile.read(size)
+        self.received.setdefault(self.path, []).append(size)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def collector() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Collector)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def run_empath(tmp: Path, sink_port: int, *, otlp_endpoint: str | None = None) -> float:
     ports = {name: free_port() for name in ("smtp", "nats", "s3")}
+    data = tmp / f"empath-{len(list(tmp.glob('empath-*')))}"
+    telemetry = {"otlp_endpoint": otlp_endpoint} if otlp_endpoint else {}
     process = start_up(
-        tmp / "empath",
+        data,
         ports,
         hostname="bench-empath.test",
         mx_overrides=f"sink.test=127.0.0.1:{sink_port}",
         delivery_rate_per_domain="0",
         delivery_max_connections_per_domain="20",
+        **telemetry,
     )
     try:
         started = time.perf_counter()
         smtp_source(ports["smtp"], "user@sink.test")
-        wait_until(lambda: counts(tmp / "empath", ports["nats"])["delivered"] >= MESSAGES, "Empath")
+        wait_until(lambda: counts(data, ports["nats"])["delivered"] >= MESSAGES, "Empath")
         return time.perf_counter() - started
     finally:
         process.send_signal(signal.SIGTERM)
@@ -136,17 +184,26 @@ def run_postfix(tmp: Path, sink_port: int) -> float:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory(prefix="empath-relay-", dir="/tmp") as name:
+    off: list[float] = []
+    on: list[float] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="empath-relay-", dir="/tmp") as name,
+        collector() as otlp,
+    ):
         tmp = Path(name)
         os.chmod(tmp, 0o755)
         sink_port = free_port()
         sink = start_sink(sink_port)
         try:
-            empath = run_empath(tmp, sink_port)
+            for _ in range(ROUNDS):
+                off.append(run_empath(tmp, sink_port))
+                if TELEMETRY:
+                    on.append(run_empath(tmp, sink_port, otlp_endpoint=otlp))
             postfix = run_postfix(tmp, sink_port)
         finally:
             sink.terminate()
             sink.wait()
+    empath = statistics.median(off)
     print()
     print(
         f"relay benchmark ({platform.machine()}, {os.cpu_count()} cores, "
@@ -154,9 +211,18 @@ def main() -> None:
     )
     print(
         f"smtp-source: {MESSAGES} messages of {SIZE} bytes over {SESSIONS} sessions -> MTA "
-        f"-> smtp-sink"
+        f"-> smtp-sink" + (f"; median of {ROUNDS} rounds" if ROUNDS > 1 else "")
     )
     print(f"empath   {MESSAGES / empath:8.1f} messages/s   ({empath:.1f} s until all delivered)")
+    if on:
+        traced = statistics.median(on)
+        exports = {path: len(sizes) for path, sizes in sorted(Collector.received.items())}
+        kib = sum(sum(sizes) for sizes in Collector.received.values()) / 1024
+        print(
+            f"  + OTLP {MESSAGES / traced:8.1f} messages/s   ({traced:.1f} s; telemetry costs "
+            f"{(1 - empath / traced) * 100:.1f} % of throughput)"
+        )
+        print(f"         exported: {exports}, {kib:.0f} KiB")
     print(f"postfix  {MESSAGES / postfix:8.1f} messages/s   ({postfix:.1f} s until all delivered)")
     print(f"ratio    {postfix / empath:8.2f}  (empath rate / postfix rate)")
 
