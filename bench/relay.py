@@ -103,6 +103,8 @@ def run_empath(tmp: Path, sink_port: int, *, otlp_endpoint: str | None = None) -
         mx_overrides=f"sink.test=127.0.0.1:{sink_port}",
         delivery_rate_per_domain="0",
         delivery_max_connections_per_domain="20",
+        # Not the default 8025: another `empath up` on this machine may hold it.
+        control_listen=f"127.0.0.1:{free_port()}",
         **telemetry,
     )
     try:
