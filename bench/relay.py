@@ -9,8 +9,8 @@ settings a relay would have; Debian's `postfix` package provides it and the two 
 Empath runs twice, in one run: telemetry off (no exporter; `/metrics` is served anyway) and on
 (metrics and traces pushed over OTLP/HTTP to a minimal collector here, every 5 s, which answers
 200 and counts what it got), so the cost of telemetry is measured on the same machine at the
-same time. `BENCH_ROUNDS` repeats the pair (the median is shown); `BENCH_TELEMETRY=off` skips
-the run with telemetry.
+same time. `BENCH_ROUNDS` repeats the pair, in turn off first and on first (the median is
+shown); `BENCH_TELEMETRY=off` skips the run with telemetry.
 
     make bench-relay                      # defaults below
     BENCH_MESSAGES=5000 make bench-relay
@@ -197,9 +197,12 @@ def main() -> None:
         sink_port = free_port()
         sink = start_sink(sink_port)
         try:
-            for _ in range(ROUNDS):
+            for round in range(ROUNDS):
+                # Every other round runs telemetry first: whichever goes first is slower.
+                if TELEMETRY and round % 2:
+                    on.append(run_empath(tmp, sink_port, otlp_endpoint=otlp))
                 off.append(run_empath(tmp, sink_port))
-                if TELEMETRY:
+                if TELEMETRY and not round % 2:
                     on.append(run_empath(tmp, sink_port, otlp_endpoint=otlp))
             postfix = run_postfix(tmp, sink_port)
         finally:
@@ -225,6 +228,11 @@ def main() -> None:
             f"{(1 - empath / traced) * 100:.1f} % of throughput)"
         )
         print(f"         exported: {exports}, {kib:.0f} KiB")
+        if ROUNDS > 1:
+            rounds = ", ".join(
+                f"{MESSAGES / a:.1f}/{MESSAGES / b:.1f}" for a, b in zip(off, on, strict=True)
+            )
+            print(f"         each round, off/on: {rounds} messages/s")
     print(f"postfix  {MESSAGES / postfix:8.1f} messages/s   ({postfix:.1f} s until all delivered)")
     print(f"ratio    {postfix / empath:8.2f}  (empath rate / postfix rate)")
 
