@@ -197,12 +197,12 @@ def main() -> None:
         sink_port = free_port()
         sink = start_sink(sink_port)
         try:
-            for round in range(ROUNDS):
+            for index in range(ROUNDS):
                 # Every other round runs telemetry first: whichever goes first is slower.
-                if TELEMETRY and round % 2:
+                if TELEMETRY and index % 2:
                     on.append(run_empath(tmp, sink_port, otlp_endpoint=otlp))
                 off.append(run_empath(tmp, sink_port))
-                if TELEMETRY and not round % 2:
+                if TELEMETRY and not index % 2:
                     on.append(run_empath(tmp, sink_port, otlp_endpoint=otlp))
             postfix = run_postfix(tmp, sink_port)
         finally:
