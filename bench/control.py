@@ -34,13 +34,13 @@ TOKEN = "bench-token"
 STATES = [queue.State.DEFERRED] * 6 + [queue.State.QUEUED] * 3 + [queue.State.FAILED]
 
 
-def record(n: int, now: datetime) -> queue.Entry:
+def record(n: int, now: datetime, state: queue.State | None = None) -> queue.Entry:
     received = now - timedelta(seconds=n * 7 % 90000)
     message_id = ids.new_id(int(received.timestamp() * 1e9))
     domain = f"d{n % 500}.example"
     return queue.Entry(
         id=message_id,
-        state=STATES[n % len(STATES)],
+        state=state or STATES[n % len(STATES)],
         sender=f"s{n % 1000}@sender.example",
         recipients=(queue.RecipientState(address=f"u{n}@{domain}"),),
         size=2048,
@@ -53,14 +53,17 @@ def record(n: int, now: datetime) -> queue.Entry:
     )
 
 
-async def fill(data: Path, nats_port: int) -> float:
+async def fill(
+    data: Path, nats_port: int, count: int = MESSAGES, *, state: queue.State | None = None
+) -> float:
+    """Write `count` records into the queue state (in `state`, or a mix of states)."""
     nc = await connect(data, nats_port)
     js = nc.jetstream()
     kv = await js.key_value(names.QUEUE_BUCKET)
     now = datetime.now(UTC)
     started = time.perf_counter()
-    for start in range(0, MESSAGES, 1000):
-        batch = [record(n, now) for n in range(start, min(start + 1000, MESSAGES))]
+    for start in range(0, count, 1000):
+        batch = [record(n, now, state) for n in range(start, min(start + 1000, count))]
         await asyncio.gather(
             *(kv.put(names.queue_key(e.id), e.model_dump_json().encode()) for e in batch)
         )

@@ -134,7 +134,13 @@ def smtp_source(port: int, recipient: str) -> None:
     )
 
 
-def probe(port: int, count: int, stop: threading.Event | None = None) -> list[float]:
+def probe(
+    port: int,
+    count: int,
+    stop: threading.Event | None = None,
+    *,
+    recipient: str = "user@example.com",
+) -> list[float]:
     """Seconds per transaction (MAIL .. queued), on one connection."""
     line = b"x" * 76 + b"\r\n"
     body = b"Subject: probe\r\n\r\n" + line * (SIZE // len(line))
@@ -143,7 +149,7 @@ def probe(port: int, count: int, stop: threading.Event | None = None) -> list[fl
         client.ehlo("probe.test")
         while len(timings) < count and not (stop and stop.is_set()):
             started = time.perf_counter()
-            client.sendmail("probe@example.org", ["user@example.com"], body)
+            client.sendmail("probe@example.org", [recipient], body)
             timings.append(time.perf_counter() - started)
     return timings
 

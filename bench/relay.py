@@ -5,15 +5,28 @@ first message sent until the last one has been delivered to the sink (Empath: ev
 `delivered` in the queue state; Postfix: every message `status=sent` in its log). Postfix runs
 as a private instance (its own config and queue under a temporary directory) with the stock
 settings a relay would have; Debian's `postfix` package provides it and the two load tools.
+Empath runs with its default settings (only the MX override that points the sink's domain at
+`smtp-sink`).
 
-    make bench-relay                      # defaults below
+Printed for Empath: the rate end to end, the acceptance latency (a second client times each of
+its transactions while the load runs: p50 and p99), the peak memory (RSS) of each service's
+process and the CPU each process spent per message; then the same run with `BENCH_QUEUED`
+messages (default 100,000; 0 skips it) already waiting in the queue, deferred and due in an
+hour: the queue-depth table. Then Postfix, and the ratio.
+
+    make bench-relay                          # defaults below
     BENCH_MESSAGES=5000 make bench-relay
-    BENCH_NATS_CLUSTER=1 make bench-relay # Empath also on a 3-node NATS cluster, 3 replicas
+    BENCH_TELEMETRY=compare make bench-relay  # also with telemetry exported over OTLP
+    BENCH_NATS_CLUSTER=1 make bench-relay     # also on a 3-node NATS cluster, 3 replicas
 
-With `BENCH_NATS_CLUSTER=1` Empath runs a second time on three nats-server processes routed on
-this machine (JetStream at three replicas, NATS's default syncing, as a production cluster
-runs), next to the one node `empath up` starts: the difference is the cost of replication
-(here without a network between the nodes, and with all three on the same two cores).
+With `BENCH_TELEMETRY=compare`, Empath also runs with telemetry on (metrics and traces pushed
+over OTLP/HTTP to a minimal collector here, every 5 s), so the cost of telemetry is measured on
+the same machine at the same time; `BENCH_ROUNDS` repeats the pair, in turn off first and on
+first (the median is shown). With `BENCH_NATS_CLUSTER=1` Empath also runs on three nats-server
+processes routed on this machine (JetStream at three replicas, NATS's default syncing, as a
+production cluster runs): the difference is the cost of replication (here without a network
+between the nodes, and with all three on the same two cores). The scale-out table (delivery
+workers as separate processes) is `bench/scaleout.py`.
 """
 
 from __future__ import annotations
@@ -24,12 +37,16 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import nats
@@ -37,15 +54,31 @@ import nats.errors
 import nats.js.errors
 
 SBIN = Path("/usr/sbin")
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1"))
+TELEMETRY = os.environ.get("BENCH_TELEMETRY", "") == "compare"
+CLUSTER = os.environ.get("BENCH_NATS_CLUSTER", "") not in {"", "0"}
+QUEUED = int(os.environ.get("BENCH_QUEUED", "100000"))
+# How often the run with telemetry exports (milliseconds; `empath up` passes the environment on).
+os.environ.setdefault("OTEL_METRIC_EXPORT_INTERVAL", "5000")
+os.environ.setdefault("OTEL_BSP_SCHEDULE_DELAY", "5000")
 
 sys.path.insert(0, str(Path(__file__).parent))
-from empath.core import up  # noqa: E402
-from ingress import MESSAGES, SESSIONS, SIZE, counts, free_port, smtp_source, start_up  # noqa: E402
+from control import fill  # noqa: E402
+from empath.core import queue, up  # noqa: E402
+from ingress import (  # noqa: E402
+    MESSAGES,
+    SESSIONS,
+    SIZE,
+    counts,
+    free_port,
+    percentiles,
+    probe,
+    smtp_source,
+    start_up,
+)
 
-CLUSTER = os.environ.get("BENCH_NATS_CLUSTER", "") not in {"", "0"}
 
-
-def wait_until(done: Callable[[], bool], what: str, timeout: float = 600) -> None:
+def wait_until(done: Callable[[], bool], what: str, timeout: float = 900) -> None:
     deadline = time.monotonic() + timeout
     while not done():
         if time.monotonic() > deadline:
@@ -122,20 +155,107 @@ async def delivered_on(url: str) -> int:
         await nc.close()
 
 
-def run_empath(tmp: Path, sink_port: int, nats_url: str | None = None) -> float:
-    """Empath relaying MESSAGES to the sink: on the NATS `empath up` starts, or on `nats_url`
-    (a cluster) with three replicas."""
+class Collector(BaseHTTPRequestHandler):
+    """An OTLP/HTTP collector that takes every export (200) and counts requests and bytes."""
+
+    received: dict[str, list[int]] = {}
+
+    def do_POST(self) -> None:
+        size = int(self.headers.get("Content-Length", "0"))
+        self.rfile.read(size)
+        self.received.setdefault(self.path, []).append(size)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def collector() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Collector)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@dataclass
+class Run:
+    """One Empath run: seconds until all delivered, acceptance latencies, and per process
+    (by name) its peak RSS in MB and CPU seconds."""
+
+    seconds: float
+    latencies: list[float]
+    rss: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)
+
+
+def processes(root: int) -> dict[str, int]:
+    """`empath up` and every process under it, by name (a service by its own name)."""
+    found = {"up": root}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if parent == root:
+            service = len(argv) > 3 and b"empath.core.cli" in argv[2]
+            found[argv[3].decode() if service else Path(argv[0].decode()).name] = int(entry.name)
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        return (
+            int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+            * os.sysconf("SC_PAGE_SIZE")
+            / 1e6
+        )
+    except OSError:
+        return 0.0
+
+
+def run_empath(
+    tmp: Path,
+    sink_port: int,
+    *,
+    nats_url: str | None = None,
+    otlp_endpoint: str | None = None,
+    queued: int = 0,
+) -> Run:
+    """Empath relaying MESSAGES to the sink, with `queued` messages waiting (deferred, due in
+    an hour) before it starts; on the NATS `empath up` starts, or on `nats_url` (a cluster)
+    with three replicas; with telemetry exported to `otlp_endpoint` when given."""
     ports = {name: free_port() for name in ("smtp", "nats", "s3")}
-    data = tmp / ("empath-cluster" if nats_url else "empath")
-    external = {"nats_url": nats_url, "nats_replicas": "3"} if nats_url else {}
+    data = tmp / f"empath-{len(list(tmp.glob('empath-*')))}"
+    settings = {"nats_url": nats_url, "nats_replicas": "3"} if nats_url else {}
+    if otlp_endpoint:
+        settings["otlp_endpoint"] = otlp_endpoint
     process = start_up(
         data,
         ports,
         hostname="bench-empath.test",
         mx_overrides=f"sink.test=127.0.0.1:{sink_port}",
-        delivery_rate_per_domain="0",
-        delivery_max_connections_per_domain="20",
-        **external,
+        # Not the default 8025: another `empath up` on this machine may hold it.
+        control_listen=f"127.0.0.1:{free_port()}",
+        **settings,
     )
 
     def delivered() -> int:
@@ -144,13 +264,45 @@ def run_empath(tmp: Path, sink_port: int, nats_url: str | None = None) -> float:
         return counts(data, ports["nats"])["delivered"]
 
     try:
+        if queued:
+            asyncio.run(fill(data, ports["nats"], queued, state=queue.State.DEFERRED))
+            wait_until(lambda: counts(data, ports["nats"])["total"] >= queued, "the spool's view")
+        watched = processes(process.pid)
+        before = {name: cpu_seconds(pid) for name, pid in watched.items()}
+        run = Run(seconds=0.0, latencies=[], rss=dict.fromkeys(watched, 0.0))
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(0.25):
+                for name, pid in watched.items():
+                    run.rss[name] = max(run.rss[name], rss_mb(pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        prober = threading.Thread(
+            target=lambda: run.latencies.extend(
+                probe(ports["smtp"], 10**9, stop, recipient="probe@sink.test")
+            ),
+            daemon=True,
+        )
+        sampler.start()
         started = time.perf_counter()
+        prober.start()
         smtp_source(ports["smtp"], "user@sink.test")
-        wait_until(lambda: delivered() >= MESSAGES, "Empath")
-        return time.perf_counter() - started
+        stop.set()
+        prober.join()
+        wait_until(lambda: delivered() >= MESSAGES + len(run.latencies), "Empath")
+        run.seconds = time.perf_counter() - started
+        sampler.join()
+        run.cpu = {name: cpu_seconds(pid) - before[name] for name, pid in watched.items()}
+        return run
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)
+
+
+def rate(run: Run) -> float:
+    """Messages per second end to end (the load and the latency probes both count)."""
+    return (MESSAGES + len(run.latencies)) / run.seconds
 
 
 POSTFIX_MAIN = """\
@@ -222,21 +374,36 @@ def run_postfix(tmp: Path, sink_port: int) -> float:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory(prefix="empath-relay-", dir="/tmp") as name:
+    off: list[Run] = []
+    on: list[Run] = []
+    deep = replicated = None
+    with (
+        tempfile.TemporaryDirectory(prefix="empath-relay-", dir="/tmp") as name,
+        collector() as otlp,
+    ):
         tmp = Path(name)
         os.chmod(tmp, 0o755)
         sink_port = free_port()
         sink = start_sink(sink_port)
         try:
-            empath = run_empath(tmp, sink_port)
-            replicated = None
+            for index in range(ROUNDS):
+                # Every other round runs telemetry first: whichever goes first is slower.
+                if TELEMETRY and index % 2:
+                    on.append(run_empath(tmp, sink_port, otlp_endpoint=otlp))
+                off.append(run_empath(tmp, sink_port))
+                if TELEMETRY and not index % 2:
+                    on.append(run_empath(tmp, sink_port, otlp_endpoint=otlp))
+            if QUEUED:
+                deep = run_empath(tmp, sink_port, queued=QUEUED)
             if CLUSTER:
                 with nats_cluster(tmp) as url:
-                    replicated = run_empath(tmp, sink_port, url)
+                    replicated = run_empath(tmp, sink_port, nats_url=url)
             postfix = run_postfix(tmp, sink_port)
         finally:
             sink.terminate()
             sink.wait()
+    empath = statistics.median(rate(run) for run in off)
+    first = off[len(off) // 2]
     print()
     print(
         f"relay benchmark ({platform.machine()}, {os.cpu_count()} cores, "
@@ -244,16 +411,44 @@ def main() -> None:
     )
     print(
         f"smtp-source: {MESSAGES} messages of {SIZE} bytes over {SESSIONS} sessions -> MTA "
-        f"-> smtp-sink"
+        f"-> smtp-sink" + (f"; median of {ROUNDS} rounds" if ROUNDS > 1 else "")
     )
-    print(f"empath   {MESSAGES / empath:8.1f} messages/s   ({empath:.1f} s until all delivered)")
+    print(f"empath   {empath:8.1f} messages/s end to end")
+    print(f"  accept latency under load  {percentiles(first.latencies)}")
+    for service in sorted(first.rss):
+        print(
+            f"  {service:<12} peak RSS {first.rss[service]:6.1f} MB   "
+            f"CPU {first.cpu[service] * 1000 / MESSAGES:5.2f} ms per message"
+        )
+    if deep is not None:
+        print(f"queue depth ({QUEUED} messages waiting, deferred, due in an hour):")
+        print(f"  empty queue        {empath:8.1f} messages/s")
+        print(
+            f"  {QUEUED:>7} waiting     {rate(deep):8.1f} messages/s   "
+            f"({(rate(deep) / empath - 1) * 100:+.1f} %)"
+        )
+        for service in ("spool", "control"):
+            if service in deep.rss:
+                print(f"  {service:<8} peak RSS {deep.rss[service]:6.1f} MB with the queue full")
+    if on:
+        traced = statistics.median(rate(run) for run in on)
+        exports = {path: len(sizes) for path, sizes in sorted(Collector.received.items())}
+        kib = sum(sum(sizes) for sizes in Collector.received.values()) / 1024
+        print(
+            f"  + OTLP {traced:8.1f} messages/s   (telemetry costs "
+            f"{(1 - traced / empath) * 100:.1f} % of throughput)"
+        )
+        print(f"         exported: {exports}, {kib:.0f} KiB")
+        if ROUNDS > 1:
+            rounds = ", ".join(f"{rate(a):.1f}/{rate(b):.1f}" for a, b in zip(off, on, strict=True))
+            print(f"         each round, off/on: {rounds} messages/s")
     if replicated is not None:
         print(
-            f"empath, 3-node NATS, 3 replicas {MESSAGES / replicated:8.1f} messages/s   "
-            f"({replicated:.1f} s; {replicated / empath:.2f}x the time on one node)"
+            f"empath, 3-node NATS, 3 replicas {rate(replicated):8.1f} messages/s   "
+            f"({(rate(replicated) / empath - 1) * 100:+.1f} % against one node)"
         )
     print(f"postfix  {MESSAGES / postfix:8.1f} messages/s   ({postfix:.1f} s until all delivered)")
-    print(f"ratio    {postfix / empath:8.2f}  (empath rate / postfix rate)")
+    print(f"ratio    {empath * postfix / MESSAGES:8.2f}  (empath rate / postfix rate)")
 
 
 if __name__ == "__main__":

@@ -70,10 +70,13 @@ async def operator(
 
     async def start(**options: Any) -> Callable[[], Awaitable[None]]:
         settings = main.OperatorSettings(
-            image=IMAGE,
-            health_listen=f"127.0.0.1:{free_port()}",
-            otlp_endpoint="http://otel-collector.observability.svc:4318",
-            **options,
+            **{
+                "image": IMAGE,
+                "health_listen": f"127.0.0.1:{free_port()}",
+                "metrics_listen": f"127.0.0.1:{free_port()}",
+                "otlp_endpoint": "http://otel-collector.observability.svc:4318",
+                **options,
+            }
         )
         stop, ready = threading.Event(), threading.Event()
         thread = threading.Thread(

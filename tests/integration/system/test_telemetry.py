@@ -18,7 +18,7 @@ import pytest
 from prometheus_client import parser
 
 from empath.core import addresses, names, settings
-from tests import otlp, system
+from tests import monitoring, otlp, system
 from tests.dns_server import DnsServer
 from tests.mail import BODY, arrivals, mx
 from tests.servers import free_port, probe_ok
@@ -290,3 +290,43 @@ async def test_prometheus_scraping_the_services_answers_how_much_came_in_and_wen
             timeout=30,
         )
     assert await promql(prometheus, 'sum(up{job="empath"})') == len(SERVICES)
+
+
+async def test_every_metric_the_dashboard_and_the_alerts_name_is_in_prometheus_scrape(
+    services: tuple[settings.Settings, dict[str, int]],
+    prometheus: str,
+    remote: Callable[..., Any],
+    dns: DnsServer,
+) -> None:
+    """After one message, Prometheus holds every series the chart's dashboard and alert rules
+    query (the operator's own are checked against the operator, in the operator's tests), and
+    each of those queries runs."""
+    config, _ = services
+    server = await remote("127.0.0.2")
+    mx(dns, "dest.test", (10, "mx1.dest.test", "127.0.0.2"))
+    wire = await Wire.open(addresses.parse_hostport(config.smtp_listen)[1])
+    assert (await wire.transaction("a@sender.test", ["u@dest.test"], BODY)).startswith("250")
+    await wire.close()
+    await arrivals(server, 1, timeout=30)
+    wanted = {name for name in monitoring.queried() if not name.startswith("empath_operator_")}
+
+    async def stored() -> set[str]:
+        async with httpx.AsyncClient() as http:
+            reply = await http.get(f"{prometheus}/api/v1/label/__name__/values")
+        return {monitoring.family(name) for name in reply.json()["data"]}
+
+    names = await eventually(
+        stored,
+        until=lambda found: wanted <= found,
+        what="every metric the dashboard and the rules name",
+        timeout=30,
+    )
+    assert wanted <= names, sorted(wanted - names)
+    queries = [r["expr"] for r in monitoring.rules()] + monitoring.dashboard_queries()
+    async with httpx.AsyncClient() as http:
+        for query in queries:
+            if query.startswith("label_values"):
+                continue  # Grafana's, not PromQL
+            promql_text = query.replace("$namespace", ".*").replace("$mailserver", ".*")
+            reply = await http.get(f"{prometheus}/api/v1/query", params={"query": promql_text})
+            assert reply.status_code == 200, (query, reply.text)

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from empath.core import logs
+from empath.core import logs, telemetry
 
 
 def test_json_lines_carry_the_queue_id(capsys: pytest.CaptureFixture[str]) -> None:
@@ -33,3 +33,23 @@ def test_text_lines_show_the_queue_id(capsys: pytest.CaptureFixture[str]) -> Non
     logs.for_message(logging.getLogger("empath.spool.test"), "ID1").warning("body missing")
     line = capsys.readouterr().err.strip()
     assert line.endswith("WARNING empath.spool.test: [ID1] body missing")
+
+
+def test_json_lines_written_in_a_span_carry_its_trace_and_span_ids(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    log = logging.getLogger("empath.delivery.test")
+    logs.setup(fmt="json", level="INFO")
+    try:
+        with telemetry.tracer("tests").start_as_current_span("attempt") as span:
+            log.info("inside")
+        log.info("outside")
+    finally:
+        logs.setup(fmt="text", level="INFO")
+    inside, outside = (json.loads(line) for line in capsys.readouterr().err.splitlines())
+    context = span.get_span_context()
+    assert inside["trace_id"] == f"{context.trace_id:032x}"
+    assert inside["span_id"] == f"{context.span_id:016x}"
+    assert context.is_valid
+    assert "trace_id" not in outside
+    assert "span_id" not in outside

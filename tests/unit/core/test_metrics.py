@@ -50,3 +50,32 @@ def test_the_resource_names_the_service_its_version_and_this_process() -> None:
 def test_a_reply_is_reported_by_its_classes_only(reply: str, status: str, enhanced: str) -> None:
     assert metrics.status_class(reply) == status
     assert metrics.enhanced_class(reply) == enhanced
+
+
+def test_a_ready_service_reports_its_version_and_a_settings_hash_without_secrets() -> None:
+    plain = settings.load(environment=False, s3_bucket="info-test")
+    runtime = services.Runtime(settings=plain)
+    runtime.ready("unit-info", "testing")
+    text = telemetry.prometheus_text()[0].decode()
+    [line] = [ln for ln in text.splitlines() if ln.startswith("empath_instance_info{")]
+    assert 'service="unit-info"' in line
+    assert f'version="{telemetry.version()}"' in line
+    assert f'settings_hash="{metrics.settings_hash(plain)}"' in line
+    assert line.endswith(" 1.0")
+
+
+def test_the_settings_hash_changes_with_a_setting_but_not_with_a_secret() -> None:
+    base = settings.load(environment=False, nats_url="nats://127.0.0.1:4222")
+    other_secrets = settings.load(
+        environment=False,
+        nats_url="nats://someone:hunter2@127.0.0.1:4222",
+        s3_secret_key="another-secret",
+        nats_user="someone",
+        nats_password="hunter2",
+    )
+    other_bucket = settings.load(environment=False, s3_bucket="elsewhere")
+    assert metrics.settings_hash(other_secrets) != metrics.settings_hash(other_bucket)
+    assert metrics.settings_hash(base) != metrics.settings_hash(other_bucket)
+    # The user is not a secret; the password and the URL's credentials are.
+    same_user = settings.load(environment=False, nats_user="someone", nats_password="x")
+    assert metrics.settings_hash(other_secrets) == metrics.settings_hash(same_user)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from empath.core import ids, queue
+from empath.core import events, ids, queue
 from empath.spool import stats as queue_stats
 from empath.spool import view
 from tests.unit.spool.samples import NOW, entry, recipient
@@ -137,3 +137,69 @@ def test_a_message_older_than_1280_minutes_counts_under_1280_plus() -> None:
     ages = dict(zip(counts["buckets"], counts["ages"], strict=True))
     assert ages["1280+"] == 2
     assert ages["1280"] == 0
+
+
+def attempt(minutes_ago: float, *results: tuple[str, str]) -> queue.AttemptRecord:
+    """An attempt that ended that long ago, with (address, outcome) per recipient."""
+    at = NOW - timedelta(minutes=minutes_ago)
+    replies = {"delivered": "250 2.0.0 Ok", "deferred": "451 4.3.0 Later", "failed": "550 5.1.1 No"}
+    return queue.AttemptRecord(
+        attempt=1,
+        started_at=at - timedelta(seconds=1),
+        finished_at=at,
+        worker="worker-1",
+        results=tuple(
+            events.RecipientResult(address=a, outcome=o, reply=replies[o])  # type: ignore[arg-type]
+            for a, o in results
+        ),
+    )
+
+
+def test_the_activity_counts_what_came_in_and_each_recipients_outcome_in_the_window() -> None:
+    entries = [
+        received(
+            3,
+            "a@ok.test",
+            "b@bad.test",
+            state=queue.State.DEFERRED,
+            history=(attempt(2, ("a@ok.test", "delivered"), ("b@bad.test", "deferred")),),
+            updated_at=NOW - timedelta(minutes=2),
+        ),
+        received(
+            10,
+            "c@bad.test",
+            state=queue.State.FAILED,
+            history=(
+                attempt(9, ("c@bad.test", "deferred")),
+                attempt(1, ("c@bad.test", "failed")),
+            ),
+            updated_at=NOW - timedelta(minutes=1),
+        ),
+        # Received and delivered before the window: neither counts.
+        received(
+            60,
+            "d@ok.test",
+            state=queue.State.DELIVERED,
+            history=(attempt(59, ("d@ok.test", "delivered")),),
+            updated_at=NOW - timedelta(minutes=59),
+        ),
+    ]
+    found = queue_stats.activity(entries, now=NOW, minutes=15)
+    assert (found.received, found.received_per_minute) == (2, round(2 / 15, 2))
+    assert (found.delivered, found.deferred, found.failed) == (1, 2, 1)
+    assert found.failure_ratio == 0.5
+    assert found.by_domain["bad.test"].model_dump() == {
+        "delivered": 0,
+        "deferred": 2,
+        "failed": 1,
+        "failure_ratio": 1.0,
+    }
+    assert found.by_domain["ok.test"].failure_ratio == 0.0
+    assert list(found.by_domain) == ["bad.test", "ok.test"]  # the busiest first
+
+
+def test_a_quiet_queue_has_no_failure_ratio_rather_than_zero() -> None:
+    found = queue_stats.activity([received(1, state=queue.State.QUEUED)], now=NOW, minutes=15)
+    assert (found.received, found.delivered, found.failed) == (1, 0, 0)
+    assert found.failure_ratio is None
+    assert found.by_domain == {}

@@ -50,6 +50,13 @@ class Depth(calls.Model):
     waiting: int
     by_state: dict[str, int]
     frozen: bool
+    oldest_seconds: float | None = Field(
+        default=None, description="Age of the oldest waiting message; null: none waits."
+    )
+
+
+# The window of the key figures `system status` shows (rates, outcomes, failure ratios).
+ACTIVITY_MINUTES = 15
 
 
 class StatusAnswer(calls.Model):
@@ -61,6 +68,11 @@ class StatusAnswer(calls.Model):
     instances: list[Instance]
     delivery_workers: int
     queue: Depth | None = Field(description="null when the spool does not answer.")
+    activity: queries.Activity | None = Field(
+        default=None,
+        description=f"The last {ACTIVITY_MINUTES} minutes: received and delivered rates, "
+        "recipients by outcome, the failure ratio by domain (null when the spool does not say).",
+    )
 
 
 async def _live(connection: link.Link) -> list[dict[str, Any]]:
@@ -105,11 +117,14 @@ async def status(request: web.Request) -> web.Response:
     for instance in instances:
         counts[instance.service] = counts.get(instance.service, 0) + 1
     depth: Depth | None = None
-    try:
-        stats = await calls.ask(request, queries.STATS, queries.StatsRequest())
-        depth = Depth(waiting=stats.waiting, by_state=stats.by_state, frozen=stats.frozen)
-    except calls.Problem:
-        pass  # the status says so: no depth
+    stats = await _stats(request)
+    if stats is not None:
+        depth = Depth(
+            waiting=stats.waiting,
+            by_state=stats.by_state,
+            frozen=stats.frozen,
+            oldest_seconds=None if stats.oldest is None else round(stats.oldest.age_seconds, 1),
+        )
     return calls.reply(
         StatusAnswer(
             version=_version(),
@@ -120,8 +135,21 @@ async def status(request: web.Request) -> web.Response:
             instances=instances,
             delivery_workers=counts.get("delivery", 0),
             queue=depth,
+            activity=None if stats is None else stats.activity,
         )
     )
+
+
+async def _stats(request: web.Request) -> queries.StatsAnswer | None:
+    """The queue's figures with its recent activity; without it from a spool too old to know
+    the question (a rolling upgrade); None when no spool answers (the status says so)."""
+    for asked in (queries.StatsRequest(activity_minutes=ACTIVITY_MINUTES), queries.StatsRequest()):
+        try:
+            return await calls.ask(request, queries.STATS, asked)
+        except calls.Problem as problem:
+            if problem.status != 400:
+                return None
+    return None
 
 
 ROUTES = (
@@ -158,7 +186,7 @@ ROUTES = (
         "GET",
         "/api/v1/system/status",
         handler=status,
-        summary="Version, uptime, health of each part, delivery workers, queue depth",
+        summary="Version, uptime, health of each part, queue depth and the last minutes' activity",
         answer=StatusAnswer,
         refusals=(),
     ),

@@ -1,7 +1,9 @@
 """Logging: `empath.<service>` loggers, JSON lines in production, readable text locally.
 
 Every record about a message carries its queue id (`for_message`), in the JSON as `queue_id`
-and in text as a `[id]` prefix, so `grep <id>` over all services tells a message's story.
+and in text as a `[id]` prefix, so `grep <id>` over all services tells a message's story. A JSON
+line written inside a span also carries its `trace_id` and `span_id` (hex, as trace back ends
+show them), so a log line leads to its trace and a trace to its lines.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import sys
 from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from typing import Any
+
+from opentelemetry import trace
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 # What a peer could use to forge log lines or drive a terminal (CR, LF, ESC, C1, bad bytes).
@@ -36,6 +40,10 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            entry["trace_id"] = trace.format_trace_id(span.trace_id)
+            entry["span_id"] = trace.format_span_id(span.span_id)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

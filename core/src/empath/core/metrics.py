@@ -14,14 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
+import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry import metrics as otel_metrics
+from pydantic import BaseModel, SecretStr
 
 from empath.core import queue, telemetry
+from empath.core.settings import Settings
 
 _meter = telemetry.meter("empath")
 
@@ -168,6 +173,78 @@ _meter.create_observable_gauge(
     [_queue_oldest],
     unit="s",
     description="Age of the oldest message not yet delivered or failed (0: none waiting)",
+)
+
+
+# Which build runs with which settings, one series per service (`empath_instance_info` = 1):
+# a rollout that changed the settings shows as a new hash, two replicas that disagree as two.
+_instances: dict[str, dict[str, str]] = {}
+
+
+def _public(value: Any) -> Any:
+    """`value` with every secret left out: secret strings, and the credentials in a URL."""
+    if isinstance(value, BaseModel):
+        value = dict(value)
+    if isinstance(value, dict):
+        return {str(k): _public(v) for k, v in value.items() if not isinstance(v, SecretStr)}
+    if isinstance(value, list | tuple | set | frozenset):
+        kept = [_public(item) for item in value if not isinstance(item, SecretStr)]
+        return kept if isinstance(value, list | tuple) else sorted(kept, key=str)
+    if isinstance(value, str) and "@" in value and "://" in value:
+        parts = urlsplit(value)
+        return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return value
+
+
+def settings_hash(settings: Settings) -> str:
+    """A short hash of the effective settings without their secrets, so it can be shown
+    anywhere and still tells two configurations apart."""
+    text = json.dumps(_public(settings), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# What each service counts that may stay at zero for days (errors, mostly): reported as 0 from
+# the start, so that a rate or a ratio over it has a series before the first failure (and the
+# dashboard and the alerts name only metrics a scrape has).
+_ZEROED: dict[str, tuple[otel_metrics.Counter | otel_metrics.UpDownCounter, ...]] = {
+    "ingress": (smtp_errors, smtp_connections_active, nats_publish_errors, store_errors),
+    "spool": (nats_publish_errors, store_errors, kv_conflicts, outcomes_refused),
+    "delivery": (
+        delivery_failed,
+        delivery_retrying,
+        delivery_rate_limited,
+        delivery_connections_active,
+        dns_errors,
+        dns_cache_hits,
+        dns_cache_misses,
+        dns_cache_evictions,
+        nats_publish_errors,
+        store_errors,
+    ),
+}
+
+
+def announce(service: str, settings: Settings) -> None:
+    """Report `empath.instance.info` for a service that is up (its version and settings hash),
+    and its rarely counted metrics at zero."""
+    for instrument in _ZEROED.get(service, ()):
+        instrument.add(0)
+    _instances[service] = {
+        "service": service,
+        "version": telemetry.version(),
+        "settings_hash": settings_hash(settings),
+    }
+
+
+def _instance_info(options: otel_metrics.CallbackOptions) -> Iterator[otel_metrics.Observation]:
+    for attributes in list(_instances.values()):
+        yield otel_metrics.Observation(1, attributes)
+
+
+_meter.create_observable_gauge(
+    "empath.instance.info",
+    [_instance_info],
+    description="1 per running service, labelled with its version and settings hash",
 )
 
 

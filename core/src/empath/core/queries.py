@@ -148,7 +148,9 @@ class CountsRequest(Request):
 
 
 class StatsRequest(Request):
-    pass
+    """`activity_minutes`: also say what happened in that many last minutes (`system status`)."""
+
+    activity_minutes: int | None = Field(default=None, ge=1, le=1440)
 
 
 class RetryRequest(Request):
@@ -260,6 +262,31 @@ class Circuit(Answer):
     reason: str = Field(default="", description="The last failure's reply.")
 
 
+class DomainActivity(Answer):
+    delivered: int
+    deferred: int
+    failed: int
+    failure_ratio: float | None = Field(description="failed / (delivered + failed); null: none")
+
+
+class Activity(Answer):
+    """What the queue went through in the last `minutes`: messages received, and recipients
+    by the outcome of their attempts (from the records, which keep finished messages)."""
+
+    minutes: int
+    received: int
+    received_per_minute: float
+    delivered: int
+    delivered_per_minute: float
+    deferred: int
+    failed: int
+    failure_ratio: float | None = Field(description="failed / (delivered + failed); null: none")
+    by_domain: dict[str, DomainActivity] = Field(
+        description="The domains with the most recipients attempted first (at most 20)."
+    )
+    domains_omitted: int = 0
+
+
 class StatsAnswer(Answer):
     """Counts by state and domain, the oldest waiting message and age buckets (qshape)."""
 
@@ -278,6 +305,9 @@ class StatsAnswer(Answer):
     )
     circuits: list[Circuit] = Field(
         default_factory=list, description="Domains whose delivery circuit breaker is not closed."
+    )
+    activity: Activity | None = Field(
+        default=None, description="Asked for with activity_minutes; null otherwise."
     )
 
 

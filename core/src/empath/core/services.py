@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 
+from empath.core import metrics
 from empath.core.settings import Settings
 
 log = logging.getLogger("empath.core.services")
@@ -36,6 +37,7 @@ class Runtime:
 
     def ready(self, service: str, detail: str) -> None:
         log.info("%s ready: %s", service, detail)
+        metrics.announce(service, self.settings)
         self.on_ready(service, detail)
 
 

@@ -64,21 +64,15 @@ class Hop:
     port: int
 
 
-@dataclass(slots=True)
-class Stats:
-    hits: int = 0
-    misses: int = 0
-
-
 class Cache:
     """A bounded LRU of DNS records, each kept until it expires (by its own `expires`).
 
     `now` is the clock the records' expiry is read against (Unix time; a test's own clock).
+    Hits, misses and evictions are counted only as metrics (`empath.dns.cache.*`).
     """
 
     def __init__(self, size: int, *, now: Callable[[], float] = time.time) -> None:
         self.size = size
-        self.stats = Stats()
         self._now = now
         self._records: collections.OrderedDict[str, dnscache.Record] = collections.OrderedDict()
 
@@ -86,11 +80,9 @@ class Cache:
         record = self._records.get(key)
         if record is None or record.expired(self._now()):
             self._records.pop(key, None)
-            self.stats.misses += 1
             metrics.dns_cache_misses.add(1)
             return None
         self._records.move_to_end(key)
-        self.stats.hits += 1
         metrics.dns_cache_hits.add(1)
         return record
 

@@ -8,6 +8,8 @@ __all__ = [
     "kube",
     "main",
     "metadata",
+    "metrics",
+    "monitors",
     "plugins",
     "reconcile",
     "render",

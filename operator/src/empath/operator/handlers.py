@@ -21,7 +21,7 @@ from typing import Any
 import kopf
 
 from empath.core import kubeconfig
-from empath.operator import crds, kube, metadata, plugins, reconcile, render, status
+from empath.operator import crds, kube, metadata, metrics, plugins, reconcile, render, status
 
 # How often `resync` looks whether a reconcile is due.
 TICK = 1.0
@@ -81,9 +81,10 @@ async def _reconcile(
     failed one. A spec the services refuse waits for the next change (or resync)."""
     key = (body["metadata"]["namespace"], body["metadata"]["name"])
     try:
-        await reconcile.reconcile(
-            body, mailplugins, cluster=state.cluster, options=state.options, logger=logger
-        )
+        with metrics.reconciling(body):
+            await reconcile.reconcile(
+                body, mailplugins, cluster=state.cluster, options=state.options, logger=logger
+            )
     except kopf.PermanentError:
         state.schedule.done(key)
         raise

@@ -37,6 +37,7 @@ PLURALS = {
     "PodDisruptionBudget": "poddisruptionbudgets",
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
     "ScaledObject": "scaledobjects",
+    "PodMonitor": "podmonitors",
     "MailServer": "mailservers",
     "MailPlugin": "mailplugins",
     "CustomResourceDefinition": "customresourcedefinitions",

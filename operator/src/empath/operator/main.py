@@ -19,9 +19,9 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from empath.core import addresses, errors, logs
+from empath.core import addresses, errors, logs, telemetry
 from empath.core.settings import split_commas
-from empath.operator import crds, handlers, kube, render
+from empath.operator import crds, handlers, kube, metrics, render
 
 log = logging.getLogger("empath.operator")
 
@@ -53,6 +53,12 @@ class OperatorSettings(BaseSettings):
     apply_crds: bool = True
     # kopf's liveness endpoint, for the operator pod's probe.
     health_listen: str = "0.0.0.0:8080"
+    # The operator's own metrics (`GET /metrics`, Prometheus text): reconciles and conditions.
+    # Empty: not served (they are still pushed over OTLP when `otlp_endpoint` is set).
+    metrics_listen: str = "0.0.0.0:9090"
+    # A PodMonitor for each MailServer's pods, where the cluster serves PodMonitors (the
+    # chart's `observability.podMonitor.enabled`).
+    pod_monitors: bool = False
     log_format: str = Field(default="json", pattern="^(text|json)$")
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
 
@@ -65,6 +71,13 @@ class OperatorSettings(BaseSettings):
     @classmethod
     def _listen(cls, value: str) -> str:
         addresses.parse_hostport(value)
+        return value
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _metrics_listen(cls, value: str) -> str:
+        if value:
+            addresses.parse_hostport(value)
         return value
 
 
@@ -108,23 +121,25 @@ async def run(
         options=render.Options(
             image=settings.image,
             otlp_endpoint=settings.otlp_endpoint,
+            pod_monitor=settings.pod_monitors,
             pull_secrets=tuple(settings.image_pull_secrets),
         ),
         schedule=handlers.Schedule(resync=settings.resync_seconds),
         apply_crds=settings.apply_crds,
     )
     try:
-        await kopf.operator(
-            clusterwide=not settings.namespaces,
-            namespaces=settings.namespaces,
-            standalone=not settings.peering,
-            peering_name=settings.peering or None,
-            priority=priority,
-            memo=kopf.Memo(state=state),
-            liveness_endpoint=f"http://{host}:{port}/healthz" if port else None,
-            stop_flag=stop,
-            ready_flag=ready,
-        )
+        async with metrics.serving(settings.metrics_listen):
+            await kopf.operator(
+                clusterwide=not settings.namespaces,
+                namespaces=settings.namespaces,
+                standalone=not settings.peering,
+                peering_name=settings.peering or None,
+                priority=priority,
+                memo=kopf.Memo(state=state),
+                liveness_endpoint=f"http://{host}:{port}/healthz" if port else None,
+                stop_flag=stop,
+                ready_flag=ready,
+            )
     finally:
         if own_cluster:
             await cluster.http.aclose()
@@ -145,5 +160,6 @@ def command(
         typer.echo(f"empath operator: {error}", err=True)
         raise typer.Exit(2) from None
     logs.setup(fmt=settings.log_format, level=settings.log_level)
+    telemetry.setup(service="operator", otlp_endpoint=settings.otlp_endpoint)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run(settings))

@@ -18,7 +18,16 @@ from typing import Any, cast
 import kopf
 
 from empath.core import kubenames
-from empath.operator import autoscaling, configmap, kube, plugins, render, status, workloads
+from empath.operator import (
+    autoscaling,
+    configmap,
+    kube,
+    monitors,
+    plugins,
+    render,
+    status,
+    workloads,
+)
 
 
 async def ensure_token(cluster: kube.Cluster, secret: dict[str, Any]) -> bool:
@@ -67,7 +76,8 @@ async def reconcile(
     # Only the operator's own fields: `status.kopf` is kopf's, written by kopf alone.
     conditions = list((body.get("status") or {}).get("conditions") or [])
     keda = await cluster.serves(*autoscaling.KEDA)
-    options = dataclasses.replace(options, keda=keda)
+    pod_monitor = options.pod_monitor and await cluster.serves(*monitors.POD_MONITORS)
+    options = dataclasses.replace(options, keda=keda, pod_monitor=pod_monitor)
     try:
         rendered = render.render(body, plugins.selected(body, mailplugins), options)
     except configmap.InvalidSpec as error:

@@ -3,7 +3,7 @@
 Pure functions: `render` takes the resource as the API server stores it and returns every
 object the operator applies, so what a spec means can be read (and tested) in one place.
 The pieces are in the modules named for them (`configmap`, `workloads`, `services`,
-`autoscaling`); this one says which pieces a spec makes, in the order they are applied.
+`autoscaling`, `monitors`); this one says which pieces a spec makes, in the order they are applied.
 """
 
 from __future__ import annotations
@@ -13,7 +13,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from empath.core import kubenames
-from empath.operator import autoscaling, configmap, crds, metadata, plugins, services, workloads
+from empath.operator import (
+    autoscaling,
+    configmap,
+    crds,
+    metadata,
+    monitors,
+    plugins,
+    services,
+    workloads,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +32,8 @@ class Options:
     image: str
     otlp_endpoint: str | None = None
     keda: bool = False
+    # A PodMonitor for each MailServer: asked for, and the cluster serves PodMonitors.
+    pod_monitor: bool = False
     pull_secrets: tuple[str, ...] = ()
 
 
@@ -88,6 +99,8 @@ def render(
     rendered.objects += [
         workloads.disruption_budget(body, component) for component in metadata.COMPONENTS
     ]
+    if options.pod_monitor:
+        rendered.objects.append(monitors.pod_monitor(body))
     rendered.token_secret = metadata.owned(
         body, "v1", "Secret", kubenames.control_token_secret(server), "control", type="Opaque"
     )

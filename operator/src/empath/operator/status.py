@@ -13,7 +13,7 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
-from empath.operator import kube, metadata, services, workloads
+from empath.operator import kube, metadata, metrics, services, workloads
 
 
 def _now() -> str:
@@ -155,7 +155,12 @@ async def observe(
 
 
 async def write(cluster: kube.Cluster, body: Mapping[str, Any], status: dict[str, Any]) -> None:
-    """Patch the status only where it differs: a status that says the same is not rewritten."""
+    """Patch the status only where it differs: a status that says the same is not rewritten.
+    Its conditions and ready pods are reported as metrics either way."""
+    if "conditions" in status:
+        metrics.report_conditions(body, status["conditions"])
+    if "services" in status:
+        metrics.report_services(body, status["services"])
     current = body.get("status") or {}
     if all(current.get(key) == value for key, value in status.items()):
         return

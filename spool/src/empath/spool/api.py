@@ -166,12 +166,12 @@ class QueryAPI:
     async def _stats(self, request: queries.StatsRequest) -> queries.StatsAnswer:
         frozen = await flags.is_frozen(self.flags)
         circuits = await stats.read_circuits(self.nc.jetstream())
-        return stats.summary(
-            list(self.view.entries.values()),
-            now=datetime.now(UTC),
-            frozen=frozen,
-            circuits=circuits,
-        )
+        entries, now = list(self.view.entries.values()), datetime.now(UTC)
+        found = stats.summary(entries, now=now, frozen=frozen, circuits=circuits)
+        if request.activity_minutes is None:
+            return found
+        recent = stats.activity(entries, now=now, minutes=request.activity_minutes)
+        return found.model_copy(update={"activity": recent})
 
     async def _retry(self, request: queries.RetryRequest) -> queries.RetryAnswer:
         if request.domain is not None:

@@ -1,6 +1,12 @@
 """Queue statistics: counts by state and by domain, the oldest message, and age buckets in the
 manner of Postfix's qshape (minutes: under 5, 5, 10, 20, ... 1280, and older), and the domains
-whose delivery circuit breaker is open (delivery keeps them in the limits bucket)."""
+whose delivery circuit breaker is open (delivery keeps them in the limits bucket); and, for
+`system status`, the recent activity: what came in and what each attempt's recipients became.
+
+The activity is read from the records (finished ones are kept for `finished_retention`), not
+from the services' metrics: every spool replica holds the whole queue, so one answer covers
+every ingress and delivery pod, wherever they run, with no scraping and no history to keep.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +14,13 @@ import collections
 import json
 import logging
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
 
-from empath.core import bus, names, queries, queue
+from empath.core import addresses, bus, names, queries, queue
 from empath.spool import view
 
 log = logging.getLogger("empath.spool.stats")
@@ -104,4 +110,52 @@ def summary(
         },
         frozen=frozen,
         circuits=list(circuits),
+    )
+
+
+ACTIVITY_DOMAINS = 20
+
+
+def _ratio(failed: int, delivered: int) -> float | None:
+    return round(failed / (failed + delivered), 4) if failed + delivered else None
+
+
+def activity(entries: list[view.Summary], *, now: datetime, minutes: int) -> queries.Activity:
+    """Messages received and recipients attempted in the last `minutes`, by domain (only the
+    records changed in the window are read whole)."""
+    since = now - timedelta(minutes=minutes)
+    received = 0
+    outcomes: collections.Counter[str] = collections.Counter()
+    by_domain: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    for summary in entries:
+        if summary.received_at >= since:
+            received += 1
+        if summary.updated_at is None or summary.updated_at < since:
+            continue  # nothing changed in the window: no attempt ended in it
+        for attempt in summary.entry().history:
+            if attempt.finished_at < since:
+                continue
+            for result in attempt.results:
+                outcomes[result.outcome] += 1
+                by_domain[addresses.domain_of(result.address)][result.outcome] += 1
+    busiest = sorted(by_domain.items(), key=lambda item: (-sum(item[1].values()), item[0]))
+    return queries.Activity(
+        minutes=minutes,
+        received=received,
+        received_per_minute=round(received / minutes, 2),
+        delivered=outcomes["delivered"],
+        delivered_per_minute=round(outcomes["delivered"] / minutes, 2),
+        deferred=outcomes["deferred"],
+        failed=outcomes["failed"],
+        failure_ratio=_ratio(outcomes["failed"], outcomes["delivered"]),
+        by_domain={
+            domain: queries.DomainActivity(
+                delivered=counts["delivered"],
+                deferred=counts["deferred"],
+                failed=counts["failed"],
+                failure_ratio=_ratio(counts["failed"], counts["delivered"]),
+            )
+            for domain, counts in busiest[:ACTIVITY_DOMAINS]
+        },
+        domains_omitted=max(0, len(busiest) - ACTIVITY_DOMAINS),
     )

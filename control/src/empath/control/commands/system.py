@@ -17,5 +17,6 @@ def ping(ctx: typer.Context) -> None:
 
 @app.command("status")
 def status(ctx: typer.Context) -> None:
-    """Version, uptime, health of each part, delivery workers, queue depth."""
+    """Version, uptime, health of each part, queue depth and oldest, and the last 15 minutes:
+    received and delivered per minute, recipients by outcome, failure ratio by domain."""
     output.call(ctx, "GET", "/api/v1/system/status")

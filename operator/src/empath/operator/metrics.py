@@ -1,0 +1,111 @@
+"""The operator's own telemetry: how its reconciles go, and what each MailServer's status says.
+
+On call, "is the operator keeping up, and which MailServer is unwell?" should need no log:
+`empath.operator.reconciles.total` (by result), `empath.operator.reconcile.duration.seconds`
+and `empath.operator.reconcile.errors.total` (by reason) per MailServer, and
+`empath.operator.mailserver.condition` (1 true, 0 false, per condition type), the status
+conditions as a metric, and `empath.operator.service.ready_replicas` per service (an alert
+when one has none). Attributes name the MailServer and its namespace: one series per
+MailServer, bounded by what the cluster runs. They are served as `/metrics` on the operator's
+metrics listener and pushed over OTLP when the operator has an endpoint, like every service's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from empath.core import addresses, telemetry
+
+_meter = telemetry.meter("empath.operator")
+
+reconciles = _meter.create_counter(
+    "empath.operator.reconciles.total", unit="1", description="MailServer reconciles, by result"
+)
+reconcile_errors = _meter.create_counter(
+    "empath.operator.reconcile.errors.total",
+    unit="1",
+    description="MailServer reconciles that failed, by reason",
+)
+reconcile_duration = _meter.create_histogram(
+    "empath.operator.reconcile.duration.seconds",
+    unit="s",
+    description="Time of one MailServer reconcile",
+    explicit_bucket_boundaries_advisory=[0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+)
+conditions_gauge = _meter.create_gauge(
+    "empath.operator.mailserver.condition",
+    description="A MailServer's status conditions: 1 true, 0 false, by type",
+)
+
+ready_replicas = _meter.create_gauge(
+    "empath.operator.service.ready_replicas",
+    description="Ready pods of each service of a MailServer, as its status last said",
+)
+
+
+def _server(body: Mapping[str, Any]) -> dict[str, str]:
+    meta = body["metadata"]
+    return {"namespace": str(meta["namespace"]), "mailserver": str(meta["name"])}
+
+
+@contextlib.contextmanager
+def reconciling(body: Mapping[str, Any]) -> Iterator[None]:
+    """Count and time one reconcile of `body`; an exception is its failure, by its type
+    (`PermanentError`: the spec; `TemporaryError`: the API), and goes on."""
+    server = _server(body)
+    started = time.perf_counter()
+    try:
+        yield
+    except Exception as error:
+        reconciles.add(1, {**server, "result": "error"})
+        reconcile_errors.add(1, {**server, "reason": type(error).__name__})
+        raise
+    else:
+        reconciles.add(1, {**server, "result": "ok"})
+    finally:
+        reconcile_duration.record(time.perf_counter() - started, server)
+
+
+def report_conditions(body: Mapping[str, Any], conditions: list[dict[str, Any]]) -> None:
+    """Record the conditions a status write says (each by its type)."""
+    server = _server(body)
+    for condition in conditions:
+        if condition.get("type"):
+            value = 1 if condition.get("status") == "True" else 0
+            conditions_gauge.set(value, {**server, "condition": str(condition["type"])})
+
+
+def report_services(body: Mapping[str, Any], replicas: Mapping[str, Mapping[str, int]]) -> None:
+    """Record the ready pods of each service a status write says."""
+    server = _server(body)
+    for service, counts in replicas.items():
+        ready_replicas.set(int(counts.get("readyReplicas", 0)), {**server, "service": service})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body, content_type = telemetry.prometheus_text()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+@contextlib.asynccontextmanager
+async def serving(listen: str | None) -> AsyncIterator[None]:
+    """Serve `GET /metrics` on `listen` (host:port) for as long as the block runs: kopf's own
+    listener answers only its liveness probe."""
+    if not listen:
+        yield
+        return
+    app = web.Application()
+    app.router.add_get("/metrics", _metrics)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    host, port = addresses.parse_hostport(listen, default_host="0.0.0.0")
+    await web.TCPSite(runner, host, port).start()
+    try:
+        yield
+    finally:
+        await runner.cleanup()
