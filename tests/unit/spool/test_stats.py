@@ -184,7 +184,7 @@ def test_the_activity_counts_what_came_in_and_each_recipients_outcome_in_the_win
             updated_at=NOW - timedelta(minutes=59),
         ),
     ]
-    found = queue_stats.activity(entries, now=NOW, minutes=15)
+    found = queue_stats.activity([view.Summary.of(e) for e in entries], now=NOW, minutes=15)
     assert (found.received, found.received_per_minute) == (2, round(2 / 15, 2))
     assert (found.delivered, found.deferred, found.failed) == (1, 2, 1)
     assert found.failure_ratio == 0.5
