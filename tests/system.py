@@ -7,9 +7,10 @@ services', so a test may cut a service's connection and still see what was kept.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -182,3 +183,34 @@ def as_roles(
     return {
         name: bind(name, main) if name in natsauth.ROLES else main for name, main in mains.items()
     }
+
+
+@contextlib.asynccontextmanager
+async def as_roles_running(
+    config: settings.Settings, only: tuple[str, ...], credentials: Path
+) -> AsyncIterator[System]:
+    """The services `only`, in this process, each on its own NATS user (as `empath up` runs
+    them), once the admin made the streams and buckets; the test looks as the spool does."""
+    ready = asyncio.Event()
+    waiting = set(only)
+
+    def on_ready(service: str, detail: str) -> None:
+        waiting.discard(service)
+        if not waiting:
+            ready.set()
+
+    await up.prepare(up.role_settings(config, natsauth.ADMIN, credentials))
+    runtime = services.Runtime(settings=config, on_ready=on_ready)
+    mains = as_roles({n: services.discover()[n] for n in only}, runtime, credentials)
+    task = asyncio.create_task(services.run_all(mains, runtime))
+    look = await bus.connect(up.role_settings(config, "spool", credentials), name="test")
+    objects = store.ObjectStore(config)
+    try:
+        await asyncio.wait_for(ready.wait(), 30)
+        kv = await look.key_value(names.QUEUE_BUCKET)
+        yield System(config, runtime, task, look, objects, records.Records(kv))
+    finally:
+        runtime.stop.set()
+        await task
+        await look.close()
+        objects.close()

@@ -21,18 +21,12 @@ import nats.js.errors
 
 from empath.core import (
     addresses,
-    bus,
     names,
-    natsauth,
     queries,
-    services,
     settings,
-    store,
     telemetry,
-    up,
 )
 from empath.delivery import limits
-from empath.spool import records
 from tests import servers
 from tests import system as system_module
 from tests.dns_server import DnsServer
@@ -258,44 +252,26 @@ async def test_delivery_and_the_spool_share_the_breakers_on_their_own_nats_crede
         control_listen=f"127.0.0.1:{servers.free_port()}",
     )
     only = ("ingress", "spool", "delivery", "control")
-    ready = asyncio.Event()
-    waiting = set(only)
-
-    def on_ready(service: str, detail: str) -> None:
-        waiting.discard(service)
-        if not waiting:
-            ready.set()
-
-    await up.prepare(up.role_settings(config, natsauth.ADMIN, credentials))
-    runtime = services.Runtime(settings=config, on_ready=on_ready)
-    mains = system_module.as_roles({n: services.discover()[n] for n in only}, runtime, credentials)
-    task = asyncio.create_task(services.run_all(mains, runtime))
-    look = await bus.connect(up.role_settings(config, "spool", credentials), name="test")
-    objects = store.ObjectStore(config)
     try:
-        await asyncio.wait_for(ready.wait(), 30)
-        kv = await look.key_value(names.QUEUE_BUCKET)
-        system = System(config, runtime, task, look, objects, records.Records(kv))
-        await settle(system, await send(system, "a@sender.test", ["u@down.test"]), "deferred")
-        host, port = addresses.parse_hostport(config.control_listen)
+        async with system_module.as_roles_running(config, only, credentials) as system:
+            await settle(system, await send(system, "a@sender.test", ["u@down.test"]), "deferred")
+            host, port = addresses.parse_hostport(config.control_listen)
 
-        async def circuits() -> list[Any]:
-            async with httpx.AsyncClient(headers={"Authorization": "Bearer test-token"}) as http:
-                answer = await http.get(f"http://{host}:{port}/api/v1/queue/stats")
-            assert answer.status_code == 200, answer.text
-            return list(answer.json()["circuits"])
+            async def circuits() -> list[Any]:
+                async with httpx.AsyncClient(
+                    headers={"Authorization": "Bearer test-token"}
+                ) as http:
+                    answer = await http.get(f"http://{host}:{port}/api/v1/queue/stats")
+                assert answer.status_code == 200, answer.text
+                return list(answer.json()["circuits"])
 
-        [circuit] = await eventually(circuits, what="the open circuit in queue stats")
-        assert (circuit["domain"], circuit["state"], circuit["failures"]) == (
-            "down.test",
-            "open",
-            1,
-        )
-        log = (credentials.parent / "nats-secure.log").read_text()
-        assert "Violation" not in log, log[-2000:]
+            [circuit] = await eventually(circuits, what="the open circuit in queue stats")
+            assert (circuit["domain"], circuit["state"], circuit["failures"]) == (
+                "down.test",
+                "open",
+                1,
+            )
+            log = (credentials.parent / "nats-secure.log").read_text()
+            assert "Violation" not in log, log[-2000:]
     finally:
-        runtime.stop.set()
-        await task
-        await look.close()
-        objects.close()
         await down.close()

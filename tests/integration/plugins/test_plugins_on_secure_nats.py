@@ -12,11 +12,9 @@ from typing import Any
 import pytest
 from nats.aio.msg import Msg
 
-from empath.core import bus, names, natsauth, pluginevents, plugins, services, settings, store, up
-from empath.spool import records
+from empath.core import bus, names, natsauth, pluginevents, plugins, settings, up
 from tests import servers
 from tests import system as system_support
-from tests.system import System
 from tests.waiting import eventually
 from tests.wire import Wire
 
@@ -52,21 +50,6 @@ async def test_plugins_run_on_their_own_nats_rights(
         ],
     )
     only = ("ingress", "spool")
-    ready = asyncio.Event()
-    waiting = set(only)
-
-    def on_ready(service: str, detail: str) -> None:
-        waiting.discard(service)
-        if not waiting:
-            ready.set()
-
-    await up.prepare(up.role_settings(config, natsauth.ADMIN, credentials))
-    runtime = services.Runtime(settings=config, on_ready=on_ready)
-    mains = system_support.as_roles({n: services.discover()[n] for n in only}, runtime, credentials)
-    task = asyncio.create_task(services.run_all(mains, runtime))
-    plugin = await bus.connect(up.role_settings(config, natsauth.PLUGIN, credentials), name="p")
-    look = await bus.connect(up.role_settings(config, "spool", credentials), name="test")
-    objects = store.ObjectStore(config)
     seen: list[plugins.Event] = []
     stop = asyncio.Event()
 
@@ -83,44 +66,33 @@ async def test_plugins_run_on_their_own_nats_rights(
     async def note(event: plugins.Event) -> None:
         seen.append(event)
 
-    following = asyncio.create_task(
-        pluginevents.follow(plugin, plugin="watcher", handle=note, stop=stop)
-    )
-    try:
-        await plugin.nc.subscribe(subject, cb=answer)
-        await asyncio.wait_for(ready.wait(), 30)
-        system = System(
-            config,
-            runtime,
-            task,
-            look,
-            objects,
-            records.Records(await look.key_value(names.QUEUE_BUCKET)),
+    async with system_support.as_roles_running(config, only, credentials) as system:
+        plugin = await bus.connect(up.role_settings(config, natsauth.PLUGIN, credentials), name="p")
+        following = asyncio.create_task(
+            pluginevents.follow(plugin, plugin="watcher", handle=note, stop=stop)
         )
-        wire = await Wire.open(system.smtp_port)
-        await wire.command("EHLO client.test")
-        await wire.command("MAIL FROM:<a@sender.test>")
-        assert await wire.command("RCPT TO:<no@example.com>") == "550 5.7.1 not this one"
-        assert (await wire.command("RCPT TO:<u@example.com>")).startswith("250")
-        assert (await wire.command("DATA")).startswith("354")
-        await wire.send(BODY + b".\r\n")
-        reply = await wire.reply()
-        await wire.close()
-        queue_id = reply.rsplit(" ", 1)[1]
-        entry = await system.entry(queue_id)
-        assert entry.metadata == {"gate": "passed"}
-        await eventually(
-            lambda: {e.event for e in seen},
-            until=lambda kinds: kinds == {"connection_opened", "message_received"},
-            what="the watcher's events",
-        )
-        log = (tmp_path / "nats-secure.log").read_text()
-        assert "Violation" not in log, log[-2000:]
-    finally:
-        stop.set()
-        await following
-        runtime.stop.set()
-        await task
-        await plugin.close()
-        await look.close()
-        objects.close()
+        try:
+            await plugin.nc.subscribe(subject, cb=answer)
+            wire = await Wire.open(system.smtp_port)
+            await wire.command("EHLO client.test")
+            await wire.command("MAIL FROM:<a@sender.test>")
+            assert await wire.command("RCPT TO:<no@example.com>") == "550 5.7.1 not this one"
+            assert (await wire.command("RCPT TO:<u@example.com>")).startswith("250")
+            assert (await wire.command("DATA")).startswith("354")
+            await wire.send(BODY + b".\r\n")
+            reply = await wire.reply()
+            await wire.close()
+            queue_id = reply.rsplit(" ", 1)[1]
+            entry = await system.entry(queue_id)
+            assert entry.metadata == {"gate": "passed"}
+            await eventually(
+                lambda: {e.event for e in seen},
+                until=lambda kinds: kinds == {"connection_opened", "message_received"},
+                what="the watcher's events",
+            )
+            log = (tmp_path / "nats-secure.log").read_text()
+            assert "Violation" not in log, log[-2000:]
+        finally:
+            stop.set()
+            await following
+            await plugin.close()

@@ -9,7 +9,6 @@ stream, the bucket, the subscriber), beside the allowed action of the right role
 
 from __future__ import annotations
 
-import asyncio
 import json
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,13 +25,11 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import StreamConfig, StreamSource
 
-from empath.core import addresses, bus, errors, names, natsauth, services, settings, store, up
-from empath.spool import records
+from empath.core import addresses, bus, errors, flags, names, natsauth, settings, up
 from tests import servers
 from tests import system as system_support
 from tests.dns_server import DnsServer
 from tests.mail import arrivals, mx, send, settle
-from tests.system import System
 from tests.waiting import eventually
 
 SHORT = 1.0  # seconds a refused request waits for the answer that never comes
@@ -336,24 +333,7 @@ async def test_a_message_is_relayed_with_each_service_on_its_own_credentials(
         control_listen=f"127.0.0.1:{servers.free_port()}",
     )
     only = ("ingress", "spool", "delivery", "control")
-    ready = asyncio.Event()
-    waiting = set(only)
-
-    def on_ready(service: str, detail: str) -> None:
-        waiting.discard(service)
-        if not waiting:
-            ready.set()
-
-    await up.prepare(up.role_settings(config, natsauth.ADMIN, credentials))
-    runtime = services.Runtime(settings=config, on_ready=on_ready)
-    mains = system_support.as_roles({n: services.discover()[n] for n in only}, runtime, credentials)
-    task = asyncio.create_task(services.run_all(mains, runtime))
-    look = await bus.connect(up.role_settings(config, "spool", credentials), name="test")
-    objects = store.ObjectStore(config)
-    try:
-        await asyncio.wait_for(ready.wait(), 30)
-        kv = await look.key_value(names.QUEUE_BUCKET)
-        system = System(config, runtime, task, look, objects, records.Records(kv))
+    async with system_support.as_roles_running(config, only, credentials) as system:
         queue_id = await send(system, "a@sender.test", ["u@dest.test"])
         await settle(system, queue_id, "delivered")
         await arrivals(server, 1)
@@ -367,8 +347,36 @@ async def test_a_message_is_relayed_with_each_service_on_its_own_credentials(
         # No service needed anything its role is not allowed.
         log = (credentials.parent / "nats-secure.log").read_text()
         assert "Violation" not in log, log[-2000:]
-    finally:
-        runtime.stop.set()
-        await task
-        await look.close()
-        objects.close()
+
+
+@pytest.mark.parametrize("role", ["ingress", "delivery", "control"])
+async def test_no_role_but_the_spool_can_freeze_the_queue_through_its_flags(
+    peer: Callable[[str], Awaitable[Peer]], role: str
+) -> None:
+    """Freezing the queue stops all delivery: only the spool (asked by control's API, which
+    audits the call) may write the flag."""
+    attacker, admin = await peer(role), await peer(natsauth.ADMIN)
+    subject = f"$KV.{names.FLAGS_BUCKET}.{names.FROZEN_FLAG}"
+    with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
+        await attacker.js.publish(subject, b"1")
+    await attacker.refused(subject)
+    kv = await admin.js.key_value(names.FLAGS_BUCKET)
+    assert not await flags.is_frozen(kv)
+    await flags.set_frozen(kv, True)  # the flag itself works: the refusal was the permission
+    assert await flags.is_frozen(kv)
+
+
+@pytest.mark.parametrize("role", ["ingress", "delivery", "spool"])
+async def test_no_role_but_control_can_send_a_domains_mail_elsewhere(
+    peer: Callable[[str], Awaitable[Peer]], role: str
+) -> None:
+    """An MX override in the bucket sends a domain's mail to the host it names: only control
+    writes them (and audits who asked)."""
+    attacker, admin = await peer(role), await peer(natsauth.ADMIN)
+    subject = f"$KV.{names.OVERRIDES_BUCKET}.dest.test"
+    with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
+        await attacker.js.publish(subject, b"evil.test:25")
+    await attacker.refused(subject)
+    kv = await admin.js.key_value(names.OVERRIDES_BUCKET)
+    with pytest.raises(nats.js.errors.KeyNotFoundError):
+        await kv.get("dest.test")

@@ -11,12 +11,14 @@ otherwise. `GET /metrics` answers the process's metrics in Prometheus' text form
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from aiohttp import web
 
 from empath.core import addresses, telemetry
 from empath.core.services import Runtime
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Health:
@@ -40,10 +42,6 @@ class Health:
             reason = "; ".join(down) if self.ready else "starting"
         return web.Response(status=503, text=f"{reason}\n")
 
-    async def metrics(self, request: web.Request) -> web.Response:
-        body, content_type = telemetry.prometheus_text()
-        return web.Response(body=body, headers={"Content-Type": content_type})
-
 
 @contextlib.asynccontextmanager
 async def serving(runtime: Runtime, listen: str | None) -> AsyncIterator[None]:
@@ -59,10 +57,24 @@ async def serving(runtime: Runtime, listen: str | None) -> AsyncIterator[None]:
         previous(service, detail)
 
     runtime.on_ready = on_ready
+    routes = {"/livez": health.livez, "/readyz": health.readyz, "/metrics": metrics}
+    async with listening(listen, routes):
+        yield
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """The process's metrics in Prometheus' text format."""
+    body, content_type = telemetry.prometheus_text()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+@contextlib.asynccontextmanager
+async def listening(listen: str, routes: Mapping[str, Handler]) -> AsyncIterator[None]:
+    """GET `routes` served on `listen` (host:port; all addresses when no host) while the block
+    runs."""
     app = web.Application()
-    app.router.add_get("/livez", health.livez)
-    app.router.add_get("/readyz", health.readyz)
-    app.router.add_get("/metrics", health.metrics)
+    for path, handler in routes.items():
+        app.router.add_get(path, handler)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     host, port = addresses.parse_hostport(listen, default_host="0.0.0.0")

@@ -17,9 +17,7 @@ import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
-from aiohttp import web
-
-from empath.core import addresses, telemetry
+from empath.core import health, telemetry
 
 _meter = telemetry.meter("empath.operator")
 
@@ -87,11 +85,6 @@ def report_services(body: Mapping[str, Any], replicas: Mapping[str, Mapping[str,
         ready_replicas.set(int(counts.get("readyReplicas", 0)), {**server, "service": service})
 
 
-async def _metrics(request: web.Request) -> web.Response:
-    body, content_type = telemetry.prometheus_text()
-    return web.Response(body=body, headers={"Content-Type": content_type})
-
-
 @contextlib.asynccontextmanager
 async def serving(listen: str | None) -> AsyncIterator[None]:
     """Serve `GET /metrics` on `listen` (host:port) for as long as the block runs: kopf's own
@@ -99,13 +92,5 @@ async def serving(listen: str | None) -> AsyncIterator[None]:
     if not listen:
         yield
         return
-    app = web.Application()
-    app.router.add_get("/metrics", _metrics)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    host, port = addresses.parse_hostport(listen, default_host="0.0.0.0")
-    await web.TCPSite(runner, host, port).start()
-    try:
+    async with health.listening(listen, {"/metrics": health.metrics}):
         yield
-    finally:
-        await runner.cleanup()
