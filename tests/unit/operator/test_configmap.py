@@ -147,3 +147,27 @@ def test_nats_replicas_and_placement_reach_the_services_and_one_replica_is_left_
     assert (found.nats_replicas, found.nats_placement_tags) == (3, ["zone-a", "ssd"])
     # A change of the count rolls the pods, which then change the streams' replicas.
     assert rendered_config(nats={**nats, "replicas": 3}) != rendered_config(nats=nats)
+
+
+def test_a_default_spec_gives_postfix_like_limits_and_no_rate_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loaded = as_a_pod_reads_it(monkeypatch, rendered_config())
+    assert loaded.delivery_destination_concurrency == 20
+    assert loaded.delivery_rate_limit_default == 0
+    assert loaded.delivery_rate_limits == {}
+
+
+def test_per_domain_rates_and_the_old_limit_names_reach_the_services(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    limited = rendered_config(
+        delivery={"rateLimits": {"Example.COM": 5, "slow.test": 0.5}, "destinationConcurrency": 4}
+    )
+    loaded = as_a_pod_reads_it(monkeypatch, limited)
+    assert loaded.delivery_rate_limits == {"example.com": 5, "slow.test": 0.5}
+    assert loaded.delivery_destination_concurrency == 4
+    # A MailServer written for an earlier version (its CRD filled these in): still honoured.
+    old = rendered_config(delivery={"maxConnectionsPerDomain": 10, "ratePerDomain": 10})
+    loaded = as_a_pod_reads_it(monkeypatch, old)
+    assert (loaded.delivery_destination_concurrency, loaded.delivery_rate_limit_default) == (10, 10)

@@ -60,8 +60,17 @@ def config(
         "TLS_POLICY": delivery["tlsPolicy"],
         "TLS_POLICIES": _pairs(delivery.get("tlsPolicies")),
         "DNS_NAMESERVERS": ",".join(delivery.get("dnsNameservers") or []),
-        "DELIVERY_MAX_CONNECTIONS_PER_DOMAIN": str(delivery["maxConnectionsPerDomain"]),
-        "DELIVERY_RATE_PER_DOMAIN": f"{delivery['ratePerDomain']:g}",
+        # The old names, when a spec still has them (or had them filled in by an earlier
+        # CRD's defaults), win: the services refuse both names of one setting at once.
+        "DELIVERY_DESTINATION_CONCURRENCY": str(
+            delivery.get("maxConnectionsPerDomain", delivery["destinationConcurrency"])
+        ),
+        "DELIVERY_RATE_LIMITS": _pairs(
+            {domain: f"{rate:g}" for domain, rate in (delivery.get("rateLimits") or {}).items()}
+        ),
+        "DELIVERY_RATE_LIMIT_DEFAULT": (
+            f"{delivery.get('ratePerDomain', delivery['rateLimitDefault']):g}"
+        ),
         "S3_ENDPOINT": spec["objectStore"]["endpoint"],
         "S3_BUCKET": spec["objectStore"]["bucket"],
         "LOG_FORMAT": "json",
