@@ -120,7 +120,11 @@ async def test_a_nats_plugin_adds_a_header_at_data_that_reaches_the_remote_mx(
     mx(dns, "dest.test", (10, "mx.dest.test", "127.0.0.2"))
     subject = f"{names.PLUGIN_REQUEST_PREFIX}.stamp"
     system = await relay(
-        plugins=[{"name": "stamp", "hooks": ["data"], "subject": subject, "body_limit": 8}]
+        # A generous timeout: on a loaded machine the default one may pass, and the message
+        # then goes on without the header (failure policy Ignore), which is not this test's point.
+        plugins=[
+            {"name": "stamp", "hooks": ["data"], "subject": subject, "body_limit": 8, "timeout": 15}
+        ]
     )
     seen: list[plugins.DataRequest] = []
 
