@@ -75,6 +75,8 @@ def render(
     spec = complete(body["spec"], options)
     body = {**body, "spec": spec}
     server = body["metadata"]["name"]
+    for plugin in selected:
+        plugins.check(plugin)
     entries = plugins.settings(selected)
     data = configmap.config(spec, entries, otlp_endpoint=options.otlp_endpoint)
     configmap.check(data)
@@ -87,7 +89,7 @@ def render(
     rendered.autoscaler_reason, rendered.autoscaler_fallback = choice.reason, choice.fallback
     rendered.objects += [
         metadata.owned(body, "v1", "ConfigMap", configmap.name(server), None, data=data),
-        workloads.ingress(body, digest),
+        workloads.ingress(body, digest, plugins.pod_parts(selected)),
         services.smtp(body),
         workloads.control(body, digest),
         services.control(body),

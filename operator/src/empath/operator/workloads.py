@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from empath.core import kubenames
-from empath.operator import configmap, metadata
+from empath.operator import configmap, metadata, plugins
 
 UID = 10001
 DRAIN_PAUSE = 5  # seconds ingress keeps accepting after its pod is marked terminating
@@ -143,8 +143,11 @@ def deployment(
     )
 
 
-def ingress(body: Mapping[str, Any], config_hash: str) -> dict[str, Any]:
-    """The SMTP server: its listeners, the certificate and users from Secrets, and a drain."""
+def ingress(
+    body: Mapping[str, Any], config_hash: str, plugin_parts: plugins.PodParts | None = None
+) -> dict[str, Any]:
+    """The SMTP server: its listeners, the certificate and users from Secrets, a drain, and
+    what its plugins need (`plugins.pod_parts`)."""
     spec = body["spec"]
     listeners = spec["listeners"]
     env: list[dict[str, Any]] = []
@@ -166,6 +169,9 @@ def ingress(body: Mapping[str, Any], config_hash: str) -> dict[str, Any]:
             {"name": "EMPATH_SUBMISSION_LISTEN", "value": f"0.0.0.0:{metadata.SUBMISSION_PORT}"}
         )
         ports.append(port("submission", metadata.SUBMISSION_PORT))
+    plugin_parts = plugin_parts or plugins.PodParts()
+    volumes += plugin_parts.volumes
+    mounts += plugin_parts.mounts
     # The preStop pause, EMPATH_SHUTDOWN_GRACE (30 s) for sessions in flight, and some.
     grace = DRAIN_PAUSE + 45
     workload = deployment(
@@ -183,6 +189,11 @@ def ingress(body: Mapping[str, Any], config_hash: str) -> dict[str, Any]:
     # that moment, so that a rollout refuses no connection. Then SIGTERM drains the sessions.
     (container,) = workload["spec"]["template"]["spec"]["containers"]
     container["lifecycle"] = {"preStop": {"exec": {"command": ["sleep", str(DRAIN_PAUSE)]}}}
+    if plugin_parts.init_containers:  # C modules' libraries, copied as hardened as the service
+        workload["spec"]["template"]["spec"]["initContainers"] = [
+            {**init, "securityContext": container["securityContext"]}
+            for init in plugin_parts.init_containers
+        ]
     return workload
 
 
