@@ -45,8 +45,9 @@ async def api(kmock: KubernetesEmulator, tmp_path: Path, monkeypatch: pytest.Mon
     # The operator may do what the chart's RBAC lets it do, and no more.
     assert isinstance(kmock, Cluster)
     kmock.access[OPERATOR_TOKEN] = chart_rbac.access()
-    # The API server checks the CRD's CEL rules on every write of a MailServer.
+    # The API server checks the CRDs' CEL rules on every write of a MailServer or MailPlugin.
     kmock.schemas[crds.MAILSERVERS] = (crds.schema(crds.MAILSERVERS), crds.with_defaults)
+    kmock.schemas[crds.MAILPLUGINS] = (crds.schema(crds.MAILPLUGINS), crds.with_defaults)
     found = Api(kmock)
     # What `helm install` made: the chart's CRDs (Helm's own field manager).
     for crd in crds.definitions():

@@ -208,7 +208,10 @@ async def mailplugin_changed(
         if body is None:
             continue
         now = [p["metadata"]["name"] for p in plugins.selected(body, mailplugins)]
-        if now != list((body.get("status") or {}).get("plugins") or []) or name in now:
+        found = body.get("status") or {}
+        # A server whose last render failed may have failed for this plugin (gone now).
+        failed = status.condition(list(found.get("conditions") or []), "Degraded")
+        if now != list(found.get("plugins") or []) or name in now or failed.get("status") == "True":
             logger.info("MailPlugin %s changed: reconciling MailServer %s", name, server)
             await _reconcile_later_if_failing(body, mailplugins, memo.state, logger)
 
