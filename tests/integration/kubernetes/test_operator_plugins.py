@@ -10,11 +10,11 @@ import json
 from typing import Any
 
 import httpx
+import kubernetes_validate
 import pytest
 
 from empath.operator import crds
 from tests.emulator import Cluster
-from tests.integration.kubernetes.test_chart import validate
 from tests.operator_harness import (
     NS,
     PLUGINS,
@@ -29,6 +29,9 @@ from tests.operator_harness import (
 )
 
 pytestmark = pytest.mark.kmock(cls=Cluster)
+
+# The oldest Kubernetes the chart admits and the newest kubernetes-validate knows.
+VERSIONS = ("1.28.0", kubernetes_validate.latest_version())
 
 SECURE = {
     "hooks": ["rcpt", "data"],
@@ -90,7 +93,8 @@ async def test_a_plugins_secrets_options_and_c_module_reach_ingress(
 
     ingress = await api.get(deployment_url("corp-ingress"))
     assert ingress is not None
-    validate(ingress)
+    for version in VERSIONS:  # init containers, Secret, ConfigMap and emptyDir volumes
+        kubernetes_validate.validate(ingress, version, strict=True)
     pod = ingress["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     (container,) = pod["containers"]
@@ -162,3 +166,35 @@ async def test_a_plugin_stored_before_the_rules_changes_nothing_and_says_why(
             c["type"] == "Degraded" and c["status"] == "False" for c in o["status"]["conditions"]
         ),
     )
+
+
+def ready(plugin: dict[str, Any]) -> dict[str, Any]:
+    conditions = (plugin.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c["type"] == "Ready"), {})
+
+
+async def test_a_plugins_status_names_the_servers_that_use_it(api: Api, operator: Any) -> None:
+    await operator()
+    await api.create(PLUGINS, mailplugin("spam-check", {"team": "mail"}))
+    await api.create(PLUGINS, mailplugin("lonely", {"team": "web"}))
+    await api.create(SERVERS, mailserver(pluginSelector=SELECTOR))
+    await api.create(SERVERS, mailserver("other", pluginSelector=SELECTOR))
+    used = await api.wait(
+        f"{PLUGINS}/spam-check",
+        lambda o: (o.get("status") or {}).get("usedBy") == ["corp", "other"],
+    )
+    assert ready(used)["status"] == "True"
+    assert ready(used)["reason"] == "Selected"
+    assert used["status"]["observedGeneration"] == used["metadata"]["generation"]
+    lonely = await api.wait(f"{PLUGINS}/lonely", lambda o: ready(o).get("status") == "False")
+    assert lonely["status"]["usedBy"] == []
+    assert ready(lonely)["reason"] == "NotSelected"
+
+    # A server goes, another starts selecting the lonely one: both statuses follow.
+    await api.delete(f"{SERVERS}/other")
+    await api.wait(
+        f"{PLUGINS}/spam-check", lambda o: (o.get("status") or {}).get("usedBy") == ["corp"]
+    )
+    await api.patch(f"{PLUGINS}/lonely", {"metadata": {"labels": {"team": "mail"}}})
+    lonely = await api.wait(f"{PLUGINS}/lonely", lambda o: ready(o).get("status") == "True")
+    assert lonely["status"]["usedBy"] == ["corp"]

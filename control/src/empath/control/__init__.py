@@ -11,6 +11,7 @@ __all__ = [
     "link",
     "openapi",
     "output",
+    "plugins",
     "queue",
     "service",
     "system",

@@ -1,4 +1,4 @@
-"""The HTTP JSON API: queue, DNS and system management, assembled from each area's routes.
+"""The HTTP JSON API: queue, DNS, plugin and system management, assembled from each area's routes.
 
 Queue calls are answered by the spool over NATS request/reply (`empath.api.queue.*`); this
 service adds HTTP, the bearer tokens, the audit log and the OpenAPI document. Every call but
@@ -9,15 +9,21 @@ and changes nothing; a body larger than `calls.MAX_BODY` gets 413.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
 
-from empath.control import audit, calls, dns, link, openapi, queue, system
+from empath.control import audit, calls, dns, link, openapi, plugins, queue, system
 from empath.control import tokens as tokens_module
-from empath.core import store
+from empath.core import settings, store
 
-ROUTES: tuple[calls.Route, ...] = (*system.ROUTES, *queue.ROUTES, *dns.ROUTES)
+ROUTES: tuple[calls.Route, ...] = (
+    *system.ROUTES,
+    *queue.ROUTES,
+    *dns.ROUTES,
+    *plugins.ROUTES,
+)
 OPEN_PATHS = {route.path for route in ROUTES if route.open}
 AUDITED = {(route.method, route.path) for route in ROUTES if route.audited}
 DOCUMENT = openapi.document(ROUTES)
@@ -77,6 +83,7 @@ def application(
     objects: store.ObjectStore,
     tokens: tokens_module.Tokens,
     audit_log: audit.AuditLog,
+    configured_plugins: Sequence[settings.Plugin] = (),
 ) -> web.Application:
     # `problems` sits inside `authenticate`, so the audit log records the status of a refusal.
     app = web.Application(
@@ -85,5 +92,6 @@ def application(
     app[calls.LINK], app[calls.OBJECTS], app[calls.TOKENS] = connection, objects, tokens
     app[calls.AUDIT], app[calls.STARTED] = audit_log, time.monotonic()
     app[calls.DOCUMENT] = DOCUMENT
+    app[plugins.CONFIGURED] = tuple(configured_plugins)
     app.add_routes([route.definition() for route in ROUTES])
     return app

@@ -1,4 +1,4 @@
-"""`empathctl`: the queue, DNS and system commands, against the control API.
+"""`empathctl`: the queue, DNS, plugins and system commands, against the control API.
 
 URL and token come from `--url`/`--token`, else `EMPATHCTL_URL`/`EMPATHCTL_TOKEN`, else the
 config file (`--config`, default `~/.config/empath/empathctl.yaml` with `url:` and `token:`).
@@ -22,7 +22,7 @@ import typer.main
 import yaml
 
 from empath.control import transport
-from empath.control.commands import dns, queue, system
+from empath.control.commands import dns, plugins, queue, system
 
 PROGRAM = "empathctl"
 CONFIG = Path("~/.config/empath/empathctl.yaml")
@@ -75,6 +75,7 @@ def build(program: str, options: Callable[..., None]) -> typer.Typer:
     app.add_typer(queue.app, name="queue")
     app.add_typer(system.app, name="system")
     app.add_typer(dns.app, name="dns")
+    app.command("plugins")(plugins.plugins)
     return app
 
 

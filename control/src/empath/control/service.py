@@ -49,6 +49,7 @@ async def run(runtime: services.Runtime) -> None:
             objects=objects,
             tokens=known,
             audit_log=audit.AuditLog(settings.control_audit_file),
+            configured_plugins=settings.plugins,
         )
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=5, logger=http_log())
         await runner.setup()

@@ -75,7 +75,7 @@ class StatusAnswer(calls.Model):
     )
 
 
-async def _live(connection: link.Link) -> list[dict[str, Any]]:
+async def live(connection: link.Link) -> list[dict[str, Any]]:
     """The heartbeats in the services bucket; none while NATS is lost."""
     if connection.problem() is not None:
         return []
@@ -112,7 +112,7 @@ async def status(request: web.Request) -> web.Response:
         store = StorePart(ok=True, error=None)
     except errors.EmpathError as error:
         store = StorePart(ok=False, error=str(error))
-    instances = [Instance.model_validate(found) for found in await _live(app[calls.LINK])]
+    instances = [Instance.model_validate(found) for found in await live(app[calls.LINK])]
     counts: dict[str, int] = {}
     for instance in instances:
         counts[instance.service] = counts.get(instance.service, 0) + 1

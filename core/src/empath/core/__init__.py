@@ -20,6 +20,7 @@ __all__ = [
     "periodic",
     "pluginevents",
     "plugins",
+    "pluginstatus",
     "queries",
     "queue",
     "services",

@@ -125,15 +125,24 @@ class Bus:
         await _replicate(self.js, f"KV_{bucket}", self.replicas, self.placement_tags)
         return kv
 
-    async def heartbeat(self, service: str, stop: asyncio.Event, *, every: float = 10.0) -> None:
-        """Renew this instance's entry in the services bucket until `stop` (for status)."""
+    async def heartbeat(
+        self,
+        service: str,
+        stop: asyncio.Event,
+        *,
+        every: float = 10.0,
+        details: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        """Renew this instance's entry in the services bucket until `stop` (for status), with
+        what `details` says at each beat (ingress: its plugins' calls, `pluginstatus`)."""
         kv = await self.key_value(names.SERVICES_BUCKET, ttl=names.HEARTBEAT_TTL_SECONDS)
         instance = "".join(c if c.isalnum() or c in "-_" else "-" for c in ids.INSTANCE)
         key = f"{service}.{instance}"
-        record = json.dumps({"service": service, "instance": ids.INSTANCE, "started": time.time()})
+        record = {"service": service, "instance": ids.INSTANCE, "started": time.time()}
 
         async def beat() -> None:
-            await kv.put(key, record.encode())
+            now = {**(details() if details else {}), **record}
+            await kv.put(key, json.dumps(now).encode())
 
         # Every service beats: while NATS is away, one warning each, not one each interval.
         what = f"heartbeat of {key}"

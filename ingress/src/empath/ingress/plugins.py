@@ -5,7 +5,8 @@ are not asked. A plugin that times out, raises, or answers something that is not
 follows its failure policy: `Ignore` goes on as if it said continue, `Fail` refuses with
 `451 4.7.1` (temporary, the client tries again later). Nothing a plugin does can break a
 session. Every call is logged with the session or queue id, and counted
-(`empath.plugin.calls.total` by plugin, hook and outcome, and its duration).
+(`empath.plugin.calls.total` by plugin, hook and outcome, and its duration), and each
+plugin's last success and last failure are kept for the heartbeat (`pluginstatus`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from empath.core import bus as bus_module
-from empath.core import logs, plugins, telemetry
+from empath.core import logs, plugins, pluginstatus, telemetry
 from empath.core.settings import Plugin
 from empath.ingress import replies, transports
 
@@ -66,6 +68,7 @@ class Result:
 class _Configured:
     config: Plugin
     transport: transports.Transport
+    tally: pluginstatus.Tally
 
 
 class Runtime:
@@ -75,7 +78,10 @@ class Runtime:
         ordered = sorted(
             (p for p in configured if p.validation_hooks), key=lambda p: (p.priority, p.name)
         )
-        self._plugins = [_Configured(p, transports.transport_for(p, bus)) for p in ordered]
+        self._plugins = [
+            _Configured(p, transports.transport_for(p, bus), pluginstatus.Tally(p.name))
+            for p in ordered
+        ]
         self._hooks = {hook for p in ordered for hook in p.validation_hooks}
 
     def wants(self, hook: plugins.Hook) -> bool:
@@ -86,6 +92,10 @@ class Runtime:
         return max(
             (p.config.body_limit for p in self._plugins if "data" in p.config.hooks), default=0
         )
+
+    def published(self) -> list[dict[str, Any]]:
+        """How each plugin's calls went, as the heartbeat publishes it."""
+        return [plugin.tally.published() for plugin in self._plugins]
 
     async def close(self) -> None:
         for plugin in self._plugins:
@@ -145,6 +155,7 @@ class Runtime:
         if verdict is not None:
             outcome = "refuse" if verdict.refused else "continue"
             calls.add(1, {"plugin": name, "hook": hook, "outcome": outcome})
+            plugin.tally.record(outcome)
             if not log.isEnabledFor(logging.INFO):
                 return verdict
             about_log.info(
@@ -160,6 +171,7 @@ class Runtime:
             )
             return verdict
         calls.add(1, {"plugin": name, "hook": hook, "outcome": outcome})
+        plugin.tally.record(outcome, reason=f"at {hook}: {failure}")
         about_log.warning(
             "plugin %s at %s failed (%s); policy %s: %s",
             name,

@@ -170,7 +170,9 @@ async def _serve(
         servers.append(server)
         listening.append(f"{name} on {host}:{port}")
 
-    heartbeat = asyncio.create_task(bus.heartbeat("ingress", runtime.stop))
+    heartbeat = asyncio.create_task(
+        bus.heartbeat("ingress", runtime.stop, details=lambda: {"plugins": hooks.published()})
+    )
     reloader = reload.Reloader(
         context=tls,
         cert_file=settings.tls_cert_file,

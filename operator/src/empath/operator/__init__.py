@@ -11,6 +11,7 @@ __all__ = [
     "metrics",
     "monitors",
     "plugins",
+    "pluginstatus",
     "reconcile",
     "render",
     "services",

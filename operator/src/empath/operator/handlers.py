@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -21,7 +22,17 @@ from typing import Any
 import kopf
 
 from empath.core import kubeconfig
-from empath.operator import crds, kube, metadata, metrics, plugins, reconcile, render, status
+from empath.operator import (
+    crds,
+    kube,
+    metadata,
+    metrics,
+    plugins,
+    pluginstatus,
+    reconcile,
+    render,
+    status,
+)
 
 # How often `resync` looks whether a reconcile is due.
 TICK = 1.0
@@ -72,6 +83,8 @@ class State:
     schedule: Schedule = dataclasses.field(default_factory=lambda: Schedule(resync=300.0))
     # Apply the CRDs this version serves at start (`upgrade_crds`).
     apply_crds: bool = False
+    # Each MailPlugin's labels and spec as last handled: its status writes change neither.
+    plugins_seen: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
 
 
 async def _reconcile(
@@ -87,11 +100,23 @@ async def _reconcile(
             )
     except kopf.PermanentError:
         state.schedule.done(key)
+        await _refresh_plugins(state, key[0], logger)
         raise
     except (kopf.TemporaryError, kube.ApiError) as error:
         delay = state.schedule.failed(key)
         raise kopf.TemporaryError(str(error), delay=delay) from error
     state.schedule.done(key)
+    if mailplugins or (body.get("spec") or {}).get("pluginSelector"):
+        await _refresh_plugins(state, key[0], logger)
+
+
+async def _refresh_plugins(state: State, namespace: str, logger: Any) -> None:
+    """The MailPlugins' status after a reconcile; a failure to write it fails nothing else
+    (the next reconcile writes it)."""
+    try:
+        await pluginstatus.refresh(state.cluster, namespace)
+    except kube.ApiError as error:
+        logger.warning("MailPlugin status of %s not written: %s", namespace, error)
 
 
 async def _reconcile_later_if_failing(
@@ -196,24 +221,52 @@ async def mailserver_changed(
 
 @kopf.on.event(crds.GROUP, crds.VERSION, crds.MAILPLUGINS)
 async def mailplugin_changed(
-    type: str, namespace: str | None, name: str, memo: Any, logger: Any, **kwargs: Any
+    type: str,
+    namespace: str | None,
+    name: str,
+    body: kopf.Body,
+    memo: Any,
+    logger: Any,
+    **kwargs: Any,
 ) -> None:
     """A MailPlugin came, changed or went: reconcile the MailServers whose render it changes."""
     if type is None:  # the initial listing: the resume handlers see it all
         return
-    cluster: kube.Cluster = memo.state.cluster
+    state: State = memo.state
+    seen = json.dumps([dict(body.metadata.labels), dict(body.spec)], sort_keys=True)
+    key = (str(namespace), name)
+    if type != "DELETED" and state.plugins_seen.get(key) == seen:
+        return  # its status, written by the operator: nothing the servers render changed
+    state.plugins_seen[key] = seen
+    if type == "DELETED":
+        state.plugins_seen.pop(key, None)
+    cluster: kube.Cluster = state.cluster
     mailplugins = _indexed(kwargs, "plugins_index", str(namespace))
     for server in sorted(set(_indexed(kwargs, "servers_index", str(namespace)))):
-        body = await cluster.get(kube.server_path(str(namespace), server))
-        if body is None:
+        found = await cluster.get(kube.server_path(str(namespace), server))
+        if found is None:
             continue
-        now = [p["metadata"]["name"] for p in plugins.selected(body, mailplugins)]
-        found = body.get("status") or {}
+        now = [p["metadata"]["name"] for p in plugins.selected(found, mailplugins)]
+        before = found.get("status") or {}
         # A server whose last render failed may have failed for this plugin (gone now).
-        failed = status.condition(list(found.get("conditions") or []), "Degraded")
-        if now != list(found.get("plugins") or []) or name in now or failed.get("status") == "True":
+        failed = status.condition(list(before.get("conditions") or []), "Degraded")
+        if (
+            now != list(before.get("plugins") or [])
+            or name in now
+            or failed.get("status") == "True"
+        ):
             logger.info("MailPlugin %s changed: reconciling MailServer %s", name, server)
-            await _reconcile_later_if_failing(body, mailplugins, memo.state, logger)
+            await _reconcile_later_if_failing(found, mailplugins, state, logger)
+    await _refresh_plugins(state, str(namespace), logger)
+
+
+@kopf.on.event(crds.GROUP, crds.VERSION, crds.MAILSERVERS)
+async def mailserver_gone(
+    type: str | None, namespace: str | None, memo: Any, logger: Any, **_: Any
+) -> None:
+    """A MailServer went: the MailPlugins it used no longer say so."""
+    if type == "DELETED":
+        await _refresh_plugins(memo.state, str(namespace), logger)
 
 
 OWNED = {"app.kubernetes.io/managed-by": metadata.MANAGED_BY}

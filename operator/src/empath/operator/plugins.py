@@ -12,6 +12,7 @@ A MailPlugin the services would refuse is refused here, naming its field (`check
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import posixpath
 from collections.abc import Mapping, Sequence
@@ -61,9 +62,15 @@ def selected(
     return [p for p in plugins if selects(chooser, p["metadata"].get("labels") or {})]
 
 
+@functools.cache
+def _schema() -> dict[str, Any]:
+    """The spec's schema, read once: a render reads each plugin's spec a few times."""
+    return dict(crds.schema(crds.MAILPLUGINS)["properties"]["spec"])
+
+
 def _spec(plugin: Mapping[str, Any]) -> dict[str, Any]:
-    schema = crds.schema(crds.MAILPLUGINS)["properties"]["spec"]
-    return dict(crds.with_defaults(schema, plugin.get("spec") or {}))
+    """The plugin's spec with the CRD's defaults (copied: the schema is shared)."""
+    return dict(crds.with_defaults(_schema(), plugin.get("spec") or {}))
 
 
 def directory(plugin: str) -> str:

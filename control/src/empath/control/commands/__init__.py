@@ -1,3 +1,3 @@
 """The command groups of `empathctl` and `kubectl empath`, one module each."""
 
-__all__ = ["dns", "queue", "system"]
+__all__ = ["dns", "plugins", "queue", "system"]
