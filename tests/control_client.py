@@ -10,11 +10,22 @@ from typing import Any
 
 import httpx
 
+from tests.servers import free_port
 from tests.system import System
 from tests.wire import Wire
 
 TOKEN = "test-token-0123456789"
 EMPATHCTL = str(Path(sys.executable).parent / "empathctl")
+
+
+def serving(tmp_path: Path) -> dict[str, Any]:
+    """The settings that make a test system serve the control API: `TOKEN`, a free port,
+    and an audit log in `tmp_path`."""
+    return {
+        "control_token": TOKEN,
+        "control_listen": f"127.0.0.1:{free_port()}",
+        "control_audit_file": tmp_path / "audit.log",
+    }
 
 
 def url(system: System) -> str:

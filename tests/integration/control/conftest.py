@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.control_client import TOKEN
-from tests.servers import free_port
+from tests.control_client import serving
 from tests.system import StartSystem, System
 
 
@@ -16,7 +15,5 @@ async def control(start_system: StartSystem, tmp_path: Path) -> System:
     return await start_system(
         only=("ingress", "spool", "control"),
         frozen=True,
-        control_token=TOKEN,
-        control_listen=f"127.0.0.1:{free_port()}",
-        control_audit_file=tmp_path / "audit.log",
+        **serving(tmp_path),
     )

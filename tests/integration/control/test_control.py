@@ -131,6 +131,7 @@ async def test_every_answer_of_a_running_system_fits_the_openapi_document(
         ("DELETE", "/api/v1/dns/overrides/{domain}", "/api/v1/dns/overrides/x.test", {}, 200),
         ("DELETE", "/api/v1/dns/overrides/{domain}", "/api/v1/dns/overrides/x.test", {}, 404),
         ("DELETE", "/api/v1/dns/cache", "/api/v1/dns/cache", {}, 200),
+        ("GET", "/api/v1/plugins", "/api/v1/plugins", {}, 200),
         ("POST", "/api/v1/queue/unfreeze", "/api/v1/queue/unfreeze", {}, 200),
     ]
     document = (await call(control, "GET", "/openapi.json")).json()

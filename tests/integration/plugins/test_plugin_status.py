@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.control_client import TOKEN, call, empathctl
+from tests.control_client import call, empathctl, serving
 from tests.integration.plugins import samples
 from tests.servers import free_port
 from tests.system import StartSystem, System
@@ -37,9 +37,7 @@ async def test_each_plugins_last_calls_are_published_and_shown(
     system = await start_system(
         only=("ingress", "spool", "control"),
         frozen=True,
-        control_token=TOKEN,
-        control_listen=f"127.0.0.1:{free_port()}",
-        control_audit_file=tmp_path / "audit.log",
+        **serving(tmp_path),
         plugins=[
             {"name": "policy", "hooks": ["rcpt"], "module": f"{SAMPLES}:refuse_nobody"},
             {"name": "buggy", "hooks": ["mail"], "module": f"{SAMPLES}:broken"},
@@ -130,9 +128,7 @@ async def test_a_plugin_no_ingress_reports_is_unknown(
 ) -> None:
     system = await start_system(
         only=("spool", "control"),
-        control_token=TOKEN,
-        control_listen=f"127.0.0.1:{free_port()}",
-        control_audit_file=tmp_path / "audit.log",
+        **serving(tmp_path),
         plugins=[{"name": "policy", "hooks": ["rcpt"], "module": f"{SAMPLES}:third"}],
     )
     found = await shown(system)
