@@ -21,10 +21,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from empath.core import errors
 from tests.dkim_keys import publish, write_key
 from tests.dns_server import DnsServer
-from tests.integration.smtp.test_relay_tls_auth import PASSWORD, plain, tls_wire
 from tests.mail import arrivals, mx, send, settle
 from tests.remote import Remote
 from tests.system import StartSystem
+from tests.tls_auth import as_alice
 
 MESSAGE = (
     b"From: Alice <alice@sender.test>\r\n"
@@ -156,10 +156,7 @@ async def test_mail_from_a_stranger_is_not_signed_and_an_authenticated_one_is(
     )
     stranger = await send(system, "bounces@sender.test", ["u@dest.test"], MESSAGE)
     await settle(system, stranger, "delivered")
-    wire = await tls_wire(system, client_tls)
-    assert (await wire.command(f"AUTH PLAIN {plain('alice', PASSWORD)}")).startswith("235")
-    reply = await wire.transaction("bounces@sender.test", ["u@dest.test"], MESSAGE, ehlo=False)
-    await wire.close()
+    reply = await as_alice(system, client_tls, "bounces@sender.test", ["u@dest.test"], MESSAGE)
     assert reply.startswith("250 2.0.0 Ok: queued as ")
     await arrivals(server, 2)
     unsigned, signed = (arrival.data for arrival in server.arrived)

@@ -18,10 +18,10 @@ from empath.core import plugins, settings
 from empath.ingress import transports
 from empath.ingress.builtin import spf_check
 from tests.dns_server import DnsServer
-from tests.integration.smtp.test_relay_tls_auth import PASSWORD, plain, tls_wire
 from tests.mail import arrivals, mx, send, settle
 from tests.remote import Remote
 from tests.system import System
+from tests.tls_auth import as_alice
 
 MESSAGE = b"From: someone@example.org\r\nSubject: spf\r\n\r\nhello\r\n"
 
@@ -121,10 +121,7 @@ async def test_trusted_and_authenticated_clients_are_not_checked(
     await trusted.stop()
     # A stranger that authenticates is not checked either.
     system = await stranger(plugins=[refusing], **tls_files)
-    wire = await tls_wire(system, client_tls)
-    assert (await wire.command(f"AUTH PLAIN {plain('alice', PASSWORD)}")).startswith("235")
-    reply = await wire.transaction("a@fail.test", ["u@dest.test"], MESSAGE, ehlo=False)
-    await wire.close()
+    reply = await as_alice(system, client_tls, "a@fail.test", ["u@dest.test"], MESSAGE)
     assert reply.startswith("250 2.0.0 Ok: queued as ")
     await arrivals(server, 2)
     for arrival in server.arrived:
