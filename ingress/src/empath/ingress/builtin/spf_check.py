@@ -130,8 +130,7 @@ class Check:
         self.lookup_time = lookup_time
         self.time_limit = time_limit
         self.deadline = deadline
-        self.authserv_id = authserv_id
-        self.receiver = authserv_id
+        self.authserv_id = authserv_id  # also the receiver of SPF's %{r} macro
         self._threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="spf")
 
     async def __call__(self, request: plugins.Request) -> plugins.Verdict | None:
@@ -153,8 +152,9 @@ class Check:
         helo = session.helo or ""
         identity = ("smtp.mailfrom", request.sender) if request.sender else ("smtp.helo", helo)
         result = await self.evaluate(client_address(session.client_ip), request.sender, helo)
-        logs_about = logs.for_message(log, session.id)
-        logs_about.info("spf=%s %s=%s client %s", result, *identity, session.client_ip)
+        logs.for_message(log, session.id).info(
+            "spf=%s %s=%s client %s", result, *identity, session.client_ip
+        )
         metadata = {RESULT: result, f"spf.{identity[0]}": identity[1]}
         if result == "fail" and self.options.refuse_on_fail:
             return plugins.Verdict(action="refuse", reply=FAILED, metadata=metadata)
@@ -175,7 +175,7 @@ class Check:
         _local.resolver, _local.lookup_time = self.resolver, self.lookup_time
         try:
             query = spf.query(
-                i=ip, s=sender, h=helo, receiver=self.receiver, querytime=self.time_limit
+                i=ip, s=sender, h=helo, receiver=self.authserv_id, querytime=self.time_limit
             )
             result, _code, _explanation = query.check()
         finally:
