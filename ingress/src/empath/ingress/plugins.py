@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from empath.core import bus as bus_module
 from empath.core import logs, plugins, telemetry
 from empath.core.settings import Plugin
-from empath.ingress import replies, transports
+from empath.ingress import cmodules, replies, transports
 
 log = logging.getLogger("empath.ingress.plugins")
 
@@ -72,10 +72,23 @@ class Runtime:
     """The plugins ingress calls, each with its transport, made once at start."""
 
     def __init__(self, configured: list[Plugin], *, bus: bus_module.Bus) -> None:
+        # C modules are loaded here, at start: one that cannot be is a wrong setting. An event
+        # listener among them is kept for the service to feed (`cmodules.follow`).
+        loaded = {p.name: cmodules.Module(p) for p in configured if p.library is not None}
+        self.event_modules = [m for m in loaded.values() if m.event_listener]
+        configured = [loaded[p.name].config if p.name in loaded else p for p in configured]
         ordered = sorted(
             (p for p in configured if p.validation_hooks), key=lambda p: (p.priority, p.name)
         )
-        self._plugins = [_Configured(p, transports.transport_for(p, bus)) for p in ordered]
+        self._plugins = [
+            _Configured(
+                p,
+                cmodules.Transport(loaded[p.name])
+                if p.name in loaded
+                else transports.transport_for(p, bus),
+            )
+            for p in ordered
+        ]
         self._hooks = {hook for p in ordered for hook in p.validation_hooks}
 
     def wants(self, hook: plugins.Hook) -> bool:
