@@ -1,4 +1,4 @@
-"""Builds `empath.ingress._cshim`, the host side of the ancestor's C module API, with the wheel.
+"""Builds `empath.ingress.cshim`, the host side of the ancestor's C module API, with the wheel.
 
 A C module leaves its `em_*` functions undefined and expects the process loading it to define
 them. This cffi extension (API mode, compiled here with the machine's C compiler) defines
@@ -18,7 +18,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 PACKAGE = HERE / "src" / "empath" / "ingress"
-MODULE = "empath.ingress._cshim"
+MODULE = "empath.ingress.cshim"
 
 # What a callback reads or writes (the same numbers in empath.ingress.cmodules).
 FIELDS = {
@@ -190,11 +190,18 @@ else:
         def initialize(self, version: str, build_data: dict[str, Any]) -> None:
             if self.target_name != "wheel":
                 return
-            built = compile_into(PACKAGE)
-            if version != "editable":
+            if version == "editable":
+                compile_into(PACKAGE)
+            else:
+                self._work = tempfile.mkdtemp(prefix="empath-cshim-")
+                built = compile_into(Path(self._work))
                 build_data["force_include"][str(built)] = f"empath/ingress/{built.name}"
             build_data["pure_python"] = False
             build_data["infer_tag"] = True
+
+        def finalize(self, version: str, build_data: dict[str, Any], artifact: str) -> None:
+            if getattr(self, "_work", None):
+                shutil.rmtree(self._work, ignore_errors=True)
 
 
 if __name__ == "__main__":  # `python ingress/hatch_build.py`: rebuild in place

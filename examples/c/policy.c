@@ -39,6 +39,10 @@ static int mail_from(Context *context) {
 
 static int rcpt_to(Context *context) {
   StringVector recipients = em_context_get_recipients(context);
+  if (recipients.len == 0) {
+    em_free_string_vector(recipients);
+    return 0;
+  }
   const String *last = &recipients.data[recipients.len - 1]; /* the one asked about */
   int refused = strncmp(last->data, blocked, strlen(blocked)) == 0;
   if (refused) {

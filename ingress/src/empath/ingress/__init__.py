@@ -1,7 +1,9 @@
 """Empath ingress: the SMTP server that accepts mail into the queue."""
 
 __all__ = [
+    "cmodules",
     "credentials",
+    "cshim",
     "handlers",
     "hooks",
     "limits",

@@ -2,7 +2,7 @@
 
 A module exports `declare_module()` returning its `Mod`: a validation listener (a callback per
 stage, 0 accepts) or an event listener (`emit(event, context)`), each with `init(arguments)`.
-It calls back into Empath through the `em_*` functions, which the shim `_cshim` (built with
+It calls back into Empath through the `em_*` functions, which the shim `cshim` (built with
 the package, see `ingress/hatch_build.py`) defines and hands to the callbacks below. The shim
 is loaded into the global scope before any module, and each module is loaded with every
 symbol bound at once, so a module that needs a function Empath lacks fails at start.
@@ -243,7 +243,7 @@ def _give(ffi: Any, context: Context, value: str | bytes) -> Any:
 def shim() -> Any:
     """The shim, loaded into the global scope, with its callbacks defined (once)."""
     try:
-        module: Any = importlib.import_module("empath.ingress._cshim")
+        module: Any = importlib.import_module("empath.ingress.cshim")
     except ImportError as error:
         raise errors.ConfigurationError(
             "EMPATH_PLUGINS: C modules need empath-ingress built with its C shim "
@@ -316,7 +316,7 @@ def shim() -> Any:
 
 
 def _dlerror() -> str:
-    module = importlib.import_module("empath.ingress._cshim")
+    module = importlib.import_module("empath.ingress.cshim")
     message = module.lib.dlerror()
     return "unknown error" if message == module.ffi.NULL else module.ffi.string(message).decode()
 
