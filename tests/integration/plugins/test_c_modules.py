@@ -15,10 +15,9 @@ from typing import Any
 import pytest
 
 from empath.core import errors
-from tests.control_client import TOKEN, empathctl
+from tests.control_client import view_rows, with_control
 from tests.dns_server import DnsServer
 from tests.mail import BODY, arrivals, mx, settle
-from tests.servers import free_port
 from tests.system import StartSystem
 from tests.waiting import eventually
 
@@ -56,9 +55,7 @@ async def test_a_c_module_changes_the_sender_and_refuses_a_recipient_with_its_ow
     told = tmp_path / "events.log"
     system = await relay(
         retry_schedule=[0, 60],
-        only=("ingress", "spool", "delivery", "control"),
-        control_token=TOKEN,
-        control_listen=f"127.0.0.1:{free_port()}",
+        **with_control("ingress", "spool", "delivery"),
         plugins=[
             policy(tmp_path),
             # No hooks: an event listener is told of every event.
@@ -90,13 +87,7 @@ async def test_a_c_module_changes_the_sender_and_refuses_a_recipient_with_its_ow
     assert (arrived.sender, arrived.recipients) == ("bounces@example.net", ["u@dest.test"])
     assert entry.sender == "bounces@example.net"
     assert entry.metadata == {"policy.original-sender": "a@sender.test"}
-    table = await asyncio.to_thread(empathctl, system, "queue", "view", queue_id)
-    assert table.returncode == 0, table.stderr
-    rows = [
-        [cell.strip() for cell in line.split("│")[1:-1]]
-        for line in table.stdout.splitlines()
-        if line.startswith("│")
-    ]
+    rows = await view_rows(system, queue_id)
     assert ["metadata", "policy.original-sender=a@sender.test"] in rows
 
     # DeliverySuccess (3), with the delivery accessors and the message's metadata.
