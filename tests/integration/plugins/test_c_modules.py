@@ -5,8 +5,6 @@ of deliveries, one that hangs, and libraries that stop ingress at start."""
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,24 +15,10 @@ import pytest
 from empath.core import errors
 from tests.control_client import view_rows, with_control
 from tests.dns_server import DnsServer
+from tests.integration.plugins.cmodules import POLICY, SOURCES, build
 from tests.mail import BODY, arrivals, mx, settle
 from tests.system import StartSystem
 from tests.waiting import eventually
-
-REPO = Path(__file__).resolve().parents[3]
-HEADER = REPO / "ingress/src/empath/ingress"
-SOURCES = Path(__file__).resolve().parent / "c"
-POLICY = REPO / "examples/c/policy.c"
-
-
-def build(source: Path, directory: Path) -> Path:
-    """`source` compiled into a shared library, as the README says to."""
-    compiler = shutil.which("cc")
-    assert compiler is not None, "the tests need a C compiler (cc)"
-    library = directory / f"{source.stem}.so"
-    flags = ["-shared", "-fPIC", "-Wall", "-Werror", f"-I{HEADER}"]
-    subprocess.run([compiler, *flags, str(source), "-o", str(library)], check=True)
-    return library
 
 
 def policy(directory: Path, **options: Any) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from nats.aio.msg import Msg
 from empath.core import bus, names, natsauth, pluginevents, plugins, settings, up
 from tests import servers
 from tests import system as system_support
-from tests.integration.plugins import test_c_modules
+from tests.integration.plugins import cmodules
 from tests.waiting import eventually
 from tests.wire import Wire
 
@@ -106,7 +106,7 @@ async def test_a_c_event_module_follows_its_events_on_ingress_rights(
 ) -> None:
     url, credentials = plugin_nats
     told = tmp_path / "events.log"
-    library = test_c_modules.build(test_c_modules.SOURCES / "events.c", tmp_path)
+    library = cmodules.build(cmodules.SOURCES / "events.c", tmp_path)
     config = make_settings(
         nats_url=url,
         plugins=[
