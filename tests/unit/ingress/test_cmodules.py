@@ -55,7 +55,7 @@ def test_data_is_told_with_the_queue_id_and_the_message() -> None:
 
 
 @pytest.mark.parametrize(
-    "sender", ["not an address", "a@b@c", "ü@dest.test", "x" * 300 + "@d.test"]
+    "sender", ["", "not an address", "a@b@c", "ü@dest.test", "x" * 300 + "@d.test"]
 )
 def test_a_sender_that_is_not_an_address_is_refused_and_changes_nothing(sender: str) -> None:
     seen = context()

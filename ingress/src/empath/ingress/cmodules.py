@@ -31,6 +31,7 @@ import importlib
 import itertools
 import logging
 import re
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -162,7 +163,7 @@ class Context:
         return int(values.get(what, 0))
 
     def set_sender(self, sender: str | None) -> bool:
-        if sender is None or sender == "":
+        if sender is None:  # NULL: the null sender <>
             self.sender = self.new_sender = ""
             return True
         try:
@@ -211,10 +212,13 @@ class Context:
 
 
 # The contexts of callbacks running now, by the number C sees as its `Context *`; the
-# buffers handed to C, by address (with the vector's strings, for a vector).
+# buffers handed to C, by address: the buffer, a vector's strings, and the context it was
+# given in. Only a callback of that context frees it: a stale pointer freed again can never
+# free what another module's callback holds now at the same address.
 _contexts: dict[int, Context] = {}
-_buffers: dict[int, tuple[Any, list[int]]] = {}
+_buffers: dict[int, tuple[Any, list[int], int]] = {}
 _numbers = itertools.count(1)
+_running = threading.local()  # the number of the context a module thread is in
 
 
 def _key(ffi: Any, pointer: Any, limit: int) -> str | None:
@@ -230,12 +234,12 @@ def _key(ffi: Any, pointer: Any, limit: int) -> str | None:
         return None
 
 
-def _give(ffi: Any, context: Context, value: str | bytes) -> Any:
+def _give(ffi: Any, number: int, value: str | bytes) -> Any:
     raw = value.encode() if isinstance(value, str) else value
     buffer = ffi.new("char[]", raw)
     address = int(ffi.cast("uintptr_t", buffer))
-    _buffers[address] = (buffer, [])
-    context.allocations.append(address)
+    _buffers[address] = (buffer, [], number)
+    _contexts[number].allocations.append(address)
     return buffer, len(raw)
 
 
@@ -266,7 +270,7 @@ def shim() -> Any:
         value = context.text(what, _key(ffi, key, 64))
         if value is None:
             return 0
-        out.data, out.len = _give(ffi, context, value)
+        out.data, out.len = _give(ffi, number, value)
         return 1
 
     @ffi.def_extern(onerror=on_error)  # type: ignore[untyped-decorator]
@@ -277,10 +281,10 @@ def shim() -> Any:
         array = ffi.new("String[]", max(len(context.recipients), 1))
         strings = []
         for index, recipient in enumerate(context.recipients):
-            array[index].data, array[index].len = _give(ffi, context, recipient)
+            array[index].data, array[index].len = _give(ffi, number, recipient)
             strings.append(int(ffi.cast("uintptr_t", array[index].data)))
         address = int(ffi.cast("uintptr_t", array))
-        _buffers[address] = (array, strings)
+        _buffers[address] = (array, strings, number)
         context.allocations.append(address)
         out.data, out.len = array, len(context.recipients)
         return 1
@@ -307,8 +311,11 @@ def shim() -> Any:
 
     @ffi.def_extern(onerror=on_error)  # type: ignore[untyped-decorator]
     def em_py_free(address: int, vector: int) -> None:
-        kept = _buffers.pop(address, None)
-        if kept is not None and vector:
+        kept = _buffers.get(address)
+        if kept is None or kept[2] != getattr(_running, "number", None):
+            return
+        del _buffers[address]
+        if vector:
             for string in kept[1]:
                 _buffers.pop(string, None)
 
@@ -325,9 +332,11 @@ def _run(call: Callable[[int], int], context: Context) -> int:
     """One call into C, on a module thread, with `context` as its `Context *`."""
     number = next(_numbers)
     _contexts[number] = context
+    _running.number = number
     try:
         return call(number)
     finally:
+        _running.number = None
         del _contexts[number]
         for address in context.allocations:
             _buffers.pop(address, None)
