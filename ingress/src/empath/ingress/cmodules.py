@@ -30,10 +30,11 @@ import functools
 import importlib
 import itertools
 import logging
+import queue
 import re
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -328,6 +329,37 @@ def _dlerror() -> str:
     return "unknown error" if message == module.ffi.NULL else module.ffi.string(message).decode()
 
 
+class _Threads:
+    """A module's threads. Daemon threads, unlike a ThreadPoolExecutor's (which the
+    interpreter joins at exit): a module stuck in C never holds up ingress's stop."""
+
+    def __init__(self, count: int, name: str) -> None:
+        self._work: queue.SimpleQueue[tuple[Future[int], Callable[[], int]] | None]
+        self._work = queue.SimpleQueue()
+        self._count = count
+        for index in range(count):
+            threading.Thread(target=self._serve, name=f"{name}-{index}", daemon=True).start()
+
+    def _serve(self) -> None:
+        while (item := self._work.get()) is not None:
+            future, call = item
+            if not future.set_running_or_notify_cancel():  # timed out while waiting
+                continue
+            try:
+                future.set_result(call())
+            except BaseException as error:
+                future.set_exception(error)
+
+    async def run(self, call: Callable[[], int]) -> int:
+        future: Future[int] = Future()
+        self._work.put((future, call))
+        return await asyncio.wrap_future(future)
+
+    def close(self) -> None:
+        for _ in range(self._count):
+            self._work.put(None)
+
+
 def _run(call: Callable[[int], int], context: Context) -> int:
     """One call into C, on a module thread, with `context` as its `Context *`."""
     number = next(_numbers)
@@ -378,11 +410,17 @@ class Module:
                 f"{where}: {kind} with no callback for {', '.join(strange)}"
             )
         self.config = config.model_copy(update={"hooks": hooks})
-        self.threads = ThreadPoolExecutor(
-            max_workers=min(config.concurrency, MAX_THREADS),
-            thread_name_prefix=f"cmodule-{config.name}",
-        )
         self._init(body.init, config.arguments, where)
+        self.threads = _Threads(min(config.concurrency, MAX_THREADS), f"cmodule-{config.name}")
+        declared_name = _key(self.ffi, body.module_name, 256) or "?"
+        log.info(
+            "C module %s (%r, %s at %s) loaded from %s",
+            self.name,
+            declared_name,
+            "event listener" if self.event_listener else "validation listener",
+            ", ".join(hooks),
+            path,
+        )
 
     def _init(self, init: Any, arguments: list[str], where: str) -> None:
         if init == self.ffi.NULL:
@@ -396,11 +434,9 @@ class Module:
         result = int(self.lib.em_host_init(init, value[0]))
         if result != 0:
             raise errors.ConfigurationError(f"{where}: init() returned {result}")
-        log.info("C module %s loaded from %s", self.name, self.config.library)
 
     async def _call(self, call: Callable[[int], int], context: Context) -> int:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.threads, _run, call, context)
+        return await self.threads.run(functools.partial(_run, call, context))
 
     async def validate(self, request: plugins.Request) -> plugins.Verdict:
         callback = getattr(self.declared.validation_listener.validators, VALIDATORS[request.hook])
@@ -416,7 +452,7 @@ class Module:
 
     def close(self) -> None:
         # A module stuck in a call keeps its thread; nothing waits for it.
-        self.threads.shutdown(wait=False, cancel_futures=True)
+        self.threads.close()
 
 
 class Transport:

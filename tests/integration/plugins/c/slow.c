@@ -5,7 +5,7 @@
 
 static int mail_from(Context *context) {
   (void)context;
-  sleep(20);
+  sleep(10);
   return 0;
 }
 
