@@ -12,7 +12,9 @@ one of these, or derives from one (the services' own are named by module)::
     │   ├── BusUnavailable
     │   ├── NewerEvent
     │   ├── delivery.client.SessionLost
+    │   ├── delivery.limits.LimitsUnavailable
     │   ├── delivery.resolver.DeliveryDeferred      (also a delivery.resolver.DeliveryError)
+    │   ├── ingress.transports.PluginError      (its plugin's failurePolicy decides the reply)
     │   └── operator.kube.ApiError
     └── PermanentError                  give up: SMTP 5xx, JetStream term
         ├── ConfigurationError

@@ -30,10 +30,8 @@ SECRET_HEADER = "X-Empath-Plugin-Secret"
 PluginFunction = Callable[[plugins.Request], Awaitable[plugins.Verdict | None]]
 
 
-class PluginError(errors.EmpathError):
+class PluginError(errors.TemporaryError):
     """A plugin could not be asked, or its answer was not a verdict."""
-
-    temporary = True
 
 
 class Transport(Protocol):
