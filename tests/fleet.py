@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,14 +84,19 @@ class Service(Process):
                 [EMPATH, self.name], env=self.env, stdout=out, stderr=subprocess.STDOUT
             )
 
+    def alive_or_fail(self) -> bool:
+        """True while it runs; once it exited, an assertion that says what it wrote."""
+        if not self.alive:
+            raise AssertionError(f"{self.label} exited: {self.output()[-3000:]}")
+        return True
+
     async def ready(self, timeout: float = 60.0) -> None:
         """Wait until its `/readyz` answers 200 (fails at once if the process exited)."""
         url = f"http://127.0.0.1:{self.health_port}/readyz"
         async with httpx.AsyncClient(timeout=2.0) as http:
 
             async def probe() -> int:
-                if not self.alive:
-                    raise AssertionError(f"{self.label} exited: {self.output()[-3000:]}")
+                self.alive_or_fail()
                 try:
                     return (await http.get(url)).status_code
                 except httpx.TransportError:
@@ -102,6 +108,18 @@ class Service(Process):
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@contextlib.contextmanager
+def running(name: str, config: settings.Settings, directory: Path) -> Iterator[Service]:
+    """`empath <name>` in a process of its own for the block (killed at its end, if still
+    running): a service a test means to kill while it works."""
+    service = Service(name, config, directory)
+    service.start()
+    try:
+        yield service
+    finally:
+        service.end()
 
 
 class ObjectStore(Process):
