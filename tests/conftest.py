@@ -22,6 +22,7 @@ from minio import Minio
 from empath.core import bus, flags, names, services, settings, store, telemetry
 from empath.spool import records
 from tests import servers
+from tests import system as system_module
 from tests.dns_server import DnsServer
 from tests.remote import Remote
 from tests.system import StartSystem, System
@@ -140,14 +141,7 @@ async def start_system(
                 await flags.set_frozen(await setup.key_value(names.FLAGS_BUCKET), True)
             finally:
                 await setup.close()
-        ready = asyncio.Event()
-        waiting = set(only)
-
-        def on_ready(service: str, detail: str) -> None:
-            waiting.discard(service)
-            if not waiting:
-                ready.set()
-
+        ready, on_ready = system_module.all_ready(only)
         runtime = services.Runtime(settings=config, on_ready=on_ready)
         task = asyncio.create_task(services.run_all({n: mains[n] for n in only}, runtime))
         waiter = asyncio.create_task(ready.wait())
