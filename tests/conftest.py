@@ -234,18 +234,24 @@ async def remote(mx_port: int) -> AsyncIterator[Callable[..., Any]]:
 
 
 @pytest.fixture
-def relay(start_system: StartSystem, dns: DnsServer, mx_port: int) -> Callable[..., Any]:
-    """Start ingress, spool and delivery, resolving through the test's DNS server."""
+def relay_settings(dns: DnsServer, mx_port: int) -> dict[str, Any]:
+    """The settings of a relay that resolves through the test's DNS server, delivers to the
+    test's remote MX hosts, and retries and dispatches within a test's patience."""
+    return {
+        "dns_nameservers": [f"127.0.0.1:{dns.port}"],
+        "delivery_port": mx_port,
+        "retry_schedule": [0, 1],
+        "scheduler_interval": 0.2,
+        "delivery_rate_per_domain": 0,
+    }
+
+
+@pytest.fixture
+def relay(start_system: StartSystem, relay_settings: dict[str, Any]) -> Callable[..., Any]:
+    """Start ingress, spool and delivery with `relay_settings`."""
 
     async def start(**overrides: Any) -> System:
-        values: dict[str, Any] = {
-            "only": ("ingress", "spool", "delivery"),
-            "dns_nameservers": [f"127.0.0.1:{dns.port}"],
-            "delivery_port": mx_port,
-            "retry_schedule": [0, 1],
-            "scheduler_interval": 0.2,
-            "delivery_rate_per_domain": 0,
-        }
+        values: dict[str, Any] = {"only": ("ingress", "spool", "delivery"), **relay_settings}
         values.update(overrides)
         return await start_system(**values)
 

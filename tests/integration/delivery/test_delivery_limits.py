@@ -208,6 +208,7 @@ async def test_the_circuit_opens_after_the_failures_blocks_probes_and_closes(
 async def test_delivery_and_the_spool_share_the_breakers_on_their_own_nats_credentials(
     secure_nats: tuple[str, Path],
     make_settings: Callable[..., settings.Settings],
+    relay_settings: dict[str, Any],
     dns: DnsServer,
     mx_port: int,
 ) -> None:
@@ -218,11 +219,8 @@ async def test_delivery_and_the_spool_share_the_breakers_on_their_own_nats_crede
     await down.start("127.0.0.2", mx_port)
     mx(dns, "down.test", (10, "mx.down.test", "127.0.0.2"))
     config = make_settings(
+        **{**relay_settings, **NEW_NAMES, "retry_schedule": [0, 60]},
         nats_url=url,
-        dns_nameservers=[f"127.0.0.1:{dns.port}"],
-        delivery_port=mx_port,
-        retry_schedule=[0, 60],
-        scheduler_interval=0.2,
         delivery_circuit_failures=1,
         control_token="test-token",
         control_listen=f"127.0.0.1:{servers.free_port()}",
