@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -18,13 +19,12 @@ TOKEN = "test-token-0123456789"
 EMPATHCTL = str(Path(sys.executable).parent / "empathctl")
 
 
-def serving(tmp_path: Path) -> dict[str, Any]:
-    """The settings that make a test system serve the control API: `TOKEN`, a free port,
-    and an audit log in `tmp_path`."""
+def with_control(*services: str) -> dict[str, Any]:
+    """Settings that run the control service beside `services`, with the tests' token."""
     return {
+        "only": (*services, "control"),
         "control_token": TOKEN,
         "control_listen": f"127.0.0.1:{free_port()}",
-        "control_audit_file": tmp_path / "audit.log",
     }
 
 
@@ -50,6 +50,17 @@ def empathctl(system: System | None, *args: str, **env: str) -> subprocess.Compl
     return subprocess.run(
         [EMPATHCTL, *args], env=environment, capture_output=True, text=True, timeout=60
     )
+
+
+async def view_rows(system: System, queue_id: str) -> list[list[str]]:
+    """`empathctl queue view` of a message, as its table's rows of cells."""
+    table = await asyncio.to_thread(empathctl, system, "queue", "view", queue_id)
+    assert table.returncode == 0, table.stderr
+    return [
+        [cell.strip() for cell in line.split("│")[1:-1]]
+        for line in table.stdout.splitlines()
+        if line.startswith("│")
+    ]
 
 
 async def queue_some(system: System, senders: list[str], to: str = "u@example.com") -> list[str]:

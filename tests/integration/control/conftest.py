@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.control_client import serving
+from tests.control_client import TOKEN
+from tests.servers import free_port
 from tests.system import StartSystem, System
 
 
@@ -15,5 +16,7 @@ async def control(start_system: StartSystem, tmp_path: Path) -> System:
     return await start_system(
         only=("ingress", "spool", "control"),
         frozen=True,
-        **serving(tmp_path),
+        control_token=TOKEN,
+        control_listen=f"127.0.0.1:{free_port()}",
+        control_audit_file=tmp_path / "audit.log",
     )

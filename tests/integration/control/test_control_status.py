@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from empath.core import queue
-from tests.control_client import empathctl, serving
+from tests.control_client import TOKEN, empathctl
 from tests.dns_server import DnsServer
 from tests.mail import BODY, arrivals, mx
+from tests.servers import free_port
 from tests.system import StartSystem
 from tests.waiting import eventually
 from tests.wire import Wire
@@ -28,7 +29,9 @@ async def test_status_shows_rates_the_queue_and_the_failure_ratio_by_domain(
 ) -> None:
     system = await start_system(
         only=("ingress", "spool", "delivery", "control"),
-        **serving(tmp_path),
+        control_token=TOKEN,
+        control_listen=f"127.0.0.1:{free_port()}",
+        control_audit_file=tmp_path / "audit.log",
         dns_nameservers=[f"127.0.0.1:{dns.port}"],
         delivery_port=mx_port,
         scheduler_interval=0.2,
@@ -99,7 +102,9 @@ async def test_status_shows_the_age_of_the_oldest_waiting_message(
     system = await start_system(
         only=("ingress", "spool", "control"),
         frozen=True,
-        **serving(tmp_path),
+        control_token=TOKEN,
+        control_listen=f"127.0.0.1:{free_port()}",
+        control_audit_file=tmp_path / "audit.log",
     )
     wire = await Wire.open(system.smtp_port)
     assert (await wire.transaction("a@one.test", ["u@example.com"], BODY)).startswith("250")

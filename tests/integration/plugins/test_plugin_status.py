@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from tests.control_client import call, empathctl, serving
+from tests.control_client import call, empathctl, with_control
 from tests.integration.plugins import samples
 from tests.servers import free_port
 from tests.system import StartSystem, System
@@ -30,14 +29,13 @@ async def shown(system: System) -> dict[str, dict[str, Any]]:
 
 
 async def test_each_plugins_last_calls_are_published_and_shown(
-    start_system: StartSystem, tmp_path: Path
+    start_system: StartSystem,
 ) -> None:
     samples.CALLS.clear()
     port = free_port()
     system = await start_system(
-        only=("ingress", "spool", "control"),
+        **with_control("ingress", "spool"),
         frozen=True,
-        **serving(tmp_path),
         plugins=[
             {"name": "policy", "hooks": ["rcpt"], "module": f"{SAMPLES}:refuse_nobody"},
             {"name": "buggy", "hooks": ["mail"], "module": f"{SAMPLES}:broken"},
@@ -124,11 +122,10 @@ async def test_each_plugins_last_calls_are_published_and_shown(
 
 
 async def test_a_plugin_no_ingress_reports_is_unknown(
-    start_system: StartSystem, tmp_path: Path
+    start_system: StartSystem,
 ) -> None:
     system = await start_system(
-        only=("spool", "control"),
-        **serving(tmp_path),
+        **with_control("spool"),
         plugins=[{"name": "policy", "hooks": ["rcpt"], "module": f"{SAMPLES}:third"}],
     )
     found = await shown(system)

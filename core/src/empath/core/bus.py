@@ -136,8 +136,7 @@ class Bus:
         """Renew this instance's entry in the services bucket until `stop` (for status), with
         what `details` says at each beat (ingress: its plugins' calls, `pluginstatus`)."""
         kv = await self.key_value(names.SERVICES_BUCKET, ttl=names.HEARTBEAT_TTL_SECONDS)
-        instance = "".join(c if c.isalnum() or c in "-_" else "-" for c in ids.INSTANCE)
-        key = f"{service}.{instance}"
+        key = f"{service}.{ids.INSTANCE_KEY}"
         record = {"service": service, "instance": ids.INSTANCE, "started": time.time()}
 
         async def beat() -> None:

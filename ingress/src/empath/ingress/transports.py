@@ -29,10 +29,8 @@ SECRET_HEADER = "X-Empath-Plugin-Secret"
 PluginFunction = plugins.Function
 
 
-class PluginError(errors.EmpathError):
+class PluginError(errors.TemporaryError):
     """A plugin could not be asked, or its answer was not a verdict."""
-
-    temporary = True
 
 
 class Transport(Protocol):
