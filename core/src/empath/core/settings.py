@@ -159,6 +159,9 @@ class Settings(BaseSettings):
         ]
     )
     max_message_size: int = Field(default=25 * MiB, ge=1024)
+    # A message this small travels with its events as well as in the bucket, so its first
+    # attempt, dispatched on arrival, does not read the body back (0: never).
+    inline_body_limit: int = Field(default=64 * 1024, ge=0, le=256 * 1024)
     max_recipients: int = Field(default=1000, ge=1)
     max_line_length: int = Field(default=998, ge=78, le=65536)
     max_connections: int = Field(default=1000, ge=1)

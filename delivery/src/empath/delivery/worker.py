@@ -130,7 +130,8 @@ class Worker:
 
     async def attempt(self, job: events.DeliveryJob) -> list[events.RecipientResult]:
         try:
-            body = await self.objects.get(job.body_key)
+            # A first attempt dispatched on arrival brings the body along.
+            body = job.body if job.body is not None else await self.objects.get(job.body_key)
         except errors.NotFound:
             reply = "554 5.3.0 The message body is missing from the spool"
             return [

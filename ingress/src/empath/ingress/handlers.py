@@ -76,11 +76,13 @@ class QueueingHandler:
         objects: store.ObjectStore,
         bus: bus_module.Bus,
         full_dsn_from_untrusted: bool = False,
+        inline_body_limit: int = 0,
         plugin_events: pluginevents.Publisher | None = None,
     ) -> None:
         self.objects = objects
         self.bus = bus
         self.full_dsn_from_untrusted = full_dsn_from_untrusted
+        self.inline_body_limit = inline_body_limit
         self.plugin_events = plugin_events
 
     def _ret(self, server: Session, session: Any, asked: str | None) -> str | None:
@@ -172,6 +174,7 @@ class QueueingHandler:
                 listener=server.listener.name,
             ),
             metadata={**server.session_metadata, **envelope.metadata},
+            body=body if len(body) <= self.inline_body_limit else None,
         )
         return event, body
 

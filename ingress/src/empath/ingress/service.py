@@ -132,6 +132,7 @@ async def _serve(
         objects=objects,
         bus=bus,
         full_dsn_from_untrusted=settings.full_dsn_from_untrusted,
+        inline_body_limit=settings.inline_body_limit,
         plugin_events=publisher,
     )
     loop = asyncio.get_running_loop()

@@ -13,19 +13,26 @@ message. Such a message is found at its first attempt instead (`outcomes.void`).
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 from nats.aio.msg import Msg
 
 from empath.core import consumers, events, queue, telemetry
-from empath.spool import records
+from empath.spool import records, scheduler
 
 log = logging.getLogger("empath.spool.intake")
 tracer = telemetry.tracer("empath.spool")
 
 
 class Intake:
-    def __init__(self, *, records: records.Records) -> None:
+    """With a `dispatcher`, a message due now goes out for its first attempt on arrival
+    (`Scheduler.arrive`); without one it is recorded as queued, for the scheduler's ticks."""
+
+    def __init__(
+        self, *, records: records.Records, dispatcher: scheduler.Scheduler | None = None
+    ) -> None:
         self.records = records
+        self.dispatcher = dispatcher
 
     async def handle(self, msg: Msg) -> None:
         """Record one accepted message; safe to run twice (and on two replicas) for one event."""
@@ -34,7 +41,13 @@ class Intake:
         ) as inbound:
             event, mlog = inbound.event, inbound.log
             entry = queue.Entry.from_received(event, traceparent=telemetry.traceparent())
-            if await self.records.create(entry):
+            if self.dispatcher is not None:
+                recorded = await self.dispatcher.arrive(
+                    entry, body=event.body, now=datetime.now(UTC)
+                )
+            else:
+                recorded = await self.records.create(entry)
+            if recorded:
                 mlog.info(
                     "queued from=<%s> nrcpt=%d size=%d",
                     event.envelope.sender,

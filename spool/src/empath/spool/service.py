@@ -33,7 +33,6 @@ async def run(runtime: services.Runtime) -> None:
         ready.cancel()
         query = api.QueryAPI(bus.nc, queue_records, flags, live, objects)
         await query.start()
-        worker = intake.Intake(records=queue_records)
         bodies = removals.Removals(objects)
         events_out = pluginevents.Publisher(
             bus,
@@ -56,6 +55,7 @@ async def run(runtime: services.Runtime) -> None:
             live=live,
             removals=bodies,
         )
+        worker = intake.Intake(records=queue_records, dispatcher=planner)
         consumers = [
             (
                 names.RECEIVED_STREAM,
