@@ -46,6 +46,7 @@ async def run(runtime: services.Runtime) -> None:
             objects=objects,
             removals=bodies,
             notices=notices.Notices(settings=settings, bus=bus, objects=objects),
+            live=live,
         )
         planner = scheduler.Scheduler(
             settings=settings,
