@@ -16,6 +16,7 @@ import inspect
 import logging
 import ssl
 import time
+import types
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,18 +91,23 @@ class _Data:
     too_long: bool = False
 
 
-def _timed(command: str, method: Any) -> Any:
-    """An `smtp_*` method that records how long the command took, up to its reply."""
+def _timed(command: str, function: Any) -> Any:
+    """An `smtp_*` function that records how long the command took, up to its reply."""
 
-    @functools.wraps(method)  # keeps aiosmtpd's `__smtp_syntax__`, which HELP reads
-    async def timed(arg: str | None) -> None:
+    @functools.wraps(function)  # keeps aiosmtpd's `__smtp_syntax__`, which HELP reads
+    async def timed(self: Session, arg: str | None) -> None:
         started = time.monotonic()
         try:
-            await method(arg)
+            await function(self, arg)
         finally:
             metrics.smtp_command_duration.record(time.monotonic() - started, {"command": command})
 
     return timed
+
+
+# The timed `smtp_*` functions of each session class, made once: wrapping them for every
+# connection cost as much as a command.
+_TIMED: dict[type, dict[str, Any]] = {}
 
 
 def _same(address: str) -> str:
@@ -159,7 +165,13 @@ class Session(hooks.PluginHooks, SMTP):
         self.policy = policy
         self.connections = connections
         self.credentials = credentials
-        self._smtp_methods = {name: _timed(name, m) for name, m in self._smtp_methods.items()}
+        timed = _TIMED.get(type(self))
+        if timed is None:
+            timed = _TIMED[type(self)] = {
+                name: _timed(name, getattr(type(self), f"smtp_{name}"))
+                for name in self._smtp_methods
+            }
+        self._smtp_methods = {name: types.MethodType(f, self) for name, f in timed.items()}
 
     # -- connection life -------------------------------------------------------------------
 
