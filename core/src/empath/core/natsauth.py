@@ -159,15 +159,7 @@ def _plugin_events() -> list[str]:
     """Event plugins: durable consumers on the plugin events stream. NATS wildcards are whole
     tokens, so the rights cover any consumer name there (`plugin-<name>` by convention); the
     stream holds nothing but plugin events."""
-    where = f"{names.PLUGIN_EVENTS_STREAM.name}.*"
-    return [
-        f"{API}.CONSUMER.INFO.{where}",
-        f"{API}.CONSUMER.CREATE.{where}",
-        f"{API}.CONSUMER.CREATE.{where}.>",
-        f"{API}.CONSUMER.DURABLE.CREATE.{where}",
-        f"{API}.CONSUMER.MSG.NEXT.{where}",
-        f"$JS.ACK.{where}.>",
-    ]
+    return _consume(names.PLUGIN_EVENTS_STREAM, "*")
 
 
 PERMISSIONS: dict[str, Permissions] = {

@@ -82,6 +82,9 @@ class Plugin(BaseModel):
     ca_file: Path | None = None
     secret_file: Path | None = None
     concurrency: int = Field(default=64, ge=1, le=10000)
+    # In process: a JSON object for a plugin factory (`plugins.factory`), which reads it into a
+    # model of its own at start (the built-in DKIM and SPF plugins take their settings here).
+    options: dict[str, Any] | None = None
 
     @field_validator("hooks", mode="before")
     @classmethod
@@ -109,6 +112,12 @@ class Plugin(BaseModel):
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise ValueError(f"plugin {self.name!r}: {name}: no such file: {path}")
+        return self
+
+    @model_validator(mode="after")
+    def _options_for_a_module(self) -> Plugin:
+        if self.options is not None and self.module is None:
+            raise ValueError(f"plugin {self.name!r}: options are for an in-process plugin (module)")
         return self
 
 

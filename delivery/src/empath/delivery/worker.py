@@ -133,9 +133,10 @@ class Worker:
             # A first attempt dispatched on arrival brings the body along.
             body = job.body if job.body is not None else await self.objects.get(job.body_key)
         except errors.NotFound:
-            reply = "554 5.3.0 The message body is missing from the spool"
             return [
-                events.RecipientResult(address=r.address, outcome="failed", reply=reply)
+                events.RecipientResult(
+                    address=r.address, outcome="failed", reply=events.BODY_MISSING
+                )
                 for r in job.envelope.recipients
             ]
         except errors.StoreUnavailable as error:

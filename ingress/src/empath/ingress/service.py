@@ -86,7 +86,7 @@ async def serve(
 ) -> None:
     settings = runtime.settings
     # A plugin that cannot be loaded stops the service at start (ConfigurationError).
-    runtime_plugins = plugins.Runtime(settings.plugins, bus=bus)
+    runtime_plugins = plugins.Runtime(settings.plugins, bus=bus, settings=settings)
     try:
         await _serve(
             runtime, settings, objects=objects, bus=bus, tls=tls, auth=auth, hooks=runtime_plugins
