@@ -41,6 +41,10 @@ class Cached:
         self._until = float("-inf")
         self._lock = asyncio.Lock()
 
+    def forget(self) -> None:
+        """Read the flag again at the next call (this process has just changed it)."""
+        self._until = float("-inf")
+
     async def __call__(self) -> bool:
         if time.monotonic() < self._until:
             return self._value

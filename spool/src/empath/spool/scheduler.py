@@ -125,7 +125,7 @@ class Scheduler:
         self.flags = flag_store
         self.view = live
         self.removals = removals
-        self._frozen = flags.Cached(flag_store)
+        self.frozen_flag = flags.Cached(flag_store)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Tick every `scheduler_interval`, and at once whenever a record becomes due now (a
@@ -271,7 +271,7 @@ class Scheduler:
         """Whether the queue is frozen, read at most twice a second on a busy intake (a
         message dispatched on arrival just after a freeze is held back by delivery, which
         reads the flag itself before every job)."""
-        return await self._frozen()
+        return await self.frozen_flag()
 
     async def _confirm(self, claim: queue.Entry) -> None:
         """Clear the lease of a claim whose job JetStream acknowledged. When this write fails,

@@ -31,8 +31,6 @@ async def run(runtime: services.Runtime) -> None:
         ready = asyncio.create_task(live.ready.wait())
         await asyncio.wait({following, ready}, return_when=asyncio.FIRST_COMPLETED)
         ready.cancel()
-        query = api.QueryAPI(bus.nc, queue_records, flags, live, objects)
-        await query.start()
         bodies = removals.Removals(objects)
         events_out = pluginevents.Publisher(
             bus,
@@ -57,6 +55,10 @@ async def run(runtime: services.Runtime) -> None:
             removals=bodies,
         )
         worker = intake.Intake(records=queue_records, dispatcher=planner)
+        query = api.QueryAPI(
+            bus.nc, queue_records, flags, live, objects, frozen=planner.frozen_flag
+        )
+        await query.start()
         consumers = [
             (
                 names.RECEIVED_STREAM,
