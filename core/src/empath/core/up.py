@@ -178,6 +178,7 @@ def weed_argv(
         *(f"-{name}={free_port(host)}" for name in WEED_PORTS),
         "-webdav=false",
         "-admin.ui=false",
+        "-filer.saveToFilerLimit=65536",
         *([f"-bucket={bucket}"] if bucket else []),
         *extra,
     ]
