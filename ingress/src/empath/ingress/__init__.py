@@ -2,7 +2,9 @@
 
 __all__ = [
     "builtin",
+    "cmodules",
     "credentials",
+    "cshim",
     "handlers",
     "hooks",
     "limits",

@@ -14,7 +14,16 @@ import ssl
 from empath.core import addresses, errors, periodic, pluginevents, services, store
 from empath.core import bus as bus_module
 from empath.core.settings import Settings
-from empath.ingress import credentials, handlers, limits, plugins, policies, protocol, reload
+from empath.ingress import (
+    cmodules,
+    credentials,
+    handlers,
+    limits,
+    plugins,
+    policies,
+    protocol,
+    reload,
+)
 
 log = logging.getLogger("empath.ingress")
 
@@ -172,6 +181,10 @@ async def _serve(
         listening.append(f"{name} on {host}:{port}")
 
     heartbeat = asyncio.create_task(bus.heartbeat("ingress", runtime.stop))
+    told = [
+        asyncio.create_task(cmodules.follow(bus, module, runtime.stop))
+        for module in hooks.event_modules
+    ]
     reloader = reload.Reloader(
         context=tls,
         cert_file=settings.tls_cert_file,
@@ -184,6 +197,7 @@ async def _serve(
     await runtime.stop.wait()
     await heartbeat
     await reloading
+    await asyncio.gather(*told)
     log.info("stopping: %d sessions open", len(connections))
     for server in servers:
         server.close()
