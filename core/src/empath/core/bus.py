@@ -35,7 +35,18 @@ from nats.js.api import (
 )
 from nats.js.kv import KeyValue
 
-from empath.core import errors, events, ids, logs, metrics, names, natsauth, periodic, telemetry
+from empath.core import (
+    errors,
+    events,
+    ids,
+    logs,
+    metrics,
+    names,
+    natsauth,
+    periodic,
+    signing,
+    telemetry,
+)
 from empath.core.settings import Settings
 
 log = logging.getLogger("empath.core.bus")
@@ -55,6 +66,8 @@ class Bus:
     # these placement tags (EMPATH_NATS_REPLICAS, EMPATH_NATS_PLACEMENT_TAGS).
     replicas: int = 1
     placement_tags: tuple[str, ...] = ()
+    # This service's event key: every event it publishes carries its signature (`signing`).
+    signer: signing.Signer | None = None
 
     async def close(self) -> None:
         """Drain when connected (in-flight acks go out), otherwise just close."""
@@ -87,10 +100,13 @@ class Bus:
         started = time.monotonic()
         with _tracer.start_as_current_span("nats.publish", attributes={"nats.subject": subject}):
             headers = telemetry.inject({"Nats-Msg-Id": msg_id})
+            data = event.model_dump_json().encode()
+            if self.signer is not None:
+                headers[signing.HEADER] = self.signer.sign(subject, data)
             try:
                 await self.js.publish(
                     subject,
-                    event.model_dump_json().encode(),
+                    data,
                     timeout=self.publish_timeout,
                     headers=headers,
                 )
@@ -256,6 +272,7 @@ async def connect(settings: Settings, *, name: str, retry: bool = True) -> Bus:
         publish_timeout=settings.publish_timeout,
         replicas=settings.nats_replicas,
         placement_tags=tuple(settings.nats_placement_tags),
+        signer=signing.signer_of(settings),
     )
     delay = 0.5
     while True:

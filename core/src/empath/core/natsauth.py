@@ -34,8 +34,9 @@ The roles (subject names from `names`):
   (`empath.api.queue.*`, replies through `allow_responses`).
 - delivery: consumes jobs (its durable consumer only), publishes `empath.delivery.attempted`,
   reads and writes the DNS cache bucket and the limits bucket (slots, rates and circuit
-  breakers shared by all workers; it creates it), reads the flags and the MX overrides, and
-  listens to `empath.dns.invalidate`.
+  breakers shared by all workers; it creates it), reads the flags and the MX overrides, gets
+  single records of the queue bucket by key (each job is checked against its message's
+  record; no listing, no watching, no writing), and listens to `empath.dns.invalidate`.
 - control: calls the queue API (the only role that may), publishes `empath.dns.invalidate`,
   reads the services bucket, reads and clears the DNS cache, reads and writes MX overrides.
   It may not read any stream of events.
@@ -128,6 +129,17 @@ def _kv_read(bucket: str) -> list[str]:
     ]
 
 
+def _kv_get(bucket: str) -> list[str]:
+    """Read one key at a time, by name: no consumer, so no listing or watching the bucket."""
+    stream = f"KV_{bucket}"
+    return [
+        *_kv_open(bucket),
+        f"{API}.DIRECT.GET.{stream}",
+        f"{API}.DIRECT.GET.{stream}.>",
+        f"{API}.STREAM.MSG.GET.{stream}",
+    ]
+
+
 def _kv_write(bucket: str, keys: str = ">") -> list[str]:
     return [*_kv_open(bucket), f"$KV.{bucket}.{keys}"]
 
@@ -212,6 +224,8 @@ PERMISSIONS: dict[str, Permissions] = {
             *_kv_create(names.DNS_BUCKET),
             *_kv_read(names.FLAGS_BUCKET),
             *_kv_read(names.OVERRIDES_BUCKET),
+            # Each job is checked against its message's record (`delivery.checks`).
+            *_kv_get(names.QUEUE_BUCKET),
             *_kv_read(names.LIMITS_BUCKET),
             *_kv_write(names.LIMITS_BUCKET),
             *_kv_create(names.LIMITS_BUCKET),

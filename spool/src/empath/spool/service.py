@@ -10,7 +10,7 @@ import asyncio
 import logging
 
 from empath.core import bus as bus_module
-from empath.core import metrics, names, pluginevents, services, store
+from empath.core import metrics, names, pluginevents, services, signing, store
 from empath.spool import api, intake, notices, outcomes, records, removals, scheduler, view
 
 log = logging.getLogger("empath.spool")
@@ -18,6 +18,8 @@ log = logging.getLogger("empath.spool")
 
 async def run(runtime: services.Runtime) -> None:
     settings = runtime.settings
+    # Refuse to start without the keys (unless signing is off), before anything connects.
+    verifier = signing.verifier_of(settings, signing.required_signer(settings, "spool"))
     objects = store.ObjectStore(settings)
     bus = await bus_module.connect(settings, name="spool")
     try:
@@ -33,7 +35,7 @@ async def run(runtime: services.Runtime) -> None:
         ready.cancel()
         query = api.QueryAPI(bus.nc, queue_records, flags, live, objects)
         await query.start()
-        worker = intake.Intake(records=queue_records)
+        worker = intake.Intake(records=queue_records, verifier=verifier)
         bodies = removals.Removals(objects)
         events_out = pluginevents.Publisher(
             bus,
