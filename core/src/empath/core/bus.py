@@ -120,26 +120,40 @@ class Bus:
         self, bucket: str, *, history: int = 1, ttl: float | None = None
     ) -> KeyValue:
         """Open a KV bucket, creating it the first time (entries expire after `ttl`), with the
-        wanted replicas; a bucket made with other replicas is changed to them."""
-        try:
-            kv = await self.js.key_value(bucket)
-        except nats.js.errors.BucketNotFoundError:
-            created = await self.js.create_key_value(
-                KeyValueConfig(
-                    bucket=bucket,
-                    history=history,
-                    storage=StorageType.FILE,
-                    ttl=ttl,
-                    replicas=self.replicas,
-                    placement=placement(self.placement_tags),
-                )
-            )
-            # On a cluster the bucket exists before its server serves it: a write at once
-            # would find no responder.
-            await _led(self.js, f"KV_{bucket}")
-            return created
-        await _replicate(self.js, f"KV_{bucket}", self.replicas, self.placement_tags)
-        return kv
+        wanted replicas; a bucket made with other replicas is changed to them.
+
+        A bucket this role may not create (README "Security": each is made by its owner) is
+        waited for: on Kubernetes the services start in any order, and delivery and control
+        each open a bucket the other makes, so failing here would crash-loop them both."""
+        waited = False
+        while True:
+            try:
+                kv = await self.js.key_value(bucket)
+            except nats.js.errors.BucketNotFoundError:
+                try:
+                    created = await self.js.create_key_value(
+                        KeyValueConfig(
+                            bucket=bucket,
+                            history=history,
+                            storage=StorageType.FILE,
+                            ttl=ttl,
+                            replicas=self.replicas,
+                            placement=placement(self.placement_tags),
+                        )
+                    )
+                except nats.errors.TimeoutError:
+                    # A refused request gets no answer: the bucket is another role's to make.
+                    if not waited:
+                        log.warning("KV bucket %s is missing: waiting for its owner", bucket)
+                        waited = True
+                    await asyncio.sleep(BUCKET_WAIT)
+                    continue
+                # On a cluster the bucket exists before its server serves it: a write at once
+                # would find no responder.
+                await _led(self.js, f"KV_{bucket}")
+                return created
+            await _replicate(self.js, f"KV_{bucket}", self.replicas, self.placement_tags)
+            return kv
 
     async def heartbeat(self, service: str, stop: asyncio.Event, *, every: float = 10.0) -> None:
         """Renew this instance's entry in the services bucket until `stop` (for status)."""
@@ -157,6 +171,9 @@ class Bus:
         with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, OSError):
             await kv.purge(key)
 
+
+# Seconds between looks for a KV bucket that its owner has yet to make.
+BUCKET_WAIT = 1.0
 
 # Values read per request while reading a bucket to its end.
 KV_READ_BATCH = 1000

@@ -251,19 +251,32 @@ PERMISSIONS: dict[str, Permissions] = {
 }
 
 
+def permissions_block(user: str) -> dict[str, object]:
+    """A user's `permissions` in a nats-server config."""
+    rights = PERMISSIONS[user]
+    permissions: dict[str, object] = {
+        "publish": {"allow": list(rights.publish)},
+        "subscribe": {"allow": list(rights.subscribe)},
+    }
+    if rights.allow_responses:
+        permissions["allow_responses"] = True
+    return permissions
+
+
 def authorization(passwords: dict[str, str]) -> dict[str, object]:
     """The `authorization` block of a nats-server config: one user per role, with its rights."""
-    users = []
-    for user, password in passwords.items():
-        rights = PERMISSIONS[user]
-        permissions: dict[str, object] = {
-            "publish": {"allow": list(rights.publish)},
-            "subscribe": {"allow": list(rights.subscribe)},
-        }
-        if rights.allow_responses:
-            permissions["allow_responses"] = True
-        users.append({"user": user, "password": password, "permissions": permissions})
+    users = [
+        {"user": user, "password": password, "permissions": permissions_block(user)}
+        for user, password in passwords.items()
+    ]
     return {"users": users}
+
+
+def permissions_document() -> str:
+    """Every user's permissions as JSON, by user: the chart's try-out NATS builds its config
+    from this (in `charts/empath/files/nats-permissions.json`) and passwords of its own."""
+    table = {user: permissions_block(user) for user in (*ROLES, PLUGIN, ADMIN)}
+    return json.dumps(table, indent=2, sort_keys=True) + "\n"
 
 
 def password_file(directory: Path, user: str) -> Path:
@@ -302,8 +315,13 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m empath.core.natsauth DIR`: the passwords and nats-server config of `empath up`
     made in DIR, for running the services (and NATS) yourself; existing passwords are kept."""
     args = sys.argv[1:] if argv is None else argv
+    if len(args) == 2 and args[0] == "--permissions":
+        # The chart's copy of the table: `python -m empath.core.natsauth --permissions FILE`.
+        Path(args[1]).write_text(permissions_document())
+        return 0
     if len(args) != 1:
         print("usage: python -m empath.core.natsauth DIRECTORY", file=sys.stderr)
+        print("       python -m empath.core.natsauth --permissions FILE", file=sys.stderr)
         return 2
     directory = Path(args[0])
     passwords = ensure_passwords(directory, (*ROLES, PLUGIN, ADMIN))

@@ -192,18 +192,27 @@ def _write_private(path: Path, data: bytes) -> None:
     path.chmod(0o600)
 
 
+def private_pem(private: ed25519.Ed25519PrivateKey) -> bytes:
+    return private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def new_keys() -> dict[str, bytes]:
+    """Fresh keys, by file name: ingress's and the spool's private keys, and the trusted keys
+    the spool reads (ingress's public key). The operator puts them in a Secret."""
+    ingress, spool = ed25519.Ed25519PrivateKey.generate(), ed25519.Ed25519PrivateKey.generate()
+    return {
+        INGRESS_KEY: private_pem(ingress),
+        SPOOL_KEY: private_pem(spool),
+        TRUSTED_KEYS: public_pem(ingress.public_key()),
+    }
+
+
 def ensure_private(path: Path) -> Signer:
     """The private key in `path`, made the first time (mode 0600) and kept afterwards."""
     if not path.is_file() or not path.read_bytes().strip():
-        key = ed25519.Ed25519PrivateKey.generate()
-        _write_private(
-            path,
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            ),
-        )
+        _write_private(path, private_pem(ed25519.Ed25519PrivateKey.generate()))
     return load_private(path)
 
 
@@ -214,7 +223,8 @@ def ensure_keys(directory: Path) -> dict[str, Path]:
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     ingress = ensure_private(directory / INGRESS_KEY)
     ensure_private(directory / SPOOL_KEY)
-    (directory / TRUSTED_KEYS).write_bytes(public_pem(ingress.public))
+    # Not a secret, but kept like the rest of the directory: nobody else's to replace.
+    _write_private(directory / TRUSTED_KEYS, public_pem(ingress.public))
     return {name: directory / name for name in (INGRESS_KEY, SPOOL_KEY, TRUSTED_KEYS)}
 
 
