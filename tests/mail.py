@@ -3,7 +3,10 @@ message to reach a state or a remote MX."""
 
 from __future__ import annotations
 
-from empath.core import queue
+from collections.abc import Callable
+from typing import Any
+
+from empath.core import queue, settings
 from tests.dns_server import DnsServer
 from tests.remote import Remote
 from tests.system import System
@@ -17,6 +20,20 @@ def mx(dns: DnsServer, domain: str, *hosts: tuple[int, str, str], ttl: int = 300
     dns.add(domain, "MX", *(f"{pref} {name}." for pref, name, _ in hosts), ttl=ttl)
     for _, name, address in hosts:
         dns.add(name, "A", address, ttl=ttl)
+
+
+def routed(
+    make_settings: Callable[..., settings.Settings], dns: DnsServer, mx_port: int, **overrides: Any
+) -> settings.Settings:
+    """Settings whose delivery finds MX hosts through the test's DNS server, on the test's MX
+    port, with no rate limit, and a scheduler that looks five times a second."""
+    values: dict[str, Any] = {
+        "dns_nameservers": [f"127.0.0.1:{dns.port}"],
+        "delivery_port": mx_port,
+        "scheduler_interval": 0.2,
+        "delivery_rate_per_domain": 0,
+    }
+    return make_settings(**{**values, **overrides})
 
 
 async def send(

@@ -23,7 +23,7 @@ from empath.core import errors, events, ids, names, natsauth, settings, signing,
 from tests import system as system_support
 from tests.counters import scraped
 from tests.dns_server import DnsServer
-from tests.mail import arrivals, mx, send, settle
+from tests.mail import arrivals, mx, routed, send, settle
 from tests.waiting import eventually
 
 
@@ -113,14 +113,7 @@ async def test_a_forged_job_naming_another_messages_body_sends_nothing(
     url, credentials = secure_nats
     server = await remote("127.0.0.2", refuse={"later@dest.test": "451 4.3.0 try later"})
     mx(dns, "dest.test", (10, "mx1.dest.test", "127.0.0.2"))
-    config = make_settings(
-        nats_url=url,
-        dns_nameservers=[f"127.0.0.1:{dns.port}"],
-        delivery_port=mx_port,
-        retry_schedule=[0, 3600],
-        scheduler_interval=0.2,
-        delivery_rate_per_domain=0,
-    )
+    config = routed(make_settings, dns, mx_port, nats_url=url, retry_schedule=[0, 3600])
     only = ("ingress", "spool", "delivery")
     refused = scraped("empath_delivery_jobs_refused_total")
     async with system_support.as_roles_running(config, only, credentials) as sut:

@@ -29,7 +29,7 @@ from empath.core import addresses, bus, errors, flags, names, natsauth, settings
 from tests import servers
 from tests import system as system_support
 from tests.dns_server import DnsServer
-from tests.mail import arrivals, mx, send, settle
+from tests.mail import arrivals, mx, routed, send, settle
 from tests.waiting import eventually
 
 SHORT = 1.0  # seconds a refused request waits for the answer that never comes
@@ -326,13 +326,12 @@ async def test_a_message_is_relayed_with_each_service_on_its_own_credentials(
     url, credentials = secure_nats
     server = await remote("127.0.0.2")
     mx(dns, "dest.test", (10, "mx1.dest.test", "127.0.0.2"))
-    config = make_settings(
+    config = routed(
+        make_settings,
+        dns,
+        mx_port,
         nats_url=url,
-        dns_nameservers=[f"127.0.0.1:{dns.port}"],
-        delivery_port=mx_port,
         retry_schedule=[0, 1],
-        scheduler_interval=0.2,
-        delivery_rate_per_domain=0,
         control_token="test-token",
         control_listen=f"127.0.0.1:{servers.free_port()}",
     )

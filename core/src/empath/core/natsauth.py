@@ -112,23 +112,6 @@ def _kv_create(bucket: str) -> list[str]:
     return [f"{API}.STREAM.CREATE.KV_{bucket}", f"{API}.STREAM.UPDATE.KV_{bucket}"]
 
 
-def _kv_read(bucket: str) -> list[str]:
-    stream = f"KV_{bucket}"
-    return [
-        *_kv_open(bucket),
-        f"{API}.DIRECT.GET.{stream}",
-        f"{API}.DIRECT.GET.{stream}.>",
-        f"{API}.STREAM.MSG.GET.{stream}",
-        f"{API}.CONSUMER.CREATE.{stream}",
-        f"{API}.CONSUMER.CREATE.{stream}.>",
-        f"{API}.CONSUMER.INFO.{stream}.>",
-        f"{API}.CONSUMER.DELETE.{stream}.>",
-        # `bus.kv_items` reads a bucket through a pull consumer of its own.
-        f"{API}.CONSUMER.MSG.NEXT.{stream}.>",
-        f"$JS.FC.{stream}.>",
-    ]
-
-
 def _kv_get(bucket: str) -> list[str]:
     """Read one key at a time, by name: no consumer, so no listing or watching the bucket."""
     stream = f"KV_{bucket}"
@@ -137,6 +120,20 @@ def _kv_get(bucket: str) -> list[str]:
         f"{API}.DIRECT.GET.{stream}",
         f"{API}.DIRECT.GET.{stream}.>",
         f"{API}.STREAM.MSG.GET.{stream}",
+    ]
+
+
+def _kv_read(bucket: str) -> list[str]:
+    stream = f"KV_{bucket}"
+    return [
+        *_kv_get(bucket),
+        f"{API}.CONSUMER.CREATE.{stream}",
+        f"{API}.CONSUMER.CREATE.{stream}.>",
+        f"{API}.CONSUMER.INFO.{stream}.>",
+        f"{API}.CONSUMER.DELETE.{stream}.>",
+        # `bus.kv_items` reads a bucket through a pull consumer of its own.
+        f"{API}.CONSUMER.MSG.NEXT.{stream}.>",
+        f"$JS.FC.{stream}.>",
     ]
 
 
