@@ -24,6 +24,7 @@ __all__ = [
     "queue",
     "services",
     "settings",
+    "signing",
     "store",
     "supervisor",
     "telemetry",

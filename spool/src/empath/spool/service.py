@@ -10,7 +10,7 @@ import asyncio
 import logging
 
 from empath.core import bus as bus_module
-from empath.core import metrics, names, pluginevents, services, store
+from empath.core import metrics, names, pluginevents, services, signing, store
 from empath.spool import api, intake, notices, outcomes, records, removals, scheduler, view
 
 log = logging.getLogger("empath.spool")
@@ -18,6 +18,8 @@ log = logging.getLogger("empath.spool")
 
 async def run(runtime: services.Runtime) -> None:
     settings = runtime.settings
+    # Refuse to start without the keys (unless signing is off), before anything connects.
+    verifier = signing.verifier_of(settings, signing.required_signer(settings, "spool"))
     objects = store.ObjectStore(settings)
     bus = await bus_module.connect(settings, name="spool")
     try:
@@ -54,7 +56,7 @@ async def run(runtime: services.Runtime) -> None:
             live=live,
             removals=bodies,
         )
-        worker = intake.Intake(records=queue_records, dispatcher=planner)
+        worker = intake.Intake(records=queue_records, dispatcher=planner, verifier=verifier)
         query = api.QueryAPI(
             bus.nc, queue_records, flags, live, objects, frozen=planner.frozen_flag
         )
