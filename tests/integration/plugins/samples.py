@@ -52,6 +52,18 @@ async def refuse_connect(request: plugins.Request) -> plugins.Verdict | None:
     return None
 
 
+# The `data` requests `stamp_data` was given.
+DATA: list[plugins.DataRequest] = []
+
+
+async def stamp_data(request: plugins.Request) -> plugins.Verdict | None:
+    """Adds a header at data, and keeps what it was shown."""
+    if not isinstance(request, plugins.DataRequest):
+        return None
+    DATA.append(request)
+    return plugins.Verdict(headers=(plugins.Header(name="X-Stamped", value=request.id),))
+
+
 async def refuse_ehlo(request: plugins.Request) -> plugins.Verdict | None:
     if isinstance(request, plugins.EhloRequest) and request.name.endswith(".bad"):
         return plugins.refuse(550, "go away", enhanced="5.7.1")
