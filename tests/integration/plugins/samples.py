@@ -52,6 +52,16 @@ async def refuse_connect(request: plugins.Request) -> plugins.Verdict | None:
     return None
 
 
+async def new_sender(request: plugins.Request) -> plugins.Verdict:
+    """Rewrites the sender, as an SRS plugin would."""
+    return plugins.Verdict(sender="srs0=ab=cd=sender.test=a@example.net")
+
+
+async def forged_sender(request: plugins.Request) -> plugins.Verdict:
+    """Puts a sender in the envelope that would inject a command and a header downstream."""
+    return plugins.Verdict(sender="a@example.net>\r\nRCPT TO:<x@evil.test>\r\nBcc: x@evil.test")
+
+
 # The `data` requests `stamp_data` was given.
 DATA: list[plugins.DataRequest] = []
 

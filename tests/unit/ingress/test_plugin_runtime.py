@@ -62,6 +62,27 @@ async def test_a_failing_plugin_follows_its_policy(policy: str, refusal: str | N
     assert result.refusal == refusal
 
 
+async def test_a_plugin_may_give_the_envelope_a_new_sender() -> None:
+    hooks = runtime.Runtime([declared("new_sender", ["mail"])], bus=None)  # type: ignore[arg-type]
+    result = await hooks.check(mail(), about="s1")
+    assert (result.refusal, result.sender) == (None, "srs0=ab=cd=sender.test=a@example.net")
+
+
+@pytest.mark.parametrize(
+    ("policy", "refusal"),
+    [("Ignore", None), ("Fail", "451 4.7.1 Temporary policy failure, try again later")],
+)
+async def test_a_new_sender_that_is_not_an_address_is_a_failure_and_never_used(
+    policy: str, refusal: str | None
+) -> None:
+    hooks = runtime.Runtime(
+        [declared("forged_sender", ["mail"], failure_policy=policy)],
+        bus=None,  # type: ignore[arg-type]
+    )
+    result = await hooks.check(mail(), about="s1")
+    assert (result.refusal, result.sender) == (refusal, None)
+
+
 async def test_an_answer_that_is_not_a_verdict_is_a_failure() -> None:
     hooks = runtime.Runtime(
         [declared("odd", ["mail"], module="builtins:str", failure_policy="Fail")],

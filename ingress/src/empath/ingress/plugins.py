@@ -2,10 +2,10 @@
 
 Plugins are asked in priority order (then by name); the first refusal wins and later plugins
 are not asked. A plugin that times out, raises, or answers something that is not a verdict
-follows its failure policy: `Ignore` goes on as if it said continue, `Fail` refuses with
-`451 4.7.1` (temporary, the client tries again later). Nothing a plugin does can break a
-session. Every call is logged with the session or queue id, and counted
-(`empath.plugin.calls.total` by plugin, hook and outcome, and its duration).
+(or a new sender that is not an address) follows its failure policy: `Ignore` goes on as if
+it said continue, `Fail` refuses with `451 4.7.1` (temporary, the client tries again later).
+Nothing a plugin does can break a session. Every call is logged with the session or queue id,
+and counted (`empath.plugin.calls.total` by plugin, hook and outcome, and its duration).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from empath.core import bus as bus_module
 from empath.core import logs, plugins, telemetry
 from empath.core.settings import Plugin
-from empath.ingress import replies, transports
+from empath.ingress import replies, syntax, transports
 
 log = logging.getLogger("empath.ingress.plugins")
 
@@ -60,6 +60,17 @@ class Result:
     metadata: dict[str, str] = field(default_factory=dict)
     headers: list[plugins.Header] = field(default_factory=list)
     sender: str | None = None  # a new envelope sender ('' is the null sender)
+
+
+def _check_sender(verdict: plugins.Verdict) -> None:
+    """A sender a plugin puts in the envelope goes into MAIL FROM and DSN headers: it must be
+    an address as MAIL takes one (no CR, LF, NUL or other controls; valid UTF-8)."""
+    if not verdict.sender:  # unchanged, or the null sender
+        return
+    try:
+        syntax.mailbox(verdict.sender, bad_reply="")
+    except syntax.SyntaxProblem:
+        raise transports.PluginError("its new sender is not a valid address") from None
 
 
 @dataclass(slots=True)
@@ -133,7 +144,9 @@ class Runtime:
         verdict: plugins.Verdict | None = None
         try:
             async with asyncio.timeout(config.timeout):
-                verdict = await plugin.transport.call(request)
+                answer = await plugin.transport.call(request)
+            _check_sender(answer)
+            verdict = answer
         except TimeoutError:
             outcome, failure = "timeout", f"no verdict within {config.timeout:g} s"
         except asyncio.CancelledError:
