@@ -62,6 +62,11 @@ async def forged_sender(request: plugins.Request) -> plugins.Verdict:
     return plugins.Verdict(sender="a@example.net>\r\nRCPT TO:<x@evil.test>\r\nBcc: x@evil.test")
 
 
+async def control_header(request: plugins.Request) -> plugins.Verdict:
+    """Adds a header field with a NUL and a terminal escape in it."""
+    return plugins.Verdict(headers=(plugins.Header(name="X-Odd", value="a\x00b\x1b[2J"),))
+
+
 # The `data` requests `stamp_data` was given.
 DATA: list[plugins.DataRequest] = []
 
