@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -193,3 +194,39 @@ async def test_plugins_are_shown_the_headers_and_the_start_of_a_large_message(
     assert received.startswith(b"Received: from client.test")
     assert stamp
     assert rest == message
+
+
+async def test_a_client_that_hangs_up_right_after_the_final_dot_still_gets_its_message_queued(
+    system: System,
+) -> None:
+    # The commit goes on without the session (shielded), reading the content from a
+    # temporary file the session has closed by then.
+    message = content(5, 3 * MB)
+    wire = await Wire.open(system.smtp_port)
+    assert (await wire.command("EHLO client.test")).startswith("250")
+    assert (await wire.command("MAIL FROM:<a@example.org>")).startswith("250")
+    assert (await wire.command("RCPT TO:<b@example.com>")).startswith("250")
+    assert (await wire.command("DATA")).startswith("354")
+    await wire.send(stuffed(message))
+    await wire.close()
+
+    await system.listed(1)
+    (entry,) = await system.entries()
+    assert (await system.objects.get(entry.body_key)).endswith(message)
+
+
+async def test_content_that_cannot_be_kept_gets_451_after_the_data_and_nothing_is_stored(
+    system: System, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The temporary files' directory is gone (as a full disk, the writes fail).
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))
+    message = content(6, 1 * MB)
+    wire = await Wire.open(system.smtp_port)
+    unkept = await transaction(wire, message)
+    monkeypatch.undo()
+    kept = await transaction(wire, message)  # the client's retry, in the same session
+    await wire.close()
+
+    assert unkept == "451 4.3.0 Temporary failure queueing the message, try again later"
+    assert (await stored(system, kept)).endswith(message)
+    assert len(await system.bodies()) == 1
