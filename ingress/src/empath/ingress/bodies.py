@@ -9,6 +9,7 @@ of several copies of the whole message.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from typing import BinaryIO
@@ -25,6 +26,7 @@ class Content:
     def __init__(self, *, memory_limit: int = MEMORY_LIMIT) -> None:
         self.size = 0
         self._pending = bytearray()
+        self._memory_limit = memory_limit
         self._spill_at = memory_limit
         self._file: BinaryIO | None = None
 
@@ -37,13 +39,8 @@ class Content:
 
     def clear(self) -> None:
         """Forget everything written (a message refused for its size or a line)."""
-        if not self.size:
-            return
-        self._pending.clear()
+        self.close()
         self.size = 0
-        if self._file is not None:
-            self._file.seek(0)
-            self._file.truncate()
 
     def head(self, limit: int) -> bytes:
         """The first `limit` bytes (what plugins are shown)."""
@@ -61,10 +58,14 @@ class Content:
         return Reader(prefix, os.dup(self._file.fileno()), size=len(prefix) + self.size)
 
     def close(self) -> None:
+        """Let go of the content; never fails (the file is closed even when a write it still
+        had buffered fails again)."""
         self._pending.clear()
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        self._spill_at = self._memory_limit
+        file, self._file = self._file, None
+        if file is not None:
+            with contextlib.suppress(OSError):
+                file.close()
 
     def _flush(self) -> None:
         if self._file is None:

@@ -1,9 +1,10 @@
 """What happens after the final dot: the message is made durable, then acknowledged.
 
-The body goes into the bucket, then `received` is published and JetStream's ack awaited; only
-then does the client get `250 ... queued as <id>`. If either step fails the client gets 451,
-the body is removed again, and the session stays usable. The commit is shielded from the
-session's cancellation (a client that hangs up after the dot), so it is never half done.
+The body goes into the bucket (uploaded from where the session kept it, see `bodies`), then
+`received` is published and JetStream's ack awaited; only then does the client get
+`250 ... queued as <id>`. If either step fails the client gets 451, the body is removed again,
+and the session stays usable. The commit is shielded from the session's cancellation (a client
+that hangs up after the dot), so it is never half done.
 """
 
 from __future__ import annotations
