@@ -26,8 +26,8 @@ from aiosmtpd.smtp import Session as SMTPSession
 from aiosmtpd.smtp import syntax as help_syntax
 
 from empath.core import addresses, ids, metrics, pluginevents
+from empath.ingress import bodies, hooks, policies, replies, syntax
 from empath.ingress import credentials as credentials_module
-from empath.ingress import hooks, policies, replies, syntax
 from empath.ingress import limits as limits_module
 from empath.ingress import plugins as plugin_runtime
 
@@ -85,10 +85,16 @@ Transaction = hooks.Transaction
 
 @dataclass(slots=True)
 class _Data:
-    parts: list[bytes] = field(default_factory=list)
+    content: bodies.Content = field(default_factory=bodies.Content)
     size: int = 0
     too_big: bool = False
     too_long: bool = False
+    # The content could not be kept (the temporary file's disk is full): 451 after the data.
+    unkept: bool = False
+
+    @property
+    def refused(self) -> bool:
+        return self.too_big or self.too_long or self.unkept
 
 
 def _timed(command: str, function: Any) -> Any:
@@ -483,40 +489,42 @@ class Session(hooks.PluginHooks, SMTP):
             return
         await self.push(replies.START_DATA)
         self._in_data = True
+        data = _Data()
         try:
-            data = await self._read_data()
+            try:
+                await self._read_data(data)
+            finally:
+                self._in_data = False
+                self._reset_timeout()
+            reply = await self._after_data(envelope, data)
         finally:
-            self._in_data = False
-            self._reset_timeout()
-        if data.too_big or data.too_long:
-            self._set_post_data_state()
-            if data.too_big:
-                await self.push(replies.SIZE_TOO_BIG.format(limit=self.limits.max_message_size))
-            else:
-                await self.push(
-                    replies.DATA_LINE_TOO_LONG.format(limit=self.limits.max_line_length)
-                )
-            return
-        content = b"".join(data.parts)
-        refusal = await self._data_plugins(envelope, content)
-        if refusal is not None:
-            self._set_post_data_state()
-            await self.push(refusal)
-            return
-        status = await self._call_handler_hook("DATA")
+            data.content.close()  # before the reply: nothing of the message outlives it
         self._set_post_data_state()
-        await self.push(status)
+        await self.push(reply)
         if self.connections.draining:
             self.close_idle()
 
-    async def _read_data(self) -> _Data:
-        """Read the message up to `<CRLF>.<CRLF>`, undoing dot-stuffing (RFC 5321 §4.5.2).
+    async def _after_data(self, envelope: Transaction, data: _Data) -> str:
+        """The reply to the final dot: a refusal of what was read, a plugin's, or the queue's."""
+        if data.too_big:
+            return replies.SIZE_TOO_BIG.format(limit=self.limits.max_message_size)
+        if data.too_long:
+            return replies.DATA_LINE_TOO_LONG.format(limit=self.limits.max_line_length)
+        if data.unkept:
+            return replies.QUEUE_FAILED
+        refusal = await self._data_plugins(envelope, data.content)
+        if refusal is not None:
+            return refusal
+        return str(await self._call_handler_hook("DATA"))
+
+    async def _read_data(self, data: _Data) -> None:
+        """Read the message up to `<CRLF>.<CRLF>` into `data`, undoing dot-stuffing (RFC 5321
+        §4.5.2).
 
         A line ends only with CRLF: a bare LF or CR is data, so `<LF>.<LF>` or `<LF>.<CRLF>`
         can never end the message or smuggle a second one in. Past a limit the data is read to
         the end and dropped, so the reply comes after the data as RFC 5321 §4.2.5 wants.
         """
-        data = _Data()
         limit_size = self.limits.max_message_size
         limit_line = self.limits.max_line_length + 2
         at_line_start = True
@@ -536,7 +544,7 @@ class Session(hooks.PluginHooks, SMTP):
                 raise ConnectionResetError("connection closed during DATA") from None
             if at_line_start:
                 if line == b".\r\n":
-                    return data
+                    return
                 if line.startswith(b"."):
                     line = line[1:]
             complete = line.endswith(b"\r\n")
@@ -546,7 +554,11 @@ class Session(hooks.PluginHooks, SMTP):
             data.size += len(line)
             if data.size > limit_size:
                 data.too_big = True
-            if data.too_big or data.too_long:
-                data.parts.clear()
-            else:
-                data.parts.append(line)
+            if data.refused:
+                data.content.clear()
+                continue
+            try:
+                data.content.append(line)
+            except OSError as error:
+                log.error("%s: cannot keep the message's content: %s", self.peer_ip, error)
+                data.unkept = True
