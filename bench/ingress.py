@@ -17,6 +17,12 @@ plugin runtime costs when a plugin answers in about a millisecond.
 
 `BENCH_NATS_SYNC` lists the `EMPATH_UP_NATS_SYNC` modes to run one after the other (default:
 `always`, what `empath up` does).
+
+`BENCH_BIG=8` measures large messages instead: that many clients send a message of
+`BENCH_BIG_SIZE` bytes (25 MB) at once, and the ingress process's peak memory (VmHWM) is read
+from /proc.
+
+    BENCH_BIG=8 make bench-ingress
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +56,8 @@ SIZE = int(os.environ.get("BENCH_SIZE", "4096"))
 PROBES = int(os.environ.get("BENCH_PROBES", "300"))
 PLUGINS = os.environ.get("BENCH_PLUGINS", "")
 SYNC_MODES = os.environ.get("BENCH_NATS_SYNC", "always").split(",")
+BIG = int(os.environ.get("BENCH_BIG", "0"))
+BIG_SIZE = int(os.environ.get("BENCH_BIG_SIZE", str(25 * 1000 * 1000)))
 SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "http_plugin.py"
 
@@ -193,6 +202,89 @@ def counts(data: Path, nats_port: int) -> dict[str, int]:
     return dict(asyncio.run(ask(data, nats_port, "counts"))["counts"])
 
 
+def processes(root: int) -> dict[str, int]:
+    """`empath up` and every process under it, by name (a service by its own name)."""
+    found = {"up": root}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if parent == root:
+            service = len(argv) > 3 and b"empath.core.cli" in argv[2]
+            found[argv[3].decode() if service else Path(argv[0].decode()).name] = int(entry.name)
+    return found
+
+
+def memory_mb(pid: int, field: str) -> float:
+    """A memory figure of a process from /proc (`VmRSS`, now; `VmHWM`, its peak), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024 / 1e6
+    raise SystemExit(f"no {field} for process {pid}")
+
+
+def send_whole(port: int, data: bytes) -> str:
+    """One transaction on a raw socket, `data` being the DATA as it goes on the wire (with the
+    final dot); the reply to it. smtplib would make copies of a large message."""
+    with socket.create_connection(("127.0.0.1", port), timeout=600) as sock:
+        replies = sock.makefile("rb")
+
+        def reply() -> str:
+            while (line := replies.readline())[3:4] == b"-":
+                pass
+            return line.decode().rstrip()
+
+        reply()
+        for command in (
+            b"EHLO big.test",
+            b"MAIL FROM:<big@example.org>",
+            b"RCPT TO:<user@example.com>",
+        ):
+            sock.sendall(command + b"\r\n")
+            reply()
+        sock.sendall(b"DATA\r\n")
+        if not (answer := reply()).startswith("354"):
+            return answer
+        sock.sendall(data)
+        return reply()
+
+
+def big_messages() -> None:
+    """BIG clients each send a BIG_SIZE message at once; what the ingress process takes."""
+    ports = {name: free_port() for name in ("smtp", "nats", "s3")}
+    line = b"Q" * 76 + b"\r\n"
+    data = b"Subject: big\r\n\r\n" + line * (BIG_SIZE // len(line)) + b".\r\n"
+    with tempfile.TemporaryDirectory(prefix="empath-bench-") as tmp:
+        process = start_up(Path(tmp) / "data", ports)
+        try:
+            asyncio.run(ask(Path(tmp) / "data", ports["nats"], "freeze"))
+            ingress = processes(process.pid)["ingress"]
+            before = memory_mb(ingress, "VmRSS")
+            started = time.perf_counter()
+            with ThreadPoolExecutor(BIG) as pool:
+                answers = list(pool.map(lambda _: send_whole(ports["smtp"], data), range(BIG)))
+            elapsed = time.perf_counter() - started
+            peak = memory_mb(ingress, "VmHWM")
+            deadline = time.monotonic() + 60  # the spool records them a moment later
+            while (queued := counts(Path(tmp) / "data", ports["nats"])["total"]) < BIG:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(60)
+    refused = [a for a in answers if not a.startswith("250")]
+    if refused or queued != BIG:
+        raise SystemExit(f"{queued} of {BIG} queued; refused: {refused}")
+    print()
+    print(f"{BIG} messages of {len(data) / 1e6:.1f} MB sent at once: all queued in {elapsed:.1f} s")
+    print(f"ingress RSS  {before:6.1f} MB before   peak {peak:6.1f} MB (VmHWM)")
+
+
 def measure(sync: str) -> tuple[float, list[float], list[float], int]:
     """One run of `empath up` with NATS syncing as `sync` says: the seconds smtp-source took,
     the idle and the loaded latencies, and how many messages were checked in the queue."""
@@ -237,6 +329,9 @@ def measure(sync: str) -> tuple[float, list[float], list[float], int]:
 
 
 def main() -> None:
+    if BIG:
+        big_messages()
+        return
     runs = {sync: measure(sync) for sync in SYNC_MODES}
     print()
     print(

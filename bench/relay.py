@@ -72,6 +72,7 @@ from ingress import (  # noqa: E402
     free_port,
     percentiles,
     probe,
+    processes,
     smtp_source,
     start_up,
 )
@@ -154,23 +155,6 @@ class Run:
     latencies: list[float]
     rss: dict[str, float] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)
-
-
-def processes(root: int) -> dict[str, int]:
-    """`empath up` and every process under it, by name (a service by its own name)."""
-    found = {"up": root}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if parent == root:
-            service = len(argv) > 3 and b"empath.core.cli" in argv[2]
-            found[argv[3].decode() if service else Path(argv[0].decode()).name] = int(entry.name)
-    return found
 
 
 def cpu_seconds(pid: int) -> float:

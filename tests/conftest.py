@@ -19,7 +19,7 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 from minio import Minio
 
-from empath.core import bus, flags, names, services, settings, store, telemetry
+from empath.core import bus, flags, names, services, settings, signing, store, telemetry
 from empath.spool import records
 from tests import servers
 from tests import system as system_module
@@ -44,6 +44,12 @@ def _telemetry() -> None:
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with servers.seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def event_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The keys that sign and check `received` events, as `empath up` makes them."""
+    return signing.ensure_keys(tmp_path_factory.mktemp("event-keys"))
 
 
 @pytest.fixture
@@ -89,7 +95,7 @@ def bucket(s3_endpoint: str) -> Iterator[str]:
 
 @pytest.fixture
 def make_settings(
-    nats_url: str, s3_endpoint: str, bucket: str, tmp_path: Path
+    nats_url: str, s3_endpoint: str, bucket: str, tmp_path: Path, event_keys: dict[str, Path]
 ) -> Callable[..., settings.Settings]:
     def make(**overrides: Any) -> settings.Settings:
         values: dict[str, Any] = {
@@ -106,6 +112,9 @@ def make_settings(
             "relay_domains": ["example.com"],
             "data_dir": tmp_path,
             "shutdown_grace": 5.0,
+            # One key for ingress, the spool and the test's own publishes (it trusts its own).
+            "event_signing_key_file": event_keys[signing.SPOOL_KEY],
+            "event_trusted_keys_file": event_keys[signing.TRUSTED_KEYS],
         }
         values.update(overrides)
         return settings.Settings(**values)

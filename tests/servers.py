@@ -147,11 +147,18 @@ def seaweedfs(directory: Path) -> Iterator[str]:
 
 
 class Proxy:
-    """A TCP proxy on loopback to a real server; `cut()` is an outage, `restore()` its end."""
+    """A TCP proxy on loopback to a real server; `cut()` is an outage, `restore()` its end.
 
-    def __init__(self, target_port: int) -> None:
+    With `cut_after`, the outage begins by itself once that many bytes went through (either
+    way): in the middle of a large transfer.
+    """
+
+    def __init__(self, target_port: int, *, cut_after: int | None = None) -> None:
         self.target_port = target_port
         self.port = 0
+        self.cut_after = cut_after
+        self._passed = 0
+        self._cutting: asyncio.Task[None] | None = None
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -178,6 +185,11 @@ class Proxy:
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
+                self._passed += len(data)
+                if self.cut_after is not None and self._passed > self.cut_after:
+                    if self._cutting is None:
+                        self._cutting = asyncio.create_task(self.cut())
+                    return
                 writer.write(data)
                 await writer.drain()
         except (OSError, asyncio.CancelledError):
@@ -200,9 +212,15 @@ class Proxy:
         await asyncio.gather(*pumps, return_exceptions=True)
 
     async def restore(self) -> None:
+        """The outage ends (and one that began by itself does not begin again)."""
+        if self._cutting is not None:
+            await self._cutting
+        self.cut_after = None
         await self.start()
 
     async def close(self) -> None:
+        if self._cutting is not None:
+            await self._cutting
         await self.cut()
 
 

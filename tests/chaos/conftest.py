@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from empath.core import bus, names, settings
+from empath.core import bus, names, settings, signing
 from empath.spool import records
 from tests import fleet, servers
 from tests.remote import Remote
@@ -26,7 +26,7 @@ SERVICES = {
 
 
 def fleet_settings(
-    nats_url: str, s3_url: str, sink_port: int, **overrides: Any
+    nats_url: str, s3_url: str, sink_port: int, *, keys: Path, **overrides: Any
 ) -> settings.Settings:
     """Settings as an operator would choose them, with the waits of a fault shortened to
     seconds so the suite's run fits in CI."""
@@ -51,6 +51,11 @@ def fleet_settings(
         "delivery_ack_wait": 3.0,
         "shutdown_grace": 1.0,
     }
+    # The event keys, made in `keys` as `empath up` makes them: ingress and the spool share
+    # the spool's (which the spool trusts as its own).
+    made = signing.ensure_keys(keys)
+    values["event_signing_key_file"] = made[signing.SPOOL_KEY]
+    values["event_trusted_keys_file"] = made[signing.TRUSTED_KEYS]
     values.update(overrides)
     return settings.Settings(**values)
 
@@ -72,7 +77,9 @@ async def start_fleet(tmp_path: Path) -> AsyncIterator[fleet.StartFleet]:
         sink = Remote(name="sink.test", data_delay=sink_delay)
         await sink.start()
         sinks.append(sink)
-        config = fleet_settings(nats.url, objects.url, sink.port, **overrides)
+        config = fleet_settings(
+            nats.url, objects.url, sink.port, keys=tmp_path / "keys", **overrides
+        )
         services = {
             label: fleet.Service(name, config, tmp_path, label=label)
             for label, name in SERVICES.items()
@@ -124,6 +131,7 @@ async def fuzz_target(
             nats_url,
             s3_endpoint,
             servers.free_port(),
+            keys=directory / "keys",
             s3_bucket=f"fuzz-{secrets.token_hex(4)}",
             smtp_command_timeout=2.0,
             smtp_data_timeout=2.0,

@@ -5,6 +5,7 @@ The operator's rendered objects get the same check: they are what a cluster woul
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from empath.core import natsauth
 from empath.operator import crds, render
 from tests.chart import CHART, TRYOUT, by_kind, rendered
 from tests.specs import mailserver
@@ -178,9 +180,25 @@ def test_tryout_values_add_nats_an_object_store_and_an_example_mailserver() -> N
     (server,) = by_kind(objects, "MailServer")
     assert server["spec"]["nats"]["url"] == "nats://empath-nats.mail.svc:4222"
     assert server["spec"]["objectStore"]["endpoint"] == "http://empath-s3.mail.svc:8333"
-    (secret,) = by_kind(objects, "Secret")
-    assert secret["metadata"]["name"] == server["spec"]["objectStore"]["credentialsSecret"]
-    assert len(secret["stringData"]["secretKey"]) == 32
+    secrets = {s["metadata"]["name"]: s["stringData"] for s in by_kind(objects, "Secret")}
+    assert set(secrets) == {
+        "empath-s3-credentials",
+        "empath-nats-credentials",
+        "empath-nats-config",
+    }
+    assert server["spec"]["objectStore"]["credentialsSecret"] == "empath-s3-credentials"
+    assert len(secrets["empath-s3-credentials"]["secretKey"]) == 32
+    # NATS with a user per role: the example connects with them, the server checks them.
+    assert server["spec"]["nats"]["credentialsSecret"] == "empath-nats-credentials"
+    passwords = secrets["empath-nats-credentials"]
+    assert set(passwords) == {*natsauth.ROLES, natsauth.PLUGIN, natsauth.ADMIN}
+    assert len(set(passwords.values())) == len(passwords)
+    assert all(len(password) == 32 for password in passwords.values())
+    users = json.loads(secrets["empath-nats-config"]["nats.conf"])["authorization"]["users"]
+    assert {u["user"]: u["password"] for u in users} == passwords
+    assert {u["user"]: u["permissions"] for u in users} == {
+        user: natsauth.permissions_block(user) for user in passwords
+    }
     statefulsets = {s["metadata"]["name"]: s for s in by_kind(objects, "StatefulSet")}
     assert set(statefulsets) == {"empath-nats", "empath-s3"}
     nats = statefulsets["empath-nats"]["spec"]["template"]["spec"]["containers"][0]
@@ -276,7 +294,8 @@ def test_a_three_node_tryout_nats_is_a_routed_statefulset_on_volumes_with_three_
     assert nats["spec"]["replicas"] == 3
     assert nats["spec"]["serviceName"] == "empath-nats-cluster"
     assert [t["metadata"]["name"] for t in nats["spec"]["volumeClaimTemplates"]] == ["data"]
-    assert "volumes" not in nats["spec"]["template"]["spec"]
+    # Data on the claims; the only volume is the config (users and permissions).
+    assert [v["name"] for v in nats["spec"]["template"]["spec"]["volumes"]] == ["config"]
     (container,) = nats["spec"]["template"]["spec"]["containers"]
     routes = next(a for a in container["args"] if a.startswith("--routes="))
     assert routes.removeprefix("--routes=").split(",") == [

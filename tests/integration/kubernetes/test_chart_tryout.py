@@ -16,8 +16,9 @@ import httpx
 import nats.errors
 import nats.js.errors
 import pytest
+from pydantic import SecretStr
 
-from empath.core import bus, errors, settings, store
+from empath.core import bus, errors, names, settings, store
 from empath.core.up import WEED_PORTS, find_binary
 from empath.operator import render
 from tests.chart import TRYOUT, by_kind, rendered
@@ -32,9 +33,41 @@ def container(objects: list[dict[str, Any]], name: str) -> dict[str, Any]:
 
 
 def moved(args: list[str], *, data: Path, extra: list[str]) -> list[str]:
-    """The chart's arguments with the data directory moved and flags added to move the ports
-    (both servers' flag parsers let a later flag override an earlier one)."""
-    return [*[a.replace("=/data", f"={data}") for a in args], *extra]
+    """The chart's arguments with the data directory (and NATS's config, `mounted`) moved and
+    flags added to move the ports (both servers' flag parsers let a later flag override an
+    earlier one)."""
+    return [*[mounted(a.replace("=/data", f"={data}"), data) for a in args], *extra]
+
+
+def secret(objects: list[dict[str, Any]], name: str) -> dict[str, str]:
+    (found,) = [o for o in by_kind(objects, "Secret") if o["metadata"]["name"] == name]
+    return dict(found["stringData"])
+
+
+def mounted(arg: str, data: Path) -> str:
+    """NATS's `--config`, moved to where `write_config` put the chart's config Secret."""
+    return arg.replace("=/etc/nats/", f"={data.parent / (data.name + '-config')}/")
+
+
+def write_config(objects: list[dict[str, Any]], data: Path) -> None:
+    """The config Secret's file where a pod with data directory `data` mounts it (`mounted`)."""
+    folder = data.parent / (data.name + "-config")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "nats.conf").write_text(secret(objects, "empath-nats-config")["nats.conf"])
+
+
+def login(objects: list[dict[str, Any]], made: render.Rendered, role: str) -> dict[str, Any]:
+    """The NATS settings the operator gives a role's pod of the example MailServer: its user,
+    and its password from the key of the chart's credentials Secret the pod mounts."""
+    deployment = made.named("Deployment", f"example-{role}")
+    pod = deployment["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "nats"]
+    (item,) = volume["secret"]["items"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    return {
+        "nats_user": env["EMPATH_NATS_USER"],
+        "nats_password": SecretStr(secret(objects, volume["secret"]["secretName"])[item["key"]]),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -45,16 +78,16 @@ def chart() -> list[dict[str, Any]]:
 async def test_the_tryout_servers_run_as_the_chart_starts_them_and_the_example_can_use_them(
     chart: list[dict[str, Any]], tmp_path: Path
 ) -> None:
-    nats = container(chart, "empath-nats")
+    nats_server = container(chart, "empath-nats")
     weed = container(chart, "empath-s3")
-    (secret,) = by_kind(chart, "Secret")
-    credentials = secret["stringData"]
+    credentials = secret(chart, "empath-s3-credentials")
+    write_config(chart, tmp_path / "nats")
 
     nats_port, monitor_port, s3_port = free_port(), free_port(), free_port()
     nats_argv = [
-        find_binary(nats["command"][0]),
+        find_binary(nats_server["command"][0]),
         *moved(
-            nats["args"],
+            nats_server["args"],
             data=tmp_path / "nats",
             extra=["--addr=127.0.0.1", f"--port={nats_port}", f"--http_port={monitor_port}"],
         ),
@@ -77,7 +110,7 @@ async def test_the_tryout_servers_run_as_the_chart_starts_them_and_the_example_c
     (tmp_path / "weed").mkdir()
 
     # The probe the chart gives NATS answers once JetStream is on.
-    probe = nats["readinessProbe"]["httpGet"]
+    probe = nats_server["readinessProbe"]["httpGet"]
     assert probe["port"] == "monitor"
     with (
         running(nats_argv, nats_port, tmp_path / "nats.log"),
@@ -102,14 +135,29 @@ async def test_the_tryout_servers_run_as_the_chart_starts_them_and_the_example_c
             s3_access_key=credentials["accessKey"],
             s3_secret_key=credentials["secretKey"],
             hostname=data["EMPATH_HOSTNAME"],
+            **login(chart, made, "spool"),
         )
 
+        # The spool's pod, on its own NATS user, makes the streams; nobody gets in without one.
         connected = await bus.connect(here, name="tryout-check", retry=False)
         try:
             info = await connected.js.stream_info("EMPATH_JOBS")
             assert info.config.name == "EMPATH_JOBS"
         finally:
             await connected.close()
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            await nats.connect(f"nats://127.0.0.1:{nats_port}", allow_reconnect=False)
+        # Ingress's pod may publish mail in, but not jobs: the permissions of `natsauth`.
+        ingress = await bus.connect(
+            here.model_copy(update=login(chart, made, "ingress")), name="tryout-ingress"
+        )
+        try:
+            ack = await ingress.js.publish(names.RECEIVED_SUBJECT, b"{}")
+            assert ack.stream == names.RECEIVED_STREAM.name
+            with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
+                await ingress.js.publish(names.JOBS_SUBJECT, b"{}", timeout=1)
+        finally:
+            await ingress.close()
 
         objects = store.ObjectStore(here)
         try:
@@ -148,6 +196,8 @@ async def test_the_three_node_tryout_nats_forms_a_jetstream_cluster_the_example_
     every stream at three replicas."""
     values = {"tryout": {**TRYOUT["tryout"], "nats": {"enabled": True, "replicas": 3}}}
     objects = rendered(values)
+    for pod in (f"empath-nats-{i}" for i in range(3)):
+        write_config(objects, tmp_path / pod)
     server = container(objects, "empath-nats")
     pods = [f"empath-nats-{i}" for i in range(3)]
     ports = {pod: (free_port(), free_port(), free_port()) for pod in pods}  # client, route, http
@@ -157,6 +207,7 @@ async def test_the_three_node_tryout_nats_forms_a_jetstream_cluster_the_example_
         args = []
         for arg in server["args"]:
             arg = arg.replace("$(POD_NAME)", pod).replace("=/data", f"={tmp_path / pod}")
+            arg = mounted(arg, tmp_path / pod)
             arg = arg.replace("nats://0.0.0.0:6222", f"nats://127.0.0.1:{route}")
             for peer in pods:
                 arg = arg.replace(
@@ -168,14 +219,14 @@ async def test_the_three_node_tryout_nats_forms_a_jetstream_cluster_the_example_
 
     (example,) = by_kind(objects, "MailServer")
     example["metadata"]["uid"] = "uid-example"
-    data = render.render(example, [], render.Options(image="empath:test")).named(
-        "ConfigMap", "example-config"
-    )["data"]
+    made = render.render(example, [], render.Options(image="empath:test"))
+    data = made.named("ConfigMap", "example-config")["data"]
     here = settings.load(
         environment=False,
         nats_url=",".join(f"nats://127.0.0.1:{ports[pod][0]}" for pod in pods),
         nats_replicas=int(data["EMPATH_NATS_REPLICAS"]),
         hostname=data["EMPATH_HOSTNAME"],
+        **login(objects, made, "spool"),
     )
     with contextlib.ExitStack() as stack:
         for pod in pods:

@@ -16,6 +16,8 @@ import logging
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from kmock import ResourceInfo
 
 from tests.emulator import Cluster
@@ -133,6 +135,20 @@ async def test_a_mailserver_becomes_the_objects_that_run_it(api: Api, operator: 
     token = await api.get(f"/api/v1/namespaces/{NS}/secrets/corp-control-token")
     assert token is not None
     assert len(base64.b64decode(token["data"]["token"])) >= 32
+    # The event keys of ingress and the spool: the spool trusts the key ingress signs with.
+    keys = await api.get(f"/api/v1/namespaces/{NS}/secrets/corp-event-keys")
+    assert keys is not None
+    assert keys["metadata"]["ownerReferences"] == [owner]
+    files = {name: base64.b64decode(value) for name, value in keys["data"].items()}
+    ingress_key = serialization.load_pem_private_key(files["event-ingress.key"], password=None)
+    trusted = serialization.load_pem_public_key(files["event-trusted.pub"])
+    assert isinstance(ingress_key, ed25519.Ed25519PrivateKey)
+    assert isinstance(trusted, ed25519.Ed25519PublicKey)
+    trusted.verify(ingress_key.sign(b"received"), b"received")
+    assert isinstance(
+        serialization.load_pem_private_key(files["event-spool.key"], password=None),
+        ed25519.Ed25519PrivateKey,
+    )
 
     hpa = await api.get(
         f"/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/corp-delivery"
@@ -189,8 +205,10 @@ async def test_a_spec_change_rolls_out_and_a_bad_one_changes_nothing(
     await api.wait(f"{SERVERS}/corp", has_status(1))
     before = await api.get(deployment_url("corp-spool"))
     token = await api.get(f"/api/v1/namespaces/{NS}/secrets/corp-control-token")
+    event_keys = await api.get(f"/api/v1/namespaces/{NS}/secrets/corp-event-keys")
     assert before
     assert token
+    assert event_keys
     old_hash = before["spec"]["template"]["metadata"]["annotations"]["empath.io/config-hash"]
 
     await api.patch(
@@ -208,8 +226,10 @@ async def test_a_spec_change_rolls_out_and_a_bad_one_changes_nothing(
             "empath.io/config-hash"
         ]
         assert new_hash != old_hash, f"{component} would not restart on the new settings"
-    # The control token is the clients' credential: a spec change leaves it alone.
+    # The control token is the clients' credential: a spec change leaves it alone (and the
+    # event keys: events in flight are signed with them).
     assert await api.get(f"/api/v1/namespaces/{NS}/secrets/corp-control-token") == token
+    assert await api.get(f"/api/v1/namespaces/{NS}/secrets/corp-event-keys") == event_keys
 
     config_versions = api.versions("v1/configmaps", "corp-config")
     await api.patch(
@@ -363,6 +383,7 @@ async def test_a_restarted_operator_changes_nothing_and_a_deleted_server_is_left
     children = [
         ("v1/configmaps", "corp-config"),
         ("v1/secrets", "corp-control-token"),
+        ("v1/secrets", "corp-event-keys"),
         ("v1/services", "corp-smtp"),
         ("v1/services", "corp-control"),
         *[("apps/v1/deployments", f"corp-{c}") for c in COMPONENTS],

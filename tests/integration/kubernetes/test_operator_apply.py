@@ -90,7 +90,7 @@ async def test_a_field_removed_from_the_spec_leaves_every_object(api: Api, opera
     assert {"EMPATH_TLS_CERT_FILE", "EMPATH_AUTH_CREDENTIALS_FILE"} <= {
         e["name"] for e in container["env"]
     }
-    assert {v["name"] for v in pod["spec"]["volumes"]} == {"tmp", "tls", "auth"}
+    assert {v["name"] for v in pod["spec"]["volumes"]} == {"tmp", "event-keys", "tls", "auth"}
     assert [p["port"] for p in smtp["spec"]["ports"]] == [25, 587]
     assert smtp["metadata"]["annotations"]["lb.example/internal"] == "true"
 
@@ -123,7 +123,7 @@ async def test_a_field_removed_from_the_spec_leaves_every_object(api: Api, opera
     names = {e["name"] for e in container.get("env", [])}
     assert not names & {"EMPATH_TLS_CERT_FILE", "EMPATH_AUTH_CREDENTIALS_FILE"}
     assert not names & {"EMPATH_SUBMISSION_LISTEN"}
-    assert [v["name"] for v in pod_of(ingress)["spec"]["volumes"]] == ["tmp"]
+    assert [v["name"] for v in pod_of(ingress)["spec"]["volumes"]] == ["tmp", "event-keys"]
     assert [p["name"] for p in container["ports"]] == ["smtp", "health"]
     assert [p["port"] for p in smtp["spec"]["ports"]] == [25]
     assert "lb.example/internal" not in (smtp["metadata"].get("annotations") or {})

@@ -28,6 +28,7 @@ import httpx
 import pytest
 import trustme
 
+from empath.core import natsauth, signing
 from empath.operator import render
 from tests import servers
 from tests.remote import Remote
@@ -79,8 +80,9 @@ async def mx() -> AsyncIterator[Remote]:
 
 
 async def test_the_rendered_pods_run_the_mail_system(
-    nats_url: str, s3_endpoint: str, bucket: str, mx: Remote, tmp_path: Path
+    secure_nats: tuple[str, Path], s3_endpoint: str, bucket: str, mx: Remote, tmp_path: Path
 ) -> None:
+    nats_url, nats_passwords = secure_nats
     ca = trustme.CA()
     body = mailserver(
         hostname="mx.corp.test",
@@ -90,6 +92,7 @@ async def test_the_rendered_pods_run_the_mail_system(
             "submission": {"enabled": True, "authSecretName": "mx-users"},
         },
         delivery={"mxOverrides": {"example.com": f"127.0.0.1:{mx.port}"}},
+        nats={"url": "nats://nats.mail.svc:4222", "credentialsSecret": "nats-credentials"},
     )
     made = render.render(body, [], render.Options(image="empath:test"))
     cert = ca.issue_cert("mx.corp.test", "127.0.0.1")
@@ -104,7 +107,15 @@ async def test_the_rendered_pods_run_the_mail_system(
         "mx-users": {
             "credentials": "alice:" + bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode()
         },
+        # Each role's NATS password under its name, for a NATS with the users of `natsauth`.
+        "nats-credentials": {
+            role: natsauth.password_file(nats_passwords, role).read_text().strip()
+            for role in natsauth.ROLES
+        },
+        # The event keys, as the operator writes them into the Secret it makes once.
+        "corp-event-keys": {name: key.decode() for name, key in signing.new_keys().items()},
     }
+    assert made.event_keys_secret["metadata"]["name"] == "corp-event-keys"
     # The token Secret is the one the operator creates (it writes a random token into it).
     assert made.token_secret["metadata"]["name"] == "corp-control-token"
 
@@ -119,7 +130,7 @@ async def test_the_rendered_pods_run_the_mail_system(
 
     pods: dict[str, Pod] = {}
     try:
-        for component in ("spool", "delivery", "ingress", "control"):
+        for component in ("spool", "control", "delivery", "ingress"):
             deployment = made.named("Deployment", f"corp-{component}")
             container = deployment["spec"]["template"]["spec"]["containers"][0]
             volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
@@ -128,8 +139,12 @@ async def test_the_rendered_pods_run_the_mail_system(
                 folder = tmp_path / component / mount["name"]
                 folder.mkdir(parents=True)
                 secret = volumes[mount["name"]].get("secret")
-                for key, value in secrets[secret["secretName"]].items() if secret else ():
-                    (folder / key).write_text(value)
+                found = secrets[secret["secretName"]] if secret else {}
+                # Only the keys the volume names (under their paths), or all of them.
+                items = secret.get("items") if secret else None
+                paths = {i["key"]: i["path"] for i in items} if items else {k: k for k in found}
+                for key, path in paths.items():
+                    (folder / path).write_text(found[key])
                 mounts[mount["mountPath"]] = folder
             env = kubelet_env(container, config, secrets, mounts)
             for name in [k for k in env if k.endswith("_LISTEN")]:
@@ -145,6 +160,10 @@ async def test_the_rendered_pods_run_the_mail_system(
                 text=True,
             )
             pods[component] = Pod(deployment, process, health)
+            if component == "spool":
+                # The spool makes the streams (the others would wait for them); control opens
+                # the DNS cache that delivery makes, and waits for it.
+                await pods["spool"].ready()
         for pod in pods.values():
             await pod.ready()
 

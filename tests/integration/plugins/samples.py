@@ -52,6 +52,33 @@ async def refuse_connect(request: plugins.Request) -> plugins.Verdict | None:
     return None
 
 
+async def new_sender(request: plugins.Request) -> plugins.Verdict:
+    """Rewrites the sender, as an SRS plugin would."""
+    return plugins.Verdict(sender="srs0=ab=cd=sender.test=a@example.net")
+
+
+async def forged_sender(request: plugins.Request) -> plugins.Verdict:
+    """Puts a sender in the envelope that would inject a command and a header downstream."""
+    return plugins.Verdict(sender="a@example.net>\r\nRCPT TO:<x@evil.test>\r\nBcc: x@evil.test")
+
+
+async def control_header(request: plugins.Request) -> plugins.Verdict:
+    """Adds a header field with a NUL and a terminal escape in it."""
+    return plugins.Verdict(headers=(plugins.Header(name="X-Odd", value="a\x00b\x1b[2J"),))
+
+
+# The `data` requests `stamp_data` was given.
+DATA: list[plugins.DataRequest] = []
+
+
+async def stamp_data(request: plugins.Request) -> plugins.Verdict | None:
+    """Adds a header at data, and keeps what it was shown."""
+    if not isinstance(request, plugins.DataRequest):
+        return None
+    DATA.append(request)
+    return plugins.Verdict(headers=(plugins.Header(name="X-Stamped", value=request.id),))
+
+
 async def refuse_ehlo(request: plugins.Request) -> plugins.Verdict | None:
     if isinstance(request, plugins.EhloRequest) and request.name.endswith(".bad"):
         return plugins.refuse(550, "go away", enhanced="5.7.1")

@@ -109,3 +109,28 @@ async def test_the_received_event_carries_trace_context(system: System) -> None:
     assert len(trace_id) == 32
     assert int(trace_id, 16) != 0
     await wire.close()
+
+
+async def test_a_small_message_travels_in_its_event_as_stored_and_a_large_one_does_not(
+    system: System,
+) -> None:
+    from empath.core import events, names
+
+    sub = await system.bus.js.subscribe(names.RECEIVED_SUBJECT, ordered_consumer=True)
+    wire = await system.wire()
+    small = b"Subject: small\r\n\r\n" + b"x" * 500 + b"\r\n"
+    large = b"Subject: large\r\n\r\n" + (b"y" * 998 + b"\r\n") * 70  # over 64 KiB
+    for content in (small, large):
+        reply = await wire.transaction("a@example.org", ["u@example.com"], content)
+        assert reply.startswith("250 "), reply
+    seen = [events.decode((await sub.next_msg(timeout=5)).data, events.Received) for _ in "ab"]
+    await sub.unsubscribe()
+    await wire.close()
+
+    first, second = seen
+    stored = await system.objects.get(first.body_key)
+    assert first.body == stored  # the Received header and all, byte for byte
+    assert stored.endswith(small)
+    assert first.size == len(stored)
+    assert second.body is None
+    assert (await system.objects.get(second.body_key)).endswith(large)

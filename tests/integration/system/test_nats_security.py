@@ -216,22 +216,26 @@ async def test_only_control_calls_the_queue_api_and_only_spool_answers(
     await control.refused(names.QUERY_DELETE_SUBJECT)
 
 
-async def test_only_the_spool_reads_and_writes_the_queue_bucket(
+async def test_only_the_spool_writes_the_queue_bucket_and_delivery_only_gets_a_record(
     peer: Callable[[str], Awaitable[Peer]],
 ) -> None:
     spool, ingress, delivery = await peer("spool"), await peer("ingress"), await peer("delivery")
     kv = await spool.js.key_value(names.QUEUE_BUCKET)
     await kv.put(names.queue_key("m1"), b'{"envelope": "secret"}')
     assert (await kv.get(names.queue_key("m1"))).value == b'{"envelope": "secret"}'
+    key = f"$KV.{names.QUEUE_BUCKET}.{names.queue_key('m1')}"
+    with pytest.raises(nats.errors.TimeoutError):
+        await ingress.js.key_value(names.QUEUE_BUCKET)
+    with pytest.raises(nats.errors.TimeoutError):
+        await ingress.js.get_last_msg(f"KV_{names.QUEUE_BUCKET}", key)
+    # Delivery checks each job against its record: it gets one by key, and nothing more.
+    read = await delivery.js.key_value(names.QUEUE_BUCKET)
+    assert (await read.get(names.queue_key("m1"))).value == b'{"envelope": "secret"}'
+    with pytest.raises(nats.errors.TimeoutError):
+        await read.keys()  # no listing the queue (a consumer on the bucket)
     for role in (ingress, delivery):
         with pytest.raises(nats.errors.TimeoutError):
-            await role.js.key_value(names.QUEUE_BUCKET)
-        with pytest.raises(nats.errors.TimeoutError):
-            await role.js.get_last_msg(
-                f"KV_{names.QUEUE_BUCKET}", f"$KV.{names.QUEUE_BUCKET}.{names.queue_key('m1')}"
-            )
-        with pytest.raises(nats.errors.TimeoutError):
-            await role.js.publish(f"$KV.{names.QUEUE_BUCKET}.{names.queue_key('m1')}", b"{}")
+            await role.js.publish(key, b"{}")
     assert (await kv.get(names.queue_key("m1"))).value == b'{"envelope": "secret"}'
 
 

@@ -167,12 +167,16 @@ async def test_up_runs_the_system_and_a_restart_finds_the_queue_as_it_was(
 
     credentials = up_module.credentials_dir(tmp_path / "data")
     passwords = {path.name: path.read_text() for path in credentials.glob("*.password")}
+    # The event keys that signed and checked the message's `received` (it was queued).
+    keys = {path.name: path.read_bytes() for path in credentials.glob("event-*")}
+    assert sorted(keys) == ["event-ingress.key", "event-spool.key", "event-trusted.pub"]
     restarted = Up(env, tmp_path / "data")
     await asyncio.to_thread(restarted.start)
     again = await queue_state(ports["nats"], tmp_path / "data")
     assert again["items"] == state["items"]
     # The NATS credentials were kept, private, and NATS takes no anonymous client.
     assert {path.name: path.read_text() for path in credentials.glob("*.password")} == passwords
+    assert {path.name: path.read_bytes() for path in credentials.glob("event-*")} == keys
     assert {oct(path.stat().st_mode & 0o777) for path in credentials.iterdir()} == {"0o600"}
     with pytest.raises(nats.errors.Error, match="Authorization Violation"):
         await nats.connect(f"nats://127.0.0.1:{ports['nats']}", allow_reconnect=False)

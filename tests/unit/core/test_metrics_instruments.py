@@ -6,23 +6,12 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import nats.js.errors
-from prometheus_client import parser
 
-from empath.core import dnscache, events, metrics, queue, telemetry
+from empath.core import dnscache, events, metrics, queue
 from empath.delivery import resolver, throttle, worker
 from empath.spool import records
+from tests.counters import scraped
 from tests.unit.spool import samples
-
-
-def scraped(name: str, **labels: str) -> float:
-    """The sum of the samples named `name` whose labels include `labels` (0 when none)."""
-    text = telemetry.prometheus_text()[0].decode()
-    return sum(
-        sample.value
-        for family in parser.text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name and labels.items() <= sample.labels.items()
-    )
 
 
 def test_the_dns_cache_counts_its_hits_misses_and_evictions() -> None:

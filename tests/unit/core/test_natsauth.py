@@ -168,3 +168,12 @@ def test_streams_are_created_by_the_spool_and_buckets_by_their_owners() -> None:
     }
     for subject, roles in creators.items():
         assert {role for role in natsauth.ROLES if allowed(role, subject)} == roles, subject
+
+
+def test_the_charts_permissions_are_the_tables() -> None:
+    """The chart's try-out NATS builds its users from a copy of the table; after a change:
+    `python -m empath.core.natsauth --permissions charts/empath/files/nats-permissions.json`."""
+    chart = Path(__file__).parents[3] / "charts" / "empath" / "files" / "nats-permissions.json"
+    assert chart.read_text() == natsauth.permissions_document()
+    table = json.loads(chart.read_text())
+    assert table["delivery"] == natsauth.authorization({"delivery": "x"})["users"][0]["permissions"]  # type: ignore[index]

@@ -160,4 +160,5 @@ def a_worker(**settings: Any) -> worker.Worker:
         connections=pool.Pool(messages_per_connection=10, idle_timeout=30),
         limits=throttle.Throttle(connections=1, rate=0),
         flags=None,  # type: ignore[arg-type]
+        queue=None,  # type: ignore[arg-type]
     )

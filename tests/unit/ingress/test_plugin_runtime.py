@@ -62,6 +62,44 @@ async def test_a_failing_plugin_follows_its_policy(policy: str, refusal: str | N
     assert result.refusal == refusal
 
 
+async def test_a_plugin_may_give_the_envelope_a_new_sender() -> None:
+    hooks = runtime.Runtime([declared("new_sender", ["mail"])], bus=None)  # type: ignore[arg-type]
+    result = await hooks.check(mail(), about="s1")
+    assert (result.refusal, result.sender) == (None, "srs0=ab=cd=sender.test=a@example.net")
+
+
+@pytest.mark.parametrize(
+    ("policy", "refusal"),
+    [("Ignore", None), ("Fail", "451 4.7.1 Temporary policy failure, try again later")],
+)
+async def test_a_new_sender_that_is_not_an_address_is_a_failure_and_never_used(
+    policy: str, refusal: str | None
+) -> None:
+    hooks = runtime.Runtime(
+        [declared("forged_sender", ["mail"], failure_policy=policy)],
+        bus=None,  # type: ignore[arg-type]
+    )
+    result = await hooks.check(mail(), about="s1")
+    assert (result.refusal, result.sender) == (refusal, None)
+
+
+async def test_a_header_field_with_a_control_character_is_a_failure_and_never_added() -> None:
+    hooks = runtime.Runtime(
+        [declared("control_header", ["data"]), declared("stamp_data", ["data"])],
+        bus=None,  # type: ignore[arg-type]
+    )
+    request = plugins.DataRequest(
+        session=SESSION,
+        id="q1",
+        sender="a@example.org",
+        recipients=("b@example.com",),
+        size=0,
+        headers=(),
+    )
+    result = await hooks.check(request, about="q1")
+    assert [(h.name, h.value) for h in result.headers] == [("X-Stamped", "q1")]
+
+
 async def test_an_answer_that_is_not_a_verdict_is_a_failure() -> None:
     hooks = runtime.Runtime(
         [declared("odd", ["mail"], module="builtins:str", failure_policy="Fail")],

@@ -67,7 +67,7 @@ def test_submission_is_served_with_its_certificate_and_users_mounted() -> None:
         ("health", 8080),
     ]
     secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
-    assert secrets == {"tls": "mx-tls", "auth": "mx-users"}
+    assert secrets == {"tls": "mx-tls", "auth": "mx-users", "event-keys": "corp-event-keys"}
     mounted = {m["name"]: m for m in container["volumeMounts"] if m["name"] in secrets}
     assert all(m["readOnly"] for m in mounted.values())
     env = {e["name"]: e.get("value") for e in container["env"]}

@@ -167,3 +167,47 @@ def test_a_spec_that_asks_for_cluster_traffic_policy_gets_it() -> None:
     own = server(listeners={"service": {"externalTrafficPolicy": "Cluster"}})
     made = render.render(own, [], OPTIONS)
     assert made.named("Service", "corp-smtp")["spec"]["externalTrafficPolicy"] == "Cluster"
+
+
+def pod_files(made: render.Rendered, component: str) -> tuple[dict[str, str | None], set[str]]:
+    """A pod's environment values, and the Secret keys it mounts as `secret:key`."""
+    pod = made.named("Deployment", f"corp-{component}")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mounted = {v["name"] for v in pod["volumes"]} & {m["name"] for m in container["volumeMounts"]}
+    keys = {
+        f"{v['secret']['secretName']}:{item['key']}"
+        for v in pod["volumes"]
+        if v["name"] in mounted and "secret" in v
+        for item in v["secret"].get("items", [])
+    }
+    return env, keys
+
+
+def test_each_pod_connects_as_its_own_nats_user_and_mounts_only_its_own_password() -> None:
+    spec = {"nats": {"url": "nats://nats.mail.svc:4222", "credentialsSecret": "nats-users"}}
+    made = render.render(server(**spec), [], OPTIONS)
+    for component in ("ingress", "spool", "delivery", "control"):
+        env, keys = pod_files(made, component)
+        assert env["EMPATH_NATS_USER"] == component
+        assert env["EMPATH_NATS_PASSWORD_FILE"] == "/etc/empath/nats/password"
+        assert {k for k in keys if k.startswith("nats-users:")} == {f"nats-users:{component}"}
+    # Without the Secret the pods connect anonymously, as before.
+    env, keys = pod_files(render.render(server(), [], OPTIONS), "delivery")
+    assert "EMPATH_NATS_USER" not in env
+    assert keys == set()
+
+
+def test_ingress_and_the_spool_mount_only_their_own_event_keys() -> None:
+    made = render.render(server(), [], OPTIONS)
+    assert made.event_keys_secret["metadata"]["name"] == "corp-event-keys"
+    ingress_env, ingress_keys = pod_files(made, "ingress")
+    assert ingress_keys == {"corp-event-keys:event-ingress.key"}
+    assert ingress_env["EMPATH_EVENT_SIGNING_KEY_FILE"] == "/etc/empath/events/event-ingress.key"
+    spool_env, spool_keys = pod_files(made, "spool")
+    assert spool_keys == {"corp-event-keys:event-spool.key", "corp-event-keys:event-trusted.pub"}
+    assert spool_env["EMPATH_EVENT_TRUSTED_KEYS_FILE"] == "/etc/empath/events/event-trusted.pub"
+    for component in ("delivery", "control"):
+        env, keys = pod_files(made, component)
+        assert keys == set()
+        assert not any(name.startswith("EMPATH_EVENT_") for name in env)

@@ -109,6 +109,12 @@ class Records:
         self.entries = {e.id: e for e in entries}
         self.broken = broken
 
+    async def create(self, new: queue.Entry) -> bool:
+        if new.id in self.entries:
+            return False
+        self.entries[new.id] = new
+        return True
+
     async def get(self, message_id: str) -> queue.Entry:
         return (await self.read(message_id))[0]
 

@@ -8,7 +8,16 @@ import pytest
 
 from empath.core import events, queue
 from empath.spool import outcomes
-from tests.unit.spool.samples import NOW, attempted, config, entry, recipient, result
+from tests.unit.spool.samples import (
+    NOW,
+    Records,
+    View,
+    attempted,
+    config,
+    entry,
+    recipient,
+    result,
+)
 
 DELIVERED = "250 2.0.0 Ok: queued as 4XyZ"
 DEFERRED = "451 4.2.0 Mailbox busy, try later"
@@ -293,6 +302,43 @@ def test_without_notify_a_deferral_warns_nobody() -> None:
     assert after is not None
 
     assert outcomes.reports_for(before, after, event, settings=config(), now=NOW) == {}
+
+
+OUT_DELIVERED = attempted(2, result("bob@example.com", "delivered", "250 2.0.0 Ok"))
+
+
+def reader(*seen: queue.Entry, stored: queue.Entry) -> tuple[outcomes.Outcomes, Records]:
+    """Outcomes whose live view shows `seen`, over a bucket holding `stored` (at revision 1)."""
+    bucket = Records(stored)
+    live = View(Records(*seen))
+    return (
+        outcomes.Outcomes(
+            settings=config(),
+            records=bucket,  # type: ignore[arg-type]
+            objects=None,  # type: ignore[arg-type]
+            removals=None,  # type: ignore[arg-type]
+            notices=None,  # type: ignore[arg-type]
+            live=live,
+        ),
+        bucket,
+    )
+
+
+async def test_an_outcome_for_the_attempt_the_view_shows_out_is_applied_without_a_read() -> None:
+    out = entry(state=queue.State.DELIVERING, attempts=2)
+    handler, bucket = reader(out, stored=out)
+    bucket.broken = AssertionError("read from the bucket")
+
+    assert await handler._current(OUT_DELIVERED) == (out, 0)
+
+
+async def test_an_outcome_the_view_does_not_show_out_yet_reads_the_bucket() -> None:
+    stored = entry(state=queue.State.DELIVERING, attempts=2)
+    for seen in (entry(state=queue.State.DEFERRED, attempts=1), entry(attempts=1)):
+        handler, _ = reader(seen, stored=stored)
+        assert await handler._current(OUT_DELIVERED) == (stored, 1)
+    handler, _ = reader(stored=stored)  # not in the view at all
+    assert await handler._current(OUT_DELIVERED) == (stored, 1)
 
 
 def test_only_a_fresh_first_attempt_that_found_no_body_may_be_a_message_ingress_voided() -> None:

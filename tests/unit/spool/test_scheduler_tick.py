@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 import nats.js.errors
 
-from empath.core import events, names, queue
+from empath.core import errors, events, names, queue
 from empath.spool import scheduler
 from tests.unit.spool.samples import NOW, Records, View, config, entry
 
@@ -16,24 +17,37 @@ OTHER_ID = "01KJP5Z4M0ABCDEFGHJKMNPQRT"
 class Bus:
     def __init__(self) -> None:
         self.published: dict[str, events.Model] = {}
+        self.away = False
 
     async def publish(self, subject: str, event: events.Model, *, msg_id: str) -> None:
         assert subject == names.JOBS_SUBJECT
+        if self.away:
+            raise errors.BusUnavailable("NATS is restarting")
         self.published.setdefault(msg_id, event)
 
 
+@dataclass
+class Flag:
+    value: bytes
+
+
 class Flags:
-    async def get(self, key: str) -> object:
-        raise nats.js.errors.KeyNotFoundError
+    def __init__(self, *, frozen: bool = False) -> None:
+        self.frozen = frozen
+
+    async def get(self, key: str) -> Flag:
+        if not self.frozen:
+            raise nats.js.errors.KeyNotFoundError
+        return Flag(b"1")
 
 
-def ticker(*entries: queue.Entry) -> tuple[scheduler.Scheduler, Records, Bus]:
+def ticker(*entries: queue.Entry, frozen: bool = False) -> tuple[scheduler.Scheduler, Records, Bus]:
     records, bus = Records(*entries), Bus()
     tick = scheduler.Scheduler(
         settings=config(),
         records=records,  # type: ignore[arg-type]
         bus=bus,  # type: ignore[arg-type]
-        flag_store=Flags(),  # type: ignore[arg-type]
+        flag_store=Flags(frozen=frozen),  # type: ignore[arg-type]
         live=View(records),  # type: ignore[arg-type]
     )
     return tick, records, bus
@@ -59,7 +73,7 @@ async def test_a_claim_left_with_no_open_recipient_does_not_stop_the_others_goin
     assert records.entries[emptied.id] == emptied
 
 
-async def test_a_claimed_message_shows_no_next_attempt_and_its_confirmed_lease_is_cleared() -> None:
+async def test_a_claimed_message_shows_no_next_attempt_and_keeps_its_lease() -> None:
     waiting = entry(state=queue.State.QUEUED, attempts=0, next_attempt=NOW)
     tick, records, bus = ticker(waiting)
 
@@ -68,8 +82,88 @@ async def test_a_claimed_message_shows_no_next_attempt_and_its_confirmed_lease_i
     claimed = records.entries[waiting.id]
     assert (claimed.state, claimed.attempts) == (queue.State.DELIVERING, 1)
     assert claimed.next_attempt is None
-    assert claimed.lease_until is None  # JetStream took the job: nothing to publish again
+    # Not cleared by a second write: an outcome within the lease settles the attempt.
+    assert claimed.lease_until == NOW + timedelta(seconds=scheduler.LEASE_SECONDS)
     assert list(bus.published) == [f"{waiting.id}.1"]
+
+
+async def test_an_attempt_with_no_outcome_past_its_lease_is_published_again_once() -> None:
+    waiting = entry(state=queue.State.QUEUED, attempts=0, next_attempt=NOW)
+    tick, records, bus = ticker(waiting)
+    assert await tick.tick(NOW) == 1
+    tick.view.apply(waiting.id, records.entries[waiting.id])
+
+    later = NOW + timedelta(seconds=scheduler.LEASE_SECONDS + 1)
+    assert await tick.tick(later) == 1  # the same job again, under the same message id
+    tick.view.apply(waiting.id, records.entries[waiting.id])
+
+    assert records.entries[waiting.id].lease_until is None
+    assert await tick.tick(later + timedelta(seconds=1)) == 0  # once per attempt
+    assert list(bus.published) == [f"{waiting.id}.1"]
+
+
+async def test_a_message_due_on_arrival_is_recorded_claimed_and_its_job_carries_the_body() -> None:
+    new = entry(state=queue.State.QUEUED, attempts=0, next_attempt=NOW)
+    tick, records, bus = ticker()
+
+    assert await tick.arrive(new, body=b"Subject: hi\r\n\r\nbody\r\n", now=NOW)
+
+    recorded = records.entries[new.id]
+    assert (recorded.state, recorded.attempts, recorded.next_attempt) == (
+        queue.State.DELIVERING,
+        1,
+        None,
+    )
+    assert recorded.lease_until == NOW + timedelta(seconds=scheduler.LEASE_SECONDS)
+    job = bus.published[f"{new.id}.1"]
+    assert isinstance(job, events.DeliveryJob)
+    assert (job.attempt, job.body, job.body_key) == (
+        1,
+        b"Subject: hi\r\n\r\nbody\r\n",
+        new.body_key,
+    )
+    # What goes on the wire: the body as base64, read back as the same bytes.
+    wire = job.model_dump_json().encode()
+    assert events.decode(wire, events.DeliveryJob).body == job.body
+
+
+async def test_a_message_arriving_while_the_queue_is_frozen_is_only_queued() -> None:
+    new = entry(state=queue.State.QUEUED, attempts=0, next_attempt=NOW)
+    tick, records, bus = ticker(frozen=True)
+
+    assert await tick.arrive(new, body=b"x", now=NOW)
+
+    assert records.entries[new.id] == new
+    assert bus.published == {}
+
+
+async def test_a_repeated_arrival_changes_nothing_and_publishes_nothing() -> None:
+    first = entry(state=queue.State.QUEUED, attempts=0, next_attempt=NOW)
+    tick, records, bus = ticker()
+    assert await tick.arrive(first, body=None, now=NOW)
+    bus.published.clear()
+    recorded = records.entries[first.id]
+
+    assert not await tick.arrive(first, body=None, now=NOW + timedelta(seconds=1))
+
+    assert records.entries[first.id] == recorded
+    assert bus.published == {}
+
+
+async def test_an_arrival_whose_job_cannot_be_published_goes_out_when_its_lease_runs_out() -> None:
+    new = entry(state=queue.State.QUEUED, attempts=0, next_attempt=NOW)
+    tick, records, bus = ticker()
+    bus.away = True
+
+    assert await tick.arrive(new, body=b"x", now=NOW)
+    assert bus.published == {}
+    bus.away = False
+    tick.view.apply(new.id, records.entries[new.id])
+
+    assert await tick.tick(NOW + timedelta(seconds=scheduler.LEASE_SECONDS + 1)) == 1
+    job = bus.published[f"{new.id}.1"]
+    assert isinstance(job, events.DeliveryJob)
+    assert job.body is None  # delivery reads it from the bucket
 
 
 async def test_a_record_claimed_before_leases_is_left_to_the_delivering_timeout() -> None:

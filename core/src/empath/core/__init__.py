@@ -25,6 +25,7 @@ __all__ = [
     "queue",
     "services",
     "settings",
+    "signing",
     "store",
     "supervisor",
     "telemetry",

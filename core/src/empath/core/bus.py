@@ -35,7 +35,18 @@ from nats.js.api import (
 )
 from nats.js.kv import KeyValue
 
-from empath.core import errors, events, ids, logs, metrics, names, natsauth, periodic, telemetry
+from empath.core import (
+    errors,
+    events,
+    ids,
+    logs,
+    metrics,
+    names,
+    natsauth,
+    periodic,
+    signing,
+    telemetry,
+)
 from empath.core.settings import Settings
 
 log = logging.getLogger("empath.core.bus")
@@ -55,6 +66,8 @@ class Bus:
     # these placement tags (EMPATH_NATS_REPLICAS, EMPATH_NATS_PLACEMENT_TAGS).
     replicas: int = 1
     placement_tags: tuple[str, ...] = ()
+    # This service's event key: every event it publishes carries its signature (`signing`).
+    signer: signing.Signer | None = None
 
     async def close(self) -> None:
         """Drain when connected (in-flight acks go out), otherwise just close."""
@@ -87,10 +100,13 @@ class Bus:
         started = time.monotonic()
         with _tracer.start_as_current_span("nats.publish", attributes={"nats.subject": subject}):
             headers = telemetry.inject({"Nats-Msg-Id": msg_id})
+            data = event.model_dump_json().encode()
+            if self.signer is not None:
+                headers[signing.HEADER] = self.signer.sign(subject, data)
             try:
                 await self.js.publish(
                     subject,
-                    event.model_dump_json().encode(),
+                    data,
                     timeout=self.publish_timeout,
                     headers=headers,
                 )
@@ -104,26 +120,40 @@ class Bus:
         self, bucket: str, *, history: int = 1, ttl: float | None = None
     ) -> KeyValue:
         """Open a KV bucket, creating it the first time (entries expire after `ttl`), with the
-        wanted replicas; a bucket made with other replicas is changed to them."""
-        try:
-            kv = await self.js.key_value(bucket)
-        except nats.js.errors.BucketNotFoundError:
-            created = await self.js.create_key_value(
-                KeyValueConfig(
-                    bucket=bucket,
-                    history=history,
-                    storage=StorageType.FILE,
-                    ttl=ttl,
-                    replicas=self.replicas,
-                    placement=placement(self.placement_tags),
-                )
-            )
-            # On a cluster the bucket exists before its server serves it: a write at once
-            # would find no responder.
-            await _led(self.js, f"KV_{bucket}")
-            return created
-        await _replicate(self.js, f"KV_{bucket}", self.replicas, self.placement_tags)
-        return kv
+        wanted replicas; a bucket made with other replicas is changed to them.
+
+        A bucket this role may not create (README "Security": each is made by its owner) is
+        waited for: on Kubernetes the services start in any order, and delivery and control
+        each open a bucket the other makes, so failing here would crash-loop them both."""
+        waited = False
+        while True:
+            try:
+                kv = await self.js.key_value(bucket)
+            except nats.js.errors.BucketNotFoundError:
+                try:
+                    created = await self.js.create_key_value(
+                        KeyValueConfig(
+                            bucket=bucket,
+                            history=history,
+                            storage=StorageType.FILE,
+                            ttl=ttl,
+                            replicas=self.replicas,
+                            placement=placement(self.placement_tags),
+                        )
+                    )
+                except nats.errors.TimeoutError:
+                    # A refused request gets no answer: the bucket is another role's to make.
+                    if not waited:
+                        log.warning("KV bucket %s is missing: waiting for its owner", bucket)
+                        waited = True
+                    await asyncio.sleep(BUCKET_WAIT)
+                    continue
+                # On a cluster the bucket exists before its server serves it: a write at once
+                # would find no responder.
+                await _led(self.js, f"KV_{bucket}")
+                return created
+            await _replicate(self.js, f"KV_{bucket}", self.replicas, self.placement_tags)
+            return kv
 
     async def heartbeat(
         self,
@@ -149,6 +179,9 @@ class Bus:
         with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, OSError):
             await kv.purge(key)
 
+
+# Seconds between looks for a KV bucket that its owner has yet to make.
+BUCKET_WAIT = 1.0
 
 # Values read per request while reading a bucket to its end.
 KV_READ_BATCH = 1000
@@ -264,6 +297,7 @@ async def connect(settings: Settings, *, name: str, retry: bool = True) -> Bus:
         publish_timeout=settings.publish_timeout,
         replicas=settings.nats_replicas,
         placement_tags=tuple(settings.nats_placement_tags),
+        signer=signing.signer_of(settings),
     )
     delay = 0.5
     while True:

@@ -20,6 +20,7 @@ one of these, or derives from one (the services' own are named by module)::
         ├── ConfigurationError
         │   └── operator.configmap.InvalidSpec
         ├── BadEvent
+        ├── core.signing.Unauthentic    a `received` not signed by a trusted key
         ├── NotFound                    HTTP 404
         ├── Conflict                    HTTP 409
         ├── ingress.syntax.SyntaxProblem

@@ -10,16 +10,45 @@ version; anything else is a new one.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, TypeVar, cast
+from typing import Annotated, Literal, TypeVar, cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    WithJsonSchema,
+)
 
 from empath.core import errors
 
 Notify = Literal["NEVER", "SUCCESS", "FAILURE", "DELAY"]
+
+
+def _from_base64(value: object) -> object:
+    """Bytes as given; text (the JSON form) as base64, strictly."""
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True)
+        except binascii.Error as error:
+            raise ValueError(f"not base64: {error}") from error
+    return value
+
+
+# A message body carried in an event: bytes in Python, base64 text in JSON.
+InlineBody = Annotated[
+    bytes,
+    BeforeValidator(_from_base64),
+    PlainSerializer(lambda value: base64.b64encode(value).decode("ascii"), when_used="json"),
+    WithJsonSchema({"type": "string", "contentEncoding": "base64"}),
+]
 
 
 class Model(BaseModel):
@@ -60,9 +89,101 @@ class Envelope(Model):
 class Received(Model):
     """ingress -> spool: a message was accepted; its body is in the bucket under `body_key`.
 
+    Version 3 may also carry the body itself (`body`, when it is small: `EMPATH_INLINE_BODY_LIMIT`),
+    so its first delivery attempt need not read it back from the bucket; the bucket's copy is
+    still the one that counts. Version 2 added the metadata plugins set in the session
+    (`empath.core.plugins`). The spool still reads both older versions (`ReceivedV2`,
+    `ReceivedV1`), so upgrade the spool before ingress.
+    """
+
+    kind: Literal["received"] = "received"
+    version: Literal[3] = 3
+    id: str
+    body_key: str
+    size: int = Field(ge=0)
+    received_at: datetime
+    envelope: Envelope
+    client: Client
+    metadata: dict[str, str] = Field(
+        default_factory=dict, description="Set by plugins; kept with the message."
+    )
+    body: InlineBody | None = Field(
+        default=None,
+        description="A copy of the stored body (base64), when it is small; None otherwise.",
+    )
+
+
+class DeliveryJob(Model):
+    """spool -> delivery: attempt `attempt` of message `id`, for the recipients still to deliver.
+
+    Version 4 may carry the body (`body`), as `received` brought it, for a first attempt
+    dispatched on arrival: delivery then does not read it from the bucket. Version 3 added the
+    message's metadata (set by plugins), which delivery hands to the event plugins. Version 2
+    carried the message's envelope as one `Envelope`, whose recipients are the ones still to
+    deliver; version 1 spelled the envelope out field by field. Delivery still reads the older
+    ones (`DeliveryJobV3`, `DeliveryJobV2`, `DeliveryJobV1`), for jobs already in the stream
+    when it is upgraded.
+    """
+
+    kind: Literal["delivery-job"] = "delivery-job"
+    version: Literal[4] = 4
+    id: str
+    attempt: int = Field(ge=1)
+    body_key: str
+    size: int = Field(ge=0)
+    envelope: Envelope = Field(description="The recipients are those still to deliver.")
+    metadata: dict[str, str] = Field(
+        default_factory=dict, description="Set by plugins; kept with the message."
+    )
+    body: InlineBody | None = Field(
+        default=None,
+        description="The body (base64), when the job carries it; else it is read from the bucket.",
+    )
+
+
+class Older(Model):
+    """An older version of an event, still read: it upgrades itself to the current version."""
+
+    def upgrade(self) -> Model:
+        raise NotImplementedError
+
+
+# Versions whose successor only added the optional `body`: the same fields, read as the new one.
+class DeliveryJobV3(Older):
+    """spool -> delivery: attempt `attempt` of message `id`, for the recipients still to deliver.
+
+    Version 3 adds the message's metadata (set by plugins), which delivery hands to the event
+    plugins. Version 2 carried the message's envelope as one `Envelope`, whose recipients are the
+    ones still to deliver; version 1 spelled the envelope out field by field. Delivery still
+    reads both (`DeliveryJobV2`, `DeliveryJobV1`), for jobs already in the stream when it is
+    upgraded.
+    """
+
+    model_config = ConfigDict(title="DeliveryJob")
+
+    kind: Literal["delivery-job"] = "delivery-job"
+    version: Literal[3] = 3
+    id: str
+    attempt: int = Field(ge=1)
+    body_key: str
+    size: int = Field(ge=0)
+    envelope: Envelope = Field(description="The recipients are those still to deliver.")
+    metadata: dict[str, str] = Field(
+        default_factory=dict, description="Set by plugins; kept with the message."
+    )
+
+    def upgrade(self) -> DeliveryJob:
+        return DeliveryJob(**_fields(self))
+
+
+class ReceivedV2(Older):
+    """ingress -> spool: a message was accepted; its body is in the bucket under `body_key`.
+
     Version 2 adds the metadata plugins set in the session (`empath.core.plugins`); the spool
     still reads version 1 (`ReceivedV1`), so upgrade the spool before ingress.
     """
+
+    model_config = ConfigDict(title="Received")
 
     kind: Literal["received"] = "received"
     version: Literal[2] = 2
@@ -76,34 +197,13 @@ class Received(Model):
         default_factory=dict, description="Set by plugins; kept with the message."
     )
 
-
-class DeliveryJob(Model):
-    """spool -> delivery: attempt `attempt` of message `id`, for the recipients still to deliver.
-
-    Version 3 adds the message's metadata (set by plugins), which delivery hands to the event
-    plugins. Version 2 carried the message's envelope as one `Envelope`, whose recipients are the
-    ones still to deliver; version 1 spelled the envelope out field by field. Delivery still
-    reads both (`DeliveryJobV2`, `DeliveryJobV1`), for jobs already in the stream when it is
-    upgraded.
-    """
-
-    kind: Literal["delivery-job"] = "delivery-job"
-    version: Literal[3] = 3
-    id: str
-    attempt: int = Field(ge=1)
-    body_key: str
-    size: int = Field(ge=0)
-    envelope: Envelope = Field(description="The recipients are those still to deliver.")
-    metadata: dict[str, str] = Field(
-        default_factory=dict, description="Set by plugins; kept with the message."
-    )
+    def upgrade(self) -> Received:
+        return Received(**_fields(self))
 
 
-class Older(Model):
-    """An older version of an event, still read: it upgrades itself to the current version."""
-
-    def upgrade(self) -> Model:
-        raise NotImplementedError
+def _fields(event: Older) -> dict[str, object]:
+    """An older event's fields but its version, as they are (not dumped): for its successor."""
+    return {name: getattr(event, name) for name in type(event).model_fields if name != "version"}
 
 
 # A delivery job as spools before version 3 published it: read, never written.
@@ -173,9 +273,7 @@ class ReceivedV1(Older):
     client: Client
 
     def upgrade(self) -> Received:
-        return Received(
-            **{name: getattr(self, name) for name in type(self).model_fields if name != "version"}
-        )
+        return Received(**_fields(self))
 
 
 Outcome = Literal["delivered", "deferred", "failed"]
@@ -216,7 +314,9 @@ EVENTS: tuple[type[Model], ...] = (Received, DeliveryJob, Attempted)
 OLDER: dict[tuple[str, int], type[Older]] = {
     ("delivery-job", 1): DeliveryJobV1,
     ("delivery-job", 2): DeliveryJobV2,
+    ("delivery-job", 3): DeliveryJobV3,
     ("received", 1): ReceivedV1,
+    ("received", 2): ReceivedV2,
 }
 
 E = TypeVar("E", bound=Model)

@@ -20,3 +20,9 @@ def control_service(mailserver: str) -> str:
 def control_token_secret(mailserver: str) -> str:
     """The Secret holding a MailServer's control token (made once by the operator)."""
     return f"{mailserver}-control-token"
+
+
+def event_keys_secret(mailserver: str) -> str:
+    """The Secret holding a MailServer's event keys (`empath.core.signing`; made once by the
+    operator, never rewritten: rotating them is editing it)."""
+    return f"{mailserver}-event-keys"

@@ -121,6 +121,15 @@ outcomes_refused = _counter(
     "Attempt outcomes refused: not for the attempt the message is out on (stale or forged)",
 )
 store_errors = _counter("empath.store.errors.total", "Object-store puts and gets that failed")
+received_refused = _counter(
+    "empath.spool.received.refused.total",
+    "Received events not queued: their signature is missing, malformed, by an unknown key, "
+    "or wrong (by reason)",
+)
+jobs_refused = _counter(
+    "empath.delivery.jobs.refused.total",
+    "Delivery jobs not sent: they do not match the queue record they name (forged or stale)",
+)
 
 
 # The spool's live views of the queue, read at each export; a view leaves when its spool stops.
@@ -208,7 +217,7 @@ def settings_hash(settings: Settings) -> str:
 # dashboard and the alerts name only metrics a scrape has).
 _ZEROED: dict[str, tuple[otel_metrics.Counter | otel_metrics.UpDownCounter, ...]] = {
     "ingress": (smtp_errors, smtp_connections_active, nats_publish_errors, store_errors),
-    "spool": (nats_publish_errors, store_errors, kv_conflicts, outcomes_refused),
+    "spool": (nats_publish_errors, store_errors, kv_conflicts, outcomes_refused, received_refused),
     "delivery": (
         delivery_failed,
         delivery_retrying,
@@ -220,6 +229,7 @@ _ZEROED: dict[str, tuple[otel_metrics.Counter | otel_metrics.UpDownCounter, ...]
         dns_cache_evictions,
         nats_publish_errors,
         store_errors,
+        jobs_refused,
     ),
 }
 

@@ -36,8 +36,9 @@ The roles (subject names from `names`):
   (`empath.api.queue.*`, replies through `allow_responses`).
 - delivery: consumes jobs (its durable consumer only), publishes `empath.delivery.attempted`,
   reads and writes the DNS cache bucket and the limits bucket (slots, rates and circuit
-  breakers shared by all workers; it creates it), reads the flags and the MX overrides, and
-  listens to `empath.dns.invalidate`.
+  breakers shared by all workers; it creates it), reads the flags and the MX overrides, gets
+  single records of the queue bucket by key (each job is checked against its message's
+  record; no listing, no watching, no writing), and listens to `empath.dns.invalidate`.
 - control: calls the queue API (the only role that may), publishes `empath.dns.invalidate`,
   reads the services bucket, reads and clears the DNS cache, reads and writes MX overrides.
   It may not read any stream of events.
@@ -113,13 +114,21 @@ def _kv_create(bucket: str) -> list[str]:
     return [f"{API}.STREAM.CREATE.KV_{bucket}", f"{API}.STREAM.UPDATE.KV_{bucket}"]
 
 
-def _kv_read(bucket: str) -> list[str]:
+def _kv_get(bucket: str) -> list[str]:
+    """Read one key at a time, by name: no consumer, so no listing or watching the bucket."""
     stream = f"KV_{bucket}"
     return [
         *_kv_open(bucket),
         f"{API}.DIRECT.GET.{stream}",
         f"{API}.DIRECT.GET.{stream}.>",
         f"{API}.STREAM.MSG.GET.{stream}",
+    ]
+
+
+def _kv_read(bucket: str) -> list[str]:
+    stream = f"KV_{bucket}"
+    return [
+        *_kv_get(bucket),
         f"{API}.CONSUMER.CREATE.{stream}",
         f"{API}.CONSUMER.CREATE.{stream}.>",
         f"{API}.CONSUMER.INFO.{stream}.>",
@@ -208,6 +217,8 @@ PERMISSIONS: dict[str, Permissions] = {
             *_kv_create(names.DNS_BUCKET),
             *_kv_read(names.FLAGS_BUCKET),
             *_kv_read(names.OVERRIDES_BUCKET),
+            # Each job is checked against its message's record (`delivery.checks`).
+            *_kv_get(names.QUEUE_BUCKET),
             *_kv_read(names.LIMITS_BUCKET),
             *_kv_write(names.LIMITS_BUCKET),
             *_kv_create(names.LIMITS_BUCKET),
@@ -233,19 +244,32 @@ PERMISSIONS: dict[str, Permissions] = {
 }
 
 
+def permissions_block(user: str) -> dict[str, object]:
+    """A user's `permissions` in a nats-server config."""
+    rights = PERMISSIONS[user]
+    permissions: dict[str, object] = {
+        "publish": {"allow": list(rights.publish)},
+        "subscribe": {"allow": list(rights.subscribe)},
+    }
+    if rights.allow_responses:
+        permissions["allow_responses"] = True
+    return permissions
+
+
 def authorization(passwords: dict[str, str]) -> dict[str, object]:
     """The `authorization` block of a nats-server config: one user per role, with its rights."""
-    users = []
-    for user, password in passwords.items():
-        rights = PERMISSIONS[user]
-        permissions: dict[str, object] = {
-            "publish": {"allow": list(rights.publish)},
-            "subscribe": {"allow": list(rights.subscribe)},
-        }
-        if rights.allow_responses:
-            permissions["allow_responses"] = True
-        users.append({"user": user, "password": password, "permissions": permissions})
+    users = [
+        {"user": user, "password": password, "permissions": permissions_block(user)}
+        for user, password in passwords.items()
+    ]
     return {"users": users}
+
+
+def permissions_document() -> str:
+    """Every user's permissions as JSON, by user: the chart's try-out NATS builds its config
+    from this (in `charts/empath/files/nats-permissions.json`) and passwords of its own."""
+    table = {user: permissions_block(user) for user in (*ROLES, PLUGIN, ADMIN)}
+    return json.dumps(table, indent=2, sort_keys=True) + "\n"
 
 
 def password_file(directory: Path, user: str) -> Path:
@@ -284,8 +308,13 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m empath.core.natsauth DIR`: the passwords and nats-server config of `empath up`
     made in DIR, for running the services (and NATS) yourself; existing passwords are kept."""
     args = sys.argv[1:] if argv is None else argv
+    if len(args) == 2 and args[0] == "--permissions":
+        # The chart's copy of the table: `python -m empath.core.natsauth --permissions FILE`.
+        Path(args[1]).write_text(permissions_document())
+        return 0
     if len(args) != 1:
         print("usage: python -m empath.core.natsauth DIRECTORY", file=sys.stderr)
+        print("       python -m empath.core.natsauth --permissions FILE", file=sys.stderr)
         return 2
     directory = Path(args[0])
     passwords = ensure_passwords(directory, (*ROLES, PLUGIN, ADMIN))

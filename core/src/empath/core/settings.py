@@ -192,6 +192,9 @@ class Settings(BaseSettings):
         ]
     )
     max_message_size: int = Field(default=25 * MiB, ge=1024)
+    # A message this small travels with its events as well as in the bucket, so its first
+    # attempt, dispatched on arrival, does not read the body back (0: never).
+    inline_body_limit: int = Field(default=64 * 1024, ge=0, le=256 * 1024)
     max_recipients: int = Field(default=1000, ge=1)
     max_line_length: int = Field(default=998, ge=78, le=65536)
     max_connections: int = Field(default=1000, ge=1)
@@ -295,6 +298,13 @@ class Settings(BaseSettings):
     nats_tls_ca: Path | None = None
     nats_tls_cert: Path | None = None
     nats_tls_key: Path | None = None
+    # Signed `received` events (README "Security", `empath.core.signing`): this service's
+    # Ed25519 private key (ingress and the spool sign what they publish with it), the public
+    # keys the spool accepts a `received` from (ingress's; its own is trusted anyway), and the
+    # switch: `on` (ingress and the spool refuse to start without their keys) or `off`.
+    event_signing: Literal["on", "off"] = "on"
+    event_signing_key_file: Path | None = None
+    event_trusted_keys_file: Path | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -327,7 +337,14 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _nats_credentials(self) -> Settings:
-        for name in ("nats_password_file", "nats_tls_ca", "nats_tls_cert", "nats_tls_key"):
+        for name in (
+            "nats_password_file",
+            "nats_tls_ca",
+            "nats_tls_cert",
+            "nats_tls_key",
+            "event_signing_key_file",
+            "event_trusted_keys_file",
+        ):
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise ValueError(f"{ENV_PREFIX}{name.upper()}: no such file: {path}")

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import TypeVar
+from typing import BinaryIO, Protocol, TypeVar, cast
 
 import urllib3
 from minio import Minio
@@ -30,6 +30,15 @@ _tracer = telemetry.tracer("empath.core.store")
 T = TypeVar("T")
 
 BODY_PREFIX = "messages/"
+
+# Bodies above this size are uploaded in parts of it (S3's smallest part but the last).
+PART_SIZE = 5 * 1024 * 1024
+
+
+class Readable(Protocol):
+    """What an upload reads from: `read(n)` gives at most n bytes, b"" at the end."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 def body_key(message_id: str, received_at: datetime) -> str:
@@ -121,10 +130,23 @@ class ObjectStore:
         await self._run(f"bucket {self.bucket}", ensure)
 
     async def put(self, key: str, data: bytes) -> None:
+        await self.put_stream(key, io.BytesIO(data), len(data))
+
+    async def put_stream(self, key: str, data: Readable, length: int) -> None:
+        """Upload `length` bytes read from `data` (in the store's threads): one request up to
+        `PART_SIZE`, a multipart upload above, one part at a time, so an upload holds about one
+        part in memory whatever its size. The object appears whole or not at all (a failed
+        multipart upload is aborted)."""
         await self._run(
             f"put {key}",
             lambda: self._client.put_object(
-                self.bucket, key, io.BytesIO(data), len(data), content_type="message/rfc822"
+                self.bucket,
+                key,
+                cast(BinaryIO, data),
+                length,
+                content_type="message/rfc822",
+                part_size=PART_SIZE,
+                num_parallel_uploads=1,
             ),
         )
 

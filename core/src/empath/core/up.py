@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from empath.core import addresses, bus, errors, names, natsauth, services, supervisor
+from empath.core import addresses, bus, errors, names, natsauth, services, signing, supervisor
 from empath.core.settings import Settings
 
 log = logging.getLogger("empath.core.up")
@@ -178,6 +178,7 @@ def weed_argv(
         *(f"-{name}={free_port(host)}" for name in WEED_PORTS),
         "-webdav=false",
         "-admin.ui=false",
+        "-filer.saveToFilerLimit=65536",
         *([f"-bucket={bucket}"] if bucket else []),
         *extra,
     ]
@@ -290,6 +291,7 @@ async def up(settings: Settings, *, announce: bool = True) -> None:
                     else effective
                     for name in mains
                 }
+            configs = with_event_keys(configs, credentials_dir(effective.data_dir.resolve()))
             await supervisor.Supervisor(configs, stop=stop, on_ready=on_ready).run()
     log.info("stopped")
 
@@ -320,3 +322,19 @@ def role_settings(settings: Settings, role: str, credentials: Path) -> Settings:
             "nats_password_file": natsauth.password_file(credentials, role),
         }
     )
+
+
+def with_event_keys(configs: dict[str, Settings], credentials: Path) -> dict[str, Settings]:
+    """Each service's settings with the keys that sign and check `received` events, made in
+    the credentials directory the first time and kept (README "Security"). Left as they are
+    when signing is off or the keys are set already."""
+    if not configs:
+        return configs
+    first = next(iter(configs.values()))
+    if first.event_signing == "off" or first.event_signing_key_file is not None:
+        return configs
+    signing.ensure_keys(credentials)
+    return {
+        name: config.model_copy(update=signing.role_keys(credentials, name))
+        for name, config in configs.items()
+    }

@@ -1,6 +1,7 @@
 """Empath delivery: outbound SMTP workers that share one durable JetStream consumer."""
 
 __all__ = [
+    "checks",
     "circuit",
     "client",
     "limits",

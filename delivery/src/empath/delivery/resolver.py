@@ -32,6 +32,11 @@ from empath.core.settings import Settings
 
 log = logging.getLogger("empath.delivery.resolver")
 
+# How long a worker trusts a runtime MX override it read (or its absence), and for how many
+# domains at most.
+OVERRIDE_SECONDS = 10.0
+OVERRIDE_DOMAINS = 10_000
+
 NEGATIVE_TTL = 60.0
 
 
@@ -126,6 +131,9 @@ class Resolver:
         self._resolver = resolver
         self.cache = Cache(settings.dns_cache_size)
         self.shared = shared
+        # Runtime overrides as last read, per domain, until when (monotonic). Control tells
+        # every worker when one changes (`forget`); the time bounds a missed message.
+        self._overrides: dict[str, tuple[float, tuple[str, int] | None]] = {}
 
     async def route(self, domain: str) -> list[Hop]:
         """The hops to try for a domain, in order."""
@@ -149,31 +157,46 @@ class Resolver:
         return hops
 
     async def _runtime_override(self, domain: str) -> tuple[str, int] | None:
-        """An override an operator set at run time (KV `empath_overrides`) wins over settings."""
+        """An override an operator set at run time (KV `empath_overrides`) wins over settings.
+
+        Read once per domain every `OVERRIDE_SECONDS`, not for every job: control announces
+        each change on `empath.dns.invalidate`, which drops what was read (`forget`)."""
         if self.runtime_overrides is None:
             return None
+        now = time.monotonic()
+        known = self._overrides.get(domain)
+        if known is not None and known[0] > now:
+            return known[1]
+        if len(self._overrides) >= OVERRIDE_DOMAINS:
+            self._overrides.clear()  # bounded: a worker serving many domains reads again
         try:
             entry = await self.runtime_overrides.get(domain)
         except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+            self._overrides[domain] = (now + OVERRIDE_SECONDS, None)
             return None
         except (nats.errors.Error, nats.js.errors.Error):
             return None
         if not entry.value:
+            self._overrides[domain] = (now + OVERRIDE_SECONDS, None)
             return None
         try:
-            return addresses.parse_target(entry.value.decode())
+            target = addresses.parse_target(entry.value.decode())
         except ValueError as error:  # UnicodeDecodeError too
             log.warning("the MX override for %s is no target: %s", domain, error)
             raise DeliveryDeferred(
                 f"451 4.3.5 The MX override for {domain} is not a host[:port]"
             ) from error
+        self._overrides[domain] = (now + OVERRIDE_SECONDS, target)
+        return target
 
     def forget(self, domain: str) -> None:
         """Drop what this worker cached about a domain ("*": everything)."""
         if domain == "*":
             self.cache.clear()
+            self._overrides.clear()
         else:
             self.cache.drop(dnscache.key(domain))
+            self._overrides.pop(addresses.normal_domain(domain), None)
 
     async def mx(self, domain: str) -> list[str]:
         """MX hosts by preference (equal preferences in random order)."""

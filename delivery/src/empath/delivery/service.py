@@ -32,6 +32,7 @@ async def run(runtime: services.Runtime) -> None:
     try:
         dns_cache = await bus.key_value(names.DNS_BUCKET)
         flags = await bus.key_value(names.FLAGS_BUCKET)
+        queue = await bus.key_value(names.QUEUE_BUCKET)
         overrides = await bus.key_value(names.OVERRIDES_BUCKET)
         routes = resolver.Resolver(settings, dns_cache, overrides)
 
@@ -65,6 +66,7 @@ async def run(runtime: services.Runtime) -> None:
             connections=connections,
             limits=destinations,
             flags=flags,
+            queue=queue,
             plugin_events=events_out,
             breakers=breakers,
         )

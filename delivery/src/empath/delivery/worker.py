@@ -1,5 +1,8 @@
 """A delivery worker: one job in, one `attempted` event out.
 
+A job is first checked against the queue record it names (`checks`): one that is not the job
+the spool dispatched is refused, and nothing is sent.
+
 The job's recipients are grouped by domain; each domain is routed (MX or override) and tried
 MX host by MX host until one answers. The outcome of every recipient goes into one `attempted`
 event; the job is acked only after JetStream acknowledged that event, so a worker killed in
@@ -33,7 +36,7 @@ from empath.core import (
     telemetry,
 )
 from empath.core.settings import Settings
-from empath.delivery import circuit, client, limits, pool, resolver, throttle, tls
+from empath.delivery import checks, circuit, client, limits, pool, resolver, throttle, tls
 
 log = logging.getLogger("empath.delivery.worker")
 tracer = telemetry.tracer("empath.delivery")
@@ -59,6 +62,7 @@ class Worker:
         connections: pool.Pool,
         limits: throttle.Limits,
         flags: KeyValue,
+        queue: KeyValue,
         plugin_events: pluginevents.Publisher | None = None,
         breakers: circuit.Breakers | None = None,
     ) -> None:
@@ -69,6 +73,7 @@ class Worker:
         self.connections = connections
         self.limits = limits
         self.flags = flags
+        self.queue = queue  # the queue records, read only: each job is checked against its own
         self.plugin_events = plugin_events
         self.breakers = breakers
 
@@ -80,6 +85,13 @@ class Worker:
             msg, events.DeliveryJob, log=log, tracer=tracer, span="delivery.attempt"
         ) as inbound:
             job = inbound.event
+            refused = await checks.refusal(self.queue, job)
+            if refused is not None:
+                metrics.jobs_refused.add(1)
+                inbound.log.warning(
+                    "job for attempt %d refused, nothing sent: %s", job.attempt, refused
+                )
+                return
             started = datetime.now(UTC)
             results = await self.attempt(job)
             _measure(results, seconds=(datetime.now(UTC) - started).total_seconds())
@@ -130,7 +142,8 @@ class Worker:
 
     async def attempt(self, job: events.DeliveryJob) -> list[events.RecipientResult]:
         try:
-            body = await self.objects.get(job.body_key)
+            # A first attempt dispatched on arrival brings the body along.
+            body = job.body if job.body is not None else await self.objects.get(job.body_key)
         except errors.NotFound:
             return [
                 events.RecipientResult(

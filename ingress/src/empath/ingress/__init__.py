@@ -1,6 +1,7 @@
 """Empath ingress: the SMTP server that accepts mail into the queue."""
 
 __all__ = [
+    "bodies",
     "builtin",
     "cmodules",
     "credentials",

@@ -1,9 +1,10 @@
 """What happens after the final dot: the message is made durable, then acknowledged.
 
-The body goes into the bucket, then `received` is published and JetStream's ack awaited; only
-then does the client get `250 ... queued as <id>`. If either step fails the client gets 451,
-the body is removed again, and the session stays usable. The commit is shielded from the
-session's cancellation (a client that hangs up after the dot), so it is never half done.
+The body goes into the bucket (uploaded from where the session kept it, see `bodies`), then
+`received` is published and JetStream's ack awaited; only then does the client get
+`250 ... queued as <id>`. If either step fails the client gets 451, the body is removed again,
+and the session stays usable. The commit is shielded from the session's cancellation (a client
+that hangs up after the dot), so it is never half done.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from empath.core import (
     store,
     telemetry,
 )
-from empath.ingress import replies, syntax
+from empath.ingress import bodies, replies, syntax
 from empath.ingress.protocol import IDENT, Session, Transaction
 
 log = logging.getLogger("empath.ingress.handlers")
@@ -76,11 +77,13 @@ class QueueingHandler:
         objects: store.ObjectStore,
         bus: bus_module.Bus,
         full_dsn_from_untrusted: bool = False,
+        inline_body_limit: int = 0,
         plugin_events: pluginevents.Publisher | None = None,
     ) -> None:
         self.objects = objects
         self.bus = bus
         self.full_dsn_from_untrusted = full_dsn_from_untrusted
+        self.inline_body_limit = inline_body_limit
         self.plugin_events = plugin_events
 
     def _ret(self, server: Session, session: Any, asked: str | None) -> str | None:
@@ -100,7 +103,7 @@ class QueueingHandler:
 
     async def handle_DATA(self, server: Session, session: Any, envelope: Transaction) -> str:
         try:
-            event, body = self._event(server, session, envelope)
+            event, prefix = self._event(server, session, envelope)
             # Everything that can fail without the store fails here, before the body is put:
             # an event that cannot be published must not leave a body behind.
             size = len(event.model_dump_json().encode())
@@ -112,6 +115,15 @@ class QueueingHandler:
                 "%s: the envelope takes %d bytes, over NATS's payload limit", server.peer_ip, size
             )
             return replies.ENVELOPE_TOO_BIG
+        assert envelope.body is not None  # set at the final dot
+        try:
+            # The body as it is uploaded, readable on its own: the session closes its content
+            # when this returns, which a client that hangs up makes happen before the commit
+            # (shielded from that) is done.
+            body = envelope.body.reader(prefix)
+        except OSError as error:
+            log.error("%s: cannot read the message's content back: %s", server.peer_ip, error)
+            return replies.QUEUE_FAILED
         reply = await asyncio.shield(self._commit(event, body))
         if reply.startswith("250") and self.plugin_events is not None:
             self.plugin_events.emit(
@@ -137,17 +149,26 @@ class QueueingHandler:
     def _event(
         self, server: Session, session: Any, envelope: Transaction
     ) -> tuple[events.Received, bytes]:
+        """The event, and the headers ingress puts before the content: `Received:`, then the
+        ones plugins added."""
         now = datetime.now(UTC)
         # The id the `data` plugins were told, when they were asked.
         queue_id = envelope.queue_id or ids.new_id()
-        body = trace_header(
-            server=server, queue_id=queue_id, recipients=envelope.rcpt_tos, now=now
-        ) + (envelope.original_content or b"")
+        prefix = (
+            trace_header(server=server, queue_id=queue_id, recipients=envelope.rcpt_tos, now=now)
+            + envelope.added_headers
+        )
         login = getattr(session.auth_data, "login", None)
+        content = envelope.body
+        size = len(prefix) + (content.size if content is not None else 0)
+        # A small message travels in its event too (see EMPATH_INLINE_BODY_LIMIT).
+        inline = None
+        if size <= self.inline_body_limit:
+            inline = prefix + (content.head(content.size) if content is not None else b"")
         event = events.Received(
             id=queue_id,
             body_key=store.body_key(queue_id, now),
-            size=len(body),
+            size=size,
             received_at=now,
             envelope=events.Envelope(
                 sender=envelope.mail_from,
@@ -172,8 +193,9 @@ class QueueingHandler:
                 listener=server.listener.name,
             ),
             metadata={**server.session_metadata, **envelope.metadata},
+            body=inline,
         )
-        return event, body
+        return event, prefix
 
     async def _void(self, event: events.Received, mlog: logs.MessageLogger) -> None:
         """Remove the body of a message answered 451. The event may have reached JetStream
@@ -186,13 +208,14 @@ class QueueingHandler:
         except errors.EmpathError as cleanup:
             mlog.error("cannot remove the body again: %s", cleanup)
 
-    async def _commit(self, event: events.Received, body: bytes) -> str:
+    async def _commit(self, event: events.Received, body: bodies.Reader) -> str:
         mlog = logs.for_message(log, event.id)
         with tracer.start_as_current_span(
             "ingress.queue", attributes={"empath.queue_id": event.id}
         ):
             try:
-                await self.objects.put(event.body_key, body)
+                with body:
+                    await self.objects.put_stream(event.body_key, body, body.size)
             except errors.EmpathError as error:
                 mlog.error("cannot store the body: %s", error)
                 return replies.QUEUE_FAILED

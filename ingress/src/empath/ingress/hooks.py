@@ -24,8 +24,8 @@ from aiosmtpd.smtp import Session as SMTPSession
 
 from empath.core import ids, pluginevents
 from empath.core import plugins as contract
+from empath.ingress import bodies, policies, syntax
 from empath.ingress import plugins as plugin_runtime
-from empath.ingress import policies, syntax
 
 
 class Transaction(Envelope):
@@ -38,12 +38,17 @@ class Transaction(Envelope):
         # Set by plugins: kept with the message, and at DATA the queue id they were told.
         self.metadata: dict[str, str] = {}
         self.queue_id: str | None = None
+        # After the final dot: the content as sent, and the header lines plugins added to it.
+        self.body: bodies.Content | None = None
+        self.added_headers = b""
 
 
 _REQUESTS: dict[str, type[contract.Request]] = {
     model.model_fields["hook"].default: model for model in contract.REQUESTS
 }
 _HEADERS = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+# The most of a message's header section plugins are shown (Postfix's `header_size_limit`).
+HEADER_LIMIT = 100 * 1024
 
 
 def parameters(tokens: list[str]) -> dict[str, str | None]:
@@ -51,9 +56,12 @@ def parameters(tokens: list[str]) -> dict[str, str | None]:
     return {key.upper(): value or None for key, _, value in (t.partition("=") for t in tokens)}
 
 
-def _header_fields(content: bytes) -> tuple[tuple[str, str], ...]:
-    """The header section of a message, as (name, value) pairs for the `data` hook."""
-    head = content.split(b"\r\n\r\n", 1)[0]
+def _header_fields(start: bytes) -> tuple[tuple[str, str], ...]:
+    """The header section of a message, as (name, value) pairs for the `data` hook, from the
+    message's first `HEADER_LIMIT` bytes: a longer section is cut after its last whole line."""
+    head, blank, _ = start.partition(b"\r\n\r\n")
+    if not blank and len(start) >= HEADER_LIMIT:
+        head = head[: head.rfind(b"\r\n") + 2]
     parsed = _HEADERS.parsebytes(head + b"\r\n\r\n")
     return tuple((name, str(value)) for name, value in parsed.items())
 
@@ -177,10 +185,11 @@ class PluginHooks:
             )
         )
 
-    async def _data_plugins(self, envelope: Transaction, content: bytes) -> str | None:
-        """The `data` hook: a refusal's reply, or None with the headers plugins add prepended
-        to the content and the queue id they were told kept for the message."""
-        envelope.content = envelope.original_content = content
+    async def _data_plugins(self, envelope: Transaction, content: bodies.Content) -> str | None:
+        """The `data` hook: a refusal's reply, or None with the content and the headers plugins
+        add kept on the envelope, and the queue id they were told kept for the message."""
+        envelope.body = content
+        envelope.added_headers = b""
         if self.plugins is None or not self.plugins.wants("data"):
             return None
         envelope.queue_id = ids.new_id()
@@ -190,10 +199,10 @@ class PluginHooks:
             id=envelope.queue_id,
             sender=envelope.mail_from,
             recipients=tuple(envelope.rcpt_tos),
-            size=len(content),
-            headers=_header_fields(content),
-            body_base64=base64.b64encode(content[:limit]).decode() if limit else None,
-            body_truncated=bool(limit) and len(content) > limit,
+            size=content.size,
+            headers=_header_fields(content.head(HEADER_LIMIT)),
+            body_base64=base64.b64encode(content.head(limit)).decode() if limit else None,
+            body_truncated=bool(limit) and content.size > limit,
         )
         if result is None:
             return None
@@ -201,9 +210,8 @@ class PluginHooks:
             return result.refusal
         if result.sender is not None:
             envelope.mail_from = result.sender
-        added = b"".join(
+        envelope.added_headers = b"".join(
             f"{header.name}: {header.value}\r\n".encode("utf-8", "surrogateescape")
             for header in result.headers
         )
-        envelope.content = envelope.original_content = added + content
         return None

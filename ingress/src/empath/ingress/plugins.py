@@ -2,17 +2,19 @@
 
 Plugins are asked in priority order (then by name); the first refusal wins and later plugins
 are not asked. A plugin that times out, raises, or answers something that is not a verdict
-follows its failure policy: `Ignore` goes on as if it said continue, `Fail` refuses with
-`451 4.7.1` (temporary, the client tries again later). Nothing a plugin does can break a
-session. Every call is logged with the session or queue id, and counted
-(`empath.plugin.calls.total` by plugin, hook and outcome, and its duration), and each
-plugin's last success and last failure are kept for the heartbeat (`pluginstatus`).
+(or a new sender that is not an address, or a header field with a control character) follows
+its failure policy: `Ignore` goes on as if it said continue, `Fail` refuses with `451 4.7.1`
+(temporary, the client tries again later). Nothing a plugin does can break a session. Every
+call is logged with the session or queue id, and counted (`empath.plugin.calls.total` by
+plugin, hook and outcome, and its duration), and each plugin's last success and last failure
+are kept for the heartbeat (`pluginstatus`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +23,7 @@ from empath.core import bus as bus_module
 from empath.core import logs, plugins, pluginstatus, telemetry
 from empath.core import settings as settings_module
 from empath.core.settings import Plugin, Settings
-from empath.ingress import cmodules, replies, transports
+from empath.ingress import cmodules, replies, syntax, transports
 
 log = logging.getLogger("empath.ingress.plugins")
 
@@ -63,6 +65,26 @@ class Result:
     metadata: dict[str, str] = field(default_factory=dict)
     headers: list[plugins.Header] = field(default_factory=list)
     sender: str | None = None  # a new envelope sender ('' is the null sender)
+
+
+# What a header field a plugin adds must not hold (the contract already keeps CR and LF to
+# folding): NUL and the other controls but TAB.
+_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _check(verdict: plugins.Verdict) -> None:
+    """What a plugin puts in the envelope or the message goes on to other servers: a new sender
+    into MAIL FROM and DSN headers, header fields into the message. The sender must be an
+    address as MAIL takes one (no CR, LF, NUL or other controls; valid UTF-8), and a field
+    may hold no control character."""
+    if any(_CONTROLS.search(header.value) for header in verdict.headers):
+        raise transports.PluginError("a header field it adds holds a control character")
+    if not verdict.sender:  # unchanged, or the null sender
+        return
+    try:
+        syntax.mailbox(verdict.sender, bad_reply="")
+    except syntax.SyntaxProblem:
+        raise transports.PluginError("its new sender is not a valid address") from None
 
 
 @dataclass(slots=True)
@@ -159,7 +181,9 @@ class Runtime:
         verdict: plugins.Verdict | None = None
         try:
             async with asyncio.timeout(config.timeout):
-                verdict = await plugin.transport.call(request)
+                answer = await plugin.transport.call(request)
+            _check(answer)
+            verdict = answer
         except TimeoutError:
             outcome, failure = "timeout", f"no verdict within {config.timeout:g} s"
         except asyncio.CancelledError:

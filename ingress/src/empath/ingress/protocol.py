@@ -12,25 +12,51 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import inspect
 import logging
 import ssl
 import time
+import types
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiosmtpd.smtp
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 from aiosmtpd.smtp import Session as SMTPSession
 from aiosmtpd.smtp import syntax as help_syntax
 
 from empath.core import addresses, ids, metrics, pluginevents
+from empath.ingress import bodies, hooks, policies, replies, syntax
 from empath.ingress import credentials as credentials_module
-from empath.ingress import hooks, policies, replies, syntax
 from empath.ingress import limits as limits_module
 from empath.ingress import plugins as plugin_runtime
 
 log = logging.getLogger("empath.ingress.protocol")
 
 IDENT = "Empath ESMTP"
+
+
+class _AuthMembers:
+    """Stands in for `inspect` inside `aiosmtpd.smtp`. aiosmtpd's SMTP.__init__ calls
+    `inspect.getmembers` on the session and on its handler for every connection, only to find
+    their `auth_*` methods; that evaluated every attribute of both and cost a tenth of ingress's
+    CPU per message. The names are looked up once per class (AUTH mechanisms are methods, never
+    set on an instance); the values are still read from each instance."""
+
+    signature = staticmethod(inspect.signature)  # aiosmtpd's other use of the module
+    _names: dict[type, tuple[str, ...]] = {}
+
+    @classmethod
+    def getmembers(cls, obj: object) -> list[tuple[str, Any]]:
+        names = cls._names.get(type(obj))
+        if names is None:
+            names = cls._names[type(obj)] = tuple(
+                name for name in dir(type(obj)) if name.startswith("auth_")
+            )
+        return [(name, getattr(obj, name)) for name in names]
+
+
+aiosmtpd.smtp.inspect = _AuthMembers  # type: ignore[attr-defined,assignment]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,24 +85,35 @@ Transaction = hooks.Transaction
 
 @dataclass(slots=True)
 class _Data:
-    parts: list[bytes] = field(default_factory=list)
+    content: bodies.Content = field(default_factory=bodies.Content)
     size: int = 0
     too_big: bool = False
     too_long: bool = False
+    # The content could not be kept (the temporary file's disk is full): 451 after the data.
+    unkept: bool = False
+
+    @property
+    def refused(self) -> bool:
+        return self.too_big or self.too_long or self.unkept
 
 
-def _timed(command: str, method: Any) -> Any:
-    """An `smtp_*` method that records how long the command took, up to its reply."""
+def _timed(command: str, function: Any) -> Any:
+    """An `smtp_*` function that records how long the command took, up to its reply."""
 
-    @functools.wraps(method)  # keeps aiosmtpd's `__smtp_syntax__`, which HELP reads
-    async def timed(arg: str | None) -> None:
+    @functools.wraps(function)  # keeps aiosmtpd's `__smtp_syntax__`, which HELP reads
+    async def timed(self: Session, arg: str | None) -> None:
         started = time.monotonic()
         try:
-            await method(arg)
+            await function(self, arg)
         finally:
             metrics.smtp_command_duration.record(time.monotonic() - started, {"command": command})
 
     return timed
+
+
+# The timed `smtp_*` functions of each session class, made once: wrapping them for every
+# connection cost as much as a command.
+_TIMED: dict[type, dict[str, Any]] = {}
 
 
 def _same(address: str) -> str:
@@ -134,12 +171,18 @@ class Session(hooks.PluginHooks, SMTP):
         self.policy = policy
         self.connections = connections
         self.credentials = credentials
-        self._smtp_methods = {name: _timed(name, m) for name, m in self._smtp_methods.items()}
+        timed = _TIMED.get(type(self))
+        if timed is None:
+            timed = _TIMED[type(self)] = {
+                name: _timed(name, getattr(type(self), f"smtp_{name}"))
+                for name in self._smtp_methods
+            }
+        self._smtp_methods = {name: types.MethodType(f, self) for name, f in timed.items()}
 
     # -- connection life -------------------------------------------------------------------
 
-    # aiosmtpd's __init__ runs inspect.getmembers(self), which evaluates these properties
-    # before a session exists: they raise AttributeError, which getmembers tolerates.
+    # These raise AttributeError before a session exists (aiosmtpd's own getmembers, which
+    # `_AuthMembers` replaces, evaluated them there and tolerated it).
 
     @property
     def state(self) -> SMTPSession:
@@ -286,9 +329,10 @@ class Session(hooks.PluginHooks, SMTP):
         if self.credentials is not None and self._tls_protocol is not None:
             lines.append("AUTH PLAIN LOGIN")
         lines.append("HELP")
-        for line in lines[:-1]:
-            await self._push_raw(f"250-{line}")
-        await self._push_raw(f"250 {lines[-1]}")
+        # One write for the whole reply, not one per line.
+        await self._push_raw(
+            "\r\n".join([*(f"250-{line}" for line in lines[:-1]), f"250 {lines[-1]}"])
+        )
 
     @help_syntax("STARTTLS", when="tls_context")
     async def smtp_STARTTLS(self, arg: str | None) -> None:
@@ -445,40 +489,42 @@ class Session(hooks.PluginHooks, SMTP):
             return
         await self.push(replies.START_DATA)
         self._in_data = True
+        data = _Data()
         try:
-            data = await self._read_data()
+            try:
+                await self._read_data(data)
+            finally:
+                self._in_data = False
+                self._reset_timeout()
+            reply = await self._after_data(envelope, data)
         finally:
-            self._in_data = False
-            self._reset_timeout()
-        if data.too_big or data.too_long:
-            self._set_post_data_state()
-            if data.too_big:
-                await self.push(replies.SIZE_TOO_BIG.format(limit=self.limits.max_message_size))
-            else:
-                await self.push(
-                    replies.DATA_LINE_TOO_LONG.format(limit=self.limits.max_line_length)
-                )
-            return
-        content = b"".join(data.parts)
-        refusal = await self._data_plugins(envelope, content)
-        if refusal is not None:
-            self._set_post_data_state()
-            await self.push(refusal)
-            return
-        status = await self._call_handler_hook("DATA")
+            data.content.close()  # before the reply: nothing of the message outlives it
         self._set_post_data_state()
-        await self.push(status)
+        await self.push(reply)
         if self.connections.draining:
             self.close_idle()
 
-    async def _read_data(self) -> _Data:
-        """Read the message up to `<CRLF>.<CRLF>`, undoing dot-stuffing (RFC 5321 §4.5.2).
+    async def _after_data(self, envelope: Transaction, data: _Data) -> str:
+        """The reply to the final dot: a refusal of what was read, a plugin's, or the queue's."""
+        if data.too_big:
+            return replies.SIZE_TOO_BIG.format(limit=self.limits.max_message_size)
+        if data.too_long:
+            return replies.DATA_LINE_TOO_LONG.format(limit=self.limits.max_line_length)
+        if data.unkept:
+            return replies.QUEUE_FAILED
+        refusal = await self._data_plugins(envelope, data.content)
+        if refusal is not None:
+            return refusal
+        return str(await self._call_handler_hook("DATA"))
+
+    async def _read_data(self, data: _Data) -> None:
+        """Read the message up to `<CRLF>.<CRLF>` into `data`, undoing dot-stuffing (RFC 5321
+        §4.5.2).
 
         A line ends only with CRLF: a bare LF or CR is data, so `<LF>.<LF>` or `<LF>.<CRLF>`
         can never end the message or smuggle a second one in. Past a limit the data is read to
         the end and dropped, so the reply comes after the data as RFC 5321 §4.2.5 wants.
         """
-        data = _Data()
         limit_size = self.limits.max_message_size
         limit_line = self.limits.max_line_length + 2
         at_line_start = True
@@ -498,7 +544,7 @@ class Session(hooks.PluginHooks, SMTP):
                 raise ConnectionResetError("connection closed during DATA") from None
             if at_line_start:
                 if line == b".\r\n":
-                    return data
+                    return
                 if line.startswith(b"."):
                     line = line[1:]
             complete = line.endswith(b"\r\n")
@@ -508,7 +554,11 @@ class Session(hooks.PluginHooks, SMTP):
             data.size += len(line)
             if data.size > limit_size:
                 data.too_big = True
-            if data.too_big or data.too_long:
-                data.parts.clear()
-            else:
-                data.parts.append(line)
+            if data.refused:
+                data.content.clear()
+                continue
+            try:
+                data.content.append(line)
+            except OSError as error:
+                log.error("%s: cannot keep the message's content: %s", self.peer_ip, error)
+                data.unkept = True

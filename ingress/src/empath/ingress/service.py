@@ -11,7 +11,7 @@ import asyncio
 import logging
 import ssl
 
-from empath.core import addresses, errors, periodic, pluginevents, services, store
+from empath.core import addresses, errors, periodic, pluginevents, services, signing, store
 from empath.core import bus as bus_module
 from empath.core.settings import Settings
 from empath.ingress import (
@@ -66,6 +66,7 @@ async def wait_for_store(objects: store.ObjectStore, stop: asyncio.Event) -> boo
 
 async def run(runtime: services.Runtime) -> None:
     settings = runtime.settings
+    signing.required_signer(settings, "ingress")  # no key, no start (unless signing is off)
     context = tls_context(settings)
     auth = (
         credentials.Credentials.load(settings.auth_credentials_file)
@@ -141,6 +142,7 @@ async def _serve(
         objects=objects,
         bus=bus,
         full_dsn_from_untrusted=settings.full_dsn_from_untrusted,
+        inline_body_limit=settings.inline_body_limit,
         plugin_events=publisher,
     )
     loop = asyncio.get_running_loop()

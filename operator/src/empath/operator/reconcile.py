@@ -17,7 +17,7 @@ from typing import Any, cast
 
 import kopf
 
-from empath.core import kubenames
+from empath.core import kubenames, signing
 from empath.operator import (
     autoscaling,
     configmap,
@@ -36,6 +36,14 @@ async def ensure_token(cluster: kube.Cluster, secret: dict[str, Any]) -> bool:
     needs no right to read Secrets."""
     token = secrets.token_urlsafe(32)
     data = {kubenames.CONTROL_TOKEN_KEY: base64.b64encode(token.encode()).decode()}
+    return await cluster.create({**secret, "data": data}) is not None
+
+
+async def ensure_event_keys(cluster: kube.Cluster, secret: dict[str, Any]) -> bool:
+    """The event keys Secret of ingress and the spool: made once, never rewritten (rotating
+    the keys is editing it, README "Security"), created without being read first, like the
+    token's."""
+    data = {name: base64.b64encode(value).decode() for name, value in signing.new_keys().items()}
     return await cluster.create({**secret, "data": data}) is not None
 
 
@@ -105,6 +113,8 @@ async def reconcile(
     try:
         if await ensure_token(cluster, rendered.token_secret):
             changed.append(f"Secret/{kubenames.control_token_secret(name)}")
+        if await ensure_event_keys(cluster, rendered.event_keys_secret):
+            changed.append(f"Secret/{kubenames.event_keys_secret(name)}")
         changed += await retire_autoscalers(
             cluster, namespace, name, chosen=rendered.autoscaler, keda=keda
         )

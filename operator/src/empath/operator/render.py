@@ -41,6 +41,8 @@ class Options:
 class Rendered:
     objects: list[dict[str, Any]] = field(default_factory=list)
     token_secret: dict[str, Any] = field(default_factory=dict)
+    # The event keys of ingress and the spool: made once, like the token (`signing`).
+    event_keys_secret: dict[str, Any] = field(default_factory=dict)
     autoscaler: str = "none"
     autoscaler_reason: str = ""
     # KEDA is installed but not used: the reconcile warns.
@@ -105,5 +107,8 @@ def render(
         rendered.objects.append(monitors.pod_monitor(body))
     rendered.token_secret = metadata.owned(
         body, "v1", "Secret", kubenames.control_token_secret(server), "control", type="Opaque"
+    )
+    rendered.event_keys_secret = metadata.owned(
+        body, "v1", "Secret", kubenames.event_keys_secret(server), None, type="Opaque"
     )
     return rendered

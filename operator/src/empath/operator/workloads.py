@@ -3,6 +3,10 @@
 Every service runs the one image with its name as the argument, the shared settings from the
 ConfigMap and the credentials from Secrets, hardened alike; what differs (ports, TLS and
 AUTH files, the drain before a stop) is added per service here.
+
+Credentials reach a pod as files of a mounted Secret, and each pod mounts only its own: its
+NATS password (the key named for its role in `spec.nats.credentialsSecret`), and for ingress
+and the spool their event keys (`kubenames.event_keys_secret`, made once by the operator).
 """
 
 from __future__ import annotations
@@ -10,13 +14,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from empath.core import kubenames
+from empath.core import kubenames, signing
 from empath.operator import configmap, metadata, plugins
 
 UID = 10001
 DRAIN_PAUSE = 5  # seconds ingress keeps accepting after its pod is marked terminating
 TLS_DIR = "/etc/empath/tls"
 AUTH_DIR = "/etc/empath/auth"
+NATS_DIR = "/etc/empath/nats"
+EVENTS_DIR = "/etc/empath/events"
+SECRET_MODE = 0o440  # readable by the pod's group (fsGroup) only
+# The event keys each service gets (README "Security"): its private key first.
+EVENT_KEYS = {
+    "ingress": (signing.INGRESS_KEY,),
+    "spool": (signing.SPOOL_KEY, signing.TRUSTED_KEYS),
+}
 
 
 def name(server: str, component: str) -> str:
@@ -39,6 +51,48 @@ def _common_env(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
     if url_secret:
         env.append(secret_env("EMPATH_NATS_URL", url_secret["name"], url_secret["key"]))
     return env
+
+
+def secret_files(
+    volume: str, secret: str, keys: dict[str, str], directory: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A volume with only these keys of a Secret (key: file name), and its read-only mount."""
+    items = [{"key": key, "path": path} for key, path in keys.items()]
+    source = {"secretName": secret, "items": items, "defaultMode": SECRET_MODE}
+    return (
+        {"name": volume, "secret": source},
+        {"name": volume, "mountPath": directory, "readOnly": True},
+    )
+
+
+Files = tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]
+
+
+def _credentials(body: Mapping[str, Any], component: str) -> Files:
+    """The environment, volumes and mounts of a service's own NATS password and event keys."""
+    env: list[dict[str, Any]] = []
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    secret = body["spec"]["nats"].get("credentialsSecret")
+    if secret:
+        volume, mount = secret_files("nats", secret, {component: "password"}, NATS_DIR)
+        volumes.append(volume)
+        mounts.append(mount)
+        env.append({"name": "EMPATH_NATS_USER", "value": component})
+        env.append({"name": "EMPATH_NATS_PASSWORD_FILE", "value": f"{NATS_DIR}/password"})
+    keys = EVENT_KEYS.get(component)
+    if keys:
+        server = body["metadata"]["name"]
+        where = kubenames.event_keys_secret(server)
+        volume, mount = secret_files("event-keys", where, {k: k for k in keys}, EVENTS_DIR)
+        volumes.append(volume)
+        mounts.append(mount)
+        env.append({"name": "EMPATH_EVENT_SIGNING_KEY_FILE", "value": f"{EVENTS_DIR}/{keys[0]}"})
+        for trusted in keys[1:]:
+            env.append(
+                {"name": "EMPATH_EVENT_TRUSTED_KEYS_FILE", "value": f"{EVENTS_DIR}/{trusted}"}
+            )
+    return env, volumes, mounts
 
 
 def port(port_name: str, number: int) -> dict[str, Any]:
@@ -71,13 +125,14 @@ def deployment(
     server = body["metadata"]["name"]
     resources = body["spec"]["services"][component].get("resources") or {}
     pod_options = body["spec"]["pod"]
+    own_env, own_volumes, own_mounts = _credentials(body, component)
     container = {
         "name": component,
         "image": body["spec"]["image"],
         "imagePullPolicy": "IfNotPresent",
         "args": [component],
         "envFrom": [{"configMapRef": {"name": configmap.name(server)}}],
-        "env": [*_common_env(body["spec"]), *env],
+        "env": [*_common_env(body["spec"]), *own_env, *env],
         "ports": [*ports, port("health", metadata.HEALTH_PORT)],
         "readinessProbe": _probe("/readyz", period=5, failures=2),
         "livenessProbe": {**_probe("/livez", period=10, failures=3), "initialDelaySeconds": 10},
@@ -90,7 +145,7 @@ def deployment(
             "runAsGroup": UID,
             "capabilities": {"drop": ["ALL"]},
         },
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *mounts],
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *own_mounts, *mounts],
     }
     spec: dict[str, Any] = {
         "selector": {"matchLabels": metadata.selector(server, component)},
@@ -111,7 +166,7 @@ def deployment(
                     "seccompProfile": {"type": "RuntimeDefault"},
                 },
                 "containers": [container],
-                "volumes": [{"name": "tmp", "emptyDir": {}}, *volumes],
+                "volumes": [{"name": "tmp", "emptyDir": {}}, *own_volumes, *volumes],
             },
         },
     }

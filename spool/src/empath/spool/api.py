@@ -38,8 +38,11 @@ class QueryAPI:
         flag_store: KeyValue,
         live: view.QueueView,
         objects: store_module.ObjectStore,
+        frozen: flags.Cached | None = None,
     ) -> None:
         self.nc = nc
+        # The intake's view of the flag (`Scheduler.arrive`): told at once of a change made here.
+        self.frozen = frozen
         self.objects = objects
         self.records = store
         self.view = live
@@ -200,8 +203,12 @@ class QueryAPI:
 
     async def _freeze(self, request: queries.FreezeRequest) -> queries.FreezeAnswer:
         await controls.freeze(self.flags)
+        if self.frozen is not None:
+            self.frozen.forget()
         return queries.FreezeAnswer(frozen=True)
 
     async def _unfreeze(self, request: queries.UnfreezeRequest) -> queries.UnfreezeAnswer:
         await controls.unfreeze(self.flags)
+        if self.frozen is not None:
+            self.frozen.forget()
         return queries.UnfreezeAnswer(frozen=False)

@@ -33,7 +33,7 @@ from empath.core import (
     telemetry,
 )
 from empath.core.settings import Settings
-from empath.spool import dsn, notices, records, removals, retries
+from empath.spool import dsn, notices, records, removals, retries, view
 
 log = logging.getLogger("empath.spool.outcomes")
 tracer = telemetry.tracer("empath.spool")
@@ -254,13 +254,26 @@ class Outcomes:
         removals: removals.Removals,
         notices: notices.Notices,
         plugin_events: pluginevents.Publisher | None = None,
+        live: view.QueueView | None = None,
     ) -> None:
         self.settings = settings
         self.records = records
+        self.live = live
         self.objects = objects
         self.removals = removals
         self.notices = notices
         self.plugin_events = plugin_events
+
+    async def _current(self, event: events.Attempted) -> records.Known:
+        """The record the outcome applies to: the live view's copy when it shows the message
+        out on exactly this attempt (the usual case: no read), else read from the bucket. A copy
+        that is behind costs nothing wrong: the write is a compare-and-set, which then reads."""
+        seen = None if self.live is None else self.live.index.known(event.id)
+        if seen is not None:
+            entry, _ = seen
+            if entry.state == queue.State.DELIVERING and entry.attempts == event.attempt:
+                return seen
+        return await self.records.read(event.id)
 
     async def handle(self, msg: Msg) -> None:
         with consumers.receive(
@@ -269,7 +282,7 @@ class Outcomes:
             event, mlog = inbound.event, inbound.log
             now = time_of(event)
             try:
-                before, revision = await self.records.read(event.id)
+                before, revision = await self._current(event)
             except errors.NotFound:
                 mlog.warning("outcome of attempt %d for a message no longer queued", event.attempt)
                 return

@@ -94,8 +94,9 @@ def _in_trace(entry: queue.Entry) -> contextlib.AbstractContextManager[object]:
     )
 
 
-def job_for(entry: queue.Entry) -> events.DeliveryJob:
-    """The job for the entry's current attempt, for the recipients still open."""
+def job_for(entry: queue.Entry, body: bytes | None = None) -> events.DeliveryJob:
+    """The job for the entry's current attempt, for the recipients still open (with the body
+    when the caller has it: a first attempt dispatched on arrival)."""
     return events.DeliveryJob(
         id=entry.id,
         attempt=entry.attempts,
@@ -103,6 +104,7 @@ def job_for(entry: queue.Entry) -> events.DeliveryJob:
         size=entry.size,
         envelope=entry.envelope(),
         metadata=entry.metadata,
+        body=body,
     )
 
 
@@ -123,6 +125,7 @@ class Scheduler:
         self.flags = flag_store
         self.view = live
         self.removals = removals
+        self.frozen_flag = flags.Cached(flag_store)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Tick every `scheduler_interval`, and at once whenever a record becomes due now (a
@@ -187,12 +190,9 @@ class Scheduler:
         )
         if claim is None:
             return 0  # another replica took it, or it changed
-        before, after, revision = claim
+        before, after, _ = claim
         try:
-            with _in_trace(after):
-                await self.bus.publish(
-                    names.JOBS_SUBJECT, job_for(after), msg_id=f"{after.id}.{after.attempts}"
-                )
+            await self.publish(after)
         except errors.BusUnavailable:
             # Put it back as it was, due again shortly: never left claimed with no job.
             await self.records.update(
@@ -213,29 +213,69 @@ class Scheduler:
         mlog.info(
             "attempt %d dispatched for %d recipients", after.attempts, len(after.open_recipients)
         )
-        await self._confirm(after, known=revision)
         return 1
 
+    async def arrive(self, entry: queue.Entry, *, body: bytes | None, now: datetime) -> bool:
+        """Record a message just accepted, already claimed for its first attempt, and publish
+        that attempt's job (carrying the body when `received` brought it): no tick to wait for,
+        no second write, no read of the body from the bucket. A message that is not due yet, or
+        arrives while the queue is frozen, is recorded as queued and left to the ticks.
+        False when the message was recorded already (a repeated event)."""
+        claim = None if await self.frozen() else claimed(entry, now)
+        if not await self.records.create(claim or entry):
+            return False
+        if claim is None:
+            return True
+        try:
+            await self.publish(claim, body=body)
+        except errors.BusUnavailable as error:
+            # Claimed with no job: its lease runs out and a tick publishes it again.
+            logs.for_message(log, claim.id).warning(
+                "attempt 1 recorded but its job not published (%s): it goes out when the "
+                "claim's lease runs out",
+                error,
+            )
+            return True
+        logs.for_message(log, claim.id).info(
+            "attempt 1 dispatched on arrival for %d recipients", len(claim.open_recipients)
+        )
+        return True
+
+    async def publish(self, claim: queue.Entry, *, body: bytes | None = None) -> None:
+        """Publish the job of a claimed attempt, in the message's trace. The record keeps its
+        lease: clearing it would cost a write per attempt, and an attempt whose outcome comes
+        before the lease runs out (almost all of them) never needs it cleared. Past the lease,
+        a tick publishes the job again, which JetStream drops as a copy, and then clears it."""
+        with _in_trace(claim):
+            await self.bus.publish(
+                names.JOBS_SUBJECT, job_for(claim, body), msg_id=f"{claim.id}.{claim.attempts}"
+            )
+
     async def republish(self, entry: queue.Entry) -> int:
-        """Publish again the job of a claim whose publish was never confirmed (its spool died,
-        or NATS went away, in between); JetStream drops it if the first one did arrive."""
+        """Publish again the job of a claim whose lease ran out with no outcome yet: its first
+        publish may never have happened (its spool died, or NATS went away, in between), or the
+        attempt is simply taking long; JetStream drops the copy if the first one did arrive.
+        Then the lease is cleared, so this happens once per attempt."""
         if not entry.has_open:
             return 0  # nothing left to deliver: the delivering timeout settles it
-        mlog = logs.for_message(log, entry.id)
-        mlog.warning(
-            "attempt %d was claimed but its job never confirmed: publishing it again",
+        logs.for_message(log, entry.id).info(
+            "attempt %d has no outcome after its lease: publishing its job again (a copy, if "
+            "the first one arrived, is dropped)",
             entry.attempts,
         )
-        with _in_trace(entry):
-            await self.bus.publish(
-                names.JOBS_SUBJECT, job_for(entry), msg_id=f"{entry.id}.{entry.attempts}"
-            )
+        await self.publish(entry)
         await self._confirm(entry)
         return 1
 
-    async def _confirm(self, claim: queue.Entry, *, known: int | None = None) -> None:
+    async def frozen(self) -> bool:
+        """Whether the queue is frozen, read at most twice a second on a busy intake (a
+        message dispatched on arrival just after a freeze is held back by delivery, which
+        reads the flag itself before every job)."""
+        return await self.frozen_flag()
+
+    async def _confirm(self, claim: queue.Entry) -> None:
         """Clear the lease of a claim whose job JetStream acknowledged. When this write fails,
-        the lease runs out and the job is published again, which JetStream drops."""
+        the lease runs out again and the job is published again, which JetStream drops."""
 
         def confirm(current: queue.Entry) -> queue.Entry | None:
             if not (
@@ -247,9 +287,7 @@ class Scheduler:
             return current.model_copy(update={"lease_until": None})
 
         try:
-            await self.records.update(
-                claim.id, confirm, known=None if known is None else (claim, known)
-            )
+            await self.records.update(claim.id, confirm)
         except errors.EmpathError as error:
             logs.for_message(log, claim.id).warning(
                 "attempt %d published, but its lease could not be cleared (%s): it will be "

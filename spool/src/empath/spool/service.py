@@ -10,7 +10,7 @@ import asyncio
 import logging
 
 from empath.core import bus as bus_module
-from empath.core import metrics, names, pluginevents, services, store
+from empath.core import metrics, names, pluginevents, services, signing, store
 from empath.spool import api, intake, notices, outcomes, records, removals, scheduler, view
 
 log = logging.getLogger("empath.spool")
@@ -18,6 +18,8 @@ log = logging.getLogger("empath.spool")
 
 async def run(runtime: services.Runtime) -> None:
     settings = runtime.settings
+    # Refuse to start without the keys (unless signing is off), before anything connects.
+    verifier = signing.verifier_of(settings, signing.required_signer(settings, "spool"))
     objects = store.ObjectStore(settings)
     bus = await bus_module.connect(settings, name="spool")
     try:
@@ -31,9 +33,6 @@ async def run(runtime: services.Runtime) -> None:
         ready = asyncio.create_task(live.ready.wait())
         await asyncio.wait({following, ready}, return_when=asyncio.FIRST_COMPLETED)
         ready.cancel()
-        query = api.QueryAPI(bus.nc, queue_records, flags, live, objects)
-        await query.start()
-        worker = intake.Intake(records=queue_records)
         bodies = removals.Removals(objects)
         events_out = pluginevents.Publisher(
             bus,
@@ -47,6 +46,7 @@ async def run(runtime: services.Runtime) -> None:
             objects=objects,
             removals=bodies,
             notices=notices.Notices(settings=settings, bus=bus, objects=objects),
+            live=live,
         )
         planner = scheduler.Scheduler(
             settings=settings,
@@ -56,6 +56,11 @@ async def run(runtime: services.Runtime) -> None:
             live=live,
             removals=bodies,
         )
+        worker = intake.Intake(records=queue_records, dispatcher=planner, verifier=verifier)
+        query = api.QueryAPI(
+            bus.nc, queue_records, flags, live, objects, frozen=planner.frozen_flag
+        )
+        await query.start()
         consumers = [
             (
                 names.RECEIVED_STREAM,
