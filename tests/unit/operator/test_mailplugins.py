@@ -132,7 +132,9 @@ def test_an_in_process_plugin_gets_its_options_and_the_secret_they_name() -> Non
     }
     pod = ingress_pod([DKIM])
     (container,) = pod["containers"]
-    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"].startswith("/etc/empath")]
+    (mount,) = [
+        m for m in container["volumeMounts"] if m["mountPath"].startswith("/etc/empath/plugins")
+    ]
     assert mount == {
         "name": mount["name"],
         "mountPath": "/etc/empath/plugins/dkim/options",
@@ -175,7 +177,10 @@ def test_only_ingress_gets_the_plugins_files() -> None:
     made = render.render(mailserver(**SELECTING), [HTTPS, DKIM, CMODULE], OPTIONS)
     for component in ("spool", "delivery", "control"):
         pod = made.named("Deployment", f"corp-{component}")["spec"]["template"]["spec"]
-        assert [v["name"] for v in pod["volumes"]] == ["tmp"], component
+        assert not [v for v in pod["volumes"] if v["name"].startswith("plugin-")], component
+        (container,) = pod["containers"]
+        mounted = [m["mountPath"] for m in container["volumeMounts"]]
+        assert not [path for path in mounted if path.startswith("/etc/empath/plugins")]
         assert "initContainers" not in pod
 
 
