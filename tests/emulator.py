@@ -17,6 +17,8 @@ And what a real cluster refuses or does that a plain store would hide:
   ports, ... by their keys) are merged by item, every other list is atomic
   (tests/server_side_apply.py);
 - list and watch filtered by `labelSelector` (equality-based), as the API server filters;
+- optimistic concurrency: a write that names a `metadata.resourceVersion` other than the
+  object's is refused with 409 Conflict;
 - RBAC (`access`, tests/rbac.py): a client whose token has rules gets 403 for any call they
   do not allow, and every call it made is recorded in `calls`;
 - the OwnerReferencesPermissionEnforcement admission plugin (OpenShift has it on): setting
@@ -255,6 +257,17 @@ class Cluster(KubernetesEmulator):
         live = self._current(request)
         if access is not None:
             self._authorize(access, token, request, live)
+        if request.action == action.UPDATE and isinstance(request.data, dict) and live:
+            wanted = (request.data.get("metadata") or {}).get("resourceVersion")
+            if wanted is not None and wanted != live["metadata"].get("resourceVersion"):
+                assert request.resource is not None
+                raise _denied(
+                    f"Operation cannot be fulfilled on {request.resource.plural} "
+                    f'"{request.name}": the object has been modified; please apply your '
+                    "changes to the latest version and try again",
+                    status=409,
+                    reason="Conflict",
+                )
         if isinstance(request.data, list) and live is not None:
             for op in request.data:
                 path = tuple(p for p in str(op.get("path", "")).split("/") if p)

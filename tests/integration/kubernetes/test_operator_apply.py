@@ -10,9 +10,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import httpx
 import pytest
 from kmock import ResourceInfo
 
+from empath.operator import kube, status
 from tests.emulator import Cluster
 from tests.operator_harness import (
     NS,
@@ -340,3 +342,55 @@ async def test_a_mailserver_the_operator_could_not_run_is_refused_by_the_api(api
     server = await api.get(f"{SERVERS}/corp")
     assert server
     assert "listeners" not in server["spec"]
+
+
+async def test_a_status_refresh_never_overwrites_a_degraded_written_while_it_looked(
+    api: Api,
+) -> None:
+    """A change of a Deployment refreshes the MailServer's status from what the operator
+    read; a reconcile that failed and said so meanwhile is read again, not overwritten."""
+    await api.create(SERVERS, mailserver())
+    reconciled = {
+        "type": "Degraded",
+        "status": "False",
+        "reason": "Reconciled",
+        "message": "every object applied",
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }
+    failed = {
+        **reconciled,
+        "status": "True",
+        "reason": "ApplyFailed",
+        "message": "403: deployments.apps is forbidden",
+    }
+    await api.patch(
+        f"{SERVERS}/corp/status", {"status": {"observedGeneration": 1, "conditions": [reconciled]}}
+    )
+
+    class Racing(kube.Cluster):
+        """The reconcile's write lands while the refresh reads the Deployments."""
+
+        raced = False
+
+        async def get(self, url: str) -> dict[str, Any] | None:
+            if "/deployments/" in url and not self.raced:
+                self.raced = True
+                await api.patch(f"{SERVERS}/corp/status", {"status": {"conditions": [failed]}})
+            return await super().get(url)
+
+    async with httpx.AsyncClient(base_url=str(api.kmock.url).rstrip("/")) as http:
+        cluster = Racing(http)
+        await status.refresh(cluster, await cluster.get(f"{SERVERS}/corp"))
+        assert cluster.raced
+    server = await api.get(f"{SERVERS}/corp")
+    assert server
+    assert condition(server, "Degraded")["reason"] == "ApplyFailed"
+    assert condition(server, "Ready") | {"lastTransitionTime": None} == {
+        "type": "Ready",
+        "status": "False",
+        "reason": "Degraded",
+        "message": "see the Degraded condition",
+        "lastTransitionTime": None,
+        "observedGeneration": 1,
+    }
+    assert server["status"]["services"]["spool"] == {"replicas": 1, "readyReplicas": 0}

@@ -254,10 +254,7 @@ async def child_changed(
         mailplugins = _indexed(kwargs, "plugins_index", str(namespace))
         await _reconcile_later_if_failing(body, mailplugins, memo.state, logger)
         return
-    found = body["status"]
-    generation = found.get("observedGeneration")
-    conditions = list(found.get("conditions") or [])
-    await status.write(cluster, body, await status.observe(cluster, body, conditions, generation))
+    await status.refresh(cluster, body)
 
 
 async def resync(state: State, logger: Any) -> None:

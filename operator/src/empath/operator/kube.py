@@ -208,12 +208,19 @@ class Cluster:
         response = await self._call("DELETE", url)
         return response.status_code != 404
 
-    async def patch_status(self, url: str, status: dict[str, Any]) -> None:
+    async def patch_status(
+        self, url: str, status: dict[str, Any], *, resource_version: str | None = None
+    ) -> None:
+        """Merge `status` into the object's; with `resource_version`, only into that version
+        of it (409 when it was written since: read it again)."""
+        patch: dict[str, Any] = {"status": status}
+        if resource_version is not None:
+            patch["metadata"] = {"resourceVersion": resource_version}
         await self._call(
             "PATCH",
             f"{url}/status",
             headers={"Content-Type": "application/merge-patch+json"},
-            json={"status": status},
+            json=patch,
         )
 
     async def serves(self, api_version: str, plural: str) -> bool:
