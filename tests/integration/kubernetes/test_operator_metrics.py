@@ -32,18 +32,23 @@ pytestmark = pytest.mark.kmock(cls=Cluster)
 NAME = "metered"  # a name of its own: the process's metrics outlive each test
 
 
-async def scrape(url: str, name: str, **labels: str) -> float:
-    """The sum of the samples `name` with `labels` in the operator's `/metrics`."""
+async def samples(url: str, name: str, **labels: str) -> list[float]:
+    """The values of the samples `name` with `labels` in the operator's `/metrics`."""
     async with httpx.AsyncClient() as http:
         reply = await http.get(url)
     assert reply.status_code == 200
     assert reply.headers["content-type"].startswith("text/plain")
-    return sum(
+    return [
         sample.value
         for family in parser.text_string_to_metric_families(reply.text)
         for sample in family.samples
         if sample.name == name and {"mailserver": NAME, **labels}.items() <= sample.labels.items()
-    )
+    ]
+
+
+async def scrape(url: str, name: str, **labels: str) -> float:
+    """The sum of the samples `name` with `labels` in the operator's `/metrics`."""
+    return sum(await samples(url, name, **labels))
 
 
 async def test_the_operator_serves_its_reconciles_and_the_servers_conditions_as_metrics(
@@ -114,6 +119,15 @@ async def test_the_operator_serves_its_reconciles_and_the_servers_conditions_as_
     wanted = {name for name in monitoring.queried() if name.startswith("empath_operator_")}
     assert wanted
     assert wanted <= served, sorted(wanted - served)
+
+    # Deleted, the MailServer leaves no gauge behind (its "no ready pods" alert clears).
+    await api.delete(f"{SERVERS}/{NAME}")
+
+    async def forgotten() -> None:
+        assert await samples(url, "empath_operator_mailserver_condition") == []
+        assert await samples(url, "empath_operator_service_ready_replicas") == []
+
+    await passes(forgotten, timeout=10)
 
 
 PODMONITOR = f"/apis/monitoring.coreos.com/v1/namespaces/{NS}/podmonitors/corp"

@@ -194,6 +194,17 @@ async def mailserver_changed(
     await _reconcile(_plain(body), mailplugins, memo.state, logger)
 
 
+@kopf.on.event(crds.GROUP, crds.VERSION, crds.MAILSERVERS)
+async def mailserver_event(
+    type: str | None, namespace: str | None, name: str, memo: Any, **_: Any
+) -> None:
+    """A MailServer is gone: no resync of it, and no metrics series of it (the garbage
+    collector removes its objects)."""
+    if type == "DELETED":
+        memo.state.schedule.forget((str(namespace), name))
+        metrics.forget(str(namespace), name)
+
+
 @kopf.on.event(crds.GROUP, crds.VERSION, crds.MAILPLUGINS)
 async def mailplugin_changed(
     type: str, namespace: str | None, name: str, memo: Any, logger: Any, **kwargs: Any
