@@ -166,6 +166,50 @@ async def test_a_mailserver_gets_a_podmonitor_where_the_cluster_serves_them(
         assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 
+async def test_podmonitors_turned_off_go_and_a_users_of_the_same_name_stays(
+    api: Api, operator: Any
+) -> None:
+    assert isinstance(api.kmock, Cluster)
+    api.kmock.access[OPERATOR_TOKEN] = chart_rbac.access(
+        {"observability": {"podMonitor": {"enabled": True}}}
+    )
+    api.kmock.resources["monitoring.coreos.com/v1/podmonitors"] = ResourceInfo(
+        kind="PodMonitor", namespaced=True, verbs={"get", "list", "create", "patch", "delete"}
+    )
+    stop = await operator(pod_monitors=True)
+    await api.create(SERVERS, mailserver())
+    await api.create(SERVERS, mailserver("other"))
+    await api.wait(f"{SERVERS}/corp", has_status(1))
+    await api.wait(f"{SERVERS}/other", has_status(1))
+    assert await api.get(PODMONITOR) is not None
+    # A user's own PodMonitor happens to have the name the operator gives other's.
+    await api.delete(f"{PODMONITOR.rsplit('/', 1)[0]}/other")
+    users = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": {"name": "other", "namespace": NS, "labels": {"team": "mail"}},
+        "spec": {"selector": {"matchLabels": {"team": "mail"}}},
+    }
+    await api.create(PODMONITOR.rsplit("/", 1)[0], users)
+
+    # Turned off (`helm upgrade --set observability.podMonitor.enabled=false` restarts the
+    # operator with the new setting and the chart's new rules).
+    await stop()
+    api.kmock.access[OPERATOR_TOKEN] = chart_rbac.access()
+    await operator(pod_monitors=False)
+
+    async def gone() -> None:
+        assert await api.get(PODMONITOR) is None
+
+    await passes(gone, timeout=20)
+    mine = await api.get(f"{PODMONITOR.rsplit('/', 1)[0]}/other")
+    assert mine is not None
+    assert mine["metadata"]["labels"] == {"team": "mail"}
+    server = await api.get(f"{SERVERS}/corp")
+    assert server
+    assert condition(server, "Degraded")["status"] == "False"
+
+
 async def test_without_the_prometheus_operator_a_mailserver_runs_without_a_podmonitor(
     api: Api, operator: Any
 ) -> None:

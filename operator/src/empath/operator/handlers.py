@@ -72,6 +72,8 @@ class State:
     schedule: Schedule = dataclasses.field(default_factory=lambda: Schedule(resync=300.0))
     # Apply the CRDs this version serves at start (`upgrade_crds`).
     apply_crds: bool = False
+    # The MailServers whose PodMonitor of an earlier setting was looked for (`reconcile`).
+    pod_monitors_checked: set[tuple[str, str]] = dataclasses.field(default_factory=set)
 
 
 async def _reconcile(
@@ -83,7 +85,12 @@ async def _reconcile(
     try:
         with metrics.reconciling(body):
             await reconcile.reconcile(
-                body, mailplugins, cluster=state.cluster, options=state.options, logger=logger
+                body,
+                mailplugins,
+                cluster=state.cluster,
+                options=state.options,
+                logger=logger,
+                pod_monitors_checked=state.pod_monitors_checked,
             )
     except kopf.PermanentError:
         state.schedule.done(key)
@@ -224,7 +231,7 @@ async def mailplugin_changed(
             await _reconcile_later_if_failing(body, mailplugins, memo.state, logger)
 
 
-OWNED = {"app.kubernetes.io/managed-by": metadata.MANAGED_BY}
+OWNED = {metadata.MANAGED_BY_LABEL: metadata.MANAGED_BY}
 OWNED_SELECTOR = ",".join(f"{key}={value}" for key, value in OWNED.items())
 # With their versions: kopf matches a selector without one to preferred versions only.
 OWNED_RESOURCES: tuple[tuple[str, str] | tuple[str, str, str], ...] = (
