@@ -394,3 +394,111 @@ async def test_a_status_refresh_never_overwrites_a_degraded_written_while_it_loo
         "observedGeneration": 1,
     }
     assert server["status"]["services"]["spool"] == {"replicas": 1, "readyReplicas": 0}
+
+
+SETTINGS = {
+    "postmaster": "hostmaster@example.com",
+    "objectStore": {
+        "endpoint": "http://s3.mail.svc:8333",
+        "credentialsSecret": "s3",
+        "region": "eu-1",
+    },
+    "nats": {
+        "url": "nats://nats.mail.svc:4222",
+        "placementTags": ["ssd"],
+        "monitoringEndpoint": "nats.mail.svc:8222",
+    },
+    "delivery": {
+        "mxOverrides": {"example.org": "relay.example.net:2525"},
+        "tlsPolicies": {"example.org": "required"},
+        "dnsNameservers": ["10.0.0.53"],
+    },
+    "observability": {"otlpEndpoint": "http://otel.mail.svc:4318"},
+    "autoscaling": {
+        "keda": {"useHttps": True, "authenticationRef": {"name": "nats-monitoring"}},
+    },
+}
+SETTINGS_REMOVED = {
+    "postmaster": None,
+    "objectStore": {"region": None},
+    "nats": {"placementTags": None},
+    "delivery": {"mxOverrides": None, "tlsPolicies": None, "dnsNameservers": None},
+    "observability": {"otlpEndpoint": None},
+    "autoscaling": {"keda": {"useHttps": None, "authenticationRef": None}},
+}
+CONFIG = f"/api/v1/namespaces/{NS}/configmaps/corp-config"
+
+
+def env_names(deployment: dict[str, Any]) -> set[str]:
+    return {e["name"] for e in ingress_container(deployment).get("env", [])}
+
+
+async def test_a_setting_removed_from_the_spec_leaves_the_configmap_and_the_scaled_object(
+    api: Api, operator: Any
+) -> None:
+    assert isinstance(api.kmock, Cluster)
+    api.kmock.resources[KEDA] = ResourceInfo(
+        kind="ScaledObject", namespaced=True, verbs={"get", "create", "patch", "delete"}
+    )
+    await operator()
+    await api.create(SERVERS, mailserver(**SETTINGS))
+    await api.wait(f"{SERVERS}/corp", has_status(1))
+    config = await api.get(CONFIG)
+    assert config
+    optional = {
+        "EMPATH_POSTMASTER": "hostmaster@example.com",
+        "EMPATH_S3_REGION": "eu-1",
+        "EMPATH_NATS_PLACEMENT_TAGS": "ssd",
+        "EMPATH_MX_OVERRIDES": "example.org=relay.example.net:2525",
+        "EMPATH_TLS_POLICIES": "example.org=required",
+        "EMPATH_DNS_NAMESERVERS": "10.0.0.53",
+        "EMPATH_OTLP_ENDPOINT": "http://otel.mail.svc:4318",
+    }
+    assert optional.items() <= config["data"].items()
+    scaled = await api.get(SCALED)
+    assert scaled
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["metadata"]["useHttps"] == "true"
+    assert trigger["authenticationRef"] == {
+        "name": "nats-monitoring",
+        "kind": "TriggerAuthentication",
+    }
+
+    await api.patch(f"{SERVERS}/corp", {"spec": SETTINGS_REMOVED})
+    server = await api.wait(f"{SERVERS}/corp", has_status(2))
+    assert condition(server, "Degraded")["status"] == "False"
+    config = await api.get(CONFIG)
+    assert config
+    left = {key for key in optional if key in config["data"]}
+    assert left == {"EMPATH_OTLP_ENDPOINT"}  # the installation's, as for any MailServer
+    assert config["data"]["EMPATH_OTLP_ENDPOINT"] == "http://otel-collector.observability.svc:4318"
+    scaled = await api.get(SCALED)
+    assert scaled
+    (trigger,) = scaled["spec"]["triggers"]
+    assert "useHttps" not in trigger["metadata"]
+    assert "authenticationRef" not in trigger
+    assert trigger["metadata"]["account"] == "$G"
+
+    # The NATS URL from a Secret: an env var of every pod instead of a setting; and back.
+    url_secret = {"name": "nats-url", "key": "url"}
+    await api.patch(f"{SERVERS}/corp", {"spec": {"nats": {"url": None, "urlSecret": url_secret}}})
+    await api.wait(f"{SERVERS}/corp", has_status(3))
+    config = await api.get(CONFIG)
+    assert config
+    assert "EMPATH_NATS_URL" not in config["data"]
+    for component in ("ingress", "spool", "delivery", "control"):
+        deployment = await api.get(deployment_url(f"corp-{component}"))
+        assert deployment
+        assert "EMPATH_NATS_URL" in env_names(deployment), component
+    await api.patch(
+        f"{SERVERS}/corp",
+        {"spec": {"nats": {"url": "nats://nats.mail.svc:4222", "urlSecret": None}}},
+    )
+    await api.wait(f"{SERVERS}/corp", has_status(4))
+    config = await api.get(CONFIG)
+    assert config
+    assert config["data"]["EMPATH_NATS_URL"] == "nats://nats.mail.svc:4222"
+    for component in ("ingress", "spool", "delivery", "control"):
+        deployment = await api.get(deployment_url(f"corp-{component}"))
+        assert deployment
+        assert "EMPATH_NATS_URL" not in env_names(deployment), component
