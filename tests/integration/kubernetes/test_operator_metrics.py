@@ -133,9 +133,8 @@ async def test_the_operator_serves_its_reconciles_and_the_servers_conditions_as_
 PODMONITOR = f"/apis/monitoring.coreos.com/v1/namespaces/{NS}/podmonitors/corp"
 
 
-async def test_a_mailserver_gets_a_podmonitor_where_the_cluster_serves_them(
-    api: Api, operator: Any
-) -> None:
+def podmonitors_on(api: Api) -> None:
+    """The Prometheus operator's CRDs installed, and the chart's podMonitor turned on."""
     assert isinstance(api.kmock, Cluster)
     api.kmock.access[OPERATOR_TOKEN] = chart_rbac.access(
         {"observability": {"podMonitor": {"enabled": True}}}
@@ -143,6 +142,12 @@ async def test_a_mailserver_gets_a_podmonitor_where_the_cluster_serves_them(
     api.kmock.resources["monitoring.coreos.com/v1/podmonitors"] = ResourceInfo(
         kind="PodMonitor", namespaced=True, verbs={"get", "list", "create", "patch", "delete"}
     )
+
+
+async def test_a_mailserver_gets_a_podmonitor_where_the_cluster_serves_them(
+    api: Api, operator: Any
+) -> None:
+    podmonitors_on(api)
     await operator(pod_monitors=True)
     await api.create(SERVERS, mailserver())
     await api.wait(f"{SERVERS}/corp", has_status(1))
@@ -169,13 +174,7 @@ async def test_a_mailserver_gets_a_podmonitor_where_the_cluster_serves_them(
 async def test_podmonitors_turned_off_go_and_a_users_of_the_same_name_stays(
     api: Api, operator: Any
 ) -> None:
-    assert isinstance(api.kmock, Cluster)
-    api.kmock.access[OPERATOR_TOKEN] = chart_rbac.access(
-        {"observability": {"podMonitor": {"enabled": True}}}
-    )
-    api.kmock.resources["monitoring.coreos.com/v1/podmonitors"] = ResourceInfo(
-        kind="PodMonitor", namespaced=True, verbs={"get", "list", "create", "patch", "delete"}
-    )
+    podmonitors_on(api)
     stop = await operator(pod_monitors=True)
     await api.create(SERVERS, mailserver())
     await api.create(SERVERS, mailserver("other"))
