@@ -502,3 +502,35 @@ async def test_a_setting_removed_from_the_spec_leaves_the_configmap_and_the_scal
         deployment = await api.get(deployment_url(f"corp-{component}"))
         assert deployment
         assert "EMPATH_NATS_URL" not in env_names(deployment), component
+
+
+async def test_turning_autoscaling_on_keeps_the_workers_running_until_the_autoscaler_scales(
+    api: Api, operator: Any
+) -> None:
+    """The operator stops setting the delivery Deployment's replicas: pruned, the API server
+    would default them to 1 and stop all workers but one at once."""
+    await operator()
+    fixed = {"autoscaling": {"enabled": False}, "services": {"delivery": {"replicas": 3}}}
+    await api.create(SERVERS, mailserver(**fixed))
+    await api.wait(f"{SERVERS}/corp", has_status(1))
+    delivery = await api.get(deployment_url("corp-delivery"))
+    assert delivery
+    assert delivery["spec"]["replicas"] == 3
+
+    await api.patch(f"{SERVERS}/corp", {"spec": {"autoscaling": {"enabled": True}}})
+    server = await api.wait(f"{SERVERS}/corp", has_status(2))
+    assert server["status"]["autoscaler"] == "hpa"
+    assert await api.get(HPA) is not None
+    delivery = await api.get(deployment_url("corp-delivery"))
+    assert delivery
+    assert delivery["spec"]["replicas"] == 3
+    rolled = pod_of(delivery)["metadata"]["annotations"]["empath.io/config-hash"]
+
+    # The autoscaler scales it; a later change of the delivery pods keeps its number.
+    await api.patch(deployment_url("corp-delivery"), {"spec": {"replicas": 5}})
+    await api.patch(f"{SERVERS}/corp", {"spec": {"postmaster": "postmaster@example.com"}})
+    await api.wait(f"{SERVERS}/corp", has_status(3))
+    delivery = await api.get(deployment_url("corp-delivery"))
+    assert delivery
+    assert pod_of(delivery)["metadata"]["annotations"]["empath.io/config-hash"] != rolled
+    assert delivery["spec"]["replicas"] == 5
