@@ -159,6 +159,9 @@ async def test_nothing_is_written_when_nothing_changed_and_a_hand_edit_is_put_ba
         timeout=30,
     )
     assert again["spec"]["template"]["spec"]["containers"][0]["args"] == ["spool"]
+    # ... and says so, as any reconcile that changes something does.
+    put_back = await api.event(lambda e: e.get("message") == "1 changed: Deployment/corp-spool")
+    assert (put_back["type"], put_back["reason"]) == ("Normal", "Applied")
 
 
 async def test_the_autoscaler_switches_from_hpa_to_keda_and_back(api: Api, operator: Any) -> None:
