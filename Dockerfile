@@ -11,6 +11,12 @@ FROM ${BASE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy
+# A C compiler builds ingress's C-module shim (ingress/hatch_build.py) into its wheel; only
+# this stage has one, and which version does not reach the image.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install --yes --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 RUN pip install --no-cache-dir uv==0.13.9
 WORKDIR /src
 # The dependencies first, from the lock and the members' metadata alone: a change to the

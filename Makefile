@@ -5,8 +5,9 @@ RUN := $(UV) run --frozen
 
 .PHONY: sync up test lint typecheck chaos-long fuzz bench-ingress bench-relay bench-control
 
-sync:  ## install uv if it is missing, then the workspace exactly as uv.lock pins it
+sync:  ## install uv if it is missing (and a C compiler: ingress builds its C-module shim), then the workspace exactly as uv.lock pins it
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check uv
+	@.ci/ensure-compiler
 	$(UV) sync --all-packages --frozen
 
 up: sync  ## run the whole system here (NATS and the object store included)

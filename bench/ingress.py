@@ -59,18 +59,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_up(data: Path, ports: dict[str, int], **settings: str) -> subprocess.Popen[str]:
-    """`empath up` on the given ports, returning once it is ready."""
+def environment(**values: str) -> dict[str, str]:
+    """The environment of a benchmarked Empath: none of this machine's own `EMPATH_*`, the
+    settings every benchmark shares, and `values` (`EMPATH_*` names)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EMPATH_")}
     env.update(
+        EMPATH_HOSTNAME="bench.test",
+        EMPATH_LOG_LEVEL="WARNING",
+        EMPATH_MAX_CONNECTIONS_PER_IP="1000",
+    )
+    env.update(values)
+    return env
+
+
+def start_up(data: Path, ports: dict[str, int], **settings: str) -> subprocess.Popen[str]:
+    """`empath up` on the given ports, returning once it is ready."""
+    env = environment(
         EMPATH_DATA_DIR=str(data),
         EMPATH_SMTP_LISTEN=f"127.0.0.1:{ports['smtp']}",
         EMPATH_UP_NATS_LISTEN=f"127.0.0.1:{ports['nats']}",
         EMPATH_UP_S3_LISTEN=f"127.0.0.1:{ports['s3']}",
         EMPATH_RELAY_DOMAINS="example.com",
-        EMPATH_HOSTNAME="bench.test",
-        EMPATH_LOG_LEVEL="WARNING",
-        EMPATH_MAX_CONNECTIONS_PER_IP="1000",
     )
     env.update({f"EMPATH_{name.upper()}": value for name, value in settings.items()})
     empath = str(Path(sys.executable).parent / "empath")

@@ -50,8 +50,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import nats
-import nats.errors
-import nats.js.errors
 
 SBIN = Path("/usr/sbin")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1"))
@@ -63,8 +61,9 @@ os.environ.setdefault("OTEL_METRIC_EXPORT_INTERVAL", "5000")
 os.environ.setdefault("OTEL_BSP_SCHEDULE_DELAY", "5000")
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(1, str(Path(__file__).parents[1]))  # the tests' NATS cluster
 from control import fill  # noqa: E402
-from empath.core import queue, up  # noqa: E402
+from empath.core import queue  # noqa: E402
 from ingress import (  # noqa: E402
     MESSAGES,
     SESSIONS,
@@ -76,6 +75,7 @@ from ingress import (  # noqa: E402
     smtp_source,
     start_up,
 )
+from tests import nats_cluster as nats_cluster_module  # noqa: E402
 
 
 def wait_until(done: Callable[[], bool], what: str, timeout: float = 900) -> None:
@@ -97,53 +97,13 @@ def start_sink(port: int) -> subprocess.Popen[bytes]:
 
 
 @contextmanager
-def nats_cluster(tmp: Path, size: int = 3) -> Iterator[str]:
-    """`size` nats-server processes with routes and JetStream on loopback (anonymous clients,
-    NATS's default syncing); their URLs as EMPATH_NATS_URL lists them."""
-    ports = [(free_port(), free_port()) for _ in range(size)]
-    routes = ", ".join(f'"nats-route://127.0.0.1:{c}"' for _, c in ports)
-    processes = []
-    try:
-        for number, (port, cluster_port) in enumerate(ports, start=1):
-            directory = tmp / f"nats-{number}"
-            directory.mkdir()
-            config = directory / "nats.conf"
-            config.write_text(
-                f"server_name: n{number}\njetstream {{}}\ncluster {{\n  name: bench\n"
-                f"  listen: 127.0.0.1:{cluster_port}\n  routes: [{routes}]\n}}\n"
-            )
-            argv = up.nats_argv(
-                host="127.0.0.1", port=port, store_dir=directory / "js", config=config
-            )
-            log = (directory / "nats.log").open("wb")
-            processes.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT))
-        urls = [f"nats://127.0.0.1:{port}" for port, _ in ports]
-        wait_until(lambda: asyncio.run(jetstream_ready(urls)), "the NATS cluster", timeout=60)
-        yield ",".join(urls)
-    finally:
-        for process in processes:
-            process.terminate()
-            process.wait(30)
-
-
-async def quiet(error: Exception) -> None:
-    """nats.py prints every refused connection; a server not up yet is no news here."""
-
-
-async def jetstream_ready(urls: list[str]) -> bool:
-    try:
-        nc = await nats.connect(
-            servers=urls, connect_timeout=1, allow_reconnect=False, error_cb=quiet
-        )
-    except (nats.errors.Error, OSError):  # not up yet
-        return False
-    try:
-        await nc.jetstream(timeout=2).account_info()
-        return True
-    except (nats.errors.Error, nats.js.errors.Error, OSError):
-        return False
-    finally:
-        await nc.close()
+def nats_cluster(tmp: Path) -> Iterator[str]:
+    """Three nats-server processes with routes and JetStream on loopback (anonymous clients,
+    NATS's default syncing), as the tests' cluster runs them; their URLs as EMPATH_NATS_URL
+    lists them."""
+    with nats_cluster_module.running(tmp / "nats-cluster", sync_always=False) as cluster:
+        asyncio.run(cluster.ready())
+        yield cluster.url
 
 
 async def delivered_on(url: str) -> int:

@@ -41,6 +41,9 @@ from typing import Any
 from empath.core import bus, flags, names, natsauth, settings, up
 from empath.delivery import limits
 
+sys.path.insert(0, str(Path(__file__).parent))
+from ingress import environment
+
 MESSAGES = int(os.environ.get("BENCH_SCALE_MESSAGES", "1500"))
 WORKERS = [int(n) for n in os.environ.get("BENCH_SCALE_WORKERS", "1,2,4").split(",")]
 DOMAINS = 50
@@ -116,14 +119,10 @@ class Installation:
         self.processes: list[subprocess.Popen[bytes]] = []
         self.arrivals = tmp / "arrivals"
         domains = [f"d{n}.test" for n in range(DOMAINS)] + ["one.test"]
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("EMPATH_")}
-        self.env.update(
+        self.env = environment(
             EMPATH_NATS_URL=f"nats://127.0.0.1:{self.ports['nats']}",
             EMPATH_S3_ENDPOINT=f"http://127.0.0.1:{self.ports['s3']}",
             EMPATH_SMTP_LISTEN=f"127.0.0.1:{self.ports['smtp']}",
-            EMPATH_HOSTNAME="bench.test",
-            EMPATH_LOG_LEVEL="WARNING",
-            EMPATH_MAX_CONNECTIONS_PER_IP="1000",
             EMPATH_TLS_POLICY="none",
             EMPATH_MX_OVERRIDES=",".join(f"{d}=127.0.0.1:{self.ports['sink']}" for d in domains),
         )

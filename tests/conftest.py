@@ -22,6 +22,7 @@ from minio import Minio
 from empath.core import bus, flags, names, services, settings, store, telemetry
 from empath.spool import records
 from tests import servers
+from tests import system as system_module
 from tests.dns_server import DnsServer
 from tests.remote import Remote
 from tests.system import StartSystem, System
@@ -140,14 +141,7 @@ async def start_system(
                 await flags.set_frozen(await setup.key_value(names.FLAGS_BUCKET), True)
             finally:
                 await setup.close()
-        ready = asyncio.Event()
-        waiting = set(only)
-
-        def on_ready(service: str, detail: str) -> None:
-            waiting.discard(service)
-            if not waiting:
-                ready.set()
-
+        ready, on_ready = system_module.all_ready(only)
         runtime = services.Runtime(settings=config, on_ready=on_ready)
         task = asyncio.create_task(services.run_all({n: mains[n] for n in only}, runtime))
         waiter = asyncio.create_task(ready.wait())
@@ -240,18 +234,24 @@ async def remote(mx_port: int) -> AsyncIterator[Callable[..., Any]]:
 
 
 @pytest.fixture
-def relay(start_system: StartSystem, dns: DnsServer, mx_port: int) -> Callable[..., Any]:
-    """Start ingress, spool and delivery, resolving through the test's DNS server."""
+def relay_settings(dns: DnsServer, mx_port: int) -> dict[str, Any]:
+    """The settings of a relay that resolves through the test's DNS server, delivers to the
+    test's remote MX hosts, and retries and dispatches within a test's patience."""
+    return {
+        "dns_nameservers": [f"127.0.0.1:{dns.port}"],
+        "delivery_port": mx_port,
+        "retry_schedule": [0, 1],
+        "scheduler_interval": 0.2,
+        "delivery_rate_per_domain": 0,
+    }
+
+
+@pytest.fixture
+def relay(start_system: StartSystem, relay_settings: dict[str, Any]) -> Callable[..., Any]:
+    """Start ingress, spool and delivery with `relay_settings`."""
 
     async def start(**overrides: Any) -> System:
-        values: dict[str, Any] = {
-            "only": ("ingress", "spool", "delivery"),
-            "dns_nameservers": [f"127.0.0.1:{dns.port}"],
-            "delivery_port": mx_port,
-            "retry_schedule": [0, 1],
-            "scheduler_interval": 0.2,
-            "delivery_rate_per_domain": 0,
-        }
+        values: dict[str, Any] = {"only": ("ingress", "spool", "delivery"), **relay_settings}
         values.update(overrides)
         return await start_system(**values)
 

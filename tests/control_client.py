@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -10,11 +11,21 @@ from typing import Any
 
 import httpx
 
+from tests.servers import free_port
 from tests.system import System
 from tests.wire import Wire
 
 TOKEN = "test-token-0123456789"
 EMPATHCTL = str(Path(sys.executable).parent / "empathctl")
+
+
+def with_control(*services: str) -> dict[str, Any]:
+    """Settings that run the control service beside `services`, with the tests' token."""
+    return {
+        "only": (*services, "control"),
+        "control_token": TOKEN,
+        "control_listen": f"127.0.0.1:{free_port()}",
+    }
 
 
 def url(system: System) -> str:
@@ -39,6 +50,17 @@ def empathctl(system: System | None, *args: str, **env: str) -> subprocess.Compl
     return subprocess.run(
         [EMPATHCTL, *args], env=environment, capture_output=True, text=True, timeout=60
     )
+
+
+async def view_rows(system: System, queue_id: str) -> list[list[str]]:
+    """`empathctl queue view` of a message, as its table's rows of cells."""
+    table = await asyncio.to_thread(empathctl, system, "queue", "view", queue_id)
+    assert table.returncode == 0, table.stderr
+    return [
+        [cell.strip() for cell in line.split("│")[1:-1]]
+        for line in table.stdout.splitlines()
+        if line.startswith("│")
+    ]
 
 
 async def queue_some(system: System, senders: list[str], to: str = "u@example.com") -> list[str]:

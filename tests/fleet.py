@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,34 @@ from tests.waiting import eventually
 EMPATH = str(Path(sys.executable).parent / "empath")
 
 
-class Service:
+class Process:
+    """A server process of the test's, which it may `kill -9`, stop, and end with the test."""
+
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """`kill -9`: no shutdown, no goodbye; whatever it had in flight is cut off."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.alive:
+            assert self.process is not None
+            servers.stop(self.process)
+
+    def end(self) -> None:
+        """At the end of a test: killed, as nothing it would finish matters any more (a
+        graceful stop takes its grace, and seconds more on a busy machine)."""
+        if self.alive:
+            self.kill()
+
+
+class Service(Process):
     """One `empath <name>` process, started with exactly `config` plus its own health port."""
 
     def __init__(
@@ -41,7 +69,6 @@ class Service:
         self.health_port = 0
         self.env = system.environment(config)
         self.log = directory / f"{self.label}.log"
-        self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
     def start(self) -> None:
@@ -57,25 +84,11 @@ class Service:
                 [EMPATH, self.name], env=self.env, stdout=out, stderr=subprocess.STDOUT
             )
 
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def kill(self) -> None:
-        """`kill -9`: no shutdown, no goodbye; whatever it had in flight is cut off."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            servers.stop(self.process)
-
-    def end(self) -> None:
-        """At the end of a test: killed, as nothing it would finish matters any more (a
-        graceful stop takes its grace, and seconds more on a busy machine)."""
-        if self.process is not None and self.process.poll() is None:
-            self.kill()
+    def alive_or_fail(self) -> bool:
+        """True while it runs; once it exited, an assertion that says what it wrote."""
+        if not self.alive:
+            raise AssertionError(f"{self.label} exited: {self.output()[-3000:]}")
+        return True
 
     async def ready(self, timeout: float = 60.0) -> None:
         """Wait until its `/readyz` answers 200 (fails at once if the process exited)."""
@@ -83,8 +96,7 @@ class Service:
         async with httpx.AsyncClient(timeout=2.0) as http:
 
             async def probe() -> int:
-                if not self.alive:
-                    raise AssertionError(f"{self.label} exited: {self.output()[-3000:]}")
+                self.alive_or_fail()
                 try:
                     return (await http.get(url)).status_code
                 except httpx.TransportError:
@@ -98,7 +110,19 @@ class Service:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-class ObjectStore:
+@contextlib.contextmanager
+def running(name: str, config: settings.Settings, directory: Path) -> Iterator[Service]:
+    """`empath <name>` in a process of its own for the block (killed at its end, if still
+    running): a service a test means to kill while it works."""
+    service = Service(name, config, directory)
+    service.start()
+    try:
+        yield service
+    finally:
+        service.end()
+
+
+class ObjectStore(Process):
     """SeaweedFS of one test's own, which the test may `kill -9` and start again: same ports,
     same data directory, as a restarted pod with its volume would be."""
 
@@ -114,7 +138,6 @@ class ObjectStore:
             **up.s3_credentials_env(servers.S3_ACCESS_KEY, servers.S3_SECRET_KEY),
         }
         self.log = directory / "weed.log"
-        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         with self.log.open("ab") as out:
@@ -122,19 +145,6 @@ class ObjectStore:
                 self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT
             )
         servers.wait_port(self.port, self.process, self.log)
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            servers.stop(self.process)
-
-    def end(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.kill()
 
 
 class Nats(servers.RestartableNats):

@@ -4,6 +4,7 @@ the operator are in `tests/integration/kubernetes/conftest.py`."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -13,6 +14,7 @@ from kmock import KubernetesEmulator, Request
 
 from empath.operator import crds
 from tests import specs, waiting
+from tests.emulator import Cluster
 
 NS = "mail"
 IMAGE = "registry.example/empath:test"
@@ -102,6 +104,27 @@ class Api:
             return last is not None and check(json.loads(last)["spec"])
 
         return await self.wait(f"{SERVERS}/corp", done)
+
+    def revoke(self, resource: str) -> None:
+        """Take from the operator's RBAC every rule about `resource` (an installation whose
+        role leaves it out, or a broken RBAC rollout)."""
+        assert isinstance(self.kmock, Cluster)
+        granted = self.kmock.access[OPERATOR_TOKEN]
+        self.kmock.access[OPERATOR_TOKEN] = dataclasses.replace(
+            granted, cluster=tuple(r for r in granted.cluster if resource not in r.resources)
+        )
+
+    async def pods_ready(self, server: str = "corp") -> None:
+        """What the kubelet and the Deployment controller report once every pod of each of
+        the MailServer's services runs the current template and is ready."""
+        for component in COMPONENTS:
+            url = deployment_url(f"{server}-{component}")
+            deployment = await self.get(url)
+            assert deployment is not None, f"no Deployment {server}-{component}"
+            want = deployment["spec"].get("replicas", 1)
+            status = {"replicas": want, "readyReplicas": want, "updatedReplicas": want}
+            status["observedGeneration"] = deployment["metadata"]["generation"]
+            await self.patch(f"{url}/status", {"status": status})
 
     def requests(self, method: str, url: str) -> int:
         """How many `method` requests for `url` the operator has made so far (it logs in with

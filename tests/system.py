@@ -154,6 +154,22 @@ class System:
 StartSystem = Callable[..., Awaitable[System]]
 
 
+def all_ready(
+    only: tuple[str, ...],
+) -> tuple[asyncio.Event, Callable[[str, str], None]]:
+    """An event set once every service of `only` said it is ready, and the `on_ready` of a
+    `services.Runtime` that they say it to."""
+    ready = asyncio.Event()
+    waiting = set(only)
+
+    def on_ready(service: str, detail: str) -> None:
+        waiting.discard(service)
+        if not waiting:
+            ready.set()
+
+    return ready, on_ready
+
+
 def environment(config: settings.Settings) -> dict[str, str]:
     """The environment that gives a service process started by a test exactly `config` (and
     nothing from the test runner's own `EMPATH_*`), in the forms the README documents."""
@@ -191,14 +207,7 @@ async def as_roles_running(
 ) -> AsyncIterator[System]:
     """The services `only`, in this process, each on its own NATS user (as `empath up` runs
     them), once the admin made the streams and buckets; the test looks as the spool does."""
-    ready = asyncio.Event()
-    waiting = set(only)
-
-    def on_ready(service: str, detail: str) -> None:
-        waiting.discard(service)
-        if not waiting:
-            ready.set()
-
+    ready, on_ready = all_ready(only)
     await up.prepare(up.role_settings(config, natsauth.ADMIN, credentials))
     runtime = services.Runtime(settings=config, on_ready=on_ready)
     mains = as_roles({n: services.discover()[n] for n in only}, runtime, credentials)

@@ -37,3 +37,14 @@ def test_the_readme_layout_names_every_module_of_a_package(name: str) -> None:
         if f"`{info.name}`" not in row and f"`{info.name}/`" not in row
     ]
     assert not missing, f"README's layout row for {folder}/ does not name {missing}"
+
+
+def test_the_readme_layout_names_every_area_of_the_integration_tests() -> None:
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    [row] = [line for line in readme.splitlines() if line.startswith("| `tests/` |")]
+    named = row.partition("`tests/integration/<area>/` (")[2].partition(")")[0].split(", ")
+    areas = [
+        p.name for p in (root / "tests" / "integration").iterdir() if (p / "__init__.py").exists()
+    ]
+    assert sorted(named) == sorted(areas)

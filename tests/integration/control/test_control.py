@@ -12,7 +12,7 @@ import pytest
 
 from empath.control import api, audit, link, tokens
 from empath.core import dnscache, names
-from tests.control_client import TOKEN, call, empathctl, queue_some
+from tests.control_client import TOKEN, call, empathctl, queue_some, view_rows
 from tests.servers import free_port
 from tests.system import StartSystem, System
 from tests.wire import Wire
@@ -375,13 +375,7 @@ async def test_empathctl_sets_overrides_retries_by_domain_and_deletes_recipients
     )
     assert deleted.returncode == 0, deleted.stderr
     assert [r.address for r in (await control.entry(queue_id)).recipients] == ["u@example.com"]
-    table = await asyncio.to_thread(empathctl, control, "queue", "view", queue_id)
-    assert table.returncode == 0, table.stderr
-    rows = [
-        [cell.strip() for cell in line.split("│")[1:-1]]
-        for line in table.stdout.splitlines()
-        if line.startswith("│")
-    ]
+    rows = await view_rows(control, queue_id)
     assert ["id", queue_id] in rows
     assert ["recipient", "u@example.com  pending"] in rows
     assert ["held", "False"] in rows

@@ -20,9 +20,9 @@ import httpx
 import pytest
 from kmock import KubernetesEmulator, RawHandler, Request, ResourceInfo, Response
 
+from tests.control_client import queue_some
 from tests.servers import free_port, kubeconfig
 from tests.system import StartSystem, System
-from tests.wire import Wire
 
 TOKEN = "control-token-for-kube"
 BIN = Path(sys.executable).parent
@@ -106,11 +106,7 @@ def kubectl(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 async def test_kubectl_empath_lists_the_queue_through_the_service_proxy(
     control: System, cluster: Path, kmock: RawHandler
 ) -> None:
-    wire = await Wire.open(control.smtp_port)
-    reply = await wire.transaction("a@one.test", ["u@example.com"], b"Subject: k\r\n\r\nx\r\n")
-    await wire.close()
-    queue_id = reply.rsplit(" ", 1)[1]
-    await control.listed(1)
+    [queue_id] = await queue_some(control, ["a@one.test"])
 
     listed = await asyncio.to_thread(
         kubectl, cluster, "-o", "json", "--mailserver", "corp", "queue", "list"
@@ -191,11 +187,7 @@ async def test_the_namespaces_only_mailserver_needs_no_name(
 async def test_kubectl_empath_takes_its_options_after_the_subcommand_and_completes(
     control: System, cluster: Path
 ) -> None:
-    wire = await Wire.open(control.smtp_port)
-    reply = await wire.transaction("a@one.test", ["u@example.com"], b"Subject: k\r\n\r\nx\r\n")
-    await wire.close()
-    queue_id = reply.rsplit(" ", 1)[1]
-    await control.listed(1)
+    [queue_id] = await queue_some(control, ["a@one.test"])
     listed = await asyncio.to_thread(
         kubectl,
         cluster,

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,11 +24,11 @@ from empath.core import (
     telemetry,
 )
 from empath.delivery import limits
-from tests import servers
+from tests import fleet, servers
 from tests import system as system_module
 from tests.dns_server import DnsServer
 from tests.mail import mx, send, settle
-from tests.system import StartSystem, System
+from tests.system import System
 from tests.waiting import eventually
 
 # The old per-worker name the `relay` fixture sets, unset: these tests use the new ones.
@@ -76,54 +73,33 @@ async def test_a_rate_limit_holds_across_both_workers(
 
 
 async def test_a_killed_workers_slots_come_back_after_its_lease(
-    start_system: StartSystem,
-    remote: Callable[..., Any],
-    dns: DnsServer,
-    mx_port: int,
-    make_settings: Callable[..., Any],
-    tmp_path: Path,
+    relay: Callable[..., Any], remote: Callable[..., Any], dns: DnsServer, tmp_path: Path
 ) -> None:
     server = await remote("127.0.0.2", data_delay=60)
     mx(dns, "dest.test", (10, "mx.dest.test", "127.0.0.2"))
     common: dict[str, Any] = {
-        "dns_nameservers": [f"127.0.0.1:{dns.port}"],
-        "delivery_port": mx_port,
+        **NEW_NAMES,
         "delivery_ack_wait": 2.0,
-        "scheduler_interval": 0.2,
-        "retry_schedule": [0, 1],
         "delivery_destination_concurrency": 2,
         "delivery_limits_lease": 3.0,
     }
-    system = await start_system(**common)  # ingress and spool; the first worker is a process
-    log = tmp_path / "worker.log"
-    with log.open("wb") as out:
-        worker = subprocess.Popen(  # noqa: ASYNC220 -- started once, not awaited on
-            [str(Path(sys.executable).parent / "empath"), "delivery"],
-            env=system_module.environment(make_settings(**common)),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    system = await relay(only=("ingress", "spool"), **common)  # the first worker: a process
+    with fleet.running("delivery", system.settings, tmp_path) as worker:
         ids = [await send(system, "a@sender.test", ["u@dest.test"]) for _ in range(3)]
-
-        def in_data() -> int:
-            if worker.poll() is not None:
-                raise AssertionError(f"the worker exited: {log.read_text()[-2000:]}")
-            return server.in_data
-
         # Both of the domain's slots are the process's, each in a DATA that lasts a minute.
-        await eventually(in_data, until=lambda n: n == 2, what="two sessions in DATA", timeout=30)
-        worker.send_signal(signal.SIGKILL)
-        worker.wait(10)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
+        await eventually(
+            lambda: worker.alive_or_fail() and server.in_data,
+            until=lambda n: n == 2,
+            what="two sessions in DATA",
+            timeout=30,
+        )
+        worker.kill()
     kv = await system.bus.js.key_value(names.LIMITS_BUCKET)
     record = json.loads((await kv.get(limits.key_of("slots.", "dest.test"))).value or b"{}")
     assert [h["held"] for h in record["holders"].values()] == [2]  # still the dead one's
     server.data_delay = 0
     killed = asyncio.get_running_loop().time()
-    await start_system(only=("delivery",), **common)
+    await relay(only=("delivery",), **common)
     for queue_id in ids:
         await settle(system, queue_id, "delivered", timeout=30)
     # The lease (3 s) ran out and the second worker took the slots: seconds, not the minute
@@ -232,6 +208,7 @@ async def test_the_circuit_opens_after_the_failures_blocks_probes_and_closes(
 async def test_delivery_and_the_spool_share_the_breakers_on_their_own_nats_credentials(
     secure_nats: tuple[str, Path],
     make_settings: Callable[..., settings.Settings],
+    relay_settings: dict[str, Any],
     dns: DnsServer,
     mx_port: int,
 ) -> None:
@@ -242,11 +219,8 @@ async def test_delivery_and_the_spool_share_the_breakers_on_their_own_nats_crede
     await down.start("127.0.0.2", mx_port)
     mx(dns, "down.test", (10, "mx.down.test", "127.0.0.2"))
     config = make_settings(
+        **{**relay_settings, **NEW_NAMES, "retry_schedule": [0, 60]},
         nats_url=url,
-        dns_nameservers=[f"127.0.0.1:{dns.port}"],
-        delivery_port=mx_port,
-        retry_schedule=[0, 60],
-        scheduler_interval=0.2,
         delivery_circuit_failures=1,
         control_token="test-token",
         control_listen=f"127.0.0.1:{servers.free_port()}",

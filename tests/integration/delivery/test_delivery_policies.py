@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import ssl
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,8 +14,7 @@ import trustme
 
 from empath.core import flags, names
 from empath.spool import controls
-from tests import servers
-from tests import system as system_module
+from tests import fleet, servers
 from tests.dns_server import DnsServer
 from tests.mail import mx, send, settle
 from tests.system import StartSystem, System
@@ -256,50 +252,24 @@ async def test_a_held_message_waits_until_released(
 
 
 async def test_a_worker_killed_mid_delivery_leads_to_redelivery_recorded_once(
-    start_system: StartSystem,
-    remote: Callable[..., Any],
-    dns: DnsServer,
-    mx_port: int,
-    make_settings: Callable[..., Any],
-    tmp_path: Path,
+    relay: Callable[..., Any], remote: Callable[..., Any], dns: DnsServer, tmp_path: Path
 ) -> None:
     server = await remote("127.0.0.2", data_delay=3.0)
     mx(dns, "dest.test", (10, "mx.dest.test", "127.0.0.2"))
-    common: dict[str, Any] = {
-        "dns_nameservers": [f"127.0.0.1:{dns.port}"],
-        "delivery_port": mx_port,
-        "delivery_ack_wait": 2.0,
-        "scheduler_interval": 0.2,
-    }
-    system = await start_system(**common)  # ingress and spool; no delivery yet
-    config = make_settings(**common)
-    log = tmp_path / "worker.log"
-    with log.open("wb") as out:
-        worker = subprocess.Popen(  # noqa: ASYNC220 -- started once, not awaited on
-            [str(Path(sys.executable).parent / "empath"), "delivery"],
-            env=system_module.environment(config),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    system = await relay(only=("ingress", "spool"), delivery_ack_wait=2.0)  # no delivery yet
+    with fleet.running("delivery", system.settings, tmp_path) as worker:
         queue_id = await send(system, "a@sender.test", ["u@dest.test"])
-
-        def inside_data() -> int:
-            if worker.poll() is not None:
-                raise AssertionError(f"the worker exited: {log.read_text()[-2000:]}")
-            return server.data_received
-
         # The worker is a process of its own, which takes seconds to start on a busy machine.
-        await eventually(inside_data, what="the worker to be inside DATA", timeout=30)
+        await eventually(
+            lambda: worker.alive_or_fail() and server.data_received,
+            what="the worker to be inside DATA",
+            timeout=30,
+        )
         assert (await system.records.get(queue_id)).state == "delivering"
-        worker.send_signal(signal.SIGKILL)
-        worker.wait(10)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
+        worker.kill()
     assert server.arrived == []  # the remote never finished that transaction
     server.data_delay = 0
-    second = await start_system(only=("delivery",), **common)
+    second = await relay(only=("delivery",), delivery_ack_wait=2.0)
     entry = await settle(system, queue_id, "delivered", timeout=30)
     assert len(server.arrived) == 1
     assert [h.attempt for h in entry.history] == [1]  # the one attempt, recorded once

@@ -12,6 +12,7 @@ import shlex
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
@@ -65,3 +66,25 @@ def test_every_workspace_member_is_in_the_image() -> None:
     assert sorted(installed[1].split()) == sorted(f"./{m}" for m in members["members"])
     for member in members["members"]:
         assert f"\nCOPY {member} {member}\n" in text
+
+
+def test_the_ingress_the_image_installs_carries_the_c_module_shim(tmp_path: Path) -> None:
+    """The build stage has a C compiler, and the ingress wheel it builds holds the compiled
+    shim C modules are loaded with (and the header they are written against): the image
+    itself needs no compiler."""
+    text = (REPO / "Dockerfile").read_text()
+    build, final = text.rsplit("\nFROM ", 1)
+    assert "--no-install-recommends gcc libc6-dev" in build
+    assert "gcc" not in final
+    subprocess.run(
+        [sys.executable, "-m", "uv", "build", "--wheel", "ingress", "-o", str(tmp_path)],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = tmp_path.glob("empath_ingress-*.whl")
+    with zipfile.ZipFile(wheel) as built:
+        files = built.namelist()
+    assert any(re.fullmatch(r"empath/ingress/cshim\.cpython-[^/]+\.so", name) for name in files)
+    assert "empath/ingress/empath.h" in files

@@ -7,7 +7,6 @@ edit is put back, and an object deleted while the API refuses it comes back.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import httpx
@@ -222,9 +221,7 @@ async def test_an_owned_object_deleted_while_the_api_refuses_it_comes_back(
     await api.wait(f"{SERVERS}/corp", has_status(1))
     granted = api.kmock.access[OPERATOR_TOKEN]
     # For a while the operator may not write Deployments (a broken RBAC rollout, say).
-    api.kmock.access[OPERATOR_TOKEN] = dataclasses.replace(
-        granted, cluster=tuple(r for r in granted.cluster if "deployments" not in r.resources)
-    )
+    api.revoke("deployments")
     await api.delete(deployment_url("corp-spool"))
 
     async def refused() -> None:
@@ -308,12 +305,7 @@ async def test_without_update_on_mailserver_finalizers_every_owned_object_is_ref
 ) -> None:
     """OwnerReferencesPermissionEnforcement (OpenShift): the owner references block the
     MailServer's deletion, which needs that right; the chart grants it."""
-    assert isinstance(api.kmock, Cluster)
-    granted = api.kmock.access[OPERATOR_TOKEN]
-    api.kmock.access[OPERATOR_TOKEN] = dataclasses.replace(
-        granted,
-        cluster=tuple(r for r in granted.cluster if "mailservers/finalizers" not in r.resources),
-    )
+    api.revoke("mailservers/finalizers")
     await operator()
     await api.create(SERVERS, mailserver())
 

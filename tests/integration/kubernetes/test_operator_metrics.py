@@ -92,13 +92,7 @@ async def test_the_operator_serves_its_reconciles_and_the_servers_conditions_as_
     # Fixed, and every service gets its pods: Degraded is 0 and Ready 1.
     await api.patch(f"{SERVERS}/{NAME}", {"spec": {"trustedNetworks": []}})
     await api.wait(f"{SERVERS}/{NAME}", has_status(3))
-    for component in ("ingress", "spool", "delivery", "control"):
-        deployment = await api.get(deployment_url(f"{NAME}-{component}"))
-        assert deployment is not None
-        want = deployment["spec"].get("replicas", 1)
-        status = {"replicas": want, "readyReplicas": want, "updatedReplicas": want}
-        status["observedGeneration"] = deployment["metadata"]["generation"]
-        await api.patch(f"{deployment_url(f'{NAME}-{component}')}/status", {"status": status})
+    await api.pods_ready(NAME)
 
     async def ready() -> None:
         assert await scrape(url, "empath_operator_mailserver_condition", condition="Ready") == 1

@@ -9,10 +9,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from empath.core import pluginevents, plugins
-from tests.control_client import TOKEN, empathctl
+from tests.control_client import view_rows, with_control
 from tests.dns_server import DnsServer
 from tests.mail import mx, send, settle
-from tests.servers import free_port
 from tests.system import System
 from tests.waiting import eventually
 
@@ -104,9 +103,7 @@ async def test_metadata_set_at_rcpt_is_in_queue_view_and_in_the_delivery_events(
     mx(dns, "dest.test", (10, "mx.dest.test", "127.0.0.2"))
     system = await relay(
         retry_schedule=[0, 60],
-        only=("ingress", "spool", "delivery", "control"),
-        control_token=TOKEN,
-        control_listen=f"127.0.0.1:{free_port()}",
+        **with_control("ingress", "spool", "delivery"),
         plugins=[
             {
                 "name": "tagger",
@@ -130,12 +127,6 @@ async def test_metadata_set_at_rcpt_is_in_queue_view_and_in_the_delivery_events(
     for event in seen:
         if event.id == queue_id:
             assert event.metadata == tags, event.event
-    table = await asyncio.to_thread(empathctl, system, "queue", "view", queue_id)
-    assert table.returncode == 0, table.stderr
-    rows = [
-        [cell.strip() for cell in line.split("│")[1:-1]]
-        for line in table.stdout.splitlines()
-        if line.startswith("│")
-    ]
+    rows = await view_rows(system, queue_id)
     assert ["metadata", "checked.0=1"] in rows
     assert ["metadata", "score=0.5"] in rows

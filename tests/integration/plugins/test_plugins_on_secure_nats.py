@@ -15,6 +15,7 @@ from nats.aio.msg import Msg
 from empath.core import bus, names, natsauth, pluginevents, plugins, settings, up
 from tests import servers
 from tests import system as system_support
+from tests.integration.plugins import cmodules
 from tests.waiting import eventually
 from tests.wire import Wire
 
@@ -96,3 +97,36 @@ async def test_plugins_run_on_their_own_nats_rights(
             stop.set()
             await following
             await plugin.close()
+
+
+async def test_a_c_event_module_follows_its_events_on_ingress_rights(
+    plugin_nats: tuple[str, Path],
+    make_settings: Callable[..., settings.Settings],
+    tmp_path: Path,
+) -> None:
+    url, credentials = plugin_nats
+    told = tmp_path / "events.log"
+    library = cmodules.build(cmodules.SOURCES / "events.c", tmp_path)
+    config = make_settings(
+        nats_url=url,
+        plugins=[
+            {
+                "name": "c-events",
+                "hooks": ["connection_opened", "message_received"],
+                "library": library,
+                "arguments": [str(told)],
+            }
+        ],
+    )
+    async with system_support.as_roles_running(config, ("ingress", "spool"), credentials) as system:
+        wire = await Wire.open(system.smtp_port)
+        reply = await wire.transaction("a@sender.test", ["u@example.com"], BODY)
+        await wire.close()
+        queue_id = reply.rsplit(" ", 1)[1]
+        await eventually(
+            lambda: told.read_text().splitlines() if told.exists() else [],
+            until=lambda lines: f"6 {queue_id} tag=-" in lines,
+            what="the C module to be told the message was received",
+        )
+        log = (tmp_path / "nats-secure.log").read_text()
+        assert "Violation" not in log, log[-2000:]

@@ -8,7 +8,6 @@ import ssl
 import subprocess
 import sys
 from base64 import b64encode
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiosmtplib
@@ -19,52 +18,11 @@ import trustme
 from empath.core import errors, settings
 from tests.servers import free_port
 from tests.system import StartSystem, System
+from tests.tls_auth import PASSWORD, plain, tls_wire
 from tests.waiting import eventually
 from tests.wire import Wire
 
-PASSWORD = "correct horse battery staple"
 EMPATH = str(Path(sys.executable).parent / "empath")
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def tls_files(ca: trustme.CA, tmp_path: Path) -> Iterator[dict[str, Path]]:
-    cert = ca.issue_cert("mx.test", "127.0.0.1")
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
-    cert.private_key_pem.write_to_path(str(key_file))
-    credentials = tmp_path / "credentials"
-    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
-    credentials.write_text(f"# users\nalice:{hashed}\n")
-    return {
-        "tls_cert_file": cert_file,
-        "tls_key_file": key_file,
-        "auth_credentials_file": credentials,
-    }
-
-
-@pytest.fixture
-def client_tls(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
-
-
-def plain(user: str, password: str) -> str:
-    return b64encode(f"\0{user}\0{password}".encode()).decode()
-
-
-async def tls_wire(system: System, client_tls: ssl.SSLContext) -> Wire:
-    """A session that said EHLO, started TLS and said EHLO again."""
-    wire = await system.wire()
-    await wire.command("EHLO client.test")
-    await wire.starttls(client_tls)
-    await wire.command("EHLO client.test")
-    return wire
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from empath.core import errors, names
 from empath.spool import controls
 from tests.dns_server import DnsServer
 from tests.mail import arrivals, mx, send, settle
-from tests.system import StartSystem, System
+from tests.system import System
 from tests.waiting import eventually
 
 
@@ -76,27 +76,17 @@ async def test_finished_records_are_purged_after_the_retention_and_open_ones_are
 
 
 async def test_an_attempt_that_never_reports_is_tried_again_after_the_delivering_timeout(
-    start_system: StartSystem,
-    remote: Callable[..., Any],
-    dns: DnsServer,
-    mx_port: int,
+    relay: Callable[..., Any], remote: Callable[..., Any], dns: DnsServer
 ) -> None:
     server = await remote("127.0.0.2")
     mx(dns, "dest.test", (10, "mx.dest.test", "127.0.0.2"))
-    common: dict[str, Any] = {
-        "dns_nameservers": [f"127.0.0.1:{dns.port}"],
-        "delivery_port": mx_port,
-        "scheduler_interval": 0.2,
-        "delivering_timeout": 2.0,
-        "retry_schedule": [0, 1],
-    }
-    system = await start_system(only=("ingress", "spool"), **common)
+    system = await relay(only=("ingress", "spool"), delivering_timeout=2.0)
     queue_id = await send(system, "a@sender.test", ["u@dest.test"])
     dispatched = await settle(system, queue_id, "delivering")
     assert dispatched.attempts == 1
     # Its job is lost with the worker that had it: nothing will ever report attempt 1.
     await system.bus.js.purge_stream(names.JOBS_STREAM.name)
-    delivery = await start_system(only=("delivery",), **common)
+    delivery = await relay(only=("delivery",), delivering_timeout=2.0)
     requeued = await settle(system, queue_id, "deferred")
     assert requeued.last_reply == "451 4.4.0 Attempt timed out without a result"
     assert (requeued.attempts, requeued.history) == (1, ())
@@ -110,22 +100,16 @@ async def test_an_attempt_that_never_reports_is_tried_again_after_the_delivering
 
 
 async def test_two_spool_replicas_dispatch_each_due_message_once(
-    start_system: StartSystem,
-    remote: Callable[..., Any],
-    dns: DnsServer,
-    mx_port: int,
+    relay: Callable[..., Any], remote: Callable[..., Any], dns: DnsServer
 ) -> None:
     server = await remote("127.0.0.2")
     mx(dns, "dest.test", (10, "mx.dest.test", "127.0.0.2"))
     common: dict[str, Any] = {
-        "dns_nameservers": [f"127.0.0.1:{dns.port}"],
-        "delivery_port": mx_port,
         "scheduler_interval": 0.05,  # both look often, so they race for every message
-        "delivery_rate_per_domain": 0,
         "retry_schedule": [0, 3600],
     }
-    system = await start_system(only=("ingress", "spool", "delivery"), frozen=True, **common)
-    second = await start_system(only=("spool",), **common)
+    system = await relay(frozen=True, **common)
+    second = await relay(only=("spool",), **common)
     sent = [await send(system, "a@sender.test", [f"u{n}@dest.test"]) for n in range(20)]
     await asyncio.gather(*(system.entry(queue_id) for queue_id in sent))
     # Unfrozen at once, every message is due for both schedulers at the same moment.

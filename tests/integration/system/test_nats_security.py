@@ -315,20 +315,16 @@ async def test_no_role_but_the_spool_creates_or_changes_a_stream(
 async def test_a_message_is_relayed_with_each_service_on_its_own_credentials(
     secure_nats: tuple[str, Path],
     make_settings: Callable[..., settings.Settings],
+    relay_settings: dict[str, Any],
     dns: DnsServer,
     remote: Callable[..., Any],
-    mx_port: int,
 ) -> None:
     url, credentials = secure_nats
     server = await remote("127.0.0.2")
     mx(dns, "dest.test", (10, "mx1.dest.test", "127.0.0.2"))
     config = make_settings(
+        **relay_settings,
         nats_url=url,
-        dns_nameservers=[f"127.0.0.1:{dns.port}"],
-        delivery_port=mx_port,
-        retry_schedule=[0, 1],
-        scheduler_interval=0.2,
-        delivery_rate_per_domain=0,
         control_token="test-token",
         control_listen=f"127.0.0.1:{servers.free_port()}",
     )

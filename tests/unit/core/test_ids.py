@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 
 from empath.core import ids
@@ -25,3 +26,9 @@ def test_derived_and_random_ids_sort_by_time() -> None:
     ]
     assert sorted(made, key=lambda i: i[:10]) == made
     assert all(ids.is_valid(i) for i in made)
+
+
+def test_the_instance_key_names_this_process_in_a_kv_key_token() -> None:
+    assert ids.INSTANCE.endswith(f":{os.getpid()}")
+    assert all(c.isalnum() or c in "-_" for c in ids.INSTANCE_KEY), ids.INSTANCE_KEY
+    assert ids.INSTANCE_KEY.endswith(f"-{os.getpid()}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from empath.core import addresses
 from empath.ingress import replies, syntax
 
 SYNTAX_MAIL = "501 5.5.4 Syntax: MAIL FROM:<address> [SP <mail-parameters>]"
@@ -128,21 +127,6 @@ def test_a_path_is_at_most_256_octets() -> None:
 
     assert mailbox(fits) == fits
     assert refusal(mailbox, "l" + fits) == BAD_SENDER
-
-
-@pytest.mark.parametrize(
-    ("address", "domain"),
-    [
-        ("alice@Example.ORG", "example.org"),
-        ("alice@example.org.", "example.org"),
-        ('"a@b"@example.org', "example.org"),
-        ("alice@[192.0.2.1]", "[192.0.2.1]"),
-    ],
-)
-def test_the_domain_of_an_address_is_lower_case_without_a_trailing_dot(
-    address: str, domain: str
-) -> None:
-    assert addresses.domain_of(address) == domain
 
 
 # MAIL parameters

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from empath.core import queue
+from empath.core import events, queue
 from empath.spool import outcomes
 from tests.unit.spool.samples import NOW, attempted, config, entry, recipient, result
 
@@ -293,3 +293,14 @@ def test_without_notify_a_deferral_warns_nobody() -> None:
     assert after is not None
 
     assert outcomes.reports_for(before, after, event, settings=config(), now=NOW) == {}
+
+
+def test_only_a_fresh_first_attempt_that_found_no_body_may_be_a_message_ingress_voided() -> None:
+    fresh = entry("bob@example.com", received_at=NOW - timedelta(seconds=30))
+    missing = attempted(1, result("bob@example.com", "failed", events.BODY_MISSING))
+    assert outcomes.void(fresh, missing, now=NOW)
+    # Any other 5.3.0 refusal is the remote's to give, and bounces as usual.
+    other = attempted(1, result("bob@example.com", "failed", "554 5.3.0 Remote system error"))
+    assert not outcomes.void(fresh, other, now=NOW)
+    assert not outcomes.void(fresh.model_copy(update={"attempts": 2}), missing, now=NOW)
+    assert not outcomes.void(fresh, missing, now=NOW + outcomes.VOID_WINDOW)

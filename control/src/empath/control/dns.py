@@ -79,10 +79,12 @@ def _is_address(host: str) -> bool:
 DOMAIN = pydantic.TypeAdapter(addresses.Domain)
 
 
-def domain_of(text: str) -> str:
-    """`text` as a domain that may name a KV key and a subject, or 400 with the rule it breaks:
-    NATS closes the connection of a client whose subject is over its limits, and KV keys are
-    ASCII, so an international domain is given in its xn-- form here."""
+def path_domain(request: web.Request) -> str:
+    """The path's `{domain}` as a domain that may name a KV key and a subject, or 400 with the
+    rule it breaks: NATS closes the connection of a client whose subject is over its limits,
+    and KV keys are ASCII, so an international domain is given in its xn-- form here. (Not
+    `addresses.domain_of`, which takes an address apart.)"""
+    text = request.match_info["domain"]
     try:
         domain = DOMAIN.validate_python(text)
     except pydantic.ValidationError as error:
@@ -92,10 +94,6 @@ def domain_of(text: str) -> str:
             400, f"not a domain: {domain[:80]!r}: an international one is given in its xn-- form"
         )
     return domain
-
-
-def _domain(request: web.Request) -> str:
-    return domain_of(request.match_info["domain"])
 
 
 async def list_cache(request: web.Request) -> web.Response:
@@ -128,7 +126,7 @@ async def clear_cache(request: web.Request) -> web.Response:
 
 
 async def refresh(request: web.Request) -> web.Response:
-    domain = _domain(request)
+    domain = path_domain(request)
     await request.app[calls.LINK].dns.purge(dnscache.key(domain))  # NATS down: 503 (calls)
     await request.app[calls.LINK].bus.nc.publish(names.DNS_INVALIDATE_SUBJECT, domain.encode())
     return calls.reply(RefreshedAnswer(refreshed=domain))
@@ -143,7 +141,7 @@ async def list_overrides(request: web.Request) -> web.Response:
 
 
 async def set_override(request: web.Request) -> web.Response:
-    domain = _domain(request)
+    domain = path_domain(request)
     body = await calls.body_of(request, OverrideBody)
     try:
         host, port = addresses.parse_target(body.target)
@@ -162,7 +160,7 @@ async def set_override(request: web.Request) -> web.Response:
 
 
 async def remove_override(request: web.Request) -> web.Response:
-    domain = _domain(request)
+    domain = path_domain(request)
     kv = request.app[calls.LINK].overrides
     try:
         await kv.get(domain)

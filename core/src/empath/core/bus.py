@@ -128,8 +128,7 @@ class Bus:
     async def heartbeat(self, service: str, stop: asyncio.Event, *, every: float = 10.0) -> None:
         """Renew this instance's entry in the services bucket until `stop` (for status)."""
         kv = await self.key_value(names.SERVICES_BUCKET, ttl=names.HEARTBEAT_TTL_SECONDS)
-        instance = "".join(c if c.isalnum() or c in "-_" else "-" for c in ids.INSTANCE)
-        key = f"{service}.{instance}"
+        key = f"{service}.{ids.INSTANCE_KEY}"
         record = json.dumps({"service": service, "instance": ids.INSTANCE, "started": time.time()})
 
         async def beat() -> None:

@@ -12,7 +12,9 @@ one of these, or derives from one (the services' own are named by module)::
     │   ├── BusUnavailable
     │   ├── NewerEvent
     │   ├── delivery.client.SessionLost
+    │   ├── delivery.limits.LimitsUnavailable
     │   ├── delivery.resolver.DeliveryDeferred      (also a delivery.resolver.DeliveryError)
+    │   ├── ingress.transports.PluginError      (its plugin's failurePolicy decides the reply)
     │   └── operator.kube.ApiError
     └── PermanentError                  give up: SMTP 5xx, JetStream term
         ├── ConfigurationError
@@ -29,7 +31,9 @@ subclasses above can be raised (the base refuses to be made). In the query API a
 permanent error is answered 400 (retrying cannot help), and anything that is no `EmpathError`
 at all (a bug, a stored record that does not load) is logged with its traceback and answered
 503. Library exceptions (minio, nats, dnspython, sockets) are wrapped into these where they
-enter, with `raise ... from`.
+enter, with `raise ... from`. Two exceptions stand outside the tree on purpose, as they are
+answers rather than failures: control's `calls.Problem` (the HTTP status and reason of a call
+it refuses) and `transport.Failed` (the line and exit code of an `empathctl` command).
 """
 
 from __future__ import annotations

@@ -180,6 +180,11 @@ class ReceivedV1(Older):
 
 Outcome = Literal["delivered", "deferred", "failed"]
 
+# The reply of every recipient of a job whose body is not in the bucket. Delivery gives it and
+# the spool recognises it (a message ingress answered 451 for may leave such an outcome), so
+# both read it from here.
+BODY_MISSING = "554 5.3.0 The message body is missing from the spool"
+
 
 class RecipientResult(Model):
     """What happened to one recipient in one attempt."""

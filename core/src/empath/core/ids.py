@@ -16,6 +16,8 @@ _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford's base32: no I, L, O
 
 # This process, as heartbeats and attempt reports name it: `host:pid`.
 INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
+# The same name as a NATS KV key token may spell it (letters, digits, `-` and `_`).
+INSTANCE_KEY = "".join(c if c.isalnum() or c in "-_" else "-" for c in INSTANCE)
 
 
 def _ulid(millis: int, entropy: int) -> str:

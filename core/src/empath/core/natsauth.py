@@ -26,7 +26,9 @@ The roles (subject names from `names`):
   services bucket: any role, as any may start first). Nobody else: whoever may create a stream
   may make it a copy (`sources`) of any other, and read it there. `empath up` creates them
   all as admin before starting the services, so on it no role ever creates one.
-- ingress: publishes `empath.received`. Nothing else.
+- ingress: publishes `empath.received`, and reads the plugin events stream as an event
+  plugin does, for the C modules it runs that are event listeners
+  (`empath.ingress.cmodules`). Nothing else.
 - spool: consumes `received` and `attempted` (its two durable consumers only), publishes jobs
   and `received` (the DSNs it generates go through the same path as any message), owns the
   queue and flags buckets (the only writer of the queue bucket), reads the limits bucket (the
@@ -159,15 +161,7 @@ def _plugin_events() -> list[str]:
     """Event plugins: durable consumers on the plugin events stream. NATS wildcards are whole
     tokens, so the rights cover any consumer name there (`plugin-<name>` by convention); the
     stream holds nothing but plugin events."""
-    where = f"{names.PLUGIN_EVENTS_STREAM.name}.*"
-    return [
-        f"{API}.CONSUMER.INFO.{where}",
-        f"{API}.CONSUMER.CREATE.{where}",
-        f"{API}.CONSUMER.CREATE.{where}.>",
-        f"{API}.CONSUMER.DURABLE.CREATE.{where}",
-        f"{API}.CONSUMER.MSG.NEXT.{where}",
-        f"$JS.ACK.{where}.>",
-    ]
+    return _consume(names.PLUGIN_EVENTS_STREAM, "*")
 
 
 PERMISSIONS: dict[str, Permissions] = {
@@ -177,6 +171,8 @@ PERMISSIONS: dict[str, Permissions] = {
             names.RECEIVED_SUBJECT,
             PLUGIN_REQUESTS,
             *(names.plugin_event_subject(event) for event in INGRESS_EVENTS),
+            # C modules that are event listeners follow the stream in ingress.
+            *_plugin_events(),
         ],
         [],
     ),

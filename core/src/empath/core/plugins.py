@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -23,8 +25,14 @@ from pydantic import (
     Field,
     StringConstraints,
     TypeAdapter,
+    ValidationError,
     model_validator,
 )
+
+from empath.core import errors
+
+if TYPE_CHECKING:  # settings declares plugins with this module's hook names
+    from empath.core.settings import Plugin, Settings
 
 VERSION = 1
 
@@ -72,6 +80,9 @@ class Session(Model):
     tls_protocol: str | None = Field(default=None, description="e.g. TLSv1.3; None: no TLS.")
     tls_cipher: str | None = None
     authenticated_as: str | None = None
+    trusted: bool = Field(
+        default=False, description="The client's address is in EMPATH_TRUSTED_NETWORKS."
+    )
     listener: str = "smtp"
 
 
@@ -220,6 +231,52 @@ CONTINUE = Verdict()
 def refuse(code: int, text: str, *, enhanced: str | None = None) -> Verdict:
     """A refusing verdict, for in-process plugins."""
     return Verdict(action="refuse", reply=Reply(code=code, enhanced=enhanced, text=text))
+
+
+# An in-process plugin: an async callable from a request to a verdict (None: continue).
+Function = Callable[[Request], Awaitable[Verdict | None]]
+Options = TypeVar("Options", bound=BaseModel)
+Factory = TypeVar("Factory", bound=Callable[["Setup"], Function])
+_FACTORY_MARK = "__empath_plugin_factory__"
+
+
+@dataclass(frozen=True, slots=True)
+class Setup:
+    """What a plugin factory is given once, at start: its declaration (with its `options`) and
+    the service's settings (hostname, DNS, trusted networks...)."""
+
+    plugin: Plugin
+    settings: Settings
+
+    def options(self, model: type[Options]) -> Options:
+        """The declaration's `options` read into `model`, or a `ConfigurationError` naming the
+        plugin and every wrong option (the service stops at start)."""
+        try:
+            return model.model_validate(self.plugin.options or {})
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(['options', *(str(part) for part in item['loc'])])}: "
+                f"{item['msg'].removeprefix('Value error, ')}"
+                for item in error.errors()
+            )
+            raise self.error(problems) from None
+
+    def error(self, problem: str) -> errors.ConfigurationError:
+        """A start-time error about this plugin, named as the operator wrote it."""
+        return errors.ConfigurationError(f"EMPATH_PLUGINS: plugin {self.plugin.name!r}: {problem}")
+
+
+def factory(make: Factory) -> Factory:
+    """Mark `make` as a plugin factory: the callable a declaration's `module` names is then
+    called once at start with a `Setup` (options, settings), and returns the plugin function.
+    A factory checks its options there and raises `ConfigurationError` (`Setup.error`) for a
+    wrong one. The function it returns may have an async `close()`, called at stop."""
+    setattr(make, _FACTORY_MARK, True)
+    return make
+
+
+def is_factory(target: object) -> bool:
+    return getattr(target, _FACTORY_MARK, False) is True
 
 
 class Delivery(Model):

@@ -129,6 +129,11 @@ class Entry(Record):
         return [r for r in self.recipients if r.open]
 
     @property
+    def has_open(self) -> bool:
+        """Some recipient is still to be delivered."""
+        return any(r.open for r in self.recipients)
+
+    @property
     def finished(self) -> bool:
         return self.state in {State.DELIVERED, State.FAILED}
 

@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
+    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
@@ -60,18 +61,25 @@ class Plugin(BaseModel):
     The operator renders the MailPlugins a MailServer selects into this setting. A validation
     plugin (any of `plugins.HOOKS`) is reached by exactly one of `module` (in-process, an
     import path `pkg.mod:callable` or an entry point name of group `empath.plugins`), `url`
-    (HTTP) or `subject` (NATS request/reply). An event plugin (only `plugins.EVENT_HOOKS`)
-    needs none: naming its events makes the services publish them, and it reads them from
-    the plugin events stream with a consumer of its own.
+    (HTTP), `subject` (NATS request/reply) or `library` (a C module of the ancestor's, loaded
+    by ingress with `arguments` for its `init`; `empath.ingress.cmodules`). An event plugin
+    (only `plugins.EVENT_HOOKS`) needs none: naming its events makes the services publish
+    them, and it reads them from the plugin events stream with a consumer of its own (ingress
+    does so for a C module that is an event listener).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]{1,63}$")
-    hooks: list[plugins.Hook | plugins.EventHook] = Field(min_length=1)
+    # Empty only for a C module: then the hooks it has callbacks for (see `event_hooks`).
+    hooks: list[plugins.Hook | plugins.EventHook] = Field(default_factory=list)
     module: str | None = Field(default=None, min_length=1)
     url: str | None = Field(default=None, pattern=r"^https?://")
     subject: str | None = None
+    library: Path | None = None
+    arguments: list[Annotated[str, StringConstraints(max_length=4096)]] = Field(
+        default_factory=list, max_length=256
+    )
     timeout: float = Field(default=5.0, gt=0, le=300)
     failure_policy: Literal["Ignore", "Fail"] = "Ignore"
     priority: int = 100
@@ -82,6 +90,9 @@ class Plugin(BaseModel):
     ca_file: Path | None = None
     secret_file: Path | None = None
     concurrency: int = Field(default=64, ge=1, le=10000)
+    # In process: a JSON object for a plugin factory (`plugins.factory`), which reads it into a
+    # model of its own at start (the built-in DKIM and SPF plugins take their settings here).
+    options: dict[str, Any] | None = None
 
     @field_validator("hooks", mode="before")
     @classmethod
@@ -98,17 +109,39 @@ class Plugin(BaseModel):
 
     @property
     def event_hooks(self) -> set[str]:
+        """The events the services publish for it. A C module that names no hooks may be an
+        event listener, which the ancestor told of everything: every event then."""
+        if not self.hooks and self.library is not None:
+            return set(plugins.EVENT_HOOKS)
         return {str(hook) for hook in self.hooks if hook in plugins.EVENT_HOOKS}
 
     @model_validator(mode="after")
     def _one_endpoint(self) -> Plugin:
-        endpoints = sum(value is not None for value in (self.module, self.url, self.subject))
+        endpoints = sum(
+            value is not None for value in (self.module, self.url, self.subject, self.library)
+        )
         if endpoints > 1 or (endpoints == 0 and self.validation_hooks):
-            raise ValueError(f"plugin {self.name!r}: set exactly one of module, url and subject")
+            raise ValueError(
+                f"plugin {self.name!r}: set exactly one of module, url, subject and library"
+            )
+        if not self.hooks and self.library is None:
+            raise ValueError(f"plugin {self.name!r}: hooks: name at least one")
+        if self.arguments and self.library is None:
+            raise ValueError(f"plugin {self.name!r}: arguments are for a C module (library)")
+        # Whether the library is there is checked where it is loaded (ingress): the operator
+        # validates these settings for pods whose files it does not have.
+        if self.library is not None and not self.library.is_absolute():
+            raise ValueError(f"plugin {self.name!r}: library: give an absolute path")
         for name in ("ca_file", "secret_file"):
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 raise ValueError(f"plugin {self.name!r}: {name}: no such file: {path}")
+        return self
+
+    @model_validator(mode="after")
+    def _options_for_a_module(self) -> Plugin:
+        if self.options is not None and self.module is None:
+            raise ValueError(f"plugin {self.name!r}: options are for an in-process plugin (module)")
         return self
 
 

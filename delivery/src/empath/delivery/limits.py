@@ -70,8 +70,7 @@ def key_of(prefix: str, domain: str) -> str:
 def worker_id() -> str:
     """This worker's name in the records: the instance, made unique per service start (two
     workers may run in one process)."""
-    instance = "".join(c if c.isalnum() or c in "-_" else "-" for c in ids.INSTANCE)
-    return f"{instance}-{secrets.token_hex(3)}"
+    return f"{ids.INSTANCE_KEY}-{secrets.token_hex(3)}"
 
 
 class Records:

@@ -132,9 +132,10 @@ class Worker:
         try:
             body = await self.objects.get(job.body_key)
         except errors.NotFound:
-            reply = "554 5.3.0 The message body is missing from the spool"
             return [
-                events.RecipientResult(address=r.address, outcome="failed", reply=reply)
+                events.RecipientResult(
+                    address=r.address, outcome="failed", reply=events.BODY_MISSING
+                )
                 for r in job.envelope.recipients
             ]
         except errors.StoreUnavailable as error:

@@ -25,7 +25,7 @@ from aiosmtpd.smtp import Session as SMTPSession
 from empath.core import ids, pluginevents
 from empath.core import plugins as contract
 from empath.ingress import plugins as plugin_runtime
-from empath.ingress import syntax
+from empath.ingress import policies, syntax
 
 
 class Transaction(Envelope):
@@ -73,6 +73,7 @@ class PluginHooks:
     _tls_protocol: sslproto.SSLProtocol | None
     listener: Any
     peer_ip: Any
+    policy: policies.RelayPolicy
 
     async def push(self, status: str | bytes) -> None:
         raise NotImplementedError
@@ -129,6 +130,7 @@ class PluginHooks:
             tls_protocol=protocol,
             tls_cipher=cipher,
             authenticated_as=login,
+            trusted=self.policy.is_trusted(self.peer_ip),
             listener=self.listener.name,
         )
 

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 
 from empath.core import bus as bus_module
 from empath.core import logs, plugins, telemetry
-from empath.core.settings import Plugin
-from empath.ingress import replies, transports
+from empath.core import settings as settings_module
+from empath.core.settings import Plugin, Settings
+from empath.ingress import cmodules, replies, transports
 
 log = logging.getLogger("empath.ingress.plugins")
 
@@ -71,11 +72,28 @@ class _Configured:
 class Runtime:
     """The plugins ingress calls, each with its transport, made once at start."""
 
-    def __init__(self, configured: list[Plugin], *, bus: bus_module.Bus) -> None:
+    def __init__(
+        self, configured: list[Plugin], *, bus: bus_module.Bus, settings: Settings | None = None
+    ) -> None:
+        # C modules are loaded here, at start: one that cannot be is a wrong setting. An event
+        # listener among them is kept for the service to feed (`cmodules.follow`).
+        loaded = {p.name: cmodules.Module(p) for p in configured if p.library is not None}
+        self.event_modules = [m for m in loaded.values() if m.event_listener]
+        configured = [loaded[p.name].config if p.name in loaded else p for p in configured]
         ordered = sorted(
             (p for p in configured if p.validation_hooks), key=lambda p: (p.priority, p.name)
         )
-        self._plugins = [_Configured(p, transports.transport_for(p, bus)) for p in ordered]
+        # Plugin factories are given the service's settings (the defaults when none are given).
+        given = settings if settings is not None else settings_module.load(environment=False)
+        self._plugins = [
+            _Configured(
+                p,
+                cmodules.Transport(loaded[p.name])
+                if p.name in loaded
+                else transports.transport_for(p, bus, given),
+            )
+            for p in ordered
+        ]
         self._hooks = {hook for p in ordered for hook in p.validation_hooks}
 
     def wants(self, hook: plugins.Hook) -> bool:

@@ -14,7 +14,16 @@ import ssl
 from empath.core import addresses, errors, periodic, pluginevents, services, store
 from empath.core import bus as bus_module
 from empath.core.settings import Settings
-from empath.ingress import credentials, handlers, limits, plugins, policies, protocol, reload
+from empath.ingress import (
+    cmodules,
+    credentials,
+    handlers,
+    limits,
+    plugins,
+    policies,
+    protocol,
+    reload,
+)
 
 log = logging.getLogger("empath.ingress")
 
@@ -86,7 +95,7 @@ async def serve(
 ) -> None:
     settings = runtime.settings
     # A plugin that cannot be loaded stops the service at start (ConfigurationError).
-    runtime_plugins = plugins.Runtime(settings.plugins, bus=bus)
+    runtime_plugins = plugins.Runtime(settings.plugins, bus=bus, settings=settings)
     try:
         await _serve(
             runtime, settings, objects=objects, bus=bus, tls=tls, auth=auth, hooks=runtime_plugins
@@ -171,6 +180,10 @@ async def _serve(
         listening.append(f"{name} on {host}:{port}")
 
     heartbeat = asyncio.create_task(bus.heartbeat("ingress", runtime.stop))
+    told = [
+        asyncio.create_task(cmodules.follow(bus, module, runtime.stop))
+        for module in hooks.event_modules
+    ]
     reloader = reload.Reloader(
         context=tls,
         cert_file=settings.tls_cert_file,
@@ -183,6 +196,7 @@ async def _serve(
     await runtime.stop.wait()
     await heartbeat
     await reloading
+    await asyncio.gather(*told)
     log.info("stopping: %d sessions open", len(connections))
     for server in servers:
         server.close()

@@ -13,27 +13,24 @@ import importlib
 import importlib.metadata
 import inspect
 import ssl
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import aiohttp
 import nats.errors
 
 from empath.core import bus as bus_module
 from empath.core import errors, plugins
-from empath.core.settings import Plugin
+from empath.core.settings import Plugin, Settings
 
 ENTRY_POINT_GROUP = "empath.plugins"
 SECRET_HEADER = "X-Empath-Plugin-Secret"
 
 # An in-process plugin: an async callable from a request to a verdict (None: continue).
-PluginFunction = Callable[[plugins.Request], Awaitable[plugins.Verdict | None]]
+PluginFunction = plugins.Function
 
 
-class PluginError(errors.EmpathError):
+class PluginError(errors.TemporaryError):
     """A plugin could not be asked, or its answer was not a verdict."""
-
-    temporary = True
 
 
 class Transport(Protocol):
@@ -43,7 +40,8 @@ class Transport(Protocol):
 
 
 def load_function(name: str) -> PluginFunction:
-    """`package.module:callable`, or the name of an entry point of group `empath.plugins`."""
+    """`package.module:callable`, or the name of an entry point of group `empath.plugins`
+    (a plugin function, or a `plugins.factory`)."""
     try:
         if ":" in name:
             module_name, _, attribute = name.partition(":")
@@ -63,8 +61,33 @@ def load_function(name: str) -> PluginFunction:
     return function
 
 
+def load_in_process(config: Plugin, settings: Settings) -> PluginFunction:
+    """The plugin function a declaration's `module` names: the callable itself, or what the
+    factory it names makes of the declaration's `options` (checked there, at start)."""
+    assert config.module is not None
+    target = load_function(config.module)
+    if not plugins.is_factory(target):
+        if config.options is not None:
+            raise errors.ConfigurationError(
+                f"EMPATH_PLUGINS: plugin {config.name!r}: {config.module!r} takes no options "
+                "(it is no plugins.factory)"
+            )
+        return target
+    setup = plugins.Setup(plugin=config, settings=settings)
+    try:
+        made: Any = cast(Any, target)(setup)
+    except errors.ConfigurationError:
+        raise
+    except Exception as error:  # a factory's bug must name the plugin, not crash anonymously
+        raise setup.error(f"{error.__class__.__name__}: {error}") from error
+    if not callable(made):
+        raise setup.error(f"its factory made {type(made).__name__}, not a plugin function")
+    function: PluginFunction = made
+    return function
+
+
 class InProcess:
-    """A Python callable in ingress's own process."""
+    """A Python callable in ingress's own process (closed at stop if it has `close()`)."""
 
     def __init__(self, function: PluginFunction) -> None:
         self.function = function
@@ -79,7 +102,9 @@ class InProcess:
         return answer
 
     async def close(self) -> None:
-        return None
+        close = getattr(self.function, "close", None)
+        if close is not None:
+            await close()
 
 
 def _verdict(data: bytes) -> plugins.Verdict:
@@ -157,9 +182,9 @@ class Nats:
         return None
 
 
-def transport_for(config: Plugin, bus: bus_module.Bus) -> Transport:
+def transport_for(config: Plugin, bus: bus_module.Bus, settings: Settings) -> Transport:
     if config.module is not None:
-        return InProcess(load_function(config.module))
+        return InProcess(load_in_process(config, settings))
     if config.url is not None:
         return Http(config)
     return Nats(config, bus)

@@ -192,8 +192,6 @@ def mark_notified(entry: queue.Entry, addresses: set[str], kind: str) -> queue.E
     )
 
 
-# The reply delivery gives when a message's body is not in the bucket.
-BODY_MISSING = "554 5.3.0 "
 # How soon after its arrival a message's first attempt may find its body gone because ingress
 # removed it (well past ingress's DATA deadline and publish timeout).
 VOID_WINDOW = timedelta(minutes=10)
@@ -211,10 +209,7 @@ def void(entry: queue.Entry, event: events.Attempted, *, now: datetime) -> bool:
         and entry.attempts == 1
         and now - entry.received_at < VOID_WINDOW
         and bool(event.results)
-        and all(
-            r.outcome == "failed" and (r.reply or "").startswith(BODY_MISSING)
-            for r in event.results
-        )
+        and all(r.outcome == "failed" and r.reply == events.BODY_MISSING for r in event.results)
     )
 
 

@@ -52,7 +52,7 @@ def claimed(entry: queue.Entry, now: datetime) -> queue.Entry | None:
     """The record claimed for its next attempt, or None when it is not due now."""
     if entry.state not in {queue.State.QUEUED, queue.State.DEFERRED} or entry.held:
         return None
-    if entry.next_attempt is None or entry.next_attempt > now or not entry.open_recipients:
+    if entry.next_attempt is None or entry.next_attempt > now or not entry.has_open:
         return None
     return entry.model_copy(
         update={
@@ -77,10 +77,9 @@ def lease_expired(entry: queue.Entry | view.Summary, now: datetime) -> bool:
     if entry.state != queue.State.DELIVERING or entry.lease_until is None:
         return False
     claimed_at = entry.updated_at or entry.received_at
-    has_open = entry.has_open if isinstance(entry, view.Summary) else bool(entry.open_recipients)
     return (
         entry.lease_until <= now
-        and has_open
+        and entry.has_open
         and (now - claimed_at).total_seconds() < names.JOBS_STREAM.duplicate_window_seconds / 2
     )
 
@@ -181,7 +180,7 @@ class Scheduler:
 
     async def dispatch(self, entry: queue.Entry, now: datetime) -> int:
         mlog = logs.for_message(log, entry.id)
-        if not entry.open_recipients:
+        if not entry.has_open:
             return 0
         claim = await self.records.update(
             entry.id, lambda current: claimed(current, now), known=self.view.index.known(entry.id)
@@ -220,7 +219,7 @@ class Scheduler:
     async def republish(self, entry: queue.Entry) -> int:
         """Publish again the job of a claim whose publish was never confirmed (its spool died,
         or NATS went away, in between); JetStream drops it if the first one did arrive."""
-        if not entry.open_recipients:
+        if not entry.has_open:
             return 0  # nothing left to deliver: the delivering timeout settles it
         mlog = logs.for_message(log, entry.id)
         mlog.warning(

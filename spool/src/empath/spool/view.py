@@ -30,6 +30,7 @@ from nats.js.kv import KeyValue
 from pydantic import ValidationError
 
 from empath.core import addresses, names, periodic, queue
+from empath.spool import records
 
 log = logging.getLogger("empath.spool.view")
 
@@ -83,6 +84,7 @@ class Summary:
 
     @property
     def has_open(self) -> bool:
+        """Some recipient is still to be delivered (as `queue.Entry.has_open`)."""
         return bool(self.open_domains)
 
 
@@ -193,7 +195,7 @@ class Index:
     def in_delivery(self) -> list[Summary]:
         return [self.entries[i] for i in self.delivering if i in self.entries]
 
-    def known(self, message_id: str) -> tuple[queue.Entry, int] | None:
+    def known(self, message_id: str) -> records.Known | None:
         """A record with the revision it was seen at (for a write without a read first)."""
         summary = self.entries.get(message_id)
         if summary is None:
