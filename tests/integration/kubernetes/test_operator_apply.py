@@ -529,3 +529,26 @@ async def test_turning_autoscaling_on_keeps_the_workers_running_until_the_autosc
     assert delivery
     assert pod_of(delivery)["metadata"]["annotations"]["empath.io/config-hash"] != rolled
     assert delivery["spec"]["replicas"] == 5
+
+
+async def test_a_spec_the_services_refuse_is_warned_of_once_not_at_every_resync(
+    api: Api, operator: Any
+) -> None:
+    await operator(resync_seconds=1)
+    refused = mailserver()
+    refused["spec"]["trustedNetworks"] = ["0.0.0.0/0"]  # an open relay
+    await api.create(SERVERS, refused)
+    server = await api.wait(
+        f"{SERVERS}/corp", lambda o: condition(o, "Degraded").get("reason") == "InvalidSpec"
+    )
+    assert "spec.trustedNetworks" in condition(server, "Degraded")["message"]
+    await api.event(lambda e: e.get("reason") == "InvalidSpec")
+    resyncs = api.requests("GET", f"{SERVERS}/corp")
+
+    async def resynced() -> None:
+        assert api.requests("GET", f"{SERVERS}/corp") >= resyncs + 3
+
+    await passes(resynced, timeout=30)
+    response = await api.http.get(f"/api/v1/namespaces/{NS}/events")
+    warnings = [e for e in response.json()["items"] if e.get("reason") == "InvalidSpec"]
+    assert len(warnings) == 1, [e["message"] for e in warnings]

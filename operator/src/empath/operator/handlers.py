@@ -237,13 +237,13 @@ async def mailserver_changed(
 
 @kopf.on.event(crds.GROUP, crds.VERSION, crds.MAILSERVERS)
 async def mailserver_event(
-    type: str | None, namespace: str | None, name: str, memo: Any, **_: Any
+    type: str | None, namespace: str | None, name: str, uid: str | None, memo: Any, **_: Any
 ) -> None:
     """A MailServer is gone: no resync of it, and no metrics series of it (the garbage
     collector removes its objects)."""
     if type == "DELETED":
         memo.state.schedule.forget((str(namespace), name))
-        metrics.forget(str(namespace), name)
+        metrics.forget(str(namespace), name, uid)
 
 
 @kopf.on.event(crds.GROUP, crds.VERSION, crds.MAILPLUGINS)

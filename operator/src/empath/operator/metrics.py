@@ -44,6 +44,9 @@ reconcile_duration = _meter.create_histogram(
 # inner mapping is replaced whole, never changed: collections run in other threads (OTLP).
 _conditions: dict[tuple[str, str], Mapping[str, int]] = {}
 _ready: dict[tuple[str, str], Mapping[str, int]] = {}
+# The uids of deleted MailServers: a status refresh still in flight at the deletion reports
+# nothing of them afterwards (one made again under the name has a uid of its own).
+_gone: set[str] = set()
 
 
 def _observed(
@@ -101,6 +104,8 @@ def reconciling(body: Mapping[str, Any]) -> Iterator[None]:
 
 def report_conditions(body: Mapping[str, Any], conditions: list[dict[str, Any]]) -> None:
     """Record the conditions a status write says (each by its type)."""
+    if body["metadata"].get("uid") in _gone:
+        return
     key = _key(body)
     said = {
         str(condition["type"]): 1 if condition.get("status") == "True" else 0
@@ -112,13 +117,17 @@ def report_conditions(body: Mapping[str, Any], conditions: list[dict[str, Any]])
 
 def report_services(body: Mapping[str, Any], replicas: Mapping[str, Mapping[str, int]]) -> None:
     """Record the ready pods of each service a status write says."""
+    if body["metadata"].get("uid") in _gone:
+        return
     key = _key(body)
     said = {service: int(counts.get("readyReplicas", 0)) for service, counts in replicas.items()}
     _ready[key] = {**_ready.get(key, {}), **said}
 
 
-def forget(namespace: str, name: str) -> None:
+def forget(namespace: str, name: str, uid: str | None) -> None:
     """A MailServer was deleted: its gauges' series go from the next collection on."""
+    if uid:
+        _gone.add(uid)
     _conditions.pop((namespace, name), None)
     _ready.pop((namespace, name), None)
 

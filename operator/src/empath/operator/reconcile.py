@@ -105,6 +105,13 @@ async def reconcile(
     try:
         rendered = render.render(body, plugins.selected(body, mailplugins), options)
     except configmap.InvalidSpec as error:
+        said = status.condition(conditions, "Degraded")
+        # Said once: a resync of a spec nobody changed finds the same fault again.
+        repeated = (said.get("status"), said.get("reason"), said.get("message")) == (
+            "True",
+            "InvalidSpec",
+            str(error),
+        )
         conditions = status.set_condition(
             conditions,
             "Degraded",
@@ -122,7 +129,10 @@ async def reconcile(
             generation=None,
         )
         await status.write(cluster, body, {"conditions": conditions})
-        kopf.warn(cast(kopf.Body, body), reason="InvalidSpec", message=f"nothing changed: {error}")
+        if not repeated:
+            kopf.warn(
+                cast(kopf.Body, body), reason="InvalidSpec", message=f"nothing changed: {error}"
+            )
         raise kopf.PermanentError(f"invalid spec, nothing changed: {error}") from None
 
     changed: list[str] = []
