@@ -15,8 +15,11 @@ And what a real cluster refuses or does that a plain store would hide:
   other write makes its manager (`fieldManager`, else the client's name) the owner of the
   fields it changed. The associative lists of the built-in kinds (containers, env, volumes,
   ports, ... by their keys) are merged by item, every other list is atomic
-  (tests/server_side_apply.py);
+  (tests/server_side_apply.py); a Deployment left without `spec.replicas` (an apply that
+  removed the last manager's) gets the API server's default, 1;
 - list and watch filtered by `labelSelector` (equality-based), as the API server filters;
+- optimistic concurrency: a write that names a `metadata.resourceVersion` other than the
+  object's is refused with 409 Conflict;
 - RBAC (`access`, tests/rbac.py): a client whose token has rules gets 403 for any call they
   do not allow, and every call it made is recorded in `calls`;
 - the OwnerReferencesPermissionEnforcement admission plugin (OpenShift has it on): setting
@@ -255,6 +258,17 @@ class Cluster(KubernetesEmulator):
         live = self._current(request)
         if access is not None:
             self._authorize(access, token, request, live)
+        if request.action == action.UPDATE and isinstance(request.data, dict) and live:
+            wanted = (request.data.get("metadata") or {}).get("resourceVersion")
+            if wanted is not None and wanted != live["metadata"].get("resourceVersion"):
+                assert request.resource is not None
+                raise _denied(
+                    f"Operation cannot be fulfilled on {request.resource.plural} "
+                    f'"{request.name}": the object has been modified; please apply your '
+                    "changes to the latest version and try again",
+                    status=409,
+                    reason="Conflict",
+                )
         if isinstance(request.data, list) and live is not None:
             for op in request.data:
                 path = tuple(p for p in str(op.get("path", "")).split("/") if p)
@@ -416,6 +430,8 @@ class Cluster(KubernetesEmulator):
             ) from None
         if not request.params.get("fieldManager"):
             raise _denied("PATCH is required to have a fieldManager", status=400, reason="Invalid")
+        if new.get("kind") == "Deployment" and "replicas" not in new.get("spec", {}):
+            new.setdefault("spec", {})["replicas"] = 1  # the API server's default
         if live is None:
             return attrs.evolve(request, method="POST", action=action.CREATE, data=new), managed
         return attrs.evolve(request, data=server_side_apply.merge_patch(live, new)), managed

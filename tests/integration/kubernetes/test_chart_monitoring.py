@@ -123,15 +123,17 @@ PROMETHEUSRULE = _closed(
 )
 
 
-def test_by_default_the_chart_renders_no_monitoring_and_grants_no_monitoring_rights() -> None:
+def test_by_default_the_chart_renders_no_monitoring_and_may_only_remove_podmonitors() -> None:
     objects = rendered()
     assert by_kind(objects, "PodMonitor") == []
     assert by_kind(objects, "PrometheusRule") == []
     assert not [
         o for o in by_kind(objects, "ConfigMap") if o["metadata"]["name"].endswith("-dashboard")
     ]
+    # PodMonitors made while they were turned on are looked up and removed, nothing more.
     rules = [r for o in by_kind(objects, "ClusterRole") for r in o["rules"]]
-    assert not [r for r in rules if "monitoring.coreos.com" in r["apiGroups"]]
+    (granted,) = [r for r in rules if "monitoring.coreos.com" in r["apiGroups"]]
+    assert (granted["resources"], granted["verbs"]) == (["podmonitors"], ["get", "delete"])
     (operator,) = by_kind(objects, "Deployment")
     env = {
         e["name"]: e["value"] for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]

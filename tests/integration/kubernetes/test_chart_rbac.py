@@ -29,6 +29,7 @@ pytestmark = pytest.mark.kmock(cls=Cluster)
 
 
 OWNED = "app.kubernetes.io/managed-by=empath-operator"
+SERVER = "empath.io/mailserver"
 
 
 def covered(grant: tuple[str, str, str, str | None], calls: set[rbac.Call]) -> bool:
@@ -42,7 +43,24 @@ def covered(grant: tuple[str, str, str, str | None], calls: set[rbac.Call]) -> b
 
 async def everything_the_operator_does(api: Api) -> None:
     """Plugins, a server, a plugin change, a deleted object, both autoscaler switches, and
-    the server's deletion."""
+    the server's deletion; and, with the Prometheus operator installed, the removal of a
+    PodMonitor left from when they were turned on."""
+    api.kmock.resources["monitoring.coreos.com/v1/podmonitors"] = ResourceInfo(
+        kind="PodMonitor", namespaced=True, verbs={"get", "create", "patch", "delete"}
+    )
+    await api.create(
+        f"/apis/monitoring.coreos.com/v1/namespaces/{NS}/podmonitors",
+        {
+            "apiVersion": "monitoring.coreos.com/v1",
+            "kind": "PodMonitor",
+            "metadata": {
+                "name": "corp",
+                "namespace": NS,
+                "labels": {"app.kubernetes.io/managed-by": "empath-operator", SERVER: "corp"},
+            },
+            "spec": {"selector": {"matchLabels": {"app.kubernetes.io/instance": "corp"}}},
+        },
+    )
     await api.create(PLUGINS, mailplugin("spam-check", {"team": "mail"}))
     await api.create(SERVERS, mailserver(pluginSelector={"matchLabels": {"team": "mail"}}))
     await api.wait(f"{SERVERS}/corp", has_status(1))

@@ -108,7 +108,7 @@ async def test_a_mailserver_becomes_the_objects_that_run_it(api: Api, operator: 
     assert delivery
     assert control
     assert ingress["spec"]["replicas"] == 2
-    assert "replicas" not in delivery["spec"]  # the autoscaler owns it
+    assert delivery["spec"]["replicas"] == 1  # the API server's default; the autoscaler's now
     control_env = {
         e["name"]: e for e in control["spec"]["template"]["spec"]["containers"][0]["env"]
     }

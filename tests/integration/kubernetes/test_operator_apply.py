@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 from kmock import ResourceInfo
 
+from empath.operator import kube, status
 from tests.emulator import Cluster
 from tests.operator_harness import (
     NS,
@@ -156,6 +158,9 @@ async def test_nothing_is_written_when_nothing_changed_and_a_hand_edit_is_put_ba
         timeout=30,
     )
     assert again["spec"]["template"]["spec"]["containers"][0]["args"] == ["spool"]
+    # ... and says so, as any reconcile that changes something does.
+    put_back = await api.event(lambda e: e.get("message") == "1 changed: Deployment/corp-spool")
+    assert (put_back["type"], put_back["reason"]) == ("Normal", "Applied")
 
 
 async def test_the_autoscaler_switches_from_hpa_to_keda_and_back(api: Api, operator: Any) -> None:
@@ -332,3 +337,218 @@ async def test_a_mailserver_the_operator_could_not_run_is_refused_by_the_api(api
     server = await api.get(f"{SERVERS}/corp")
     assert server
     assert "listeners" not in server["spec"]
+
+
+async def test_a_status_refresh_never_overwrites_a_degraded_written_while_it_looked(
+    api: Api,
+) -> None:
+    """A change of a Deployment refreshes the MailServer's status from what the operator
+    read; a reconcile that failed and said so meanwhile is read again, not overwritten."""
+    await api.create(SERVERS, mailserver())
+    reconciled = {
+        "type": "Degraded",
+        "status": "False",
+        "reason": "Reconciled",
+        "message": "every object applied",
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }
+    failed = {
+        **reconciled,
+        "status": "True",
+        "reason": "ApplyFailed",
+        "message": "403: deployments.apps is forbidden",
+    }
+    await api.patch(
+        f"{SERVERS}/corp/status", {"status": {"observedGeneration": 1, "conditions": [reconciled]}}
+    )
+
+    class Racing(kube.Cluster):
+        """The reconcile's write lands while the refresh reads the Deployments."""
+
+        raced = False
+
+        async def get(self, url: str) -> dict[str, Any] | None:
+            if "/deployments/" in url and not self.raced:
+                self.raced = True
+                await api.patch(f"{SERVERS}/corp/status", {"status": {"conditions": [failed]}})
+            return await super().get(url)
+
+    async with httpx.AsyncClient(base_url=str(api.kmock.url).rstrip("/")) as http:
+        cluster = Racing(http)
+        await status.refresh(cluster, await cluster.get(f"{SERVERS}/corp"))
+        assert cluster.raced
+    server = await api.get(f"{SERVERS}/corp")
+    assert server
+    assert condition(server, "Degraded")["reason"] == "ApplyFailed"
+    assert condition(server, "Ready") | {"lastTransitionTime": None} == {
+        "type": "Ready",
+        "status": "False",
+        "reason": "Degraded",
+        "message": "see the Degraded condition",
+        "lastTransitionTime": None,
+        "observedGeneration": 1,
+    }
+    assert server["status"]["services"]["spool"] == {"replicas": 1, "readyReplicas": 0}
+
+
+SETTINGS = {
+    "postmaster": "hostmaster@example.com",
+    "objectStore": {
+        "endpoint": "http://s3.mail.svc:8333",
+        "credentialsSecret": "s3",
+        "region": "eu-1",
+    },
+    "nats": {
+        "url": "nats://nats.mail.svc:4222",
+        "placementTags": ["ssd"],
+        "monitoringEndpoint": "nats.mail.svc:8222",
+    },
+    "delivery": {
+        "mxOverrides": {"example.org": "relay.example.net:2525"},
+        "tlsPolicies": {"example.org": "required"},
+        "dnsNameservers": ["10.0.0.53"],
+    },
+    "observability": {"otlpEndpoint": "http://otel.mail.svc:4318"},
+    "autoscaling": {
+        "keda": {"useHttps": True, "authenticationRef": {"name": "nats-monitoring"}},
+    },
+}
+SETTINGS_REMOVED = {
+    "postmaster": None,
+    "objectStore": {"region": None},
+    "nats": {"placementTags": None},
+    "delivery": {"mxOverrides": None, "tlsPolicies": None, "dnsNameservers": None},
+    "observability": {"otlpEndpoint": None},
+    "autoscaling": {"keda": {"useHttps": None, "authenticationRef": None}},
+}
+CONFIG = f"/api/v1/namespaces/{NS}/configmaps/corp-config"
+
+
+def env_names(deployment: dict[str, Any]) -> set[str]:
+    return {e["name"] for e in ingress_container(deployment).get("env", [])}
+
+
+async def test_a_setting_removed_from_the_spec_leaves_the_configmap_and_the_scaled_object(
+    api: Api, operator: Any
+) -> None:
+    assert isinstance(api.kmock, Cluster)
+    api.kmock.resources[KEDA] = ResourceInfo(
+        kind="ScaledObject", namespaced=True, verbs={"get", "create", "patch", "delete"}
+    )
+    await operator()
+    await api.create(SERVERS, mailserver(**SETTINGS))
+    await api.wait(f"{SERVERS}/corp", has_status(1))
+    config = await api.get(CONFIG)
+    assert config
+    optional = {
+        "EMPATH_POSTMASTER": "hostmaster@example.com",
+        "EMPATH_S3_REGION": "eu-1",
+        "EMPATH_NATS_PLACEMENT_TAGS": "ssd",
+        "EMPATH_MX_OVERRIDES": "example.org=relay.example.net:2525",
+        "EMPATH_TLS_POLICIES": "example.org=required",
+        "EMPATH_DNS_NAMESERVERS": "10.0.0.53",
+        "EMPATH_OTLP_ENDPOINT": "http://otel.mail.svc:4318",
+    }
+    assert optional.items() <= config["data"].items()
+    scaled = await api.get(SCALED)
+    assert scaled
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["metadata"]["useHttps"] == "true"
+    assert trigger["authenticationRef"] == {
+        "name": "nats-monitoring",
+        "kind": "TriggerAuthentication",
+    }
+
+    await api.patch(f"{SERVERS}/corp", {"spec": SETTINGS_REMOVED})
+    server = await api.wait(f"{SERVERS}/corp", has_status(2))
+    assert condition(server, "Degraded")["status"] == "False"
+    config = await api.get(CONFIG)
+    assert config
+    left = {key for key in optional if key in config["data"]}
+    assert left == {"EMPATH_OTLP_ENDPOINT"}  # the installation's, as for any MailServer
+    assert config["data"]["EMPATH_OTLP_ENDPOINT"] == "http://otel-collector.observability.svc:4318"
+    scaled = await api.get(SCALED)
+    assert scaled
+    (trigger,) = scaled["spec"]["triggers"]
+    assert "useHttps" not in trigger["metadata"]
+    assert "authenticationRef" not in trigger
+    assert trigger["metadata"]["account"] == "$G"
+
+    # The NATS URL from a Secret: an env var of every pod instead of a setting; and back.
+    url_secret = {"name": "nats-url", "key": "url"}
+    await api.patch(f"{SERVERS}/corp", {"spec": {"nats": {"url": None, "urlSecret": url_secret}}})
+    await api.wait(f"{SERVERS}/corp", has_status(3))
+    config = await api.get(CONFIG)
+    assert config
+    assert "EMPATH_NATS_URL" not in config["data"]
+    for component in ("ingress", "spool", "delivery", "control"):
+        deployment = await api.get(deployment_url(f"corp-{component}"))
+        assert deployment
+        assert "EMPATH_NATS_URL" in env_names(deployment), component
+    await api.patch(
+        f"{SERVERS}/corp",
+        {"spec": {"nats": {"url": "nats://nats.mail.svc:4222", "urlSecret": None}}},
+    )
+    await api.wait(f"{SERVERS}/corp", has_status(4))
+    config = await api.get(CONFIG)
+    assert config
+    assert config["data"]["EMPATH_NATS_URL"] == "nats://nats.mail.svc:4222"
+    for component in ("ingress", "spool", "delivery", "control"):
+        deployment = await api.get(deployment_url(f"corp-{component}"))
+        assert deployment
+        assert "EMPATH_NATS_URL" not in env_names(deployment), component
+
+
+async def test_turning_autoscaling_on_keeps_the_workers_running_until_the_autoscaler_scales(
+    api: Api, operator: Any
+) -> None:
+    """The operator stops setting the delivery Deployment's replicas: pruned, the API server
+    would default them to 1 and stop all workers but one at once."""
+    await operator()
+    fixed = {"autoscaling": {"enabled": False}, "services": {"delivery": {"replicas": 3}}}
+    await api.create(SERVERS, mailserver(**fixed))
+    await api.wait(f"{SERVERS}/corp", has_status(1))
+    delivery = await api.get(deployment_url("corp-delivery"))
+    assert delivery
+    assert delivery["spec"]["replicas"] == 3
+
+    await api.patch(f"{SERVERS}/corp", {"spec": {"autoscaling": {"enabled": True}}})
+    server = await api.wait(f"{SERVERS}/corp", has_status(2))
+    assert server["status"]["autoscaler"] == "hpa"
+    assert await api.get(HPA) is not None
+    delivery = await api.get(deployment_url("corp-delivery"))
+    assert delivery
+    assert delivery["spec"]["replicas"] == 3
+    rolled = pod_of(delivery)["metadata"]["annotations"]["empath.io/config-hash"]
+
+    # The autoscaler scales it; a later change of the delivery pods keeps its number.
+    await api.patch(deployment_url("corp-delivery"), {"spec": {"replicas": 5}})
+    await api.patch(f"{SERVERS}/corp", {"spec": {"postmaster": "postmaster@example.com"}})
+    await api.wait(f"{SERVERS}/corp", has_status(3))
+    delivery = await api.get(deployment_url("corp-delivery"))
+    assert delivery
+    assert pod_of(delivery)["metadata"]["annotations"]["empath.io/config-hash"] != rolled
+    assert delivery["spec"]["replicas"] == 5
+
+
+async def test_a_spec_the_services_refuse_is_warned_of_once_not_at_every_resync(
+    api: Api, operator: Any
+) -> None:
+    await operator(resync_seconds=1)
+    refused = mailserver()
+    refused["spec"]["trustedNetworks"] = ["0.0.0.0/0"]  # an open relay
+    await api.create(SERVERS, refused)
+    server = await api.wait(
+        f"{SERVERS}/corp", lambda o: condition(o, "Degraded").get("reason") == "InvalidSpec"
+    )
+    assert "spec.trustedNetworks" in condition(server, "Degraded")["message"]
+    await api.event(lambda e: e.get("reason") == "InvalidSpec")
+    resyncs = api.requests("GET", f"{SERVERS}/corp")
+
+    async def resynced() -> None:
+        assert api.requests("GET", f"{SERVERS}/corp") >= resyncs + 3
+
+    await passes(resynced, timeout=30)
+    response = await api.http.get(f"/api/v1/namespaces/{NS}/events")
+    warnings = [e for e in response.json()["items"] if e.get("reason") == "InvalidSpec"]
+    assert len(warnings) == 1, [e["message"] for e in warnings]

@@ -32,18 +32,23 @@ pytestmark = pytest.mark.kmock(cls=Cluster)
 NAME = "metered"  # a name of its own: the process's metrics outlive each test
 
 
-async def scrape(url: str, name: str, **labels: str) -> float:
-    """The sum of the samples `name` with `labels` in the operator's `/metrics`."""
+async def samples(url: str, name: str, **labels: str) -> list[float]:
+    """The values of the samples `name` with `labels` in the operator's `/metrics`."""
     async with httpx.AsyncClient() as http:
         reply = await http.get(url)
     assert reply.status_code == 200
     assert reply.headers["content-type"].startswith("text/plain")
-    return sum(
+    return [
         sample.value
         for family in parser.text_string_to_metric_families(reply.text)
         for sample in family.samples
         if sample.name == name and {"mailserver": NAME, **labels}.items() <= sample.labels.items()
-    )
+    ]
+
+
+async def scrape(url: str, name: str, **labels: str) -> float:
+    """The sum of the samples `name` with `labels` in the operator's `/metrics`."""
+    return sum(await samples(url, name, **labels))
 
 
 async def test_the_operator_serves_its_reconciles_and_the_servers_conditions_as_metrics(
@@ -109,13 +114,21 @@ async def test_the_operator_serves_its_reconciles_and_the_servers_conditions_as_
     assert wanted
     assert wanted <= served, sorted(wanted - served)
 
+    # Deleted, the MailServer leaves no gauge behind (its "no ready pods" alert clears).
+    await api.delete(f"{SERVERS}/{NAME}")
+
+    async def forgotten() -> None:
+        assert await samples(url, "empath_operator_mailserver_condition") == []
+        assert await samples(url, "empath_operator_service_ready_replicas") == []
+
+    await passes(forgotten, timeout=10)
+
 
 PODMONITOR = f"/apis/monitoring.coreos.com/v1/namespaces/{NS}/podmonitors/corp"
 
 
-async def test_a_mailserver_gets_a_podmonitor_where_the_cluster_serves_them(
-    api: Api, operator: Any
-) -> None:
+def podmonitors_on(api: Api) -> None:
+    """The Prometheus operator's CRDs installed, and the chart's podMonitor turned on."""
     assert isinstance(api.kmock, Cluster)
     api.kmock.access[OPERATOR_TOKEN] = chart_rbac.access(
         {"observability": {"podMonitor": {"enabled": True}}}
@@ -123,6 +136,12 @@ async def test_a_mailserver_gets_a_podmonitor_where_the_cluster_serves_them(
     api.kmock.resources["monitoring.coreos.com/v1/podmonitors"] = ResourceInfo(
         kind="PodMonitor", namespaced=True, verbs={"get", "list", "create", "patch", "delete"}
     )
+
+
+async def test_a_mailserver_gets_a_podmonitor_where_the_cluster_serves_them(
+    api: Api, operator: Any
+) -> None:
+    podmonitors_on(api)
     await operator(pod_monitors=True)
     await api.create(SERVERS, mailserver())
     await api.wait(f"{SERVERS}/corp", has_status(1))
@@ -144,6 +163,44 @@ async def test_a_mailserver_gets_a_podmonitor_where_the_cluster_serves_them(
         assert "health" in [port["name"] for port in container["ports"]]
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+async def test_podmonitors_turned_off_go_and_a_users_of_the_same_name_stays(
+    api: Api, operator: Any
+) -> None:
+    podmonitors_on(api)
+    stop = await operator(pod_monitors=True)
+    await api.create(SERVERS, mailserver())
+    await api.create(SERVERS, mailserver("other"))
+    await api.wait(f"{SERVERS}/corp", has_status(1))
+    await api.wait(f"{SERVERS}/other", has_status(1))
+    assert await api.get(PODMONITOR) is not None
+    # A user's own PodMonitor happens to have the name the operator gives other's.
+    await api.delete(f"{PODMONITOR.rsplit('/', 1)[0]}/other")
+    users = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": {"name": "other", "namespace": NS, "labels": {"team": "mail"}},
+        "spec": {"selector": {"matchLabels": {"team": "mail"}}},
+    }
+    await api.create(PODMONITOR.rsplit("/", 1)[0], users)
+
+    # Turned off (`helm upgrade --set observability.podMonitor.enabled=false` restarts the
+    # operator with the new setting and the chart's new rules).
+    await stop()
+    api.kmock.access[OPERATOR_TOKEN] = chart_rbac.access()
+    await operator(pod_monitors=False)
+
+    async def gone() -> None:
+        assert await api.get(PODMONITOR) is None
+
+    await passes(gone, timeout=20)
+    mine = await api.get(f"{PODMONITOR.rsplit('/', 1)[0]}/other")
+    assert mine is not None
+    assert mine["metadata"]["labels"] == {"team": "mail"}
+    server = await api.get(f"{SERVERS}/corp")
+    assert server
+    assert condition(server, "Degraded")["status"] == "False"
 
 
 async def test_without_the_prometheus_operator_a_mailserver_runs_without_a_podmonitor(

@@ -89,6 +89,10 @@ def test_stats_name_each_domain_whose_circuit_is_open_with_when_and_why() -> Non
         ("circuit.broken.test", b"{not json"),
     ]
     answer = stats.summary([], now=now, frozen=False, circuits=stats.circuits(records))
+    # `-o json` prints the time as every other time: ISO 8601 in UTC, not Unix seconds.
+    (circuit,) = as_json(answer)["circuits"]  # type: ignore[index]
+    assert circuit["until"].endswith("Z")
+    assert datetime.fromisoformat(circuit["until"]) == now + timedelta(minutes=5)
     text = " ".join(shown(commands.stats_table(as_json(answer))).split())
     until = (now + timedelta(minutes=5)).strftime("%H:%M:%S")
     assert f"circuit open: down.test (until {until} UTC, 3 failed connections): {reply}" in text

@@ -13,6 +13,7 @@ import functools
 import json
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
@@ -256,8 +257,9 @@ class Circuit(Answer):
     domain: str
     state: Literal["open", "half-open"]
     failures: int = Field(description="Failed connections counted in the window.")
-    until: float = Field(
-        description="Unix time: open, when a probe may go; half-open, when the probe's claim ends."
+    until: datetime = Field(
+        description="Open: when a probe may go; half-open: when the probe's claim ends "
+        "(ISO 8601, UTC; a spool from before this sent Unix time, read as the same instant)."
     )
     reason: str = Field(default="", description="The last failure's reply.")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import json
 import logging
@@ -85,18 +86,61 @@ class State:
     apply_crds: bool = False
     # Each MailPlugin's labels and spec as last handled: its status writes change neither.
     plugins_seen: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
+    # The MailServers whose PodMonitor of an earlier setting was looked for (`reconcile`).
+    pod_monitors_checked: set[tuple[str, str]] = dataclasses.field(default_factory=set)
+    # One reconcile of a MailServer at a time, whatever caused it.
+    locks: dict[tuple[str, str], asyncio.Lock] = dataclasses.field(default_factory=dict)
+    # kopf posts events only from the context of its handlers of objects: `resync` runs its
+    # reconciles in a copy of one (the first MailServer handler's), so that they post too.
+    posting: contextvars.Context | None = None
 
 
 async def _reconcile(
-    body: Mapping[str, Any], mailplugins: Sequence[Mapping[str, Any]], state: State, logger: Any
+    body: Mapping[str, Any] | None,
+    mailplugins: Sequence[Mapping[str, Any]],
+    state: State,
+    logger: Any,
+    *,
+    key: tuple[str, str] | None = None,
 ) -> None:
     """Reconcile, and schedule the next one: the resync after a good one, a retry after a
-    failed one. A spec the services refuse waits for the next change (or resync)."""
-    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    failed one. A spec the services refuse waits for the next change (or resync). One
+    reconcile of a MailServer runs at a time: a `body` of None (the MailServer `key`) is read
+    once its turn comes, and so is one that had to wait (another may have applied a newer
+    spec meanwhile, which an older read must not undo)."""
+    if key is None:
+        assert body is not None
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    lock = state.locks.setdefault(key, asyncio.Lock())
+    waited = lock.locked()
+    async with lock:
+        if body is None or waited:
+            body = await state.cluster.get(kube.server_path(*key))
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                state.schedule.forget(key)
+                return
+            mailplugins = await state.cluster.list(
+                kube.path(f"{crds.GROUP}/{crds.VERSION}", "MailPlugin", key[0])
+            )
+        await _reconcile_now(body, mailplugins, state, logger, key)
+
+
+async def _reconcile_now(
+    body: Mapping[str, Any],
+    mailplugins: Sequence[Mapping[str, Any]],
+    state: State,
+    logger: Any,
+    key: tuple[str, str],
+) -> None:
     try:
         with metrics.reconciling(body):
             await reconcile.reconcile(
-                body, mailplugins, cluster=state.cluster, options=state.options, logger=logger
+                body,
+                mailplugins,
+                cluster=state.cluster,
+                options=state.options,
+                logger=logger,
+                pod_monitors_checked=state.pod_monitors_checked,
             )
     except kopf.PermanentError:
         state.schedule.done(key)
@@ -119,22 +163,16 @@ async def _refresh_plugins(state: State, namespace: str, logger: Any) -> None:
         logger.warning("MailPlugin status of %s not written: %s", namespace, error)
 
 
-async def _reconcile_later_if_failing(
-    body: Mapping[str, Any], mailplugins: Sequence[Mapping[str, Any]], state: State, logger: Any
-) -> None:
+async def _reconcile_later_if_failing(key: tuple[str, str], state: State, logger: Any) -> None:
     """A reconcile caused by something other than the MailServer (kopf retries only the
-    handlers of the object that changed): a failure is left to `resync`'s retries."""
+    handlers of the object that changed), of the MailServer as it is when its turn comes: a
+    failure is left to `resync`'s retries."""
     try:
-        await _reconcile(body, mailplugins, state, logger)
+        await _reconcile(None, [], state, logger, key=key)
     except kopf.PermanentError as error:
-        logger.warning("MailServer %s: %s", body["metadata"]["name"], error)
+        logger.warning("MailServer %s: %s", key[1], error)
     except kopf.TemporaryError as error:
-        logger.warning(
-            "MailServer %s: %s; trying again in %.0f s",
-            body["metadata"]["name"],
-            error,
-            error.delay,
-        )
+        logger.warning("MailServer %s: %s; trying again in %.0f s", key[1], error, error.delay)
 
 
 @kopf.on.startup()
@@ -149,7 +187,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: Any, **_
     state: State = memo.state
     if state.apply_crds:
         await upgrade_crds(state.cluster, logger)
-    # Started here, in kopf's context (events are posted through it); stopped at cleanup.
+    # Started here, in kopf's loop; stopped at cleanup. (Its events: `State.posting`.)
     memo.resyncing = asyncio.create_task(resync(memo.state, logger), name="empath-resync")
 
 
@@ -216,7 +254,21 @@ async def mailserver_changed(
     body: kopf.Body, namespace: str | None, memo: Any, logger: Any, **kwargs: Any
 ) -> None:
     mailplugins = _indexed(kwargs, "plugins_index", str(namespace))
-    await _reconcile(_plain(body), mailplugins, memo.state, logger)
+    state: State = memo.state
+    if state.posting is None:
+        state.posting = contextvars.copy_context()
+    await _reconcile(_plain(body), mailplugins, state, logger)
+
+
+@kopf.on.event(crds.GROUP, crds.VERSION, crds.MAILSERVERS)
+async def mailserver_event(
+    type: str | None, namespace: str | None, name: str, uid: str | None, memo: Any, **_: Any
+) -> None:
+    """A MailServer is gone: no resync of it, and no metrics series of it (the garbage
+    collector removes its objects)."""
+    if type == "DELETED":
+        memo.state.schedule.forget((str(namespace), name))
+        metrics.forget(str(namespace), name, uid)
 
 
 @kopf.on.event(crds.GROUP, crds.VERSION, crds.MAILPLUGINS)
@@ -256,7 +308,7 @@ async def mailplugin_changed(
             or failed.get("status") == "True"
         ):
             logger.info("MailPlugin %s changed: reconciling MailServer %s", name, server)
-            await _reconcile_later_if_failing(found, mailplugins, state, logger)
+            await _reconcile_later_if_failing((str(namespace), server), state, logger)
     await _refresh_plugins(state, str(namespace), logger)
 
 
@@ -269,7 +321,7 @@ async def mailserver_gone(
         await _refresh_plugins(memo.state, str(namespace), logger)
 
 
-OWNED = {"app.kubernetes.io/managed-by": metadata.MANAGED_BY}
+OWNED = {metadata.MANAGED_BY_LABEL: metadata.MANAGED_BY}
 OWNED_SELECTOR = ",".join(f"{key}={value}" for key, value in OWNED.items())
 # With their versions: kopf matches a selector without one to preferred versions only.
 OWNED_RESOURCES: tuple[tuple[str, str] | tuple[str, str, str], ...] = (
@@ -307,13 +359,9 @@ async def child_changed(
         return  # gone, or not reconciled yet: its own handler writes the first status
     if type == "DELETED" and not body["metadata"].get("deletionTimestamp"):
         logger.warning("%s of MailServer %s was deleted: making it again", name, server)
-        mailplugins = _indexed(kwargs, "plugins_index", str(namespace))
-        await _reconcile_later_if_failing(body, mailplugins, memo.state, logger)
+        await _reconcile_later_if_failing((str(namespace), server), memo.state, logger)
         return
-    found = body["status"]
-    generation = found.get("observedGeneration")
-    conditions = list(found.get("conditions") or [])
-    await status.write(cluster, body, await status.observe(cluster, body, conditions, generation))
+    await status.refresh(cluster, body)
 
 
 async def resync(state: State, logger: Any) -> None:
@@ -323,21 +371,16 @@ async def resync(state: State, logger: Any) -> None:
     above have reconciled (a replica kopf keeps on standby knows none)."""
     while True:
         await asyncio.sleep(TICK)
-        for namespace, name in [
-            key for key in list(state.schedule.due) if state.schedule.is_due(key)
-        ]:
+        for key in [key for key in list(state.schedule.due) if state.schedule.is_due(key)]:
             try:
-                body = await state.cluster.get(kube.server_path(namespace, name))
-                if body is None or body["metadata"].get("deletionTimestamp"):
-                    state.schedule.forget((namespace, name))
-                    continue
-                mailplugins = await state.cluster.list(
-                    kube.path(f"{crds.GROUP}/{crds.VERSION}", "MailPlugin", namespace)
-                )
-                await _reconcile_later_if_failing(body, mailplugins, state, logger)
+                reconciling = _reconcile_later_if_failing(key, state, logger)
+                if state.posting is None:
+                    await reconciling
+                else:
+                    await asyncio.create_task(reconciling, context=state.posting.copy())
             except Exception as error:  # the loop outlives any one MailServer's failure
-                delay = state.schedule.failed((namespace, name))
-                logger.warning("MailServer %s: %s; trying again in %.0f s", name, error, delay)
+                delay = state.schedule.failed(key)
+                logger.warning("MailServer %s: %s; trying again in %.0f s", key[1], error, delay)
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:

@@ -9,7 +9,8 @@ renders. The API server then removes what this manager applied before and no lon
 setting dropped from the spec leaves the cluster). An object is applied only when what the
 operator renders changed since it last applied it (a hash of the applied object, kept on it
 as an annotation) or the live object no longer says it (a hand edit): a resync or a restart
-writes nothing.
+writes nothing. One field has a second manager: the replicas of a Deployment an autoscaler
+takes over, handed over as the Kubernetes documentation describes ("Transferring ownership").
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from empath.core import errors, kubeconfig
 from empath.operator import crds
 
 FIELD_MANAGER = "empath-operator"
+# Keeps `spec.replicas` of a Deployment the operator stops setting (an autoscaler takes over):
+# owned by no manager any more, the API server would remove it and default it to 1 replica.
+REPLICAS_MANAGER = "empath-operator-replicas"
 # On every applied object: the hash of what this manager last applied to it.
 APPLIED_HASH = "empath.io/applied-hash"
 APPLY_PATCH = "application/apply-patch+yaml"
@@ -193,6 +197,7 @@ class Cluster:
             last = (live.get("metadata", {}).get("annotations") or {}).get(APPLIED_HASH)
             if last == applied_hash(obj) and contains(live, desired):
                 return False  # as this manager last applied it, and not edited since
+            await self._keep_replicas(obj, live)
         response = await self._call(
             "PATCH",
             url,
@@ -204,16 +209,50 @@ class Cluster:
             raise ApiError(404, f"PATCH {url}: no such resource")
         return True
 
+    async def _keep_replicas(self, obj: dict[str, Any], live: dict[str, Any]) -> None:
+        """A Deployment whose replicas the operator no longer sets (autoscaling turned on)
+        keeps the number it runs: a second manager applies the live value first, so the
+        operator's apply without it prunes nothing (the autoscaler changes it from there).
+        A conflict means another manager owns it already: nothing to keep then."""
+        replicas = (live.get("spec") or {}).get("replicas")
+        if obj["kind"] != "Deployment" or "replicas" in obj["spec"] or replicas is None:
+            return
+        meta = obj["metadata"]
+        keep = {
+            "apiVersion": obj["apiVersion"],
+            "kind": obj["kind"],
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+            "spec": {"replicas": replicas},
+        }
+        try:
+            await self._call(
+                "PATCH",
+                object_path(obj),
+                params={"fieldManager": REPLICAS_MANAGER},
+                headers={"Content-Type": APPLY_PATCH},
+                json=keep,
+            )
+        except ApiError as error:
+            if error.status != 409:
+                raise
+
     async def delete(self, url: str) -> bool:
         response = await self._call("DELETE", url)
         return response.status_code != 404
 
-    async def patch_status(self, url: str, status: dict[str, Any]) -> None:
+    async def patch_status(
+        self, url: str, status: dict[str, Any], *, resource_version: str | None = None
+    ) -> None:
+        """Merge `status` into the object's; with `resource_version`, only into that version
+        of it (409 when it was written since: read it again)."""
+        patch: dict[str, Any] = {"status": status}
+        if resource_version is not None:
+            patch["metadata"] = {"resourceVersion": resource_version}
         await self._call(
             "PATCH",
             f"{url}/status",
             headers={"Content-Type": "application/merge-patch+json"},
-            json={"status": status},
+            json=patch,
         )
 
     async def serves(self, api_version: str, plural: str) -> bool:

@@ -15,6 +15,7 @@ from empath.operator import crds
 
 COMPONENTS = ("ingress", "spool", "delivery", "control")
 MANAGED_BY = "empath-operator"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 SERVER_LABEL = "empath.io/mailserver"
 CONFIG_HASH = "empath.io/config-hash"
 
@@ -31,7 +32,7 @@ def labels(server: str, component: str | None = None) -> dict[str, str]:
     found = {
         "app.kubernetes.io/name": "empath",
         "app.kubernetes.io/instance": server,
-        "app.kubernetes.io/managed-by": MANAGED_BY,
+        MANAGED_BY_LABEL: MANAGED_BY,
         SERVER_LABEL: server,
     }
     if component:

@@ -32,7 +32,7 @@ def pod_monitor(body: Mapping[str, Any]) -> dict[str, Any]:
             "selector": {
                 "matchLabels": {
                     "app.kubernetes.io/instance": server,
-                    "app.kubernetes.io/managed-by": metadata.MANAGED_BY,
+                    metadata.MANAGED_BY_LABEL: metadata.MANAGED_BY,
                 }
             },
             "podMetricsEndpoints": [

@@ -22,6 +22,7 @@ from empath.operator import (
     autoscaling,
     configmap,
     kube,
+    metadata,
     monitors,
     plugins,
     render,
@@ -68,6 +69,20 @@ async def retire_autoscalers(
     return retired
 
 
+async def retire_pod_monitor(cluster: kube.Cluster, namespace: str, name: str) -> list[str]:
+    """Remove the MailServer's PodMonitor, made while the installation asked for them: only
+    the one the operator made (by its labels), not a user's of the same name."""
+    url = kube.path(monitors.POD_MONITORS[0], "PodMonitor", namespace, name)
+    found = await cluster.get(url)
+    labels = ((found or {}).get("metadata") or {}).get("labels") or {}
+    if (
+        labels.get(metadata.SERVER_LABEL) != name
+        or labels.get(metadata.MANAGED_BY_LABEL) != metadata.MANAGED_BY
+    ):
+        return []
+    return [f"PodMonitor/{name} (removed)"] if await cluster.delete(url) else []
+
+
 async def reconcile(
     body: Mapping[str, Any],
     mailplugins: Sequence[Mapping[str, Any]],
@@ -75,9 +90,12 @@ async def reconcile(
     cluster: kube.Cluster,
     options: render.Options,
     logger: Any,
+    pod_monitors_checked: set[tuple[str, str]] | None = None,
 ) -> None:
     """Apply every object of the MailServer; record the outcome in its status and events.
-    `mailplugins` are those of its namespace; it uses the ones it selects."""
+    `mailplugins` are those of its namespace; it uses the ones it selects. Without PodMonitors
+    asked for, a PodMonitor made while they were is removed: once per MailServer in
+    `pod_monitors_checked` (turning them off restarts the operator with the new setting)."""
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     generation = meta.get("generation")
@@ -85,10 +103,23 @@ async def reconcile(
     conditions = list((body.get("status") or {}).get("conditions") or [])
     keda = await cluster.serves(*autoscaling.KEDA)
     pod_monitor = options.pod_monitor and await cluster.serves(*monitors.POD_MONITORS)
+    checked = pod_monitors_checked if pod_monitors_checked is not None else set()
+    retire_monitor = (
+        not options.pod_monitor
+        and (namespace, name) not in checked
+        and await cluster.serves(*monitors.POD_MONITORS)
+    )
     options = dataclasses.replace(options, keda=keda, pod_monitor=pod_monitor)
     try:
         rendered = render.render(body, plugins.selected(body, mailplugins), options)
     except configmap.InvalidSpec as error:
+        said = status.condition(conditions, "Degraded")
+        # Said once: a resync of a spec nobody changed finds the same fault again.
+        repeated = (said.get("status"), said.get("reason"), said.get("message")) == (
+            "True",
+            "InvalidSpec",
+            str(error),
+        )
         conditions = status.set_condition(
             conditions,
             "Degraded",
@@ -106,7 +137,10 @@ async def reconcile(
             generation=None,
         )
         await status.write(cluster, body, {"conditions": conditions})
-        kopf.warn(cast(kopf.Body, body), reason="InvalidSpec", message=f"nothing changed: {error}")
+        if not repeated:
+            kopf.warn(
+                cast(kopf.Body, body), reason="InvalidSpec", message=f"nothing changed: {error}"
+            )
         raise kopf.PermanentError(f"invalid spec, nothing changed: {error}") from None
 
     changed: list[str] = []
@@ -118,6 +152,9 @@ async def reconcile(
         changed += await retire_autoscalers(
             cluster, namespace, name, chosen=rendered.autoscaler, keda=keda
         )
+        if retire_monitor:
+            changed += await retire_pod_monitor(cluster, namespace, name)
+        checked.add((namespace, name))
         for obj in rendered.objects:
             if await cluster.apply(obj):
                 changed.append(f"{obj['kind']}/{obj['metadata']['name']}")

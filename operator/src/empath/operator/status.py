@@ -154,15 +154,53 @@ async def observe(
     }
 
 
-async def write(cluster: kube.Cluster, body: Mapping[str, Any], status: dict[str, Any]) -> None:
+async def write(
+    cluster: kube.Cluster,
+    body: Mapping[str, Any],
+    status: dict[str, Any],
+    *,
+    only_as_read: bool = False,
+) -> None:
     """Patch the status only where it differs: a status that says the same is not rewritten.
-    Its conditions and ready pods are reported as metrics either way."""
+    Its conditions and ready pods are reported as metrics either way. `only_as_read`: only
+    if the MailServer is still the version `body` is (else `kube.ApiError` 409)."""
+    current = body.get("status") or {}
+    meta = body["metadata"]
+    if not all(current.get(key) == value for key, value in status.items()):
+        await cluster.patch_status(
+            kube.server_path(meta["namespace"], meta["name"]),
+            status,
+            resource_version=meta.get("resourceVersion") if only_as_read else None,
+        )
     if "conditions" in status:
         metrics.report_conditions(body, status["conditions"])
     if "services" in status:
         metrics.report_services(body, status["services"])
-    current = body.get("status") or {}
-    if all(current.get(key) == value for key, value in status.items()):
+
+
+# How many times `refresh` reads a MailServer again that was written while it looked.
+REFRESH_ATTEMPTS = 5
+
+
+async def refresh(cluster: kube.Cluster, body: Mapping[str, Any] | None) -> None:
+    """Bring a MailServer's replicas, endpoint, Ready and Progressing up to date with its
+    objects, keeping what its last reconcile said (Degraded, observedGeneration). `body` is
+    the MailServer as just read. The write is conditional on the version read: a reconcile
+    that wrote a fresh `Degraded` while this looked at the Deployments is read again, never
+    overwritten with the older read."""
+    for attempt in range(REFRESH_ATTEMPTS):
+        if attempt and body is not None:
+            meta = body["metadata"]
+            body = await cluster.get(kube.server_path(meta["namespace"], meta["name"]))
+        if body is None or not body.get("status"):
+            return  # gone, or not reconciled yet: its reconcile writes the first status
+        found = body["status"]
+        conditions = list(found.get("conditions") or [])
+        observed = await observe(cluster, body, conditions, found.get("observedGeneration"))
+        try:
+            await write(cluster, body, observed, only_as_read=True)
+        except kube.ApiError as error:
+            if error.status != 409:
+                raise
+            continue
         return
-    meta = body["metadata"]
-    await cluster.patch_status(kube.server_path(meta["namespace"], meta["name"]), status)

@@ -14,7 +14,7 @@ import collections
 import json
 import logging
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import nats.errors
 import nats.js.errors
@@ -55,7 +55,7 @@ def circuits(records: Iterable[tuple[str, bytes]]) -> list[queries.Circuit]:
                         domain=str(record["domain"]),
                         state=record["state"],
                         failures=len(record.get("failures", [])),
-                        until=float(record["until"]),
+                        until=datetime.fromtimestamp(float(record["until"]), UTC),
                         reason=str(record.get("reason", "")),
                     )
                 )

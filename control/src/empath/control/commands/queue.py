@@ -102,7 +102,7 @@ def stats_table(data: Any) -> Table:
     if stats.domains_omitted:
         table.caption += f"; {stats.domains_omitted} less busy domains not shown"
     for circuit in stats.circuits:
-        until = datetime.fromtimestamp(circuit.until, UTC)
+        until = circuit.until
         when = "probe due" if until <= datetime.now(UTC) else f"until {until:%H:%M:%S} UTC"
         if circuit.state == "half-open":
             when = "probing"
