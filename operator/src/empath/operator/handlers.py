@@ -27,6 +27,7 @@ from empath.operator import (
     kube,
     metadata,
     metrics,
+    plugincalls,
     plugins,
     pluginstatus,
     reconcile,
@@ -85,6 +86,8 @@ class State:
     apply_crds: bool = False
     # Each MailPlugin's labels and spec as last handled: its status writes change neither.
     plugins_seen: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
+    # How the MailPlugins' last calls are asked of each MailServer's control API.
+    calls: plugincalls.Caller = dataclasses.field(default_factory=plugincalls.Caller)
 
 
 async def _reconcile(
@@ -114,7 +117,7 @@ async def _refresh_plugins(state: State, namespace: str, logger: Any) -> None:
     """The MailPlugins' status after a reconcile; a failure to write it fails nothing else
     (the next reconcile writes it)."""
     try:
-        await pluginstatus.refresh(state.cluster, namespace)
+        await pluginstatus.refresh(state.cluster, namespace, state.calls)
     except kube.ApiError as error:
         logger.warning("MailPlugin status of %s not written: %s", namespace, error)
 
