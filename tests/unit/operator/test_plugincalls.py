@@ -18,8 +18,8 @@ from empath.operator import crds, main, plugincalls, pluginstatus
 from tests.specs import mailserver
 
 KEY = b"operator-key-0123456789abcdef"
-SELECTING = {"pluginSelector": {"matchLabels": {"team": "mail"}}}
-PLUGIN = {
+SELECTING: dict[str, Any] = {"pluginSelector": {"matchLabels": {"team": "mail"}}}
+PLUGIN: dict[str, Any] = {
     "apiVersion": f"{crds.GROUP}/{crds.VERSION}",
     "kind": "MailPlugin",
     "metadata": {"name": "spam-check", "namespace": "mail", "labels": {"team": "mail"}},
