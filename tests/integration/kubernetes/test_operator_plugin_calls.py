@@ -11,13 +11,12 @@ from typing import Any
 
 import httpx
 import pytest
-from aiohttp import web
 
 from empath.operator import plugincalls
 from tests.control_client import with_control
 from tests.emulator import Cluster
 from tests.operator_harness import NS, PLUGINS, SERVERS, Api, mailplugin, mailserver
-from tests.servers import free_port
+from tests.servers import continuing_plugin, free_port
 from tests.system import StartSystem
 from tests.wire import Wire
 
@@ -89,23 +88,13 @@ async def test_a_plugins_status_shows_its_failing_calls_then_ready_again(
     assert call["lastSuccess"] is None
 
     # The plugin comes up: its next call succeeds, and the MailPlugin is ready again.
-    async def answer(request: web.Request) -> web.Response:
-        return web.json_response({"version": 1, "action": "continue"})
-
-    app = web.Application()
-    app.router.add_post("/", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", hook).start()
+    async with continuing_plugin(hook, "/"):
         await send(system.smtp_port)
         recovered = await api.wait(
             f"{PLUGINS}/spam-check",
             lambda o: condition(o, "Ready").get("status") == "True",
             timeout=40,
         )
-    finally:
-        await runner.cleanup()
     assert condition(recovered, "Ready")["reason"] == "Selected"
     (call,) = recovered["status"]["lastCall"]
     assert call["state"] == "ready"
