@@ -5,6 +5,7 @@ may not read the token Secret."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from pathlib import Path
 from typing import Any
@@ -102,25 +103,41 @@ async def test_a_plugins_status_shows_its_failing_calls_then_ready_again(
     assert call["lastSuccess"] > call["lastFailure"]
 
 
-async def test_a_token_control_does_not_know_is_a_reason_never_a_crash(
+async def test_a_control_that_refuses_or_does_not_answer_is_a_reason_never_a_crash(
     start_system: StartSystem,
 ) -> None:
     """A token Secret made before the operator had its key holds a random token: control
-    refuses the derived one, and the status says why (as it does for a control that does
-    not answer)."""
+    refuses the derived one, and the status says why; so for a control that does not answer."""
     control = with_control("spool")  # control's token is the tests' own, not a derived one
     await start_system(**control)
     url = f"http://{control['control_listen']}/api/v1/plugins"
-    async with httpx.AsyncClient() as http:
-        refused = await plugincalls.ask(http, plugincalls.Caller(key=KEY, url=url), NS, "corp")
-        assert refused.plugins == {}
-        assert refused.problem is not None
-        assert refused.problem[0] == "ControlTokenUnknown"
-        assert "corp-control-token" in refused.problem[1]
-        gone = f"http://127.0.0.1:{free_port()}/api/v1/plugins"
-        unreachable = await plugincalls.ask(
-            http, plugincalls.Caller(key=KEY, url=gone, timeout=2), NS, "corp"
-        )
-        assert unreachable.problem is not None
-        assert unreachable.problem[0] == "ControlUnreachable"
-        assert unreachable.problem[1].startswith(f"{gone}: ConnectError")
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # reads the request, never answers
+        writer.close()
+
+    mute = await asyncio.start_server(silent, "127.0.0.1", 0)
+    mute_url = f"http://127.0.0.1:{mute.sockets[0].getsockname()[1]}/api/v1/plugins"
+    gone = f"http://127.0.0.1:{free_port()}/api/v1/plugins"
+    try:
+        async with httpx.AsyncClient() as http:
+
+            async def ask(at: str) -> tuple[str, str]:
+                heard = await plugincalls.ask(
+                    http, plugincalls.Caller(key=KEY, url=at, timeout=1), NS, "corp"
+                )
+                assert heard.plugins == {}
+                assert heard.problem is not None
+                return heard.problem
+
+            reason, message = await ask(url)
+            assert reason == "ControlTokenUnknown"
+            assert "corp-control-token" in message
+            reason, message = await ask(gone)
+            assert reason == "ControlUnreachable"
+            assert message.startswith(f"{gone}: ConnectError")
+            reason, message = await ask(mute_url)
+            assert reason == "ControlUnreachable"
+            assert message.startswith(f"{mute_url}: ")
+    finally:
+        mute.close()

@@ -11,6 +11,7 @@ as it is: control then refuses the operator, and the status says so (`ControlTok
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import hashlib
@@ -89,14 +90,20 @@ async def ask(http: httpx.AsyncClient, caller: Caller, namespace: str, name: str
     url = control_url(caller.url, namespace, name)
     token = control_token(caller.key, namespace, name)
     try:
-        async with http.stream(
-            "GET", url, headers={"Authorization": f"Bearer {token}"}, timeout=caller.timeout
-        ) as response:
+        # httpx's timeout bounds each read; this bounds the whole answer (one sent slowly).
+        async with (
+            asyncio.timeout(caller.timeout),
+            http.stream(
+                "GET", url, headers={"Authorization": f"Bearer {token}"}, timeout=caller.timeout
+            ) as response,
+        ):
             body = bytearray()
             async for chunk in response.aiter_bytes():
                 body += chunk
                 if len(body) > MOST_BYTES:
                     return Heard(problem=("ControlAnswerInvalid", f"{url}: answer too large"))
+    except TimeoutError:
+        return Heard(problem=("ControlUnreachable", f"{url}: no answer in {caller.timeout} s"))
     except httpx.HTTPError as error:
         return Heard(problem=("ControlUnreachable", f"{url}: {type(error).__name__}: {error}"))
     if response.status_code in (401, 403):
