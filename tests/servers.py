@@ -15,10 +15,11 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
+from aiohttp import web
 
 from empath.core import natsauth, up
 from tests.waiting import eventually
@@ -268,3 +269,22 @@ async def probe_ok(url: str, process: subprocess.Popen[str], timeout: float = 20
         )
         assert isinstance(answer, httpx.Response)
         return answer
+
+
+@contextlib.asynccontextmanager
+async def continuing_plugin(port: int, path: str = "/hook") -> AsyncIterator[None]:
+    """An HTTP plugin on loopback `port` that answers every call at `path` with continue
+    (a plugin that comes up, after its calls failed)."""
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response({"version": 1, "action": "continue"})
+
+    app = web.Application()
+    app.router.add_post(path, answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        yield
+    finally:
+        await runner.cleanup()

@@ -5,6 +5,7 @@ The operator's rendered objects get the same check: they are what a cluster woul
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -90,6 +91,7 @@ def test_default_values_install_the_operator_with_least_privilege() -> None:
         "ClusterRoleBinding",
         "ClusterRoleBinding",
         "Deployment",
+        "Secret",
         "ServiceAccount",
     ]
     (deployment,) = by_kind(objects, "Deployment")
@@ -108,6 +110,20 @@ def test_default_values_install_the_operator_with_least_privilege() -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    # The operator key, made once and kept, is mounted where its setting says, for the
+    # operator and its group alone.
+    (key,) = by_kind(objects, "Secret")
+    assert key["metadata"]["name"] == "empath-operator-key"
+    assert key["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert len(base64.b64decode(key["data"]["key"])) == 48
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["operator-key"]["secret"] == {
+        "secretName": "empath-operator-key",
+        "defaultMode": 0o440,
+    }
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert env["EMPATH_OPERATOR_KEY_FILE"] == f"{mounts['operator-key']}/key"
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"]
 
     rules = [rule for role in by_kind(objects, "ClusterRole") for rule in role["rules"]]
     for rule in rules:
@@ -180,7 +196,11 @@ def test_tryout_values_add_nats_an_object_store_and_an_example_mailserver() -> N
     (server,) = by_kind(objects, "MailServer")
     assert server["spec"]["nats"]["url"] == "nats://empath-nats.mail.svc:4222"
     assert server["spec"]["objectStore"]["endpoint"] == "http://empath-s3.mail.svc:8333"
-    secrets = {s["metadata"]["name"]: s["stringData"] for s in by_kind(objects, "Secret")}
+    secrets = {
+        s["metadata"]["name"]: s["stringData"]
+        for s in by_kind(objects, "Secret")
+        if s["metadata"]["name"] != "empath-operator-key"  # every installation's (above)
+    }
     assert set(secrets) == {
         "empath-s3-credentials",
         "empath-nats-credentials",

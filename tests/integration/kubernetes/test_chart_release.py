@@ -4,6 +4,7 @@ chart's appVersion, pinned to a base image digest; the chart ships with the tag 
 
 from __future__ import annotations
 
+import base64
 import re
 import subprocess
 from pathlib import Path
@@ -86,7 +87,7 @@ def test_the_version_check_passes_for_the_charts_own_tag_and_fails_for_another(
     assert run("v99.0.0", output) != 0
 
 
-def test_the_operator_settings_the_chart_sets_are_ones_it_reads() -> None:
+def test_the_operator_settings_the_chart_sets_are_ones_it_reads(tmp_path: Path) -> None:
     """Each EMPATH_OPERATOR_* the chart's Deployment sets parses as the operator's setting."""
     with helm.Chart.load(str(CHART)) as chart:
         files = chart.render({}, name="empath", namespace="mail", is_install=True)
@@ -101,6 +102,13 @@ def test_the_operator_settings_the_chart_sets_are_ones_it_reads() -> None:
         for e in container["env"]
         if e["name"].startswith(main.PREFIX) and "value" in e
     }
+    # The key file is the chart's operator key Secret, mounted: here, a file of its own.
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "operator-key"]
+    assert env.pop("key_file") == f"{mount['mountPath']}/key"
+    secret = yaml.safe_load(files["empath/templates/operator-key.yaml"])
+    (tmp_path / "key").write_bytes(base64.b64decode(secret["data"]["key"]))
+    env["key_file"] = str(tmp_path / "key")
     settings = main.OperatorSettings(**{k: v for k, v in env.items() if v != ""})
     assert settings.resync_seconds == 300
+    assert main.operator_key(settings) == base64.b64decode(secret["data"]["key"])
     assert settings.apply_crds is True

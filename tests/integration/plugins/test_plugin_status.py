@@ -9,11 +9,9 @@ import asyncio
 import json
 from typing import Any
 
-from aiohttp import web
-
 from tests.control_client import call, empathctl, with_control
 from tests.integration.plugins import samples
-from tests.servers import free_port
+from tests.servers import continuing_plugin, free_port
 from tests.system import StartSystem, System
 from tests.waiting import eventually
 from tests.wire import Wire
@@ -78,15 +76,7 @@ async def test_each_plugins_last_calls_are_published_and_shown(
     assert found["audit"]["reason"] == "an event plugin"
 
     # The remote plugin comes up: its next call succeeds, and it is ready again.
-    async def answer(request: web.Request) -> web.Response:
-        return web.json_response({"version": 1, "action": "continue"})
-
-    app = web.Application()
-    app.router.add_post("/hook", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+    async with continuing_plugin(port):
         wire = await Wire.open(system.smtp_port)
         assert (await wire.transaction("a@sender.test", ["u@example.com"], BODY)).startswith("250")
         await wire.close()
@@ -96,8 +86,6 @@ async def test_each_plugins_last_calls_are_published_and_shown(
             what="the remote plugin ready again",
             timeout=30,
         )
-    finally:
-        await runner.cleanup()
     remote = found["remote"]
     assert remote["calls"] == {"error": 1, "continue": 1}
     assert remote["last_success"] > remote["last_failure"]

@@ -10,6 +10,7 @@ __all__ = [
     "metadata",
     "metrics",
     "monitors",
+    "plugincalls",
     "plugins",
     "pluginstatus",
     "reconcile",

@@ -28,6 +28,7 @@ from empath.operator import (
     kube,
     metadata,
     metrics,
+    plugincalls,
     plugins,
     pluginstatus,
     reconcile,
@@ -93,6 +94,8 @@ class State:
     # kopf posts events only from the context of its handlers of objects: `resync` runs its
     # reconciles in a copy of one (the first MailServer handler's), so that they post too.
     posting: contextvars.Context | None = None
+    # How the MailPlugins' last calls are asked of each MailServer's control API.
+    calls: plugincalls.Caller = dataclasses.field(default_factory=plugincalls.Caller)
 
 
 async def _reconcile(
@@ -158,7 +161,7 @@ async def _refresh_plugins(state: State, namespace: str, logger: Any) -> None:
     """The MailPlugins' status after a reconcile; a failure to write it fails nothing else
     (the next reconcile writes it)."""
     try:
-        await pluginstatus.refresh(state.cluster, namespace)
+        await pluginstatus.refresh(state.cluster, namespace, state.calls)
     except kube.ApiError as error:
         logger.warning("MailPlugin status of %s not written: %s", namespace, error)
 

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import secrets
 import threading
+from pathlib import Path
 from typing import Annotated, Any
 
 import kopf
@@ -21,7 +22,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from empath.core import addresses, errors, logs, telemetry
 from empath.core.settings import split_commas
-from empath.operator import crds, handlers, kube, metrics, render
+from empath.operator import crds, handlers, kube, metrics, plugincalls, render
 
 log = logging.getLogger("empath.operator")
 
@@ -59,6 +60,15 @@ class OperatorSettings(BaseSettings):
     # A PodMonitor for each MailServer's pods, where the cluster serves PodMonitors (the
     # chart's `observability.podMonitor.enabled`).
     pod_monitors: bool = False
+    # The operator key (a file; the chart makes it once, as a Secret): the control token of
+    # each MailServer is derived from it, so the operator can ask control how the plugins'
+    # calls went and write it into the MailPlugins' status. Unset: it does not ask.
+    key_file: Path | None = None
+    # Where a MailServer's control API answers `GET /api/v1/plugins`: {name} and {namespace}
+    # are the MailServer's, {service} its control Service and {port} that Service's port.
+    control_url: str = plugincalls.DEFAULT_URL
+    # How long the operator waits for that answer.
+    control_timeout: float = Field(default=3.0, gt=0, le=60)
     log_format: str = Field(default="json", pattern="^(text|json)$")
     log_level: str = Field(default="INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
 
@@ -66,6 +76,23 @@ class OperatorSettings(BaseSettings):
     @classmethod
     def _split(cls, value: Any) -> Any:
         return split_commas(value)
+
+    @field_validator("key_file")
+    @classmethod
+    def _key_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                key = value.read_bytes().strip()
+            except OSError as error:
+                raise ValueError(f"cannot read {value}: {error.strerror}") from None
+            if len(key) < 16:
+                raise ValueError(f"{value} holds fewer than 16 bytes: not a key")
+        return value
+
+    @field_validator("control_url")
+    @classmethod
+    def _control_url(cls, value: str) -> str:
+        return plugincalls.check_template(value)
 
     @field_validator("health_listen")
     @classmethod
@@ -95,6 +122,11 @@ def load() -> OperatorSettings:
         raise errors.ConfigurationError("; ".join(problems)) from None
 
 
+def operator_key(settings: OperatorSettings) -> bytes | None:
+    """The operator key (surrounding white space is not part of it), or None: unset."""
+    return settings.key_file.read_bytes().strip() if settings.key_file else None
+
+
 def peering_priority(settings: OperatorSettings) -> int:
     """kopf pauses every peer that sees another of equal priority, so replicas of one
     Deployment must not share one: unless set, each process draws its own."""
@@ -116,6 +148,7 @@ async def run(
     priority = peering_priority(settings)
     if settings.peering:
         log.info("peering %r with priority %d", settings.peering, priority)
+    key = operator_key(settings)
     state = handlers.State(
         cluster=cluster,
         options=render.Options(
@@ -123,6 +156,10 @@ async def run(
             otlp_endpoint=settings.otlp_endpoint,
             pod_monitor=settings.pod_monitors,
             pull_secrets=tuple(settings.image_pull_secrets),
+            control_key=key,
+        ),
+        calls=plugincalls.Caller(
+            key=key, url=settings.control_url, timeout=settings.control_timeout
         ),
         schedule=handlers.Schedule(resync=settings.resync_seconds),
         apply_crds=settings.apply_crds,

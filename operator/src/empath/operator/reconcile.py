@@ -24,6 +24,7 @@ from empath.operator import (
     kube,
     metadata,
     monitors,
+    plugincalls,
     plugins,
     render,
     status,
@@ -31,11 +32,14 @@ from empath.operator import (
 )
 
 
-async def ensure_token(cluster: kube.Cluster, secret: dict[str, Any]) -> bool:
+async def ensure_token(
+    cluster: kube.Cluster, secret: dict[str, Any], token: str | None = None
+) -> bool:
     """The control token Secret: made once, never rewritten (clients hold the token). It is
     created without being read first (409: it exists, that token stands), so the operator
-    needs no right to read Secrets."""
-    token = secrets.token_urlsafe(32)
+    needs no right to read Secrets. `token`: the one derived from the operator key, which
+    the operator can call control with (`plugincalls`); without, a random one."""
+    token = token or secrets.token_urlsafe(32)
     data = {kubenames.CONTROL_TOKEN_KEY: base64.b64encode(token.encode()).decode()}
     return await cluster.create({**secret, "data": data}) is not None
 
@@ -145,7 +149,12 @@ async def reconcile(
 
     changed: list[str] = []
     try:
-        if await ensure_token(cluster, rendered.token_secret):
+        token = (
+            plugincalls.control_token(options.control_key, namespace, name)
+            if options.control_key is not None
+            else None
+        )
+        if await ensure_token(cluster, rendered.token_secret, token):
             changed.append(f"Secret/{kubenames.control_token_secret(name)}")
         if await ensure_event_keys(cluster, rendered.event_keys_secret):
             changed.append(f"Secret/{kubenames.event_keys_secret(name)}")

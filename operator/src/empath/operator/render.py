@@ -35,6 +35,9 @@ class Options:
     # A PodMonitor for each MailServer: asked for, and the cluster serves PodMonitors.
     pod_monitor: bool = False
     pull_secrets: tuple[str, ...] = ()
+    # The operator key: each control token Secret it creates holds the token derived from it
+    # (`plugincalls.control_token`), so that it can call control without reading Secrets.
+    control_key: bytes | None = None
 
 
 @dataclass(slots=True)
