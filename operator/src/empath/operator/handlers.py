@@ -22,7 +22,7 @@ from typing import Any
 
 import kopf
 
-from empath.core import kubeconfig
+from empath.core import kubeconfig, periodic
 from empath.operator import (
     crds,
     kube,
@@ -191,7 +191,10 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: Any, **_
     if state.apply_crds:
         await upgrade_crds(state.cluster, logger)
     # Started here, in kopf's loop; stopped at cleanup. (Its events: `State.posting`.)
-    memo.resyncing = asyncio.create_task(resync(memo.state, logger), name="empath-resync")
+    memo.resync_stop = asyncio.Event()
+    memo.resyncing = asyncio.create_task(
+        resync(memo.state, logger, memo.resync_stop), name="empath-resync"
+    )
 
 
 async def upgrade_crds(cluster: kube.Cluster, logger: Any) -> None:
@@ -212,7 +215,7 @@ async def upgrade_crds(cluster: kube.Cluster, logger: Any) -> None:
 async def stop_resync(memo: Any, **_: Any) -> None:
     task: asyncio.Task[None] | None = getattr(memo, "resyncing", None)
     if task is not None:
-        task.cancel()
+        memo.resync_stop.set()  # a reconcile in progress is let finish
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
@@ -367,23 +370,32 @@ async def child_changed(
     await status.refresh(cluster, body)
 
 
-async def resync(state: State, logger: Any) -> None:
+async def resync(state: State, logger: Any, stop: asyncio.Event) -> None:
     """Reconcile each MailServer when it is due: the periodic resync, or the retry of a
     failed reconcile (whatever caused it). Hand edits of its objects are put back this way.
-    Runs beside kopf for as long as the operator does; it knows the MailServers the handlers
-    above have reconciled (a replica kopf keeps on standby knows none)."""
-    while True:
-        await asyncio.sleep(TICK)
-        for key in [key for key in list(state.schedule.due) if state.schedule.is_due(key)]:
-            try:
-                reconciling = _reconcile_later_if_failing(key, state, logger)
-                if state.posting is None:
-                    await reconciling
-                else:
-                    await asyncio.create_task(reconciling, context=state.posting.copy())
-            except Exception as error:  # the loop outlives any one MailServer's failure
-                delay = state.schedule.failed(key)
-                logger.warning("MailServer %s: %s; trying again in %.0f s", key[1], error, delay)
+    Runs beside kopf until `stop`; it knows the MailServers the handlers above have reconciled
+    (a replica kopf keeps on standby knows none)."""
+    await periodic.every(
+        TICK,
+        lambda: _resync_due(state, logger),
+        stop=stop,
+        log=logging.getLogger("empath.operator"),
+        what="resync failed",
+        wait_first=True,
+    )
+
+
+async def _resync_due(state: State, logger: Any) -> None:
+    for key in [key for key in list(state.schedule.due) if state.schedule.is_due(key)]:
+        try:
+            reconciling = _reconcile_later_if_failing(key, state, logger)
+            if state.posting is None:
+                await reconciling
+            else:
+                await asyncio.create_task(reconciling, context=state.posting.copy())
+        except Exception as error:  # one MailServer's failure does not hold up the others
+            delay = state.schedule.failed(key)
+            logger.warning("MailServer %s: %s; trying again in %.0f s", key[1], error, delay)
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:
