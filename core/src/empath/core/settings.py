@@ -11,6 +11,7 @@ import ipaddress
 import json
 import os
 import socket
+import ssl
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
@@ -177,6 +178,9 @@ class Settings(BaseSettings):
     s3_region: str | None = None
     s3_timeout: float = Field(default=30.0, gt=0)
     s3_threads: int = Field(default=16, ge=1, le=256)
+    # The CA bundle an `https` endpoint's certificate is verified with (a private CA); unset:
+    # the system's. Verification is never off.
+    s3_tls_ca: Path | None = None
 
     # SMTP ingress.
     hostname: str = Field(default_factory=socket.getfqdn, min_length=1)
@@ -543,6 +547,21 @@ class Settings(BaseSettings):
                 f"{ENV_PREFIX}SUBMISSION_LISTEN needs {ENV_PREFIX}TLS_CERT_FILE, "
                 f"{ENV_PREFIX}TLS_KEY_FILE and {ENV_PREFIX}AUTH_CREDENTIALS_FILE"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _s3_tls_ca(self) -> Settings:
+        """The store's CA is loaded as the store client will load it, so that a missing,
+        unreadable or malformed bundle stops the service at start, not its first message."""
+        if self.s3_tls_ca is None:
+            return self
+        name = f"{ENV_PREFIX}S3_TLS_CA"
+        if not self.s3_secure:
+            raise ValueError(f"{name}: given, but {ENV_PREFIX}S3_ENDPOINT is not https")
+        try:
+            ssl.create_default_context(cafile=str(self.s3_tls_ca))
+        except (OSError, ssl.SSLError) as error:
+            raise ValueError(f"{name}: cannot load {self.s3_tls_ca}: {error}") from None
         return self
 
     @property

@@ -86,6 +86,10 @@ class ObjectStore:
             ),
             maxsize=settings.s3_threads,
             retries=retries(),
+            # An https endpoint's certificate is always verified: with the given CA bundle
+            # (EMPATH_S3_TLS_CA, a private CA), else with the system's.
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=str(settings.s3_tls_ca) if settings.s3_tls_ca is not None else None,
         )
         self._client = Minio(
             settings.s3_host,
