@@ -79,3 +79,10 @@ def test_submission_on_the_smtp_port_is_refused() -> None:
 def test_the_existing_rules_still_hold() -> None:
     body = mailserver(nats={"url": "nats://n:4222", "urlSecret": {"name": "s"}})
     assert admitted(body) == ["set exactly one of url and urlSecret"]
+
+
+def test_a_ca_for_an_object_store_reached_over_plain_http_is_refused() -> None:
+    store = {"credentialsSecret": "s3", "caSecret": {"name": "s3-ca"}}
+    body = mailserver(objectStore={**store, "endpoint": "http://s3.mail.svc:8333"})
+    assert admitted(body) == ["caSecret is for an https:// endpoint"]
+    assert admitted(mailserver(objectStore={**store, "endpoint": "https://s3.example.net"})) == []

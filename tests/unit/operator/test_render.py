@@ -211,3 +211,18 @@ def test_ingress_and_the_spool_mount_only_their_own_event_keys() -> None:
         env, keys = pod_files(made, component)
         assert keys == set()
         assert not any(name.startswith("EMPATH_EVENT_") for name in env)
+
+
+def test_every_pod_mounts_the_object_stores_ca_and_verifies_the_store_with_it() -> None:
+    store = {"endpoint": "https://s3.example.net", "credentialsSecret": "s3"}
+    made = render.render(server(objectStore={**store, "caSecret": {"name": "s3-ca"}}), [], OPTIONS)
+    for component in ("ingress", "spool", "delivery", "control"):
+        env, keys = pod_files(made, component)
+        assert env["EMPATH_S3_TLS_CA"] == "/etc/empath/s3/ca.pem"
+        assert {k for k in keys if k.startswith("s3-ca:")} == {"s3-ca:ca.crt"}
+    # Without it the pods verify the store with the system's CAs; another CA rolls the pods.
+    plain = render.render(server(objectStore=store), [], OPTIONS)
+    env, keys = pod_files(plain, "delivery")
+    assert "EMPATH_S3_TLS_CA" not in env
+    assert keys == set()
+    assert plain.config_hash != made.config_hash

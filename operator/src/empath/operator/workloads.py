@@ -23,6 +23,7 @@ TLS_DIR = "/etc/empath/tls"
 AUTH_DIR = "/etc/empath/auth"
 NATS_DIR = "/etc/empath/nats"
 EVENTS_DIR = "/etc/empath/events"
+STORE_CA_DIR = "/etc/empath/s3"
 SECRET_MODE = 0o440  # readable by the pod's group (fsGroup) only
 # The event keys each service gets (README "Security"): its private key first.
 EVENT_KEYS = {
@@ -69,10 +70,18 @@ Files = tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]
 
 
 def _credentials(body: Mapping[str, Any], component: str) -> Files:
-    """The environment, volumes and mounts of a service's own NATS password and event keys."""
+    """The environment, volumes and mounts of a service's own NATS password and event keys,
+    and of the object store's CA bundle (`spec.objectStore.caSecret`), which every pod uses."""
     env: list[dict[str, Any]] = []
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
+    store_ca = body["spec"]["objectStore"].get("caSecret")
+    if store_ca:
+        key = store_ca.get("key", "ca.crt")
+        volume, mount = secret_files("s3-ca", store_ca["name"], {key: "ca.pem"}, STORE_CA_DIR)
+        volumes.append(volume)
+        mounts.append(mount)
+        env.append({"name": "EMPATH_S3_TLS_CA", "value": f"{STORE_CA_DIR}/ca.pem"})
     secret = body["spec"]["nats"].get("credentialsSecret")
     if secret:
         volume, mount = secret_files("nats", secret, {component: "password"}, NATS_DIR)
