@@ -432,13 +432,16 @@ async def consume(
     concurrency: int = 1,
     ack_wait: float = 30.0,
     retry_delay: float = 5.0,
+    backoff_to: float | None = None,
 ) -> None:
     """Feed messages of a durable pull consumer to `handle` until `stop` is set.
 
     Any number of processes may run the same durable consumer: JetStream hands each message
     to one of them, and redelivers it when that one does not ack within `ack_wait` (a handler
     that needs longer reports progress; see `keep_alive`). Up to `concurrency` messages are
-    handled at once; on stop, those in flight are finished before this returns.
+    handled at once; on stop, those in flight are finished before this returns. A message a
+    handler puts back (a temporary failure) comes again after `retry_delay`, or, with
+    `backoff_to`, after a delay that doubles with each delivery of it, up to that many seconds.
     """
     config = ConsumerConfig(
         durable_name=durable,
@@ -478,10 +481,12 @@ async def consume(
             metrics.consumer_backlog.set(pending, {"consumer": durable})
             if concurrency == 1:
                 for msg in msgs:
-                    await _dispatch(msg, handle, retry_delay, ack_wait)
+                    await _dispatch(msg, handle, retry_delay, ack_wait, backoff_to)
                 continue
             for msg in msgs:
-                task = asyncio.create_task(_dispatch(msg, handle, retry_delay, ack_wait))
+                task = asyncio.create_task(
+                    _dispatch(msg, handle, retry_delay, ack_wait, backoff_to)
+                )
                 inflight.add(task)
                 task.add_done_callback(inflight.discard)
         if inflight:
@@ -513,22 +518,41 @@ async def keep_alive(msg: Msg, every: float = 10.0) -> AsyncIterator[None]:
         await task
 
 
-async def _dispatch(msg: Msg, handle: Handler, retry_delay: float, ack_wait: float) -> None:
+def deliveries(msg: Msg) -> int:
+    """How many times JetStream has delivered this message (1 the first time)."""
+    try:
+        return max(1, int(msg.metadata.num_delivered))
+    except (AttributeError, ValueError, TypeError):  # not a JetStream message
+        return 1
+
+
+def retry_delay_of(msg: Msg, retry_delay: float, backoff_to: float | None) -> float:
+    """When a message put back comes again: `retry_delay`, doubled for each earlier delivery
+    when backing off, up to `backoff_to`."""
+    if backoff_to is None:
+        return retry_delay
+    return float(min(retry_delay * 2 ** min(deliveries(msg) - 1, 20), max(backoff_to, retry_delay)))
+
+
+async def _dispatch(
+    msg: Msg, handle: Handler, retry_delay: float, ack_wait: float, backoff_to: float | None
+) -> None:
+    delay = retry_delay_of(msg, retry_delay, backoff_to)
     try:
         async with keep_alive(msg, every=ack_wait / 3):
             await handle(msg)
     except errors.EmpathError as error:
         about = log if error.queue_id is None else logs.for_message(log, error.queue_id)
         if error.temporary:
-            about.warning("will retry %s: %s", msg.subject, error)
-            await _settle(msg.nak(delay=retry_delay))
+            about.warning("will retry %s in %.0fs: %s", msg.subject, delay, error)
+            await _settle(msg.nak(delay=delay))
         else:
             about.error("dropping %s: %s", msg.subject, error)
             await _settle(msg.term())
         return
     except Exception:
-        log.exception("unexpected error handling %s; will retry", msg.subject)
-        await _settle(msg.nak(delay=retry_delay))
+        log.exception("unexpected error handling %s; will retry in %.0fs", msg.subject, delay)
+        await _settle(msg.nak(delay=delay))
         return
     await _settle(msg.ack())
 

@@ -82,6 +82,9 @@ async def run(runtime: services.Runtime) -> None:
             batch=settings.delivery_concurrency,
             concurrency=settings.delivery_concurrency,
             ack_wait=settings.delivery_ack_wait,
+            # A job that fails before its attempt comes back later each time, and after
+            # `worker.MAX_DELIVERIES` it is counted as a deferred attempt (`Worker.handle`).
+            backoff_to=120.0,
         )
         await heartbeat
         await events_out.close()

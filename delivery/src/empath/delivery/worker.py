@@ -44,6 +44,9 @@ tracer = telemetry.tracer("empath.delivery")
 
 # Seconds an outcome is tried again while NATS is unreachable before its job is sent back.
 OUTCOME_PATIENCE = 300.0
+# Deliveries of one job (its first included) before it counts as a deferred attempt unsent: with
+# the consumer's back-off (5, 10, 20, 40 s) about a minute and a quarter of trying.
+MAX_DELIVERIES = 5
 
 
 def outcome_of(error: resolver.DeliveryError) -> events.Outcome:
@@ -93,7 +96,23 @@ class Worker:
                 )
                 return
             started = datetime.now(UTC)
-            results = await self.attempt(job)
+            came = bus.deliveries(msg)
+            if came > MAX_DELIVERIES:
+                # Put back again and again before any outcome (a failure outside the attempt,
+                # a worker dying on it, a long freeze): it counts as a deferred attempt now,
+                # so the retry schedule and `max_attempts` apply to it like to any other.
+                inbound.log.warning(
+                    "job for attempt %d came back %d times without an outcome: deferred",
+                    job.attempt,
+                    came - 1,
+                )
+                reply = f"451 4.3.0 The delivery job came back {came - 1} times without an outcome"
+                results = [
+                    events.RecipientResult(address=r.address, outcome="deferred", reply=reply)
+                    for r in job.envelope.recipients
+                ]
+            else:
+                results = await self.attempt(job)
             _measure(results, seconds=(datetime.now(UTC) - started).total_seconds())
             event = events.Attempted(
                 id=job.id,
