@@ -14,6 +14,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import minio
+import minio.error
 import nats
 import nats.errors
 import pytest
@@ -167,6 +169,7 @@ async def test_up_runs_the_system_and_a_restart_finds_the_queue_as_it_was(
 
     credentials = up_module.credentials_dir(tmp_path / "data")
     passwords = {path.name: path.read_text() for path in credentials.glob("*.password")}
+    s3_secret = (credentials / "s3-secret-key").read_text().strip()
     # The event keys that signed and checked the message's `received` (it was queued).
     keys = {path.name: path.read_bytes() for path in credentials.glob("event-*")}
     assert sorted(keys) == ["event-ingress.key", "event-spool.key", "event-trusted.pub"]
@@ -180,6 +183,18 @@ async def test_up_runs_the_system_and_a_restart_finds_the_queue_as_it_was(
     assert {oct(path.stat().st_mode & 0o777) for path in credentials.iterdir()} == {"0o600"}
     with pytest.raises(nats.errors.Error, match="Authorization Violation"):
         await nats.connect(f"nats://127.0.0.1:{ports['nats']}", allow_reconnect=False)
+    # The object store it started takes the secret it made (and kept), not the built-in one.
+    assert (credentials / "s3-secret-key").read_text().strip() == s3_secret
+
+    def bucket_seen(secret_key: str) -> bool:
+        client = minio.Minio(
+            f"127.0.0.1:{ports['s3']}", access_key="empath", secret_key=secret_key, secure=False
+        )
+        return client.bucket_exists("empath")
+
+    assert await asyncio.to_thread(bucket_seen, s3_secret)
+    with pytest.raises(minio.error.S3Error):
+        await asyncio.to_thread(bucket_seen, "empath-dev-secret")
     assert await asyncio.to_thread(restarted.stop, signal.SIGINT) == 0
 
 

@@ -281,16 +281,17 @@ def ensure_passwords(directory: Path, users: tuple[str, ...] = (*ROLES, ADMIN)) 
     and read back on later starts, so a restart keeps them. The `plugin` user is made only
     when asked for (`python -m empath.core.natsauth` does)."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    passwords = {}
-    for user in users:
-        path = password_file(directory, user)
-        if not path.is_file() or not path.read_text().strip():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(secrets.token_urlsafe(32) + "\n")
-        path.chmod(0o600)
-        passwords[user] = path.read_text().strip()
-    return passwords
+    return {user: ensure_secret(password_file(directory, user)) for user in users}
+
+
+def ensure_secret(path: Path) -> str:
+    """A random secret kept in `path` (mode 0600): made the first time, read back after."""
+    if not path.is_file() or not path.read_text().strip():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(32) + "\n")
+    path.chmod(0o600)
+    return path.read_text().strip()
 
 
 def write_server_config(path: Path, passwords: dict[str, str]) -> Path:

@@ -235,6 +235,13 @@ async def infrastructure(settings: Settings) -> AsyncIterator[Settings]:
             host, port = addresses.parse_hostport(settings.up_nats_listen)
             endpoints["nats_url"] = f"nats://{host}:{port}"
         if "s3_endpoint" not in settings.model_fields_set:
+            if "s3_secret_key" not in settings.model_fields_set:
+                # The store started here gets a secret of its own, kept with the NATS
+                # passwords: the built-in one is known to every local user.
+                credentials = credentials_dir(data)
+                credentials.mkdir(mode=0o700, parents=True, exist_ok=True)
+                secret = natsauth.ensure_secret(credentials / "s3-secret-key")
+                settings = settings.model_copy(update={"s3_secret_key": SecretStr(secret)})
             children.append(await start_object_store(settings, data))
             host, port = addresses.parse_hostport(settings.up_s3_listen)
             endpoints["s3_endpoint"] = f"http://{host}:{port}"
