@@ -125,6 +125,10 @@ class Scheduler:
         self.flags = flag_store
         self.view = live
         self.removals = removals
+        # Whether the queue is frozen, as the intake asks for every message: read at most twice
+        # a second (a message dispatched on arrival just after a freeze is held back by
+        # delivery, which reads the flag itself before every job), and at once after this
+        # spool's own API changed it. The ticks read the flag itself.
         self.frozen_flag = flags.Cached(flag_store)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -221,7 +225,7 @@ class Scheduler:
         no second write, no read of the body from the bucket. A message that is not due yet, or
         arrives while the queue is frozen, is recorded as queued and left to the ticks.
         False when the message was recorded already (a repeated event)."""
-        claim = None if await self.frozen() else claimed(entry, now)
+        claim = None if await self.frozen_flag() else claimed(entry, now)
         if not await self.records.create(claim or entry):
             return False
         if claim is None:
@@ -266,12 +270,6 @@ class Scheduler:
         await self.publish(entry)
         await self._confirm(entry)
         return 1
-
-    async def frozen(self) -> bool:
-        """Whether the queue is frozen, read at most twice a second on a busy intake (a
-        message dispatched on arrival just after a freeze is held back by delivery, which
-        reads the flag itself before every job)."""
-        return await self.frozen_flag()
 
     async def _confirm(self, claim: queue.Entry) -> None:
         """Clear the lease of a claim whose job JetStream acknowledged. When this write fails,
