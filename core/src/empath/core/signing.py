@@ -29,7 +29,7 @@ import hashlib
 import os
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -77,6 +77,11 @@ class Signer:
     """A service's private key, signing what it publishes."""
 
     private: ed25519.Ed25519PrivateKey
+    # The id of its public key, made once: `sign` runs for every message ingress accepts.
+    key: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", key_id(self.public))
 
     @property
     def public(self) -> ed25519.Ed25519PublicKey:
@@ -85,7 +90,7 @@ class Signer:
     def sign(self, subject: str, data: bytes) -> str:
         """The value of the signature header for `data` published on `subject`."""
         signature = self.private.sign(_signed_bytes(subject, data))
-        return f"{ALGORITHM} {key_id(self.public)} {base64.b64encode(signature).decode()}"
+        return f"{ALGORITHM} {self.key} {base64.b64encode(signature).decode()}"
 
 
 @dataclass(frozen=True, slots=True)
