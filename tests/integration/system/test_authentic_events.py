@@ -11,7 +11,7 @@ sends nothing, and is counted. Each runs against real services, each on its own 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import nats
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from empath.core import errors, events, ids, names, natsauth, settings, signing, store
+from empath.core import errors, events, ids, names, natsauth, settings, signing, store, up
 from tests import system as system_support
 from tests.counters import scraped
 from tests.dns_server import DnsServer
@@ -101,6 +101,115 @@ async def test_a_received_event_not_signed_by_a_trusted_key_is_not_queued(
 
 
 REASONS = ("missing", "malformed", "unknown-key", "bad")
+
+
+def received_v2(queue_id: str, body_key: str) -> bytes:
+    """A `received` as an ingress of the version before signing published it."""
+    event = events.ReceivedV2(
+        id=queue_id,
+        body_key=body_key,
+        size=40,
+        received_at=datetime.now(UTC),
+        envelope=events.Envelope(
+            sender="old@sender.test", recipients=(events.Recipient(address="u@example.com"),)
+        ),
+        client=events.Client(ip="127.0.0.1", helo="old-ingress.test"),
+    )
+    return event.model_dump_json().encode()
+
+
+class OldIngress:
+    """An ingress pod of the version before signing: it stores the body, publishes unsigned."""
+
+    def __init__(self, js: Any, objects: store.ObjectStore) -> None:
+        self.js, self.objects = js, objects
+
+    async def accept(self, headers: dict[str, str] | None = None) -> str:
+        queue_id = ids.new_id()
+        key = store.body_key(queue_id, datetime.now(UTC))
+        await self.objects.put(key, b"Subject: accepted\r\n\r\nbefore the upgrade\r\n")
+        await self.js.publish(
+            names.RECEIVED_SUBJECT,
+            received_v2(queue_id, key),
+            headers={**(headers or {}), "Nats-Msg-Id": queue_id},
+        )
+        return queue_id
+
+
+async def test_an_upgrade_to_signed_events_queues_what_old_ingress_pods_accepted(
+    secure_nats: tuple[str, Path], make_settings: Callable[..., settings.Settings]
+) -> None:
+    """A rolling upgrade: messages an old ingress answered 250 for, before the new spool
+    started and while it runs, are queued; a forged signature still is not; the window is the
+    installation's, kept across spool restarts."""
+    url, credentials = secure_nats
+    config = make_settings(nats_url=url, event_unsigned_grace=600)
+    await up.prepare(up.role_settings(config, natsauth.ADMIN, credentials))
+    connection = await connect_as(url, credentials, "ingress")
+    objects = store.ObjectStore(config)
+    await objects.ensure_bucket()
+    old = OldIngress(connection.jetstream(timeout=5), objects)
+    refused = scraped("empath_spool_received_refused_total", reason="malformed")
+    try:
+        before = await old.accept()
+        started = datetime.now(UTC)
+        async with system_support.as_roles_running(
+            config, ("ingress", "spool"), credentials
+        ) as sut:
+            during = await old.accept()
+            forged = await old.accept({signing.HEADER: "ed25519 nonsense"})
+            signed = await send(sut, "a@sender.test", ["u@example.com"])
+            await sut.consumed(names.RECEIVED_STREAM, names.SPOOL_RECEIVED_CONSUMER)
+            for queue_id in (before, during):
+                entry = await sut.records.get(queue_id)
+                assert entry.sender == "old@sender.test"
+            assert (await sut.records.get(signed)).sender == "a@sender.test"
+            with pytest.raises(errors.NotFound):
+                await sut.records.get(forged)
+            assert scraped("empath_spool_received_refused_total", reason="malformed") == refused + 1
+            flags = await sut.bus.key_value(names.FLAGS_BUCKET)
+            written = (await flags.get(names.UNSIGNED_UNTIL_FLAG)).value or b""
+            until = datetime.fromisoformat(written.decode())
+            assert 599 <= (until - started).total_seconds() <= 660
+        # A spool started again, even with another grace, keeps the installation's window.
+        again = config.model_copy(update={"event_unsigned_grace": 0})
+        async with system_support.as_roles_running(again, ("spool",), credentials) as sut:
+            late = await old.accept()
+            assert (await sut.entry(late)).sender == "old@sender.test"
+    finally:
+        await connection.close()
+        objects.close()
+
+
+@pytest.mark.parametrize("history", ["new installation", "window closed"])
+async def test_unsigned_events_are_refused_outside_an_upgrade_window(
+    history: str, secure_nats: tuple[str, Path], make_settings: Callable[..., settings.Settings]
+) -> None:
+    url, credentials = secure_nats
+    config = make_settings(nats_url=url, event_unsigned_grace=600)
+    await up.prepare(up.role_settings(config, natsauth.ADMIN, credentials))
+    connection = await connect_as(url, credentials, "ingress")
+    objects = store.ObjectStore(config)
+    await objects.ensure_bucket()
+    old = OldIngress(connection.jetstream(timeout=5), objects)
+    refused = scraped("empath_spool_received_refused_total", reason="missing")
+    try:
+        if history == "window closed":
+            # An upgrade an hour ago: its window is over.
+            admin = await connect_as(url, credentials, natsauth.ADMIN)
+            flags = await admin.jetstream().key_value(names.FLAGS_BUCKET)
+            closed = datetime.now(UTC) - timedelta(hours=1)
+            await flags.create(names.UNSIGNED_UNTIL_FLAG, closed.isoformat().encode())
+            await admin.close()
+        async with system_support.as_roles_running(config, ("spool",), credentials) as sut:
+            unsigned = await old.accept()
+            await sut.consumed(names.RECEIVED_STREAM, names.SPOOL_RECEIVED_CONSUMER)
+            with pytest.raises(errors.NotFound):
+                await sut.records.get(unsigned)
+            assert scraped("empath_spool_received_refused_total", reason="missing") == refused + 1
+    finally:
+        await connection.close()
+        objects.close()
 
 
 async def test_a_forged_job_naming_another_messages_body_sends_nothing(

@@ -65,6 +65,9 @@ QUEUE_KEY_PREFIX = "msg."
 # KV bucket holding queue-wide flags.
 FLAGS_BUCKET = "empath_flags"
 FROZEN_FLAG = "queue.frozen"
+# Until when the spool still takes unsigned `received` events stored by JetStream before then
+# (an ISO 8601 time; written once, when a spool first starts with signing: `signing.Window`).
+UNSIGNED_UNTIL_FLAG = "signing.unsigned-until"
 # KV bucket where every running service instance renews a heartbeat (entries expire).
 SERVICES_BUCKET = "empath_services"
 HEARTBEAT_TTL_SECONDS = 30.0

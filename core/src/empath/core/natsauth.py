@@ -193,6 +193,8 @@ PERMISSIONS: dict[str, Permissions] = {
             *(names.plugin_event_subject(event) for event in SPOOL_EVENTS),
             *(f"{API}.STREAM.{v}.{s.name}" for s in names.STREAMS for v in ("CREATE", "UPDATE")),
             *_consume(names.RECEIVED_STREAM, names.SPOOL_RECEIVED_CONSUMER),
+            # Whether the last `received` is signed, when signing begins (`intake`).
+            f"{API}.STREAM.MSG.GET.{names.RECEIVED_STREAM.name}",
             *_consume(names.ATTEMPTED_STREAM, names.SPOOL_ATTEMPTED_CONSUMER),
             *_kv_read(names.QUEUE_BUCKET),
             *_kv_write(names.QUEUE_BUCKET),

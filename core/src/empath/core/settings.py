@@ -309,6 +309,11 @@ class Settings(BaseSettings):
     event_signing: Literal["on", "off"] = "on"
     event_signing_key_file: Path | None = None
     event_trusted_keys_file: Path | None = None
+    # Upgrading from a version without signing (README "Security"): for this many seconds after
+    # a spool first starts with signing while the last `received` is unsigned (an ingress pod
+    # not yet upgraded), it still queues unsigned events JetStream stored until then; 0
+    # refuses them from the start.
+    event_unsigned_grace: float = Field(default=3600, ge=0, le=7 * 86400)
 
     @model_validator(mode="before")
     @classmethod

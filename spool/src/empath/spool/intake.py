@@ -9,6 +9,16 @@ with a key it trusts (`empath.core.signing`). Any other is refused before it is 
 logged, counted (`empath.spool.received.refused.total`) and dropped, and its body is left
 alone (a forged event may well name another message's body).
 
+Upgrading from a version without signing: ingress pods not yet upgraded publish unsigned events
+until they are replaced. The first spool that starts with signing
+writes a time into the flags bucket (`names.UNSIGNED_UNTIL_FLAG`, once for the installation):
+`EMPATH_EVENT_UNSIGNED_GRACE` from then when the last event in the `received` stream carries no
+signature (an old ingress is publishing), otherwise none. Until that time an event with no
+signature at all is still queued if JetStream stored it before then (the stream's own
+timestamp, which no publisher sets), with a line naming it. A new installation, or one whose
+ingress signs already, never takes an unsigned event; a bad signature or an unknown key is
+never taken.
+
 The body is not looked up here. An event whose body is gone exists when ingress could not
 confirm its publish, removed the body and answered 451 while the event did reach JetStream;
 that is rare, and a look at the bucket for every message to catch it cost a request per
@@ -18,11 +28,13 @@ message. Such a message is found at its first attempt instead (`outcomes.void`).
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+import nats.js.errors
 from nats.aio.msg import Msg
+from nats.js.kv import KeyValue
 
-from empath.core import consumers, events, metrics, names, queue, signing, telemetry
+from empath.core import bus, consumers, events, metrics, names, queue, signing, telemetry
 from empath.spool import records, scheduler
 
 log = logging.getLogger("empath.spool.intake")
@@ -39,10 +51,13 @@ class Intake:
         records: records.Records,
         dispatcher: scheduler.Scheduler | None = None,
         verifier: signing.Verifier | None = None,
+        unsigned_until: datetime | None = None,
     ) -> None:
         self.records = records
         self.dispatcher = dispatcher
         self.verifier = verifier  # None: signing is off, every event is taken
+        # Unsigned events JetStream stored before this are still taken (`unsigned_window`).
+        self.unsigned_until = unsigned_until
 
     async def handle(self, msg: Msg) -> None:
         """Record one accepted message; safe to run twice (and on two replicas) for one event."""
@@ -50,6 +65,15 @@ class Intake:
             try:
                 self.verifier.verify(names.RECEIVED_SUBJECT, msg.data, msg.headers)
             except signing.Unauthentic as error:
+                if self._before_signing(msg, error):
+                    log.warning(
+                        "received event taken unsigned: stored at %s, before signing began "
+                        "(an ingress not yet upgraded; stream sequence %s)",
+                        msg.metadata.timestamp.isoformat(),
+                        _sequence(msg),
+                    )
+                    await self._record(msg)
+                    return
                 metrics.received_refused.add(1, {"reason": error.reason})
                 log.warning(
                     "received event refused, not queued: %s (stream sequence %s, msg id %s)",
@@ -58,6 +82,17 @@ class Intake:
                     (msg.headers or {}).get("Nats-Msg-Id", "")[:100],
                 )
                 return
+        await self._record(msg)
+
+    def _before_signing(self, msg: Msg, error: signing.Unauthentic) -> bool:
+        if error.reason != "missing" or self.unsigned_until is None:
+            return False
+        try:
+            return msg.metadata.timestamp < self.unsigned_until
+        except (AttributeError, ValueError):  # not from a JetStream consumer: no stored time
+            return False
+
+    async def _record(self, msg: Msg) -> None:
         with consumers.receive(
             msg, events.Received, log=log, tracer=tracer, span="spool.intake"
         ) as inbound:
@@ -79,6 +114,50 @@ class Intake:
             else:
                 # A redelivered event (or one two replicas both took): the first one counts.
                 mlog.info("already recorded: dropping the repeated received event")
+
+
+async def unsigned_window(connection: bus.Bus, flags: KeyValue, *, grace: float) -> datetime:
+    """Until when unsigned events are taken: the time written by the first spool that started
+    with signing, or now written by this one: `grace` from now when the last event in the
+    `received` stream is unsigned (an ingress of a version without signing), else never."""
+    try:
+        return _parse_time((await flags.get(names.UNSIGNED_UNTIL_FLAG)).value)
+    except (nats.js.errors.KeyNotFoundError, nats.js.errors.KeyDeletedError):
+        pass
+    now = datetime.now(UTC)
+    until = now + timedelta(seconds=grace) if grace and await _last_unsigned(connection) else NEVER
+    try:
+        await flags.create(names.UNSIGNED_UNTIL_FLAG, until.isoformat().encode())
+    except nats.js.errors.KeyWrongLastSequenceError:  # another replica wrote it first
+        return _parse_time((await flags.get(names.UNSIGNED_UNTIL_FLAG)).value)
+    if until > now:
+        log.warning(
+            "signing begins while ingress publishes unsigned received events: those JetStream "
+            "stores before %s are still queued (EMPATH_EVENT_UNSIGNED_GRACE)",
+            until.isoformat(),
+        )
+    return until
+
+
+# Before any event: no unsigned event is taken.
+NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+async def _last_unsigned(connection: bus.Bus) -> bool:
+    try:
+        last = await connection.js.get_last_msg(names.RECEIVED_STREAM.name, names.RECEIVED_SUBJECT)
+    except nats.js.errors.NotFoundError:  # a new installation: nothing published yet
+        return False
+    return signing.HEADER not in (last.headers or {})
+
+
+def _parse_time(value: bytes | None) -> datetime:
+    try:
+        parsed = datetime.fromisoformat((value or b"").decode())
+    except (UnicodeDecodeError, ValueError):
+        # Not ours (the bucket is the spool's and control's): take nothing unsigned.
+        return NEVER
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _sequence(msg: Msg) -> int | None:

@@ -56,7 +56,14 @@ async def run(runtime: services.Runtime) -> None:
             live=live,
             removals=bodies,
         )
-        worker = intake.Intake(records=queue_records, dispatcher=planner, verifier=verifier)
+        worker = intake.Intake(
+            records=queue_records,
+            dispatcher=planner,
+            verifier=verifier,
+            unsigned_until=None
+            if verifier is None
+            else await intake.unsigned_window(bus, flags, grace=settings.event_unsigned_grace),
+        )
         query = api.QueryAPI(
             bus.nc, queue_records, flags, live, objects, frozen=planner.frozen_flag
         )
