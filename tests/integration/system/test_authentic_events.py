@@ -37,12 +37,12 @@ async def connect_as(url: str, credentials: Path, role: str) -> nats.NATS:
     )
 
 
-def received(queue_id: str, body_key: str, recipient: str) -> bytes:
+def received(queue_id: str, body_key: str, recipient: str, *, at: datetime | None = None) -> bytes:
     event = events.Received(
         id=queue_id,
         body_key=body_key,
         size=100,
-        received_at=datetime.now(UTC),
+        received_at=at or datetime.now(UTC),
         envelope=events.Envelope(
             sender="ceo@victim.test", recipients=(events.Recipient(address=recipient),)
         ),
@@ -101,6 +101,43 @@ async def test_a_received_event_not_signed_by_a_trusted_key_is_not_queued(
 
 
 REASONS = ("missing", "malformed", "unknown-key", "bad")
+
+
+async def test_a_signed_received_event_replayed_later_is_not_queued(
+    secure_nats: tuple[str, Path],
+    make_settings: Callable[..., settings.Settings],
+    event_keys: dict[str, Path],
+) -> None:
+    """An event captured with its signature and published again an hour later (NATS's
+    duplicate window long over, its record gone) is refused; a fresh one goes through."""
+    url, credentials = secure_nats
+    config = make_settings(nats_url=url)
+    replayer = await connect_as(url, credentials, "ingress")
+    js = replayer.jetstream(timeout=5)
+    trusted = signing.load_private(event_keys[signing.SPOOL_KEY])
+    stale = scraped("empath_spool_received_refused_total", reason="stale")
+    async with system_support.as_roles_running(config, ("ingress", "spool"), credentials) as sut:
+        try:
+            sent = {}
+            for age in (timedelta(hours=1), timedelta(seconds=5)):
+                queue_id = ids.new_id()
+                key = store.body_key(queue_id, datetime.now(UTC))
+                await sut.objects.put(key, b"Subject: again\r\n\r\nand again\r\n")
+                data = received(queue_id, key, "u@example.com", at=datetime.now(UTC) - age)
+                signature = trusted.sign(names.RECEIVED_SUBJECT, data)
+                await js.publish(
+                    names.RECEIVED_SUBJECT,
+                    data,
+                    headers={signing.HEADER: signature, "Nats-Msg-Id": queue_id},
+                )
+                sent[age] = queue_id
+            await sut.consumed(names.RECEIVED_STREAM, names.SPOOL_RECEIVED_CONSUMER)
+            with pytest.raises(errors.NotFound):
+                await sut.records.get(sent[timedelta(hours=1)])
+            assert (await sut.records.get(sent[timedelta(seconds=5)])).sender == "ceo@victim.test"
+            assert scraped("empath_spool_received_refused_total", reason="stale") == stale + 1
+        finally:
+            await replayer.close()
 
 
 def received_v2(queue_id: str, body_key: str) -> bytes:

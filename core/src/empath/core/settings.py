@@ -314,6 +314,9 @@ class Settings(BaseSettings):
     # not yet upgraded), it still queues unsigned events JetStream stored until then; 0
     # refuses them from the start.
     event_unsigned_grace: float = Field(default=3600, ge=0, le=7 * 86400)
+    # A signed `received` that JetStream stored longer than this after its `received_at` is
+    # refused as a replay (ingress publishes within seconds; the slack is for clock skew).
+    event_max_delay: float = Field(default=900, ge=60, le=86400)
 
     @model_validator(mode="before")
     @classmethod

@@ -7,7 +7,9 @@ repeat, routine with at-least-once delivery).
 An event is recorded only if it is authentic: signed by ingress, or by this spool (its DSNs),
 with a key it trusts (`empath.core.signing`). Any other is refused before it is even decoded:
 logged, counted (`empath.spool.received.refused.total`) and dropped, and its body is left
-alone (a forged event may well name another message's body).
+alone (a forged event may well name another message's body). A signed event that JetStream
+stored more than `EMPATH_EVENT_MAX_DELAY` after its `received_at` is refused the same way
+(reason `stale`): a replay of an event captured earlier, once NATS's duplicate window is over.
 
 Upgrading from a version without signing: ingress pods not yet upgraded publish unsigned events
 until they are replaced. The first spool that starts with signing
@@ -52,12 +54,15 @@ class Intake:
         dispatcher: scheduler.Scheduler | None = None,
         verifier: signing.Verifier | None = None,
         unsigned_until: datetime | None = None,
+        max_delay: float = 900.0,
     ) -> None:
         self.records = records
         self.dispatcher = dispatcher
         self.verifier = verifier  # None: signing is off, every event is taken
         # Unsigned events JetStream stored before this are still taken (`unsigned_window`).
         self.unsigned_until = unsigned_until
+        # A signed event JetStream stored longer than this after its `received_at` is a replay.
+        self.max_delay = timedelta(seconds=max_delay)
 
     async def handle(self, msg: Msg) -> None:
         """Record one accepted message; safe to run twice (and on two replicas) for one event."""
@@ -72,7 +77,7 @@ class Intake:
                         msg.metadata.timestamp.isoformat(),
                         _sequence(msg),
                     )
-                    await self._record(msg)
+                    await self._record(msg, signed=False)
                     return
                 metrics.received_refused.add(1, {"reason": error.reason})
                 log.warning(
@@ -82,7 +87,7 @@ class Intake:
                     (msg.headers or {}).get("Nats-Msg-Id", "")[:100],
                 )
                 return
-        await self._record(msg)
+        await self._record(msg, signed=self.verifier is not None)
 
     def _before_signing(self, msg: Msg, error: signing.Unauthentic) -> bool:
         if error.reason != "missing" or self.unsigned_until is None:
@@ -92,11 +97,20 @@ class Intake:
         except (AttributeError, ValueError):  # not from a JetStream consumer: no stored time
             return False
 
-    async def _record(self, msg: Msg) -> None:
+    async def _record(self, msg: Msg, *, signed: bool) -> None:
         with consumers.receive(
             msg, events.Received, log=log, tracer=tracer, span="spool.intake"
         ) as inbound:
             event, mlog = inbound.event, inbound.log
+            if signed and (delay := _stored_after(msg, event)) > self.max_delay:
+                metrics.received_refused.add(1, {"reason": "stale"})
+                mlog.warning(
+                    "received event refused, not queued: stored %d s after it was received "
+                    "(a replay of an old event; stream sequence %s)",
+                    delay.total_seconds(),
+                    _sequence(msg),
+                )
+                return
             entry = queue.Entry.from_received(event, traceparent=telemetry.traceparent())
             if self.dispatcher is not None:
                 recorded = await self.dispatcher.arrive(
@@ -158,6 +172,14 @@ def _parse_time(value: bytes | None) -> datetime:
         # Not ours (the bucket is the spool's and control's): take nothing unsigned.
         return NEVER
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _stored_after(msg: Msg, event: events.Received) -> timedelta:
+    """How long after ingress received it JetStream stored the event (its own clock)."""
+    try:
+        return msg.metadata.timestamp - event.received_at
+    except (AttributeError, ValueError):  # not from a JetStream consumer
+        return timedelta(0)
 
 
 def _sequence(msg: Msg) -> int | None:
