@@ -290,6 +290,53 @@ async def test_each_service_runs_in_its_own_process_and_one_killed_comes_back(
     assert "ingress exited with code -9: starting it again" in "".join(up.output)
 
 
+def descendants(pid: int) -> dict[int, str]:
+    """Every process `empath up` started (services, nats-server, SeaweedFS): pid -> command."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if entry.name.isdigit() and int(stat[1]) == pid:
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+    return {child: command.decode(errors="replace") for child, command in found.items()}
+
+
+def running(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's wait is missing
+
+
+async def test_empath_up_killed_leaves_no_process_behind(
+    up_env: tuple[dict[str, str], dict[str, int]], tmp_path: Path
+) -> None:
+    env, ports = up_env
+    up = Up(env, tmp_path / "data")
+    await asyncio.to_thread(up.start)
+    assert up.process is not None
+    children = descendants(up.process.pid)
+    commands = " ".join(children.values())
+    assert "nats-server" in commands, commands
+    assert "weed" in commands, commands
+    assert len(children) == 6, commands  # four services, NATS and the object store
+
+    up.process.kill()
+    up.process.wait(10)
+
+    await eventually(
+        lambda: [pid for pid in children if running(pid)],
+        until=lambda left: not left,
+        what="every process of the killed empath up to stop",
+        timeout=40,
+    )
+    for port in ports.values():
+        assert port_is_closed(port)
+
+
 async def test_a_service_that_cannot_start_stops_empath_up_naming_it(
     up_env: tuple[dict[str, str], dict[str, int]], tmp_path: Path
 ) -> None:

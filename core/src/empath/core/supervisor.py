@@ -11,13 +11,16 @@ variables) and supervises them as Kubernetes would its pods:
   its error: restarting it would only repeat it); one that dies later is started again, after
   a pause that doubles while it keeps dying, so `kill -9` of a service costs seconds;
 - on stop, every service gets SIGTERM at once, finishes what is in flight within its shutdown
-  grace, and is killed if it does not.
+  grace, and is killed if it does not; if `empath up` itself is killed (`kill -9`), the kernel
+  sends each child SIGTERM (`dies_with_parent`): none is left holding ports.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import os
 import signal
@@ -37,6 +40,29 @@ RESTART_FIRST_SECONDS = 0.5
 RESTART_LONGEST_SECONDS = 30.0
 # A service up this long is healthy again: its next death restarts it after the first pause.
 HEALTHY_AFTER_SECONDS = 60.0
+
+
+# Linux's prctl(PR_SET_PDEATHSIG): the kernel signals a child when its parent dies. Looked up
+# once here, so the child calls it between fork and exec without loading anything.
+_PR_SET_PDEATHSIG = 1
+_prctl = getattr(ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True), "prctl", None)
+
+
+def dies_with_parent() -> Callable[[], None] | None:
+    """For `preexec_fn`: the child gets SIGTERM when `empath up` dies, even by `kill -9`, so
+    no service, nats-server or SeaweedFS outlives it holding its ports and data directory.
+    None where the kernel has no such call (the children then outlive a killed parent)."""
+    if _prctl is None or not sys.platform.startswith("linux"):
+        return None
+    parent = os.getpid()
+    prctl = _prctl
+
+    def arm() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the call: nobody will tell us
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
 
 
 def ready_line(service: str, detail: str) -> str:
@@ -139,6 +165,7 @@ class Supervisor:
             stdout=asyncio.subprocess.PIPE,
             env=env,
             start_new_session=True,  # stopped by us, in order, not by the terminal's Ctrl-C
+            preexec_fn=dies_with_parent(),
         )
         child.process = process
         log.info("started %s (pid %d)", child.service, process.pid)

@@ -91,6 +91,7 @@ async def spawn(name: str, argv: list[str], *, logs: Path, env: dict[str, str]) 
             stderr=asyncio.subprocess.STDOUT,
             env={**os.environ, **env},
             start_new_session=True,  # a Ctrl-C reaches us, and we stop children in order
+            preexec_fn=supervisor.dies_with_parent(),
         )
     log.info("started %s (pid %d), log in %s", name, process.pid, log_path)
     return Child(name=name, process=process, log_path=log_path)
