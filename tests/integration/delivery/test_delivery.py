@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from empath.core import dnscache, names
+from empath.spool import dsn
 from tests.dns_server import DnsServer
 from tests.mail import BODY, arrivals, mx, send, settle
 from tests.waiting import eventually
@@ -95,6 +96,35 @@ async def test_one_refused_recipient_fails_alone_and_is_bounced(
     assert "u@dest.test" not in fields
     assert original.get_content_type() == "message/rfc822"
     assert b"line one\r\n.leading dot\r\n" in bounce.data
+
+
+async def test_a_large_message_bounces_with_its_headers_only(
+    relay: Callable[..., Any], remote: Callable[..., Any], dns: DnsServer
+) -> None:
+    """Over 256 KiB and no RET: the DSN returns the headers (RFC 3461 leaves it to the MTA),
+    which the spool reads from the head of the stored body (a ranged GET, not the whole)."""
+    await remote("127.0.0.2", refuse={"nobody@dest.test": "550 5.1.1 No such user"})
+    sender_mx = await remote("127.0.0.3")
+    mx(dns, "dest.test", (10, "mx.dest.test", "127.0.0.2"))
+    mx(dns, "sender.test", (10, "mx.sender.test", "127.0.0.3"))
+    system = await relay()
+    body = (
+        b"From: a@sender.test\r\nSubject: the big one\r\nMessage-ID: <big@sender.test>\r\n\r\n"
+        + b"".join(b"line %06d of the body\r\n" % n for n in range(30000))
+    )
+    assert len(body) > 2 * dsn.FULL_LIMIT
+    queue_id = await send(system, "a@sender.test", ["nobody@dest.test"], body)
+    await settle(system, queue_id, "failed")
+
+    await arrivals(sender_mx, 1)
+    report = email.message_from_bytes(sender_mx.arrived[0].data, policy=email.policy.default)
+    returned = list(report.iter_parts())[2]
+    assert returned.get_content_type() == "text/rfc822-headers"
+    text = returned.as_bytes()
+    assert b"Message-ID: <big@sender.test>" in text
+    assert b"Received: from client.test" in text  # ingress's own header, first in the body
+    assert b"line 000000 of the body" not in sender_mx.arrived[0].data
+    assert len(sender_mx.arrived[0].data) < 16 * 1024
 
 
 async def test_a_temporary_failure_is_retried_on_schedule_and_then_delivered(

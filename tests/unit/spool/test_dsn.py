@@ -130,9 +130,29 @@ def test_without_ret_a_message_over_the_size_limit_returns_its_headers_only() ->
     at_limit = ORIGINAL + b"x" * (dsn.FULL_LIMIT - len(ORIGINAL) - 2) + b"\r\n"
     assert len(at_limit) == dsn.FULL_LIMIT
 
-    assert parts(build(original=big))[2].get_content_type() == "text/rfc822-headers"
-    assert len(build(original=big)) < dsn.FULL_LIMIT
-    assert parts(build(original=at_limit))[2].get_content_type() == "message/rfc822"
+    def sized(original: bytes) -> bytes:
+        return build(original=original, entry=entry(size=len(original)))
+
+    assert parts(sized(big))[2].get_content_type() == "text/rfc822-headers"
+    assert len(sized(big)) < dsn.FULL_LIMIT
+    assert parts(sized(at_limit))[2].get_content_type() == "message/rfc822"
+    # What the spool reads of it then: its first HEAD_LIMIT bytes, which hold the headers.
+    head = big[: dsn.HEAD_LIMIT]
+    assert parts(build(original=head, entry=entry(size=len(big))))[2].as_bytes() == (
+        parts(sized(big))[2].as_bytes()
+    )
+
+
+def test_headers_longer_than_what_is_read_are_returned_up_to_their_last_whole_line() -> None:
+    headers = b"".join(b"X-Filler-%06d: %s\r\n" % (n, b"y" * 60) for n in range(5000))
+    original = headers + b"\r\nbody\r\n"
+    assert len(headers) > dsn.HEAD_LIMIT
+    raw = build(original=original[: dsn.HEAD_LIMIT], entry=entry(ret="HDRS", size=len(original)))
+
+    returned = parts(raw)[2].as_bytes()
+    assert b"X-Filler-000000: " in returned
+    last = raw.split(b"text/rfc822-headers\r\n\r\n", 1)[1].split(b"\r\n--", 1)[0]
+    assert re.fullmatch(rb"(X-Filler-\d{6}: y{60}\r\n)+", last) is not None
 
 
 def test_ret_full_returns_the_whole_message_whatever_its_size() -> None:

@@ -165,6 +165,19 @@ class ObjectStore:
 
         return await self._run(f"get {key}", get)
 
+    async def get_head(self, key: str, limit: int) -> bytes:
+        """The first `limit` bytes of an object (all of it when shorter): one ranged GET."""
+
+        def get() -> bytes:
+            response = self._client.get_object(self.bucket, key, offset=0, length=limit)
+            try:
+                return bytes(response.read())
+            finally:
+                response.close()
+                response.release_conn()
+
+        return await self._run(f"get {key}", get)
+
     async def exists(self, key: str) -> bool:
         try:
             await self._run(f"stat {key}", lambda: self._client.stat_object(self.bucket, key))

@@ -19,6 +19,8 @@ from email.utils import format_datetime, make_msgid
 from empath.core import queue
 
 FULL_LIMIT = 256 * 1024  # without RET, return the whole message up to this size
+# The most of a message read to return its headers (RET=HDRS, or a large one without RET).
+HEAD_LIMIT = 256 * 1024
 
 ACTIONS = {
     "failure": ("failed", "Undelivered Mail Returned to Sender"),
@@ -77,6 +79,12 @@ def status_of(reply: str | None, *, default: str) -> str:
     return default
 
 
+def headers_only(entry: queue.Entry) -> bool:
+    """Whether a DSN about `entry` returns only the headers of the original (RET=HDRS, or no
+    RET and a message over `FULL_LIMIT`): then `HEAD_LIMIT` bytes of it are all it needs."""
+    return entry.ret == "HDRS" or (entry.ret is None and entry.size > FULL_LIMIT)
+
+
 def build(
     *,
     kind: str,
@@ -87,7 +95,8 @@ def build(
     now: datetime,
     retry_until: datetime | None = None,
 ) -> bytes:
-    """The whole DSN message, ready to queue; `original` is None when the body is lost."""
+    """The whole DSN message, ready to queue; `original` is None when the body is lost, and
+    may be only its first bytes when `headers_only(entry)`."""
     action, subject = ACTIONS[kind]
     boundary = f"{secrets.token_hex(12)}/{hostname}"
     headers = [
@@ -141,11 +150,12 @@ def build(
     ).encode("utf-8")
     if original is None:
         return text + f"--{boundary}--\r\n".encode()
-    ret = entry.ret or ("FULL" if len(original) <= FULL_LIMIT else "HDRS")
-    if ret == "FULL":
+    if not headers_only(entry):
         returned_type, returned = "message/rfc822", original
     else:
-        head = original.split(b"\r\n\r\n", 1)[0]
+        head, blank, _ = original[:HEAD_LIMIT].partition(b"\r\n\r\n")
+        if not blank:  # headers longer than HEAD_LIMIT: up to the last whole line
+            head = head.rpartition(b"\r\n")[0] or head
         returned_type, returned = "text/rfc822-headers", head + b"\r\n"
     text += (
         f"--{boundary}\r\n"
