@@ -190,6 +190,23 @@ async def test_view_shows_the_envelope_headers_and_body(control: System) -> None
     assert data["body"].endswith("Subject: s\r\n\r\nbody\r\n")
 
 
+async def test_view_of_a_message_whose_body_is_gone_shows_its_record(control: System) -> None:
+    """A delivered message keeps its record for a while after its body is removed: viewing it
+    shows what happened to it, and says the body is gone, rather than answering 404."""
+    [queue_id] = await queue_some(control, ["a@one.test"])
+    await control.objects.delete((await control.entry(queue_id)).body_key)
+    for path, params in (("/headers", {}), ("", {"body": "true"})):
+        view = await call(control, "GET", f"/api/v1/queue/{queue_id}{path}", params=params)
+        assert view.status_code == 200, view.text
+        data = view.json()
+        assert (data["item"]["id"], data["body_gone"]) == (queue_id, True)
+        assert "headers" not in data
+        assert "body" not in data
+    rows = await view_rows(control, queue_id)
+    assert ["sender", "a@one.test"] in rows
+    assert ["body", "no longer in the bucket (the message is finished)"] in rows
+
+
 @pytest.mark.parametrize(("given", "with_body"), [("1", True), ("yes", True), ("no", False)])
 async def test_view_adds_the_body_as_the_document_says_it_reads_body(
     control: System, given: str, with_body: bool

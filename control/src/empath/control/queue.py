@@ -15,6 +15,9 @@ from pydantic import Field
 from empath.control import calls
 from empath.core import addresses, errors, queries, queue
 
+# The most of a body read to show its header section.
+HEAD_LIMIT = 256 * 1024
+
 
 class MessageAnswer(calls.Model):
     """A message's record, with its header section and whole text when asked for."""
@@ -27,6 +30,12 @@ class MessageAnswer(calls.Model):
     )
     headers: str | None = Field(default=None, exclude_if=lambda value: value is None)
     body: str | None = Field(default=None, exclude_if=lambda value: value is None)
+    body_gone: bool = Field(
+        default=False,
+        exclude_if=lambda value: not value,
+        description="The body is no longer in the bucket (the message is finished): the "
+        "record is all there is.",
+    )
 
 
 class ViewQuery(calls.Parameters):
@@ -83,10 +92,17 @@ async def _get(request: web.Request) -> queries.GetAnswer:
 async def with_message(request: web.Request, *, body: bool) -> web.Response:
     """A message's record with its header section, and its whole text when `body`."""
     answer = await _get(request)
+    objects = request.app[calls.OBJECTS]
     try:
-        raw = await request.app[calls.OBJECTS].get(answer.item.body_key)
+        # For the headers, the head of the body is enough (a message may be 25 MB).
+        raw = await (
+            objects.get(answer.item.body_key)
+            if body
+            else objects.get_head(answer.item.body_key, HEAD_LIMIT)
+        )
     except errors.NotFound:
-        raise calls.Problem(404, "the body is no longer in the bucket") from None
+        # Delivered or failed, its body removed: the record still says what happened.
+        return calls.reply(MessageAnswer(item=answer.item, omitted=answer.omitted, body_gone=True))
     except errors.EmpathError as error:
         raise calls.Problem(503, str(error)) from None
     return calls.reply(

@@ -83,6 +83,8 @@ def entry_table(data: Any) -> Table:
         table.add_row("headers", data["headers"])
     if "body" in data:
         table.add_row("body", data["body"])
+    if data.get("body_gone"):
+        table.add_row("body", "no longer in the bucket (the message is finished)")
     return table
 
 
