@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from empath.core import errors, events, flags, names, queue, store
-from empath.spool import scheduler
+from empath.core import errors, events, flags, ids, names, queue, store
+from empath.spool import intake, removals, scheduler
 from tests import servers
 from tests.dns_server import DnsServer
 from tests.remote import Remote
@@ -307,3 +307,44 @@ async def test_every_event_the_spool_drops_is_logged_with_its_queue_id_repeats_a
     ), "a repeated event was logged as a warning"
     still = await system.records.get(queue_id)
     assert (still.state, still.history) == ("queued", ()), "a forged outcome changed the record"
+
+
+async def test_the_audit_removes_bodies_no_record_names_and_nothing_else(
+    relay: Callable[..., Any],
+) -> None:
+    """As a `kill -9` of ingress between storing a body and publishing its event leaves it:
+    a body nobody will ever deliver. The audit removes it once it is a day old, and keeps
+    every body a record names, however old, and anything in the bucket that is not ours."""
+    system = await relay()
+    now = datetime.now(UTC)
+    live = await system.entry(await send(system))
+    # A message received three days ago, still waiting: its body is old and needed.
+    waiting_id = ids.new_id()
+    waiting = live.model_copy(
+        update={"id": waiting_id, "body_key": store.body_key(waiting_id, now - timedelta(days=3))}
+    )
+    assert await system.records.create(waiting)
+    orphan = store.body_key(ids.new_id(), now - timedelta(days=3))
+    young = store.body_key(ids.new_id(), now - timedelta(hours=2))
+    foreign = f"{store.day_prefix(now - timedelta(days=3))}notes.txt"
+    for key in (waiting.body_key, orphan, young, foreign):
+        await system.objects.put(key, BODY)
+    bodies = removals.Removals(system.objects)
+
+    async def audit(caught_up: bool) -> list[str]:
+        async def intake_state() -> bool:
+            # Ask as the spool does; a test stands in for a backlog with False.
+            return caught_up and await intake.caught_up(system.bus)
+
+        return await bodies.audit(
+            now,
+            oldest=now - timedelta(days=7),
+            caught_up=intake_state,
+            recorded=system.records.exists,
+        )
+
+    # With events still to take, one of them may name any body: nothing is removed.
+    assert await audit(caught_up=False) == []
+    assert await audit(caught_up=True) == [orphan]
+    await bodies.flush()
+    assert set(await system.objects.keys()) == {live.body_key, waiting.body_key, young, foreign}

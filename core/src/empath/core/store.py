@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import date, datetime
 from typing import BinaryIO, Protocol, TypeVar, cast
 
 import urllib3
@@ -42,7 +42,12 @@ class Readable(Protocol):
 
 
 def body_key(message_id: str, received_at: datetime) -> str:
-    return f"{BODY_PREFIX}{received_at:%Y/%m/%d}/{message_id}.eml"
+    return f"{day_prefix(received_at)}{message_id}.eml"
+
+
+def day_prefix(day: date) -> str:
+    """Where the bodies of the messages received on `day` are (for audits)."""
+    return f"{BODY_PREFIX}{day:%Y/%m/%d}/"
 
 
 def retries() -> urllib3.Retry:

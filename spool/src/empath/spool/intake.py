@@ -174,6 +174,15 @@ def _parse_time(value: bytes | None) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+async def caught_up(connection: bus.Bus) -> bool:
+    """Whether the intake has taken every `received` event there is: none waiting for it,
+    none delivered and not yet acknowledged (so no event can still name a body)."""
+    info = await connection.js.consumer_info(
+        names.RECEIVED_STREAM.name, names.SPOOL_RECEIVED_CONSUMER
+    )
+    return not info.num_pending and not info.num_ack_pending
+
+
 def _stored_after(msg: Msg, event: events.Received) -> timedelta:
     """How long after ingress received it JetStream stored the event (its own clock)."""
     try:

@@ -88,6 +88,14 @@ class Records:
         except (nats.errors.Error, nats.js.errors.Error) as error:
             raise errors.BusUnavailable(f"cannot delete {message_id}: {error!r}") from error
 
+    async def exists(self, message_id: str) -> bool:
+        """Whether the queue has a record of this message (read from the bucket)."""
+        try:
+            await self.read(message_id)
+        except errors.NotFound:
+            return False
+        return True
+
     async def get(self, message_id: str) -> queue.Entry:
         return (await self.read(message_id))[0]
 

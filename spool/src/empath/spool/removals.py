@@ -14,6 +14,14 @@ Ingress leaves an empty marker under `void/` when it removed a body after answer
 (`outcomes.void`); the spool removes it when it drops that message, and a sweep each hour
 removes markers of messages whose event never reached JetStream, once they are two days old
 (listing the markers' prefix: the bucket's bodies are never listed for this).
+
+Bodies no record names (orphans: ingress killed between storing a body and publishing its
+event, or a forged event's body) are found by an audit each hour, which lists the bodies of the
+days from a day ago back to the longest a message may live (`audit`), but removes one only when
+all of this holds: it is at least a day old, the spool's intake has taken every `received`
+event there is (none waiting, none unacknowledged: no event can still name it), and the queue
+has no record of its id, read from the bucket itself, not from the spool's view. So no body a
+record needs is ever removed; an orphan goes within a day or two.
 """
 
 from __future__ import annotations
@@ -21,9 +29,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 
-from empath.core import errors, periodic, store
+from empath.core import errors, ids, periodic, store
 
 log = logging.getLogger("empath.spool.removals")
 
@@ -38,6 +47,9 @@ PENDING_LIMIT = 100_000
 SWEEP_SECONDS = 3600.0
 VOID_KEEP = timedelta(days=2)
 _DATED = re.compile(r"/(\d{4})/(\d{2})/(\d{2})/")
+# How old a body must be before an audit may take it for an orphan.
+ORPHAN_AGE = timedelta(days=1)
+_BODY = re.compile(rf"{store.BODY_PREFIX}\d{{4}}/\d{{2}}/\d{{2}}/(?P<id>[^/]+)\.eml")
 
 
 def dated(key: str) -> date | None:
@@ -92,13 +104,59 @@ class Removals:
             self.add(key)
         return len(old)
 
-    async def sweeping(self, stop: asyncio.Event) -> None:
+    async def audit(
+        self,
+        now: datetime,
+        *,
+        oldest: datetime,
+        caught_up: Callable[[], Awaitable[bool]],
+        recorded: Callable[[str], Awaitable[bool]],
+    ) -> list[str]:
+        """Queue the removal of orphan bodies stored between `oldest` and a day ago (see the
+        module's docstring for when one is an orphan); their keys."""
+        if not await caught_up():
+            log.info("orphan audit skipped: the intake has received events still to take")
+            return []
+        newest = (now - ORPHAN_AGE).date()
+        orphans = []
+        day = oldest.date()
+        while day < newest:
+            for key in await self.objects.keys(store.day_prefix(day)):
+                found = _BODY.fullmatch(key)
+                if found and ids.is_valid(found["id"]) and not await recorded(found["id"]):
+                    orphans.append(key)
+            day += timedelta(days=1)
+        for key in orphans:
+            self.add(key)
+        if orphans:
+            log.warning(
+                "removing %d bodies no record names (orphans), e.g. %s",
+                len(orphans),
+                ", ".join(orphans[:5]),
+            )
+        return orphans
+
+    async def sweeping(
+        self,
+        stop: asyncio.Event,
+        *,
+        lifetime: timedelta,
+        caught_up: Callable[[], Awaitable[bool]],
+        recorded: Callable[[str], Awaitable[bool]],
+    ) -> None:
+        async def sweep() -> None:
+            now = datetime.now(UTC)
+            await self.sweep(now)
+            await self.audit(
+                now, oldest=now - lifetime - VOID_KEEP, caught_up=caught_up, recorded=recorded
+            )
+
         await periodic.every(
             SWEEP_SECONDS,
-            lambda: self.sweep(datetime.now(UTC)),
+            sweep,
             stop=stop,
             log=log,
-            what="sweeping void markers",
+            what="sweeping void markers and orphan bodies",
             warn_once=True,
         )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 
 from empath.core import bus as bus_module
 from empath.core import metrics, names, pluginevents, services, signing, store
@@ -100,7 +101,17 @@ async def run(runtime: services.Runtime) -> None:
         ]
         tasks.append(asyncio.create_task(planner.run(runtime.stop), name="spool-scheduler"))
         tasks.append(asyncio.create_task(bodies.run(runtime.stop), name="spool-removals"))
-        tasks.append(asyncio.create_task(bodies.sweeping(runtime.stop), name="spool-sweep"))
+        tasks.append(
+            asyncio.create_task(
+                bodies.sweeping(
+                    runtime.stop,
+                    lifetime=timedelta(seconds=settings.max_queue_lifetime),
+                    caught_up=lambda: intake.caught_up(bus),
+                    recorded=queue_records.exists,
+                ),
+                name="spool-sweep",
+            )
+        )
         tasks.append(following)
         tasks.append(asyncio.create_task(bus.heartbeat("spool", runtime.stop)))
         runtime.ready("spool", f"queue state in KV bucket {names.QUEUE_BUCKET}")
