@@ -21,6 +21,7 @@ from tests.operator_harness import (
     SERVERS,
     Api,
     condition,
+    degraded,
     deployment_url,
     has_status,
     mailserver,
@@ -233,6 +234,37 @@ async def test_an_owned_object_deleted_while_the_api_refuses_it_comes_back(
     api.kmock.access[OPERATOR_TOKEN] = granted
     again = await api.wait(deployment_url("corp-spool"), lambda o: True, timeout=40)
     assert again["spec"]["template"]["spec"]["containers"][0]["args"] == ["spool"]
+    await api.wait(
+        f"{SERVERS}/corp", lambda o: condition(o, "Degraded").get("status") == "False", timeout=40
+    )
+
+
+async def test_a_users_object_of_the_same_name_is_never_taken_over(api: Api, operator: Any) -> None:
+    """Someone's Service called corp-smtp was there first: the operator neither rewrites nor
+    adopts it; the MailServer says why it is Degraded, and once the Service is gone the
+    operator makes its own."""
+    theirs = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "corp-smtp", "namespace": NS, "labels": {"team": "web"}},
+        "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80}]},
+    }
+    await api.create(f"/api/v1/namespaces/{NS}/services", theirs)
+    await operator()
+    await api.create(SERVERS, mailserver())
+    server = await degraded(api, "ApplyFailed")
+    assert "Service corp-smtp exists and is not this MailServer's" in server["degraded"]["message"]
+    warning = await api.event(lambda e: e.get("reason") == "ApplyFailed")
+    assert "corp-smtp" in warning["message"]
+    live = await api.get(SMTP)
+    assert live
+    assert live["spec"]["selector"] == {"app": "web"}
+    assert [p["port"] for p in live["spec"]["ports"]] == [80]
+    assert not live["metadata"].get("ownerReferences")
+
+    await api.delete(SMTP)
+    ours = await api.wait(SMTP, lambda o: bool(o["metadata"].get("ownerReferences")), timeout=40)
+    assert ours["metadata"]["ownerReferences"][0]["name"] == "corp"
     await api.wait(
         f"{SERVERS}/corp", lambda o: condition(o, "Degraded").get("status") == "False", timeout=40
     )

@@ -11,6 +11,8 @@ operator renders changed since it last applied it (a hash of the applied object,
 as an annotation) or the live object no longer says it (a hand edit): a resync or a restart
 writes nothing. One field has a second manager: the replicas of a Deployment an autoscaler
 takes over, handed over as the Kubernetes documentation describes ("Transferring ownership").
+An object of the same name that is not the operator's (a user's) is never taken over: the
+MailServer is Degraded, saying which, until it is removed or renamed.
 """
 
 from __future__ import annotations
@@ -52,6 +54,19 @@ class ApiError(errors.TemporaryError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"{status}: {message}")
         self.status = status
+
+
+def ours(live: dict[str, Any], obj: dict[str, Any]) -> bool:
+    """Whether the live object is the one the operator renders as `obj`: owned by the same
+    MailServer, or applied by the operator before (its hash annotation; a MailServer deleted
+    and made again takes its objects over before the garbage collector removes them). An
+    object rendered without an owner is not checked."""
+    wanted = {ref.get("uid") for ref in obj["metadata"].get("ownerReferences") or []}
+    if not wanted:
+        return True
+    meta = live.get("metadata") or {}
+    owners = {ref.get("uid") for ref in meta.get("ownerReferences") or []}
+    return bool(owners & wanted) or APPLIED_HASH in (meta.get("annotations") or {})
 
 
 def path(api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:
@@ -194,6 +209,13 @@ class Cluster:
         desired = with_hash(obj)
         live = await self.get(url)
         if live is not None:
+            if not ours(live, obj):
+                raise ApiError(
+                    409,
+                    f"{obj['kind']} {obj['metadata']['name']} exists and is not this "
+                    "MailServer's (someone else's object of the same name): remove or rename "
+                    "it, and the operator makes its own",
+                )
             last = (live.get("metadata", {}).get("annotations") or {}).get(APPLIED_HASH)
             if last == applied_hash(obj) and contains(live, desired):
                 return False  # as this manager last applied it, and not edited since
