@@ -11,7 +11,7 @@ from typing import Any
 import nats.js.errors
 import pytest
 
-from empath.core import bus, events, names, queue
+from empath.core import bus, events, flags, names, queue
 from empath.delivery import worker
 from tests.unit.delivery.remote import a_worker
 
@@ -56,7 +56,7 @@ def delivered(times: int) -> tuple[worker.Worker, Bus, Any]:
         id=MESSAGE_ID, attempt=2, body_key=BODY_KEY, size=10, envelope=record.envelope()
     )
     deliverer = a_worker()
-    deliverer.flags = Bucket()  # type: ignore[assignment]  # not frozen
+    deliverer.frozen = flags.Cached(Bucket())  # type: ignore[arg-type]  # not frozen
     deliverer.queue = Bucket(**{names.queue_key(MESSAGE_ID): record.model_dump_json().encode()})  # type: ignore[assignment]
     deliverer.bus = Bus()  # type: ignore[assignment]
     msg = types.SimpleNamespace(

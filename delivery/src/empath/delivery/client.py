@@ -67,6 +67,10 @@ class Connection:
     messages: int = 0
     last_used: float = field(default_factory=time.monotonic)
     broken: bool = False
+    # No transaction left open: a new session, or the end of DATA answered (which ends the
+    # transaction whatever the reply, RFC 5321 §4.1.1.4). Only a session that is not clean
+    # needs an RSET before it carries the next message.
+    clean: bool = True
 
     @property
     def usable(self) -> bool:
@@ -138,9 +142,10 @@ class Connection:
 
     async def reset(self) -> bool:
         try:
-            return (await self.command("RSET")).code == 250
+            self.clean = (await self.command("RSET")).code == 250
         except SessionLost:
             return False
+        return self.clean
 
     async def close(self) -> None:
         try:
@@ -291,6 +296,7 @@ async def transact(
         rcpts.append(" ".join(rcpt))
     connection.messages += 1
     connection.last_used = time.monotonic()
+    connection.clean = False
     try:
         mail_reply, rcpt_replies, data_reply = await _envelope(connection, " ".join(mail), rcpts)
     except SessionLost as error:
@@ -306,6 +312,7 @@ async def transact(
         try:
             await connection.send(data if accepted else b".\r\n")
             final = await connection.read_reply()
+            connection.clean = True
         except SessionLost as error:
             final = f"451 4.4.2 {hop.name} dropped the session in DATA: {error}"
     elif accepted:
