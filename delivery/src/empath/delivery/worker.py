@@ -125,7 +125,9 @@ class Worker:
                 results=tuple(results),
             )
             await self.report(event)
-            if self.plugin_events is not None:  # never waited for: see pluginevents
+            if self.plugin_events is not None and self.plugin_events.wants("delivery_attempt"):
+                # Never waited for (see pluginevents), and not even built when no plugin
+                # asked for them.
                 for told in pluginevents.delivery_attempts(job, results, at=event.finished_at):
                     self.plugin_events.emit(told)
         for result in results:
@@ -184,6 +186,9 @@ class Worker:
         by_domain: dict[str, list[events.Recipient]] = collections.defaultdict(list)
         for recipient in job.envelope.recipients:
             by_domain[addresses.domain_of(recipient.address)].append(recipient)
+        if len(by_domain) == 1:  # the usual case: no task of its own
+            [(domain, recipients)] = by_domain.items()
+            return await self.deliver_safely(job, domain, recipients, body)
         per_domain = await asyncio.gather(
             *(
                 self.deliver_safely(job, domain, recipients, body)
