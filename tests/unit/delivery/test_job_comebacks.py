@@ -31,6 +31,16 @@ class Bucket:
         return types.SimpleNamespace(value=self.values[key])
 
 
+class Records:
+    """The queue records as `checks.Records` gives them: `values` by key."""
+
+    def __init__(self, **values: bytes) -> None:
+        self.values = values
+
+    async def get(self, key: str) -> bytes | None:
+        return self.values.get(key)
+
+
 class Bus:
     def __init__(self) -> None:
         self.published: list[tuple[str, Any]] = []
@@ -57,7 +67,7 @@ def delivered(times: int) -> tuple[worker.Worker, Bus, Any]:
     )
     deliverer = a_worker()
     deliverer.frozen = flags.Cached(Bucket())  # type: ignore[arg-type]  # not frozen
-    deliverer.queue = Bucket(**{names.queue_key(MESSAGE_ID): record.model_dump_json().encode()})  # type: ignore[assignment]
+    deliverer.queue = Records(**{names.queue_key(MESSAGE_ID): record.model_dump_json().encode()})  # type: ignore[assignment]
     deliverer.bus = Bus()  # type: ignore[assignment]
     msg = types.SimpleNamespace(
         data=job.model_dump_json().encode(),

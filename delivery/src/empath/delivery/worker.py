@@ -65,7 +65,7 @@ class Worker:
         connections: pool.Pool,
         limits: throttle.Limits,
         flags: KeyValue,
-        queue: KeyValue,
+        queue: checks.Records,
         plugin_events: pluginevents.Publisher | None = None,
         breakers: circuit.Breakers | None = None,
     ) -> None:
