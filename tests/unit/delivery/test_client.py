@@ -472,6 +472,8 @@ async def test_a_message_the_remote_cannot_take_fails_without_a_transaction(
         (b"bare\nlf\rand cr\r\n", b"bare\r\nlf\r\nand cr\r\n.\r\n"),
         (b".starts\r\n..two\r\nin.side\r\n.\r\n", b"..starts\r\n...two\r\nin.side\r\n..\r\n.\r\n"),
         (b"a\n.\nb\n", b"a\r\n..\r\nb\r\n.\r\n"),  # a lone dot is never the end of data
+        (b"a\r\r\nb\n\rc", b"a\r\n\r\nb\r\n\r\nc\r\n.\r\n"),  # each ending counts once
+        (b"\r.x\r\n\n.", b"\r\n..x\r\n\r\n..\r\n.\r\n"),
         (b"", b"\r\n.\r\n"),
     ],
 )
