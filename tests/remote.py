@@ -2,9 +2,10 @@
 
 A `Remote` records what arrives (envelope, the exact bytes, the TLS state of the session) and
 can be told to answer 4xx or 5xx at RCPT or DATA, to refuse chosen recipients, to drop the
-connection in the middle of DATA, or to be slow; it counts sessions, the most it had open at
-once, when sessions ended, the transactions that reached the end of DATA, and the most that
-were inside DATA at once (deliveries in progress, idle pooled sessions aside). A `Mute`
+connection in the middle of DATA, to be slow, or to close idle sessions soon; it counts
+sessions, RSETs, the most it had open at once, when sessions ended, the transactions that
+reached the end of DATA, and the most that were inside DATA at once (deliveries in progress,
+idle pooled sessions aside). A `Mute`
 accepts TCP and then says nothing, before its greeting or after EHLO; an `Unreachable` never
 completes a TCP handshake at all.
 """
@@ -53,6 +54,8 @@ class Remote:
     # Deliveries in progress: transactions inside DATA (the delay included), now and at most.
     in_data: int = 0
     most_in_data: int = 0
+    resets: int = 0  # RSET commands received
+    idle_timeout: float = 300.0  # a session silent this long is closed (without a word)
     host: str = "127.0.0.1"
     port: int = 0
     _server: asyncio.Server | None = None
@@ -74,6 +77,10 @@ class Remote:
                 f"250-SIZE {self.size_limit}" if r.startswith("250-SIZE") else r for r in responses
             ]
         return responses
+
+    async def handle_RSET(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.resets += 1
+        return "250 OK"
 
     async def handle_RCPT(
         self,
@@ -148,6 +155,7 @@ class Remote:
             tls_context=self.tls_context,
             enable_SMTPUTF8=True,
             data_size_limit=self.size_limit or 0,
+            timeout=self.idle_timeout,
         )
 
     async def start(self) -> None:

@@ -1,5 +1,7 @@
 """Outbound sessions as the README describes them: connect and command timeouts, idle sessions
-closed, equal-preference MX hosts in random order, and what the remote must offer (8BITMIME)."""
+closed, kept sessions reused (RSET only after an unfinished transaction, a new session when
+the remote closed the kept one), equal-preference MX hosts in random order, and what the
+remote must offer (8BITMIME)."""
 
 from __future__ import annotations
 
@@ -90,6 +92,35 @@ async def test_an_idle_session_is_closed_after_the_idle_timeout_and_not_reused(
     assert 1.0 <= idle < 5, idle  # kept while it might serve again, then closed
     await settle(system, await send(system, "a@sender.test", ["u@dest.test"]), "delivered")
     assert server.sessions == 2  # the next message opened a session of its own
+
+
+async def test_a_kept_session_goes_on_without_rset_after_a_finished_transaction_only(
+    relay: Callable[..., Any], remote: Callable[..., Any], dns: DnsServer
+) -> None:
+    server = await remote("127.0.0.2", refuse={"gone@dest.test": "550 5.1.1 Gone"})
+    mx(dns, "dest.test", (10, "mx.dest.test", "127.0.0.2"))
+    system = await relay()
+    for _ in range(3):
+        await settle(system, await send(system, "a@sender.test", ["u@dest.test"]), "delivered")
+    assert (server.sessions, server.resets) == (1, 0)  # DATA answered ends each transaction
+    # MAIL accepted, the only recipient refused, no DATA: the transaction is still open.
+    await settle(system, await send(system, "a@sender.test", ["gone@dest.test"]), "failed")
+    await settle(system, await send(system, "a@sender.test", ["u@dest.test"]), "delivered")
+    assert (server.sessions, server.resets) == (1, 1)
+    assert len(server.arrived) == 4
+
+
+async def test_a_kept_session_the_remote_closed_is_replaced_without_a_failed_attempt(
+    relay: Callable[..., Any], remote: Callable[..., Any], dns: DnsServer
+) -> None:
+    server = await remote("127.0.0.2", idle_timeout=0.5)
+    mx(dns, "dest.test", (10, "mx.dest.test", "127.0.0.2"))
+    system = await relay(delivery_idle_timeout=60)
+    await settle(system, await send(system, "a@sender.test", ["u@dest.test"]), "delivered")
+    await eventually(lambda: server.closed_at, what="the remote to close the idle session")
+    entry = await settle(system, await send(system, "a@sender.test", ["u@dest.test"]), "delivered")
+    assert entry.attempts == 1  # not deferred: the message went on a new session
+    assert (server.sessions, len(server.arrived)) == (2, 2)
 
 
 async def test_mx_hosts_of_equal_preference_are_tried_first_in_random_order(

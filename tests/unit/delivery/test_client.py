@@ -160,6 +160,7 @@ async def test_with_pipelining_mail_every_rcpt_and_data_go_out_in_one_write() ->
     ]
     assert session.usable
     assert session.messages == 1
+    assert session.clean  # the end of DATA answered ended the transaction: no RSET needed
 
 
 async def test_each_recipient_gets_its_own_refusal() -> None:
@@ -209,6 +210,7 @@ async def test_a_refusal_after_the_data_applies_to_every_accepted_recipient(
         ("b@example.com", outcome, final),
         ("c@example.com", "failed", "550 5.1.1 No such user"),
     ]
+    assert session.clean  # refused or not, the transaction ended with the end of DATA
 
 
 async def test_a_refused_data_command_sends_no_message() -> None:
@@ -222,6 +224,7 @@ async def test_a_refused_data_command_sends_no_message() -> None:
 
     assert outcomes(await sent) == [("b@example.com", "failed", "554 5.5.1 No valid recipients")]
     assert remote.unseen() == []
+    assert not session.clean  # MAIL was accepted and never ended: an RSET before the next
 
 
 async def test_when_every_recipient_was_refused_a_pipelined_data_is_ended_at_once() -> None:
@@ -469,6 +472,8 @@ async def test_a_message_the_remote_cannot_take_fails_without_a_transaction(
         (b"bare\nlf\rand cr\r\n", b"bare\r\nlf\r\nand cr\r\n.\r\n"),
         (b".starts\r\n..two\r\nin.side\r\n.\r\n", b"..starts\r\n...two\r\nin.side\r\n..\r\n.\r\n"),
         (b"a\n.\nb\n", b"a\r\n..\r\nb\r\n.\r\n"),  # a lone dot is never the end of data
+        (b"a\r\r\nb\n\rc", b"a\r\n\r\nb\r\n\r\nc\r\n.\r\n"),  # each ending counts once
+        (b"\r.x\r\n\n.", b"\r\n..x\r\n\r\n..\r\n.\r\n"),
         (b"", b"\r\n.\r\n"),
     ],
 )

@@ -11,7 +11,7 @@ from typing import Any
 import nats.js.errors
 import pytest
 
-from empath.core import bus, events, names, queue
+from empath.core import bus, events, flags, names, queue
 from empath.delivery import worker
 from tests.unit.delivery.remote import a_worker
 
@@ -29,6 +29,16 @@ class Bucket:
         if key not in self.values:
             raise nats.js.errors.KeyNotFoundError
         return types.SimpleNamespace(value=self.values[key])
+
+
+class Records:
+    """The queue records as `checks.Records` gives them: `values` by key."""
+
+    def __init__(self, **values: bytes) -> None:
+        self.values = values
+
+    async def get(self, key: str) -> bytes | None:
+        return self.values.get(key)
 
 
 class Bus:
@@ -56,8 +66,8 @@ def delivered(times: int) -> tuple[worker.Worker, Bus, Any]:
         id=MESSAGE_ID, attempt=2, body_key=BODY_KEY, size=10, envelope=record.envelope()
     )
     deliverer = a_worker()
-    deliverer.flags = Bucket()  # type: ignore[assignment]  # not frozen
-    deliverer.queue = Bucket(**{names.queue_key(MESSAGE_ID): record.model_dump_json().encode()})  # type: ignore[assignment]
+    deliverer.frozen = flags.Cached(Bucket())  # type: ignore[arg-type]  # not frozen
+    deliverer.queue = Records(**{names.queue_key(MESSAGE_ID): record.model_dump_json().encode()})  # type: ignore[assignment]
     deliverer.bus = Bus()  # type: ignore[assignment]
     msg = types.SimpleNamespace(
         data=job.model_dump_json().encode(),

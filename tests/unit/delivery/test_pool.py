@@ -52,11 +52,25 @@ async def answered(remote: Remote, expected: bytes, reply: str, call: asyncio.Ta
     await call
 
 
-async def test_a_released_session_is_reset_and_reused_for_the_same_host_and_policy(
+async def test_a_session_whose_transaction_ended_with_data_is_reused_without_rset(
     sessions: pool.Pool, opener: Opener
 ) -> None:
     first = await sessions.acquire(HOP, "verify", opener)
-    first.messages = 1
+    first.messages = 1  # and its DATA answered: clean
+    await sessions.release(first, "verify", reusable=True)
+
+    again = await sessions.acquire(HOP, "verify", opener)
+
+    assert again is first
+    assert opener.remotes[0].unseen() == []  # not a byte before the next MAIL
+    assert (sessions.opened, sessions.reused) == (1, 1)
+
+
+async def test_a_session_whose_transaction_stopped_before_data_is_reset_and_reused(
+    sessions: pool.Pool, opener: Opener
+) -> None:
+    first = await sessions.acquire(HOP, "verify", opener)
+    first.messages, first.clean = 1, False  # MAIL or every RCPT refused
     await sessions.release(first, "verify", reusable=True)
 
     again = asyncio.create_task(sessions.acquire(HOP, "verify", opener))
@@ -123,6 +137,7 @@ async def test_a_session_idle_for_too_long_is_closed_and_a_new_one_opened(
 
 async def test_a_session_that_refuses_rset_is_replaced(sessions: pool.Pool, opener: Opener) -> None:
     old = await sessions.acquire(HOP, "verify", opener)
+    old.clean = False
     await sessions.release(old, "verify", reusable=True)
 
     fresh = asyncio.create_task(sessions.acquire(HOP, "verify", opener))

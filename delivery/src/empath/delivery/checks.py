@@ -11,17 +11,65 @@ and acked, with no outcome (the spool never dispatched it, so it waits for none)
 (its message since re-dispatched, held, deleted or done) is refused the same way, which also
 spares a duplicate delivery.
 
-The cost is one KV get per job (a direct get of one key, read-only for delivery).
+The cost is one round trip per job: the JetStream API's get of the last message of the
+record's key (what the NATS permissions let delivery do with the queue bucket, and nothing
+more), parsed here (`Records`).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import re
+
 import nats.errors
 import nats.js.errors
-from nats.js.kv import KeyValue
+from nats.aio.client import Client as NATS
+from nats.js.api import DEFAULT_PREFIX
 from pydantic import ValidationError
 
 from empath.core import errors, events, names, queue
+
+# What a KV key may be (as nats-py checks it): no wildcard, no space, nothing to escape.
+_KEY = re.compile(r"^[-/_=.a-zA-Z0-9]+$")
+# JetStream's error code for "no message found" (JSNoMessageFoundErr).
+NO_MESSAGE_FOUND = 10037
+
+
+class Records:
+    """The queue records, read one by key with a JetStream API request of their own.
+
+    nats-py's `KeyValue.get` sends the same request, then parses the stored headers with the
+    `email` package and builds its objects: a fifth of delivery's record check. A deleted or
+    purged record has no value, so only the value is read here."""
+
+    def __init__(self, nc: NATS, *, timeout: float, bucket: str = names.QUEUE_BUCKET) -> None:
+        self.nc = nc
+        self.timeout = timeout
+        self.api = f"{DEFAULT_PREFIX}.STREAM.MSG.GET.KV_{bucket}"
+        self.prefix = f"$KV.{bucket}."
+
+    async def get(self, key: str) -> bytes | None:
+        """The record's value: None when the key has none (never written, deleted, purged,
+        or no key at all). Raises `nats.errors.Error` when NATS does not answer."""
+        if not _KEY.match(key):
+            return None
+        subject = self.prefix + key
+        request = json.dumps({"last_by_subj": subject}).encode()
+        reply = await self.nc.request(self.api, request, timeout=self.timeout)
+        answer = json.loads(reply.data)
+        if "error" in answer:
+            if answer["error"].get("err_code") == NO_MESSAGE_FOUND:
+                return None  # a missing stream, say, is no answer: the job waits
+            raise nats.js.errors.Error(f"cannot get the record: {answer['error']}")
+        message = answer.get("message") or {}
+        if message.get("subject") != subject:
+            return None
+        try:
+            return base64.b64decode(message.get("data") or "", validate=True) or None
+        except binascii.Error as error:
+            raise nats.js.errors.Error(f"a record that is not base64: {error}") from error
 
 
 def mismatch(job: events.DeliveryJob, entry: queue.Entry) -> str | None:
@@ -43,20 +91,18 @@ def mismatch(job: events.DeliveryJob, entry: queue.Entry) -> str | None:
     return None
 
 
-async def refusal(kv: KeyValue, job: events.DeliveryJob) -> str | None:
+async def refusal(records: Records, job: events.DeliveryJob) -> str | None:
     """Why the job must not be sent (read from its queue record), or None when it may.
 
     Raises `BusUnavailable` when the record cannot be read now: the job waits."""
     try:
-        found = await kv.get(names.queue_key(job.id))
-    except nats.js.errors.KeyNotFoundError:  # deleted or purged keys included
-        return "the message is not in the queue"
-    except (nats.errors.Error, nats.js.errors.Error, OSError) as error:
+        found = await records.get(names.queue_key(job.id))
+    except (nats.errors.Error, nats.js.errors.Error, OSError, ValueError) as error:
         raise errors.BusUnavailable(f"cannot read the queue record: {error!r}") from error
-    if not found.value:
+    if not found:  # deleted or purged records included
         return "the message is not in the queue"
     try:
-        entry = queue.Entry.model_validate_json(found.value)
+        entry = queue.Entry.model_validate_json(found)
     except ValidationError:
         return "its queue record does not load"
     return mismatch(job, entry)

@@ -23,8 +23,6 @@ from empath.delivery.resolver import DeliveryDeferred, Hop
 
 log = logging.getLogger("empath.delivery.client")
 
-_LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
-_LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
 MAX_REPLY_LINES = 100
 # A remote's reply goes into the queue record, logs and DSNs: no control character survives.
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -48,10 +46,15 @@ def wire_body(body: bytes) -> bytes:
 
     Bare CR and LF become CRLF, so no downstream server can read a different end of data.
     """
-    normalized = _LINE_ENDINGS.sub(b"\r\n", body)
+    # Each CRLF, bare CR and bare LF becomes one LF, then each LF a CRLF (bytes.replace runs
+    # at memory speed; a regular expression took several times as long).
+    normalized = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
     if not normalized.endswith(b"\r\n"):
         normalized += b"\r\n"
-    return _LEADING_DOT.sub(b"..", normalized) + b".\r\n"
+    stuffed = normalized.replace(b"\n.", b"\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    return stuffed + b".\r\n"
 
 
 @dataclass(slots=True)
@@ -67,6 +70,10 @@ class Connection:
     messages: int = 0
     last_used: float = field(default_factory=time.monotonic)
     broken: bool = False
+    # No transaction left open: a new session, or the end of DATA answered (which ends the
+    # transaction whatever the reply, RFC 5321 §4.1.1.4). Only a session that is not clean
+    # needs an RSET before it carries the next message.
+    clean: bool = True
 
     @property
     def usable(self) -> bool:
@@ -115,7 +122,8 @@ class Connection:
     async def send(self, data: bytes) -> None:
         try:
             self.writer.write(data)
-            await asyncio.wait_for(self.writer.drain(), self.timeout)
+            async with asyncio.timeout(self.timeout):  # no task of its own, as wait_for makes
+                await self.writer.drain()
         except (OSError, TimeoutError, ssl.SSLError) as error:
             self.broken = True
             raise SessionLost(f"{error.__class__.__name__}: {error}") from error
@@ -138,9 +146,10 @@ class Connection:
 
     async def reset(self) -> bool:
         try:
-            return (await self.command("RSET")).code == 250
+            self.clean = (await self.command("RSET")).code == 250
         except SessionLost:
             return False
+        return self.clean
 
     async def close(self) -> None:
         try:
@@ -291,6 +300,7 @@ async def transact(
         rcpts.append(" ".join(rcpt))
     connection.messages += 1
     connection.last_used = time.monotonic()
+    connection.clean = False
     try:
         mail_reply, rcpt_replies, data_reply = await _envelope(connection, " ".join(mail), rcpts)
     except SessionLost as error:
@@ -306,6 +316,7 @@ async def transact(
         try:
             await connection.send(data if accepted else b".\r\n")
             final = await connection.read_reply()
+            connection.clean = True
         except SessionLost as error:
             final = f"451 4.4.2 {hop.name} dropped the session in DATA: {error}"
     elif accepted:

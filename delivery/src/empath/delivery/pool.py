@@ -1,5 +1,10 @@
 """Connection reuse: an open session with an MX host serves the next jobs for it.
 
+A session whose last transaction ended with DATA answered goes on with the next MAIL at once;
+one whose transaction stopped earlier (MAIL or every RCPT refused) is reset with RSET first,
+and replaced when RSET is not answered 250. A remote may close a kept session at any time: the
+worker then carries the message on a new one (`Worker._session`).
+
 A session is reused for at most `messages_per_connection` transactions and is closed after
 `idle_timeout` seconds without use. Closing the pool at shutdown waits at most `quit_timeout`
 for the remotes to answer QUIT: a remote that never answers must not hold the shutdown up.
@@ -54,12 +59,22 @@ class Pool:
         )
 
     async def acquire(
-        self, hop: Hop, policy: str, opener: Callable[[], Awaitable[Connection]]
+        self,
+        hop: Hop,
+        policy: str,
+        opener: Callable[[], Awaitable[Connection]],
+        *,
+        fresh: bool = False,
     ) -> Connection:
-        idle = self._idle.get((hop.address, hop.port, policy))
+        """A kept session for the host and policy, or a new one (always new when `fresh`)."""
+        idle = None if fresh else self._idle.get((hop.address, hop.port, policy))
         while idle:
             connection = idle.pop()
-            if connection.usable and not self._stale(connection) and await connection.reset():
+            if (
+                connection.usable
+                and not self._stale(connection)
+                and (connection.clean or await connection.reset())
+            ):
                 self.reused += 1
                 return connection
             await connection.close()

@@ -14,7 +14,7 @@ from nats.aio.msg import Msg
 
 from empath.core import bus as bus_module
 from empath.core import names, pluginevents, services, store
-from empath.delivery import circuit, limits, pool, resolver, worker
+from empath.delivery import checks, circuit, limits, pool, resolver, worker
 
 log = logging.getLogger("empath.delivery")
 
@@ -32,7 +32,8 @@ async def run(runtime: services.Runtime) -> None:
     try:
         dns_cache = await bus.key_value(names.DNS_BUCKET)
         flags = await bus.key_value(names.FLAGS_BUCKET)
-        queue = await bus.key_value(names.QUEUE_BUCKET)
+        await bus.key_value(names.QUEUE_BUCKET)  # there (made by the spool) before a job
+        queue = checks.Records(bus.nc, timeout=settings.publish_timeout)
         overrides = await bus.key_value(names.OVERRIDES_BUCKET)
         routes = resolver.Resolver(settings, dns_cache, overrides)
 

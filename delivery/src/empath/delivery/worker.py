@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from nats.aio.msg import Msg
@@ -26,7 +26,6 @@ from empath.core import (
     consumers,
     errors,
     events,
-    flags,
     ids,
     logs,
     metrics,
@@ -35,6 +34,7 @@ from empath.core import (
     store,
     telemetry,
 )
+from empath.core import flags as flag_cache
 from empath.core.settings import Settings
 from empath.delivery import checks, circuit, client, limits, pool, resolver, throttle, tls
 
@@ -65,7 +65,7 @@ class Worker:
         connections: pool.Pool,
         limits: throttle.Limits,
         flags: KeyValue,
-        queue: KeyValue,
+        queue: checks.Records,
         plugin_events: pluginevents.Publisher | None = None,
         breakers: circuit.Breakers | None = None,
     ) -> None:
@@ -75,14 +75,16 @@ class Worker:
         self.routes = routes
         self.connections = connections
         self.limits = limits
-        self.flags = flags
+        # Read at most every half second, not once per job (a round trip to NATS each): a
+        # freeze stops new attempts within half a second of being set.
+        self.frozen = flag_cache.Cached(flags)
         self.queue = queue  # the queue records, read only: each job is checked against its own
         self.plugin_events = plugin_events
         self.breakers = breakers
 
     async def handle(self, msg: Msg) -> None:
         # While the queue is frozen a job is not even read: it goes back to the stream.
-        if await flags.is_frozen(self.flags):
+        if await self.frozen():
             raise errors.TemporaryError("the queue is frozen: job put back")
         with consumers.receive(
             msg, events.DeliveryJob, log=log, tracer=tracer, span="delivery.attempt"
@@ -123,7 +125,9 @@ class Worker:
                 results=tuple(results),
             )
             await self.report(event)
-            if self.plugin_events is not None:  # never waited for: see pluginevents
+            if self.plugin_events is not None and self.plugin_events.wants("delivery_attempt"):
+                # Never waited for (see pluginevents), and not even built when no plugin
+                # asked for them.
                 for told in pluginevents.delivery_attempts(job, results, at=event.finished_at):
                     self.plugin_events.emit(told)
         for result in results:
@@ -182,6 +186,9 @@ class Worker:
         by_domain: dict[str, list[events.Recipient]] = collections.defaultdict(list)
         for recipient in job.envelope.recipients:
             by_domain[addresses.domain_of(recipient.address)].append(recipient)
+        if len(by_domain) == 1:  # the usual case: no task of its own
+            [(domain, recipients)] = by_domain.items()
+            return await self.deliver_safely(job, domain, recipients, body)
         per_domain = await asyncio.gather(
             *(
                 self.deliver_safely(job, domain, recipients, body)
@@ -317,31 +324,44 @@ class Worker:
         body: bytes,
     ) -> list[events.RecipientResult]:
         """One MX host: a session (new or reused) and the transaction, or `DeliveryError`
-        when the host did not take the transaction (the caller tries the next one)."""
-        connection = await self.connections.acquire(
-            hop,
-            policy,
-            lambda: client.connect(
+        when the host did not take the transaction (the caller tries the next one).
+
+        A kept session is not probed before use (no RSET after a finished transaction): one
+        the remote closed meanwhile fails before MAIL is accepted, before any byte of the body
+        went out, and the message goes on a new session instead."""
+
+        def opener() -> Awaitable[client.Connection]:
+            return client.connect(
                 hop,
                 helo=self.settings.hostname,
                 policy=policy,
                 ca_file=self.settings.tls_ca_file,
                 connect_timeout=self.settings.delivery_connect_timeout,
                 command_timeout=self.settings.delivery_command_timeout,
-            ),
-        )
-        try:
-            await self.limits.pace(domain)
-            results = await client.transact(connection, job, recipients, body)
-        except BaseException:
-            # Broke before MAIL was accepted, ran out of time, or failed unforeseen: the
-            # session is in an unknown state and never goes back to the pool.
-            connection.broken = True
-            await self.connections.release(connection, policy, reusable=False)
-            raise
-        reusable = all(not r.reply.startswith("421") for r in results)
-        await self.connections.release(connection, policy, reusable=reusable)
-        return results
+            )
+
+        connection = await self.connections.acquire(hop, policy, opener)
+        await self.limits.pace(domain)
+        while True:
+            kept = connection.messages > 0
+            try:
+                results = await client.transact(connection, job, recipients, body)
+            except resolver.DeliveryError:
+                connection.broken = True
+                await self.connections.release(connection, policy, reusable=False)
+                if not kept:
+                    raise
+                connection = await self.connections.acquire(hop, policy, opener, fresh=True)
+                continue
+            except BaseException:
+                # Ran out of time or failed unforeseen: the session is in an unknown state
+                # and never goes back to the pool.
+                connection.broken = True
+                await self.connections.release(connection, policy, reusable=False)
+                raise
+            reusable = all(not r.reply.startswith("421") for r in results)
+            await self.connections.release(connection, policy, reusable=reusable)
+            return results
 
 
 _COUNTERS = {
