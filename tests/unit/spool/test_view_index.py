@@ -94,3 +94,35 @@ def test_the_view_keeps_a_summary_and_gives_back_the_whole_record() -> None:
     assert summary.domains == ("one.test", "two.test")
     assert summary.open_domains == ("one.test",)
     assert summary.entry() == record
+
+
+def test_a_write_of_the_spools_own_is_in_the_view_at_once_and_never_an_older_one() -> None:
+    live = view.QueueView()
+    first = waiting_at(NOW)
+    claimed = first.model_copy(update={"state": queue.State.DELIVERING, "next_attempt": None})
+    live.written(first.id, claimed, 7, claimed.model_dump_json().encode())
+    live.written(first.id, first, 5, first.model_dump_json().encode())  # done, then overtaken
+    assert [out.entry() for out in live.index.in_delivery()] == [claimed]
+    assert live.index.known(first.id) == (claimed, 7)
+    assert live.index.take_due(NOW) == []
+
+
+def test_a_write_the_watch_has_gone_past_is_left_to_the_watch() -> None:
+    live = view.QueueView()
+    record = waiting_at(NOW)
+    live.index.watched = 9  # the watch delivered revision 9: a removal of the record, say
+    live.written(record.id, record, 8, record.model_dump_json().encode())
+    assert record.id not in live.entries
+    assert not live.due_now.is_set()
+
+
+def test_the_last_records_taken_in_are_given_back_without_reading_their_json() -> None:
+    index = view.Index()
+    records = [waiting_at(NOW) for _ in range(view.PARSED_KEPT + 1)]
+    for revision, record in enumerate(records, start=1):
+        index.apply(record.id, record, revision)
+    assert index.known(records[-1].id) == (records[-1], len(records))
+    assert index.known(records[-1].id)[0] is records[-1]  # type: ignore[index]
+    oldest = index.known(records[0].id)  # past the bound: read back from its JSON
+    assert oldest == (records[0], 1)
+    assert oldest[0] is not records[0]  # type: ignore[index]

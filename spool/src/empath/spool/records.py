@@ -35,18 +35,27 @@ class Written(NamedTuple):
     revision: int
 
 
+# Told of each write that went through: the message id, the record, its revision, its JSON.
+Seen = Callable[[str, queue.Entry, int, bytes], None]
+
+
 class Records:
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, *, seen: Seen | None = None) -> None:
         self.kv = kv
+        # The spool's live view, which takes in its own writes without reading them back.
+        self.seen = seen
 
     async def create(self, entry: queue.Entry) -> bool:
         """Record a new message; False when it is already recorded."""
+        data = entry.model_dump_json().encode()
         try:
-            await self.kv.create(names.queue_key(entry.id), entry.model_dump_json().encode())
+            revision = await self.kv.create(names.queue_key(entry.id), data)
         except nats.js.errors.KeyWrongLastSequenceError:
             return False
         except (nats.errors.Error, nats.js.errors.Error) as error:
             raise errors.BusUnavailable(f"cannot record {entry.id}: {error!r}") from error
+        if self.seen is not None:
+            self.seen(entry.id, entry, revision, data)
         return True
 
     @telemetry.traced("kv.update")
@@ -72,13 +81,16 @@ class Records:
             after = change(before)
             if after is None:
                 return None
+            data = after.model_dump_json().encode()
             try:
-                written = await self.kv.update(key, after.model_dump_json().encode(), last=revision)
+                written = await self.kv.update(key, data, last=revision)
             except nats.js.errors.KeyWrongLastSequenceError:
                 metrics.kv_conflicts.add(1, {"bucket": names.QUEUE_BUCKET})
                 continue  # another replica wrote first: look again
             except (nats.errors.Error, nats.js.errors.Error) as error:
                 raise errors.BusUnavailable(f"cannot update {message_id}: {error!r}") from error
+            if self.seen is not None:
+                self.seen(message_id, after, written, data)
             return Written(before, after, written)
         raise errors.TemporaryError(f"{message_id}: too much contention")
 

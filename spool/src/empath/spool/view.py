@@ -10,6 +10,13 @@ consumer is gone with the old server, and the client only notices after missing 
 heartbeats (about ten seconds, during which the scheduler, reading this view, dispatches
 nothing). So the view also follows the connection's reconnect count and rebuilds the watch
 as soon as it changes.
+
+The spool's own writes (`records.Records`) are taken in as they go through, with the record
+already in hand (`QueueView.written`), so the watch need not parse them back: an update whose
+revision the view holds already is passed over unread. Only a write that is newer than
+anything the watch has delivered is taken that way, so the view never goes back in time: an
+older write, or one the watch has passed already (a later change, a removal), is left to the
+watch, which stays the one source of every change.
 """
 
 from __future__ import annotations
@@ -36,6 +43,9 @@ log = logging.getLogger("empath.spool.view")
 
 # How often a quiet watch looks whether the connection was re-established meanwhile.
 RECONNECT_CHECK_SECONDS = 0.2
+
+# How many of the records last taken in the index keeps parsed (about 6 KB each).
+PARSED_KEPT = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +129,12 @@ class Index:
     def __init__(self) -> None:
         self.entries: dict[str, Summary] = {}
         self.revisions: dict[str, int] = {}
+        # The highest revision the watch has delivered (`QueueView.written`).
+        self.watched = 0
+        # The last records taken in, parsed, with their revisions: the outcome of an attempt
+        # usually comes back seconds after its claim was written, and finds it here instead
+        # of parsing the summary's JSON again. Bounded, oldest dropped first.
+        self._parsed: dict[str, tuple[int, queue.Entry]] = {}
         self.delivering: set[str] = set()
         self._due: list[tuple[datetime, str]] = []
         self._finished: list[tuple[datetime, str]] = []
@@ -135,11 +151,16 @@ class Index:
         if entry is None:
             self.entries.pop(message_id, None)
             self.revisions.pop(message_id, None)
+            self._parsed.pop(message_id, None)
             self.delivering.discard(message_id)
             return False
         summary = Summary.of(entry, raw)
         self.entries[message_id] = summary
         self.revisions[message_id] = revision
+        self._parsed.pop(message_id, None)
+        self._parsed[message_id] = (revision, entry)
+        if len(self._parsed) > PARSED_KEPT:
+            del self._parsed[next(iter(self._parsed))]
         if summary.state == queue.State.DELIVERING:
             self.delivering.add(message_id)
         else:
@@ -200,7 +221,11 @@ class Index:
         summary = self.entries.get(message_id)
         if summary is None:
             return None
-        return summary.entry(), self.revisions.get(message_id, 0)
+        revision = self.revisions.get(message_id, 0)
+        parsed = self._parsed.get(message_id)
+        if parsed is not None and parsed[0] == revision:
+            return parsed[1], revision
+        return summary.entry(), revision
 
 
 class QueueView:
@@ -227,6 +252,13 @@ class QueueView:
     ) -> None:
         if self.index.apply(message_id, entry, revision, raw=raw):
             self.due_now.set()
+
+    def written(self, message_id: str, entry: queue.Entry, revision: int, raw: bytes) -> None:
+        """A write of this spool's that went through (`records.Records`): in the view at once,
+        unless the watch has delivered it, or anything after it, already."""
+        index = self.index
+        if revision > index.watched and revision > index.revisions.get(message_id, 0):
+            self.apply(message_id, entry, revision, raw=raw)
 
     def snapshot(self) -> list[Summary]:
         """Every record, oldest first (queue ids sort by time)."""
@@ -256,37 +288,51 @@ class QueueView:
         reconnects = self._reconnects()
         assert self.kv is not None
         watcher = await self.kv.watch(f"{names.QUEUE_KEY_PREFIX}>")
-        fresh: Index | None = Index()
+        # The updates are read by a task of their own, each as it comes (no timeout per
+        # update); this one looks at the connection every so often.
+        reading = asyncio.create_task(self._read(watcher))
         try:
-            while not stop.is_set():
+            while not reading.done():
+                if stop.is_set():
+                    return False
                 if self._reconnects() != reconnects:
                     return True
-                try:
-                    update = await watcher.updates(  # type: ignore[no-untyped-call]
-                        timeout=RECONNECT_CHECK_SECONDS
-                    )
-                except nats.errors.TimeoutError:
-                    continue
-                if update is None:  # the current values are all in
-                    if fresh is not None:
-                        self.index, fresh = fresh, None
-                        self.ready.set()
-                        self.due_now.set()
-                    continue
-                message_id = update.key.removeprefix(names.QUEUE_KEY_PREFIX)
-                entry: queue.Entry | None = None
-                if update.operation not in {"DEL", "PURGE"} and update.value:
-                    try:
-                        entry = queue.Entry.model_validate_json(update.value)
-                    except ValidationError as error:
-                        log.error("unreadable record %s: %s", update.key, error)
-                        continue
-                raw = update.value if entry is not None else None
-                if fresh is not None:
-                    fresh.apply(message_id, entry, update.revision or 0, raw=raw)
-                else:
-                    self.apply(message_id, entry, update.revision or 0, raw=raw)
+                await asyncio.wait({reading}, timeout=RECONNECT_CHECK_SECONDS)
+            reading.result()  # its error, if it failed
             return False
         finally:
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reading
             with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, OSError):
                 await watcher.stop()  # type: ignore[no-untyped-call]
+
+    async def _read(self, watcher: KeyValue.KeyWatcher) -> None:
+        """Take in the current records (in a fresh index, which replaces the view's once they
+        are all in), then every change."""
+        fresh: Index | None = Index()
+        async for update in watcher:
+            if update is None:  # the current values are all in
+                if fresh is not None:
+                    self.index, fresh = fresh, None
+                    self.ready.set()
+                    self.due_now.set()
+                continue
+            index = fresh if fresh is not None else self.index
+            revision = update.revision or 0
+            message_id = update.key.removeprefix(names.QUEUE_KEY_PREFIX)
+            index.watched = max(index.watched, revision)
+            if revision and revision <= index.revisions.get(message_id, 0):
+                continue  # taken in already, as this spool wrote it
+            entry: queue.Entry | None = None
+            if update.operation not in {"DEL", "PURGE"} and update.value:
+                try:
+                    entry = queue.Entry.model_validate_json(update.value)
+                except ValidationError as error:
+                    log.error("unreadable record %s: %s", update.key, error)
+                    continue
+            raw = update.value if entry is not None else None
+            if fresh is not None:
+                fresh.apply(message_id, entry, revision, raw=raw)
+            else:
+                self.apply(message_id, entry, revision, raw=raw)
