@@ -98,7 +98,7 @@ class Bus:
             raise errors.BusUnavailable("not connected to NATS")
         stream = {"subject": subject}  # a handful of fixed subjects, never a message's id
         started = time.monotonic()
-        with _tracer.start_as_current_span("nats.publish", attributes={"nats.subject": subject}):
+        with telemetry.span(_tracer, "nats.publish", attributes=lambda: {"nats.subject": subject}):
             headers = telemetry.inject({"Nats-Msg-Id": msg_id})
             data = event.model_dump_json().encode()
             if self.signer is not None:
