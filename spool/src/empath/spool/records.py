@@ -35,28 +35,37 @@ class Written(NamedTuple):
     revision: int
 
 
-# Told of each write that went through: the message id, the record, its revision, its JSON.
-Seen = Callable[[str, queue.Entry, int, bytes], None]
+class Watching(Protocol):
+    """What follows the bucket (the spool's live view): told of each write before it is made,
+    so it need not parse the record back when the write comes round."""
+
+    def expect(self, message_id: str, entry: queue.Entry, data: bytes) -> None: ...
+    def forget(self, message_id: str, data: bytes) -> None: ...
 
 
 class Records:
-    def __init__(self, kv: KeyValue, *, seen: Seen | None = None) -> None:
+    def __init__(self, kv: KeyValue, *, watching: Watching | None = None) -> None:
         self.kv = kv
-        # The spool's live view, which takes in its own writes without reading them back.
-        self.seen = seen
+        self.watching = watching
 
     async def create(self, entry: queue.Entry) -> bool:
         """Record a new message; False when it is already recorded."""
         data = entry.model_dump_json().encode()
+        if self.watching is not None:
+            self.watching.expect(entry.id, entry, data)
         try:
-            revision = await self.kv.create(names.queue_key(entry.id), data)
+            await self.kv.create(names.queue_key(entry.id), data)
         except nats.js.errors.KeyWrongLastSequenceError:
+            self._not_written(entry.id, data)
             return False
         except (nats.errors.Error, nats.js.errors.Error) as error:
+            self._not_written(entry.id, data)
             raise errors.BusUnavailable(f"cannot record {entry.id}: {error!r}") from error
-        if self.seen is not None:
-            self.seen(entry.id, entry, revision, data)
         return True
+
+    def _not_written(self, message_id: str, data: bytes) -> None:
+        if self.watching is not None:
+            self.watching.forget(message_id, data)
 
     @telemetry.traced("kv.update")
     async def update(
@@ -82,15 +91,17 @@ class Records:
             if after is None:
                 return None
             data = after.model_dump_json().encode()
+            if self.watching is not None:
+                self.watching.expect(message_id, after, data)
             try:
                 written = await self.kv.update(key, data, last=revision)
             except nats.js.errors.KeyWrongLastSequenceError:
+                self._not_written(message_id, data)
                 metrics.kv_conflicts.add(1, {"bucket": names.QUEUE_BUCKET})
                 continue  # another replica wrote first: look again
             except (nats.errors.Error, nats.js.errors.Error) as error:
+                self._not_written(message_id, data)
                 raise errors.BusUnavailable(f"cannot update {message_id}: {error!r}") from error
-            if self.seen is not None:
-                self.seen(message_id, after, written, data)
             return Written(before, after, written)
         raise errors.TemporaryError(f"{message_id}: too much contention")
 

@@ -26,7 +26,7 @@ async def run(runtime: services.Runtime) -> None:
         kv = await bus.key_value(names.QUEUE_BUCKET)
         flags = await bus.key_value(names.FLAGS_BUCKET)
         live = view.QueueView(kv, connection=bus.nc)
-        queue_records = records.Records(kv, seen=live.written)
+        queue_records = records.Records(kv, watching=live)
         following = asyncio.create_task(live.run(runtime.stop), name="spool-view")
         metrics.observe_queue(live.snapshot, until=runtime.stop)
         # Serve and schedule only once the view holds the whole queue.

@@ -11,12 +11,10 @@ heartbeats (about ten seconds, during which the scheduler, reading this view, di
 nothing). So the view also follows the connection's reconnect count and rebuilds the watch
 as soon as it changes.
 
-The spool's own writes (`records.Records`) are taken in as they go through, with the record
-already in hand (`QueueView.written`), so the watch need not parse them back: an update whose
-revision the view holds already is passed over unread. Only a write that is newer than
-anything the watch has delivered is taken that way, so the view never goes back in time: an
-older write, or one the watch has passed already (a later change, a removal), is left to the
-watch, which stays the one source of every change.
+The spool's own writes (`records.Records`) are announced to the view before they are made
+(`QueueView.expect`), with the record in hand: when the watch brings back exactly the bytes
+written, the view takes that record instead of parsing it again. The watch still delivers
+every change, in order, so the view is what the bucket says, as before; only a parse is saved.
 """
 
 from __future__ import annotations
@@ -26,7 +24,6 @@ import contextlib
 import heapq
 import logging
 import sys
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -69,6 +66,14 @@ class Summary:
 
     @classmethod
     def of(cls, entry: queue.Entry, raw: bytes | None = None) -> Summary:
+        # Each domain once, in order, the strings shared between records.
+        every: dict[str, None] = {}
+        still_open: dict[str, None] = {}
+        for recipient in entry.recipients:
+            domain = sys.intern(addresses.domain_of(recipient.address))
+            every[domain] = None
+            if recipient.open:
+                still_open[domain] = None
         return cls(
             id=entry.id,
             state=entry.state,
@@ -79,8 +84,8 @@ class Summary:
             next_attempt=entry.next_attempt,
             lease_until=entry.lease_until,
             sender=entry.sender,
-            domains=_domains(r.address for r in entry.recipients),
-            open_domains=_domains(r.address for r in entry.open_recipients),
+            domains=tuple(every),
+            open_domains=tuple(still_open),
             raw=entry.model_dump_json().encode() if raw is None else raw,
         )
 
@@ -96,12 +101,6 @@ class Summary:
     def has_open(self) -> bool:
         """Some recipient is still to be delivered (as `queue.Entry.has_open`)."""
         return bool(self.open_domains)
-
-
-def _domains(addresses_: Iterable[str]) -> tuple[str, ...]:
-    """Each domain once, in order, the strings shared between records."""
-    found = dict.fromkeys(sys.intern(addresses.domain_of(a)) for a in addresses_)
-    return tuple(found)
 
 
 def waiting(entry: Summary) -> bool:
@@ -129,8 +128,6 @@ class Index:
     def __init__(self) -> None:
         self.entries: dict[str, Summary] = {}
         self.revisions: dict[str, int] = {}
-        # The highest revision the watch has delivered (`QueueView.written`).
-        self.watched = 0
         # The last records taken in, parsed, with their revisions: the outcome of an attempt
         # usually comes back seconds after its claim was written, and finds it here instead
         # of parsing the summary's JSON again. Bounded, oldest dropped first.
@@ -237,6 +234,8 @@ class QueueView:
         # Set when a record becomes due now (a new message): the scheduler need not wait for
         # its next tick.
         self.due_now = asyncio.Event()
+        # Writes of this spool's on their way, by message id: their bytes and their record.
+        self._expected: dict[str, tuple[bytes, queue.Entry]] = {}
 
     @property
     def entries(self) -> dict[str, Summary]:
@@ -253,12 +252,20 @@ class QueueView:
         if self.index.apply(message_id, entry, revision, raw=raw):
             self.due_now.set()
 
-    def written(self, message_id: str, entry: queue.Entry, revision: int, raw: bytes) -> None:
-        """A write of this spool's that went through (`records.Records`): in the view at once,
-        unless the watch has delivered it, or anything after it, already."""
-        index = self.index
-        if revision > index.watched and revision > index.revisions.get(message_id, 0):
-            self.apply(message_id, entry, revision, raw=raw)
+    def expect(self, message_id: str, entry: queue.Entry, data: bytes) -> None:
+        """This spool is about to write `entry` as `data` (`records.Records`): when the watch
+        brings these bytes back, it takes `entry` as it is, unparsed. Bounded: an expectation
+        of a write that never shows (its spool's write failed) is dropped in time."""
+        self._expected.pop(message_id, None)
+        self._expected[message_id] = (data, entry)
+        if len(self._expected) > PARSED_KEPT:
+            del self._expected[next(iter(self._expected))]
+
+    def forget(self, message_id: str, data: bytes) -> None:
+        """The write announced with `data` did not happen."""
+        found = self._expected.get(message_id)
+        if found is not None and found[0] == data:
+            del self._expected[message_id]
 
     def snapshot(self) -> list[Summary]:
         """Every record, oldest first (queue ids sort by time)."""
@@ -318,21 +325,21 @@ class QueueView:
                     self.ready.set()
                     self.due_now.set()
                 continue
-            index = fresh if fresh is not None else self.index
-            revision = update.revision or 0
             message_id = update.key.removeprefix(names.QUEUE_KEY_PREFIX)
-            index.watched = max(index.watched, revision)
-            if revision and revision <= index.revisions.get(message_id, 0):
-                continue  # taken in already, as this spool wrote it
             entry: queue.Entry | None = None
             if update.operation not in {"DEL", "PURGE"} and update.value:
-                try:
-                    entry = queue.Entry.model_validate_json(update.value)
-                except ValidationError as error:
-                    log.error("unreadable record %s: %s", update.key, error)
-                    continue
+                expected = self._expected.get(message_id)
+                if expected is not None and expected[0] == update.value:
+                    del self._expected[message_id]
+                    entry = expected[1]  # as this spool wrote it
+                else:
+                    try:
+                        entry = queue.Entry.model_validate_json(update.value)
+                    except ValidationError as error:
+                        log.error("unreadable record %s: %s", update.key, error)
+                        continue
             raw = update.value if entry is not None else None
             if fresh is not None:
-                fresh.apply(message_id, entry, revision, raw=raw)
+                fresh.apply(message_id, entry, update.revision or 0, raw=raw)
             else:
-                self.apply(message_id, entry, revision, raw=raw)
+                self.apply(message_id, entry, update.revision or 0, raw=raw)
