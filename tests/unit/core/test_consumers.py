@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from empath.core import consumers, errors, events
+from empath.core import consumers, errors, events, telemetry
 
 log = logging.getLogger("empath.tests.consumers")
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -107,3 +107,15 @@ def test_an_unreadable_event_is_refused_before_the_handler_runs(
     ):
         pytest.fail("the handler ran")
     assert exporter.get_finished_spans() == ()
+
+
+def test_with_no_exporter_the_handler_runs_in_the_publishers_trace_without_a_span_of_its_own() -> (
+    None
+):
+    quiet = telemetry.tracer("tests.quiet")  # the provider `empath` installs with no exporter
+    with consumers.receive(
+        message(JOB_V1), events.DeliveryJob, log=log, tracer=quiet, span="delivery.attempt"
+    ):
+        passed_on = telemetry.inject({})
+    assert passed_on["traceparent"] == TRACEPARENT
+    assert "traceparent" not in telemetry.inject({})  # and only inside the handler

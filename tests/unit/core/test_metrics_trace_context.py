@@ -3,6 +3,12 @@ scheduler dispatches an attempt, carried to delivery in the job's headers."""
 
 from __future__ import annotations
 
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
 from empath.core import queue, telemetry
 from empath.spool import scheduler
 from tests.unit.spool import samples
@@ -19,7 +25,31 @@ def test_the_job_of_a_dispatched_attempt_carries_the_trace_of_the_messages_arriv
         headers = telemetry.inject({})
     _, trace_id, span_id, _ = headers["traceparent"].split("-")
     assert trace_id == f"{arrival.get_span_context().trace_id:032x}"
-    assert span_id != f"{arrival.get_span_context().span_id:016x}"
+    # Nothing records spans here (no exporter): the dispatch makes none, its parent goes on.
+    assert span_id == f"{arrival.get_span_context().span_id:016x}"
+
+
+def test_with_an_exporter_the_dispatch_is_a_span_of_its_own_in_the_messages_trace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_ON)  # as `telemetry.setup` makes it, with an exporter
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(scheduler, "_tracer", provider.get_tracer("tests"))
+    with tracer.start_as_current_span("spool.intake") as arrival:
+        entry = samples.entry(traceparent=telemetry.traceparent())
+    with scheduler._in_trace(entry):
+        headers = telemetry.inject({})
+    [dispatch] = exporter.get_finished_spans()
+    assert dispatch.name == "spool.dispatch"
+    assert dispatch.context.trace_id == arrival.get_span_context().trace_id
+    assert dispatch.parent is not None
+    assert dispatch.parent.span_id == arrival.get_span_context().span_id
+    assert dict(dispatch.attributes or {}) == {
+        "empath.queue_id": entry.id,
+        "empath.attempt": entry.attempts,
+    }
+    assert headers["traceparent"].split("-")[2] == f"{dispatch.context.span_id:016x}"
 
 
 def test_a_record_kept_before_trace_context_dispatches_in_a_trace_of_its_own() -> None:

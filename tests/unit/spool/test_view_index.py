@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
-from empath.core import ids, queue
+from nats.js.kv import KeyValue
+
+from empath.core import ids, names, queue
 from empath.spool import view
 from tests.unit.spool.samples import NOW, entry
 
@@ -94,3 +97,61 @@ def test_the_view_keeps_a_summary_and_gives_back_the_whole_record() -> None:
     assert summary.domains == ("one.test", "two.test")
     assert summary.open_domains == ("one.test",)
     assert summary.entry() == record
+
+
+async def watched(live: view.QueueView, *records: tuple[str, bytes | None]) -> None:
+    """Feed `live` what a KV watch of the queue brings: no current values, then these writes
+    (None: a removal), as nats.py hands them over."""
+
+    async def updates() -> AsyncIterator[KeyValue.Entry | None]:
+        yield None  # the current values are all in: there were none
+        for revision, (message_id, value) in enumerate(records, start=1):
+            yield KeyValue.Entry(
+                bucket=names.QUEUE_BUCKET,
+                key=names.queue_key(message_id),
+                value=value,
+                revision=revision,
+                delta=0,
+                created=None,
+                operation=None if value is not None else "PURGE",
+            )
+
+    await live._read(updates())  # type: ignore[arg-type]
+
+
+async def test_a_write_of_the_spools_own_comes_back_from_the_watch_unparsed() -> None:
+    live = view.QueueView()
+    ours, theirs = waiting_at(NOW), waiting_at(NOW)
+    data = ours.model_dump_json().encode()
+    live.expect(ours.id, ours, data)
+    await watched(live, (ours.id, data), (theirs.id, theirs.model_dump_json().encode()))
+    assert live.index.known(ours.id) == (ours, 1)
+    assert live.index.known(ours.id)[0] is ours  # type: ignore[index]
+    assert live.index.known(theirs.id) == (theirs, 2)
+    assert live.due_now.is_set()
+
+
+async def test_the_view_follows_the_bucket_not_what_the_spool_meant_to_write() -> None:
+    live = view.QueueView()
+    meant = waiting_at(NOW)
+    other = meant.model_copy(update={"state": queue.State.DELIVERING, "next_attempt": None})
+    live.expect(meant.id, meant, meant.model_dump_json().encode())  # its CAS lost to `other`
+    failed = waiting_at(NOW)
+    live.expect(failed.id, failed, failed.model_dump_json().encode())
+    live.forget(failed.id, failed.model_dump_json().encode())  # that write never happened
+    await watched(live, (meant.id, other.model_dump_json().encode()), (failed.id, None))
+    assert live.index.known(meant.id) == (other, 1)
+    assert [out.entry() for out in live.index.in_delivery()] == [other]
+    assert failed.id not in live.entries
+
+
+def test_the_last_records_taken_in_are_given_back_without_reading_their_json() -> None:
+    index = view.Index()
+    records = [waiting_at(NOW) for _ in range(view.PARSED_KEPT + 1)]
+    for revision, record in enumerate(records, start=1):
+        index.apply(record.id, record, revision)
+    assert index.known(records[-1].id) == (records[-1], len(records))
+    assert index.known(records[-1].id)[0] is records[-1]  # type: ignore[index]
+    oldest = index.known(records[0].id)  # past the bound: read back from its JSON
+    assert oldest == (records[0], 1)
+    assert oldest[0] is not records[0]  # type: ignore[index]

@@ -13,7 +13,7 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,7 +98,7 @@ class Bus:
             raise errors.BusUnavailable("not connected to NATS")
         stream = {"subject": subject}  # a handful of fixed subjects, never a message's id
         started = time.monotonic()
-        with _tracer.start_as_current_span("nats.publish", attributes={"nats.subject": subject}):
+        with telemetry.span(_tracer, "nats.publish", attributes=lambda: {"nats.subject": subject}):
             headers = telemetry.inject({"Nats-Msg-Id": msg_id})
             data = event.model_dump_json().encode()
             if self.signer is not None:
@@ -496,26 +496,49 @@ async def consume(
             await sub.unsubscribe()
 
 
-@contextlib.asynccontextmanager
-async def keep_alive(msg: Msg, every: float = 10.0) -> AsyncIterator[None]:
-    """Tell JetStream the message is still being worked on, so it is not redelivered."""
-    done = asyncio.Event()
-    task = asyncio.create_task(
-        periodic.every(
-            every,
-            msg.in_progress,
-            stop=done,
-            log=log,
-            what="in-progress ack",
-            wait_first=True,
-            warn_once=True,
+def keep_alive(msg: Msg, every: float = 10.0) -> KeepAlive:
+    """Tell JetStream the message is still being worked on, so it is not redelivered:
+    `async with keep_alive(msg): ...`."""
+    return KeepAlive(msg, every)
+
+
+class KeepAlive:
+    """The in-progress acks of one message while its handler runs (`keep_alive`).
+
+    Nearly every message is handled well within `every`: for those this costs one timer of
+    the event loop, armed and cancelled. Only a message still in hand after `every` gets a task
+    that reports progress every `every` seconds until the handler is done."""
+
+    __slots__ = ("_beating", "_done", "_every", "_msg", "_timer")
+
+    def __init__(self, msg: Msg, every: float = 10.0) -> None:
+        self._msg = msg
+        self._every = every
+        self._done = asyncio.Event()
+        self._beating: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def __aenter__(self) -> None:
+        self._timer = asyncio.get_running_loop().call_later(self._every, self._beat)
+
+    def _beat(self) -> None:
+        self._beating = asyncio.create_task(
+            periodic.every(
+                self._every,
+                self._msg.in_progress,
+                stop=self._done,
+                log=log,
+                what="in-progress ack",
+                warn_once=True,
+            )
         )
-    )
-    try:
-        yield
-    finally:
-        done.set()
-        await task
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._done.set()
+        if self._beating is not None:
+            await self._beating
 
 
 def deliveries(msg: Msg) -> int:

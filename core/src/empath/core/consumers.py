@@ -51,13 +51,15 @@ def receive(
     queue_id = getattr(event, "id", None)
     if not isinstance(queue_id, str):
         raise errors.BadEvent(f"{model.__name__} event without a queue id")
-    attributes: dict[str, str | int] = {"empath.queue_id": queue_id}
-    attempt = getattr(event, "attempt", None)
-    if isinstance(attempt, int):
-        attributes["empath.attempt"] = attempt
-    with tracer.start_as_current_span(
-        span, context=telemetry.extract(msg.headers), attributes=attributes
-    ):
+
+    def attributes() -> dict[str, str | int]:
+        found: dict[str, str | int] = {"empath.queue_id": queue_id}
+        attempt = getattr(event, "attempt", None)
+        if isinstance(attempt, int):
+            found["empath.attempt"] = attempt
+        return found
+
+    with telemetry.span(tracer, span, parent=telemetry.extract(msg.headers), attributes=attributes):
         try:
             yield Inbound(event=event, queue_id=queue_id, log=logs.for_message(log, queue_id))
         except errors.EmpathError as error:

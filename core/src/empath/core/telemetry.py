@@ -11,8 +11,10 @@ collector. The export intervals are the SDK's own `OTEL_METRIC_EXPORT_INTERVAL` 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Awaitable, Callable
+from contextvars import Token
 from importlib import metadata
 from typing import ParamSpec, TypeVar
 
@@ -85,11 +87,61 @@ def tracer(name: str) -> trace.Tracer:
     return trace.get_tracer(name)
 
 
+def _quiet(tracer: trace.Tracer) -> bool:
+    """Whether nobody sees the spans of `tracer`: it is of the provider `setup` installs
+    without an exporter (its sampler is ALWAYS_OFF). A tracer got before `setup` is a proxy
+    that resolves to the provider once there is one."""
+    real = getattr(tracer, "_tracer", tracer) if isinstance(tracer, trace.ProxyTracer) else tracer
+    return getattr(real, "sampler", None) is ALWAYS_OFF
+
+
+class _Carried:
+    """The trace context `span` makes current instead of an unrecorded span: the parent's."""
+
+    __slots__ = ("_context", "_token")
+
+    def __init__(self, parent: context.Context) -> None:
+        self._context = parent
+        self._token: Token[context.Context] | None = None
+
+    def __enter__(self) -> None:
+        self._token = context.attach(self._context)
+
+    def __exit__(self, *_: object) -> None:
+        if self._token is not None:
+            context.detach(self._token)
+
+
+def span(
+    tracer: trace.Tracer,
+    name: str,
+    *,
+    parent: context.Context | None = None,
+    attributes: Callable[[], dict[str, str | int]] | None = None,
+) -> contextlib.AbstractContextManager[object]:
+    """A span `name` of the current trace (or of `parent`'s), current inside the block.
+
+    Without an exporter nobody sees a span, and making one costs on every step of every
+    message: then the block runs in the trace context it would have had as a parent (`parent`,
+    or the current one as it is), so what it publishes carries the message's trace on all the
+    same. Only a message with no trace yet gets an (unrecorded) span of a new trace, so its
+    attempts still share one trace id. `attributes` is called only for a recorded span."""
+    if not _quiet(tracer):
+        return tracer.start_as_current_span(
+            name, context=parent, attributes=attributes() if attributes else None
+        )
+    if parent is None:
+        return contextlib.nullcontext()
+    if not trace.get_current_span(parent).get_span_context().is_valid:
+        return tracer.start_as_current_span(name, context=parent)
+    return _Carried(parent)
+
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def traced(span: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+def traced(span_name: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
     """Run a coroutine function inside a span of the current trace: one line on a step that
     takes time (a DNS query, a connect, an SMTP transaction, a KV write)."""
 
@@ -98,7 +150,9 @@ def traced(span: str) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Await
 
         @functools.wraps(function)
         async def run(*args: P.args, **kwargs: P.kwargs) -> R:
-            with tracing.start_as_current_span(span):
+            if _quiet(tracing):  # nobody sees it: no span (`span`)
+                return await function(*args, **kwargs)
+            with tracing.start_as_current_span(span_name):
                 return await function(*args, **kwargs)
 
         return run

@@ -336,7 +336,7 @@ class Outcomes:
                 )
                 return
             result = written.after
-            if self.plugin_events is not None:
+            if self.plugin_events is not None and self.plugin_events.wanted:
                 for plugin_event in plugin_events(result, event):
                     self.plugin_events.emit(plugin_event)
             for r in event.results:

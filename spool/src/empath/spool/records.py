@@ -35,19 +35,37 @@ class Written(NamedTuple):
     revision: int
 
 
+class Watching(Protocol):
+    """What follows the bucket (the spool's live view): told of each write before it is made,
+    so it need not parse the record back when the write comes round."""
+
+    def expect(self, message_id: str, entry: queue.Entry, data: bytes) -> None: ...
+    def forget(self, message_id: str, data: bytes) -> None: ...
+
+
 class Records:
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, *, watching: Watching | None = None) -> None:
         self.kv = kv
+        self.watching = watching
 
     async def create(self, entry: queue.Entry) -> bool:
         """Record a new message; False when it is already recorded."""
+        data = entry.model_dump_json().encode()
+        if self.watching is not None:
+            self.watching.expect(entry.id, entry, data)
         try:
-            await self.kv.create(names.queue_key(entry.id), entry.model_dump_json().encode())
+            await self.kv.create(names.queue_key(entry.id), data)
         except nats.js.errors.KeyWrongLastSequenceError:
+            self._not_written(entry.id, data)
             return False
         except (nats.errors.Error, nats.js.errors.Error) as error:
+            self._not_written(entry.id, data)
             raise errors.BusUnavailable(f"cannot record {entry.id}: {error!r}") from error
         return True
+
+    def _not_written(self, message_id: str, data: bytes) -> None:
+        if self.watching is not None:
+            self.watching.forget(message_id, data)
 
     @telemetry.traced("kv.update")
     async def update(
@@ -72,12 +90,17 @@ class Records:
             after = change(before)
             if after is None:
                 return None
+            data = after.model_dump_json().encode()
+            if self.watching is not None:
+                self.watching.expect(message_id, after, data)
             try:
-                written = await self.kv.update(key, after.model_dump_json().encode(), last=revision)
+                written = await self.kv.update(key, data, last=revision)
             except nats.js.errors.KeyWrongLastSequenceError:
+                self._not_written(message_id, data)
                 metrics.kv_conflicts.add(1, {"bucket": names.QUEUE_BUCKET})
                 continue  # another replica wrote first: look again
             except (nats.errors.Error, nats.js.errors.Error) as error:
+                self._not_written(message_id, data)
                 raise errors.BusUnavailable(f"cannot update {message_id}: {error!r}") from error
             return Written(before, after, written)
         raise errors.TemporaryError(f"{message_id}: too much contention")

@@ -87,10 +87,11 @@ def lease_expired(entry: queue.Entry | view.Summary, now: datetime) -> bool:
 def _in_trace(entry: queue.Entry) -> contextlib.AbstractContextManager[object]:
     """A span for dispatching an attempt, a child of the message's arrival in its trace: the
     job's headers carry it, so the attempt joins the trace too."""
-    return _tracer.start_as_current_span(
+    return telemetry.span(
+        _tracer,
         "spool.dispatch",
-        context=telemetry.resumed(entry.traceparent),
-        attributes={"empath.queue_id": entry.id, "empath.attempt": entry.attempts},
+        parent=telemetry.resumed(entry.traceparent),
+        attributes=lambda: {"empath.queue_id": entry.id, "empath.attempt": entry.attempts},
     )
 
 

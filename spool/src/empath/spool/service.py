@@ -26,8 +26,8 @@ async def run(runtime: services.Runtime) -> None:
     try:
         kv = await bus.key_value(names.QUEUE_BUCKET)
         flags = await bus.key_value(names.FLAGS_BUCKET)
-        queue_records = records.Records(kv)
         live = view.QueueView(kv, connection=bus.nc)
+        queue_records = records.Records(kv, watching=live)
         following = asyncio.create_task(live.run(runtime.stop), name="spool-view")
         metrics.observe_queue(live.snapshot, until=runtime.stop)
         # Serve and schedule only once the view holds the whole queue.

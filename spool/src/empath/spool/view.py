@@ -10,6 +10,11 @@ consumer is gone with the old server, and the client only notices after missing 
 heartbeats (about ten seconds, during which the scheduler, reading this view, dispatches
 nothing). So the view also follows the connection's reconnect count and rebuilds the watch
 as soon as it changes.
+
+The spool's own writes (`records.Records`) are announced to the view before they are made
+(`QueueView.expect`), with the record in hand: when the watch brings back exactly the bytes
+written, the view takes that record instead of parsing it again. The watch still delivers
+every change, in order, so the view is what the bucket says, as before; only a parse is saved.
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ import contextlib
 import heapq
 import logging
 import sys
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -36,6 +40,9 @@ log = logging.getLogger("empath.spool.view")
 
 # How often a quiet watch looks whether the connection was re-established meanwhile.
 RECONNECT_CHECK_SECONDS = 0.2
+
+# How many of the records last taken in the index keeps parsed (about 6 KB each).
+PARSED_KEPT = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +66,14 @@ class Summary:
 
     @classmethod
     def of(cls, entry: queue.Entry, raw: bytes | None = None) -> Summary:
+        # Each domain once, in order, the strings shared between records.
+        every: dict[str, None] = {}
+        still_open: dict[str, None] = {}
+        for recipient in entry.recipients:
+            domain = sys.intern(addresses.domain_of(recipient.address))
+            every[domain] = None
+            if recipient.open:
+                still_open[domain] = None
         return cls(
             id=entry.id,
             state=entry.state,
@@ -69,8 +84,8 @@ class Summary:
             next_attempt=entry.next_attempt,
             lease_until=entry.lease_until,
             sender=entry.sender,
-            domains=_domains(r.address for r in entry.recipients),
-            open_domains=_domains(r.address for r in entry.open_recipients),
+            domains=tuple(every),
+            open_domains=tuple(still_open),
             raw=entry.model_dump_json().encode() if raw is None else raw,
         )
 
@@ -86,12 +101,6 @@ class Summary:
     def has_open(self) -> bool:
         """Some recipient is still to be delivered (as `queue.Entry.has_open`)."""
         return bool(self.open_domains)
-
-
-def _domains(addresses_: Iterable[str]) -> tuple[str, ...]:
-    """Each domain once, in order, the strings shared between records."""
-    found = dict.fromkeys(sys.intern(addresses.domain_of(a)) for a in addresses_)
-    return tuple(found)
 
 
 def waiting(entry: Summary) -> bool:
@@ -119,6 +128,10 @@ class Index:
     def __init__(self) -> None:
         self.entries: dict[str, Summary] = {}
         self.revisions: dict[str, int] = {}
+        # The last records taken in, parsed, with their revisions: the outcome of an attempt
+        # usually comes back seconds after its claim was written, and finds it here instead
+        # of parsing the summary's JSON again. Bounded, oldest dropped first.
+        self._parsed: dict[str, tuple[int, queue.Entry]] = {}
         self.delivering: set[str] = set()
         self._due: list[tuple[datetime, str]] = []
         self._finished: list[tuple[datetime, str]] = []
@@ -135,11 +148,16 @@ class Index:
         if entry is None:
             self.entries.pop(message_id, None)
             self.revisions.pop(message_id, None)
+            self._parsed.pop(message_id, None)
             self.delivering.discard(message_id)
             return False
         summary = Summary.of(entry, raw)
         self.entries[message_id] = summary
         self.revisions[message_id] = revision
+        self._parsed.pop(message_id, None)
+        self._parsed[message_id] = (revision, entry)
+        if len(self._parsed) > PARSED_KEPT:
+            del self._parsed[next(iter(self._parsed))]
         if summary.state == queue.State.DELIVERING:
             self.delivering.add(message_id)
         else:
@@ -200,7 +218,11 @@ class Index:
         summary = self.entries.get(message_id)
         if summary is None:
             return None
-        return summary.entry(), self.revisions.get(message_id, 0)
+        revision = self.revisions.get(message_id, 0)
+        parsed = self._parsed.get(message_id)
+        if parsed is not None and parsed[0] == revision:
+            return parsed[1], revision
+        return summary.entry(), revision
 
 
 class QueueView:
@@ -212,6 +234,8 @@ class QueueView:
         # Set when a record becomes due now (a new message): the scheduler need not wait for
         # its next tick.
         self.due_now = asyncio.Event()
+        # Writes of this spool's on their way, by message id: their bytes and their record.
+        self._expected: dict[str, tuple[bytes, queue.Entry]] = {}
 
     @property
     def entries(self) -> dict[str, Summary]:
@@ -227,6 +251,21 @@ class QueueView:
     ) -> None:
         if self.index.apply(message_id, entry, revision, raw=raw):
             self.due_now.set()
+
+    def expect(self, message_id: str, entry: queue.Entry, data: bytes) -> None:
+        """This spool is about to write `entry` as `data` (`records.Records`): when the watch
+        brings these bytes back, it takes `entry` as it is, unparsed. Bounded: an expectation
+        of a write that never shows (its spool's write failed) is dropped in time."""
+        self._expected.pop(message_id, None)
+        self._expected[message_id] = (data, entry)
+        if len(self._expected) > PARSED_KEPT:
+            del self._expected[next(iter(self._expected))]
+
+    def forget(self, message_id: str, data: bytes) -> None:
+        """The write announced with `data` did not happen."""
+        found = self._expected.get(message_id)
+        if found is not None and found[0] == data:
+            del self._expected[message_id]
 
     def snapshot(self) -> list[Summary]:
         """Every record, oldest first (queue ids sort by time)."""
@@ -256,37 +295,51 @@ class QueueView:
         reconnects = self._reconnects()
         assert self.kv is not None
         watcher = await self.kv.watch(f"{names.QUEUE_KEY_PREFIX}>")
-        fresh: Index | None = Index()
+        # The updates are read by a task of their own, each as it comes (no timeout per
+        # update); this one looks at the connection every so often.
+        reading = asyncio.create_task(self._read(watcher))
         try:
-            while not stop.is_set():
+            while not reading.done():
+                if stop.is_set():
+                    return False
                 if self._reconnects() != reconnects:
                     return True
-                try:
-                    update = await watcher.updates(  # type: ignore[no-untyped-call]
-                        timeout=RECONNECT_CHECK_SECONDS
-                    )
-                except nats.errors.TimeoutError:
-                    continue
-                if update is None:  # the current values are all in
-                    if fresh is not None:
-                        self.index, fresh = fresh, None
-                        self.ready.set()
-                        self.due_now.set()
-                    continue
-                message_id = update.key.removeprefix(names.QUEUE_KEY_PREFIX)
-                entry: queue.Entry | None = None
-                if update.operation not in {"DEL", "PURGE"} and update.value:
+                await asyncio.wait({reading}, timeout=RECONNECT_CHECK_SECONDS)
+            reading.result()  # its error, if it failed
+            return False
+        finally:
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reading
+            with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, OSError):
+                await watcher.stop()  # type: ignore[no-untyped-call]
+
+    async def _read(self, watcher: KeyValue.KeyWatcher) -> None:
+        """Take in the current records (in a fresh index, which replaces the view's once they
+        are all in), then every change."""
+        fresh: Index | None = Index()
+        async for update in watcher:
+            if update is None:  # the current values are all in
+                if fresh is not None:
+                    self.index, fresh = fresh, None
+                    self.ready.set()
+                    self.due_now.set()
+                continue
+            message_id = update.key.removeprefix(names.QUEUE_KEY_PREFIX)
+            entry: queue.Entry | None = None
+            if update.operation not in {"DEL", "PURGE"} and update.value:
+                expected = self._expected.get(message_id)
+                if expected is not None and expected[0] == update.value:
+                    del self._expected[message_id]
+                    entry = expected[1]  # as this spool wrote it
+                else:
                     try:
                         entry = queue.Entry.model_validate_json(update.value)
                     except ValidationError as error:
                         log.error("unreadable record %s: %s", update.key, error)
                         continue
-                raw = update.value if entry is not None else None
-                if fresh is not None:
-                    fresh.apply(message_id, entry, update.revision or 0, raw=raw)
-                else:
-                    self.apply(message_id, entry, update.revision or 0, raw=raw)
-            return False
-        finally:
-            with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, OSError):
-                await watcher.stop()  # type: ignore[no-untyped-call]
+            raw = update.value if entry is not None else None
+            if fresh is not None:
+                fresh.apply(message_id, entry, update.revision or 0, raw=raw)
+            else:
+                self.apply(message_id, entry, update.revision or 0, raw=raw)
