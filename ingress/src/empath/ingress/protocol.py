@@ -148,6 +148,7 @@ class Session(hooks.PluginHooks, SMTP):
         self._greeting_pending = True
         self._errors = 0
         self._in_data = False
+        self._deadline = 0.0  # of the current wait, see `_reset_timeout`
         # The reader's limit bounds one line: the longest allowed, CRLF, and a stuffed dot.
         self.line_length_limit = limits.max_line_length + 3
         super().__init__(
@@ -237,6 +238,26 @@ class Session(hooks.PluginHooks, SMTP):
     def connection_lost(self, error: Exception | None) -> None:
         self.connections.release(self)
         super().connection_lost(error)
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """Move the deadline of the current wait. aiosmtpd cancels its timer and makes a new
+        one for every command, and DATA did so for every line (a tenth of a message's CPU in
+        timers). Here a later deadline only moves `_deadline`: the timer, when it fires at the
+        earlier one, sets itself again for the rest. A shorter wait re-arms it at once."""
+        deadline = self.loop.time() + (duration or self._timeout_duration)
+        self._deadline = deadline
+        timer = self._timeout_handle
+        if timer is not None and not timer.cancelled() and timer.when() <= deadline:
+            return
+        if timer is not None:
+            timer.cancel()
+        self._timeout_handle = self.loop.call_at(deadline, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        if self.loop.time() < self._deadline:
+            self._timeout_handle = self.loop.call_at(self._deadline, self._timer_fired)
+            return
+        self._timeout_cb()
 
     def _timeout_cb(self) -> None:
         self._write_line(replies.TIMEOUT.format(host=self.hostname))
