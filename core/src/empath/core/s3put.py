@@ -63,7 +63,8 @@ class _Connection:
         return not self.reader.at_eof() and not self.writer.transport.is_closing()
 
     def close(self) -> None:
-        self.writer.close()
+        with contextlib.suppress(RuntimeError):  # its event loop is closed already
+            self.writer.close()
 
 
 class _Budget:
