@@ -1,7 +1,7 @@
-"""A body in hand is put on the event loop (`core/s3put.py`), not through the SDK's threads:
-the real SeaweedFS gets it whole over a kept-alive connection, a connection the store closed
-meanwhile costs nothing, a refusal is reported with S3's code and not retried, and a store that
-never answers costs a bounded time."""
+"""A body in hand is put on the event loop (`core/s3put.py`, aiohttp's client), not through
+the SDK's threads: the real SeaweedFS gets it whole over a kept-alive connection, a
+connection the store closed meanwhile costs nothing, a refusal is reported with S3's code
+and not retried, and a store that never answers costs a bounded time."""
 
 from __future__ import annotations
 

@@ -4,12 +4,12 @@ The minio SDK is a blocking client, so `store` runs it in threads. For a body of
 kilobytes the thread hop, urllib3 and the SDK's per-call machinery cost ingress twice the CPU
 of the request itself (0.75 ms against 0.3 ms a message, measured). So a body in hand takes
 this path instead: the same request, signed by the SDK's own SigV4 signer at the URL the SDK
-builds, framed and parsed by h11, over a few kept-alive connections of the event loop.
+builds, sent by aiohttp's client over the event loop's kept-alive connections.
 
 The rules stay the SDK path's: a certificate is always verified; each try has
-`EMPATH_S3_TIMEOUT`; at most `EMPATH_S3_THREADS` requests run at once; failures are retried as
-`store.retries()` says (a lost connection, or 429/5xx answers, a short back-off between); any
-other answer is an error, with the S3 code of its XML body.
+`EMPATH_S3_TIMEOUT`; at most `EMPATH_S3_THREADS` requests run at once (aiohttp's connection
+limit); failures are retried as `store.retries()` says (a lost connection, or 429/5xx answers,
+a short back-off between); any other answer is an error, with the S3 code of its XML body.
 """
 
 from __future__ import annotations
@@ -20,11 +20,10 @@ import contextlib
 import hashlib
 import ssl
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import SplitResult
+from urllib.parse import SplitResult, urlunsplit
 
-import h11
+import aiohttp
 import urllib3
 from minio import helpers, signer
 from minio.credentials.credentials import Credentials
@@ -33,7 +32,6 @@ from empath.core.settings import Settings
 
 # What an answer may bring: S3's error documents are a few hundred bytes.
 MAX_ANSWER = 64 * 1024
-_READ = 65536
 
 
 class Failed(Exception):
@@ -42,29 +40,6 @@ class Failed(Exception):
     def __init__(self, code: str, detail: str) -> None:
         super().__init__(f"{code}: {detail}")
         self.code = code
-
-
-class _Retry(Exception):
-    """A failure worth another try: `kind` is which of the budget's counts it spends."""
-
-    def __init__(self, kind: str, failure: Failed) -> None:
-        super().__init__(kind)
-        self.kind = kind
-        self.failure = failure
-
-
-@dataclass(slots=True)
-class _Connection:
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    http: h11.Connection
-
-    def reusable(self) -> bool:
-        return not self.reader.at_eof() and not self.writer.transport.is_closing()
-
-    def close(self) -> None:
-        with contextlib.suppress(RuntimeError):  # its event loop is closed already
-            self.writer.close()
 
 
 class _Budget:
@@ -118,17 +93,18 @@ class Putter:
         self._credentials = Credentials(
             settings.s3_access_key, settings.s3_secret_key.get_secret_value()
         )
-        self._timeout = settings.s3_timeout
-        self._connect_timeout = min(5.0, settings.s3_timeout)
-        self._retry = retry
-        self._ssl: ssl.SSLContext | None = None
-        if settings.s3_secure:
-            cafile = str(settings.s3_tls_ca) if settings.s3_tls_ca is not None else None
-            self._ssl = ssl.create_default_context(cafile=cafile)
+        self._secure = settings.s3_secure
+        self._ssl: ssl.SSLContext | bool = True
+        if settings.s3_tls_ca is not None:
+            self._ssl = ssl.create_default_context(cafile=str(settings.s3_tls_ca))
+        self._timeout = aiohttp.ClientTimeout(
+            total=settings.s3_timeout, connect=min(5.0, settings.s3_timeout)
+        )
         self._at_once = settings.s3_threads
+        self._retry = retry
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._slots = asyncio.Semaphore(self._at_once)
-        self._idle: list[_Connection] = []
+        self._client: aiohttp.ClientSession | None = None
+        self._closing: asyncio.Future[None] | None = None
 
     @property
     def region(self) -> str | None:
@@ -136,40 +112,46 @@ class Putter:
         return self._base.region
 
     def close(self) -> None:
-        idle, self._idle = self._idle, []
-        for connection in idle:
-            connection.close()
+        """Close the kept-alive connections (from their event loop; elsewhere they went with
+        it)."""
+        client, loop = self._client, self._loop
+        self._client, self._loop = None, None
+        with contextlib.suppress(RuntimeError):  # no running loop here
+            if client is not None and asyncio.get_running_loop() is loop:
+                self._closing = asyncio.ensure_future(client.close())
 
     async def put(
         self, *, bucket: str, key: str, data: bytes, region: str, content_type: str
     ) -> None:
         url = self._base.build(method="PUT", region=region, bucket_name=bucket, object_name=key)
-        self._bind()
+        client = self._bind()
         budget = _Budget(self._retry)
-        async with self._slots:
-            while True:
-                try:
-                    await self._try(url, region, data, content_type)
-                    return
-                except _Retry as retry:
-                    pause = budget.spend(retry.kind)
-                    if pause is None:
-                        raise retry.failure from None
-                    if pause:
-                        await asyncio.sleep(pause)
+        while True:
+            kind, failure = await self._try(client, url, region, data, content_type)
+            if failure is None:
+                return
+            pause = budget.spend(kind)
+            if pause is None:
+                raise failure
+            if pause:
+                await asyncio.sleep(pause)
 
-    def _bind(self) -> None:
-        """Connections and the limit belong to one event loop: a store used from another
-        (a test's) starts afresh there."""
+    def _bind(self) -> aiohttp.ClientSession:
+        """Connections belong to one event loop: a store used from another (a test's) starts
+        afresh there."""
         loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            self._idle = []  # their transports died with their loop
-            self._slots = asyncio.Semaphore(self._at_once)
+        if self._client is None or loop is not self._loop:
+            self._client = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._at_once, ssl=self._ssl),
+                timeout=self._timeout,
+                skip_auto_headers=("Accept-Encoding", "Content-Type"),
+            )
             self._loop = loop
+        return self._client
 
-    def _request(
+    def _headers(
         self, url: SplitResult, region: str, data: bytes, content_type: str
-    ) -> list[tuple[str, str]]:
+    ) -> dict[str, str]:
         date = datetime.now(UTC)
         headers = {
             "Host": url.netloc,
@@ -178,7 +160,7 @@ class Putter:
             "Content-Length": str(len(data)),
             "x-amz-date": date.strftime("%Y%m%dT%H%M%SZ"),
         }
-        if self._ssl is not None:
+        if self._secure:
             # As the SDK does: TLS protects the body, MD5 lets the store check it arrived whole.
             payload = "UNSIGNED-PAYLOAD"
             digest = hashlib.md5(data, usedforsecurity=False).digest()
@@ -195,81 +177,34 @@ class Putter:
             content_sha256=payload,
             date=date,
         )
-        return [(name, str(value)) for name, value in signed.items()]
+        return {name: str(value) for name, value in signed.items()}
 
-    async def _connect(self, url: SplitResult) -> _Connection:
-        while self._idle:
-            connection = self._idle.pop()
-            if connection.reusable():
-                connection.http.start_next_cycle()
-                return connection
-            connection.close()
-        host = url.hostname or ""
-        port = url.port or (443 if self._ssl is not None else 80)
+    async def _try(
+        self,
+        client: aiohttp.ClientSession,
+        url: SplitResult,
+        region: str,
+        data: bytes,
+        content_type: str,
+    ) -> tuple[str, Failed | None]:
+        """One try: (the retry budget it spends, the failure), or ("", None) when stored."""
+        headers = self._headers(url, region, data, content_type)
         try:
-            async with asyncio.timeout(self._connect_timeout):
-                reader, writer = await asyncio.open_connection(
-                    host, port, ssl=self._ssl, server_hostname=host if self._ssl else None
-                )
-        except ssl.SSLCertVerificationError as error:
+            async with client.put(urlunsplit(url), data=data, headers=headers) as response:
+                # Read to its end (a few bytes), or the connection cannot be used again.
+                body = await response.content.read(MAX_ANSWER)
+                status = response.status
+        except aiohttp.ClientSSLError as error:
             raise Failed("SSLCertVerificationError", str(error)) from error  # not retried
-        except (OSError, TimeoutError) as error:
-            failure = Failed(error.__class__.__name__, f"cannot connect to {host}:{port}")
-            raise _Retry("connect", failure) from error
-        return _Connection(reader, writer, h11.Connection(h11.CLIENT))
-
-    async def _try(self, url: SplitResult, region: str, data: bytes, content_type: str) -> None:
-        headers = self._request(url, region, data, content_type)
-        target = url.path + (f"?{url.query}" if url.query else "")
-        connection = await self._connect(url)
-        http = connection.http
-        try:
-            async with asyncio.timeout(self._timeout):
-                connection.writer.write(
-                    http.send(h11.Request(method="PUT", target=target, headers=headers))
-                    + http.send(h11.Data(data=data))
-                    + http.send(h11.EndOfMessage())
-                )
-                status, body = await self._answer(connection)
-        except h11.LocalProtocolError as error:  # a request h11 would not send
-            connection.close()
-            raise Failed("LocalProtocolError", str(error)) from error
-        except (OSError, TimeoutError, h11.RemoteProtocolError) as error:
-            connection.close()
-            failure = Failed(error.__class__.__name__, f"no answer from {url.netloc}: {error}")
-            raise _Retry("read", failure) from error
-        except BaseException:
-            connection.close()
-            raise
-        if http.our_state is h11.DONE and http.their_state is h11.DONE:
-            if len(self._idle) < self._at_once:
-                self._idle.append(connection)
-            else:
-                connection.close()
-        else:
-            connection.close()
+        except aiohttp.ClientConnectorError as error:
+            return "connect", Failed(error.__class__.__name__, f"cannot connect to {url.netloc}")
+        except TimeoutError as error:
+            return "read", Failed("TimeoutError", f"no answer from {url.netloc}: {error!r}")
+        except aiohttp.ClientError as error:
+            return "read", Failed(error.__class__.__name__, f"no answer from {url.netloc}")
         if status == 200:
-            return
+            return "", None
         failure = _s3_error(status, body)
         if status in (self._retry.status_forcelist or ()):
-            raise _Retry("status", failure)
+            return "status", failure
         raise failure
-
-    async def _answer(self, connection: _Connection) -> tuple[int, bytes]:
-        http = connection.http
-        status = 0
-        body = bytearray()
-        while True:
-            event = http.next_event()
-            if event is h11.NEED_DATA:
-                http.receive_data(await connection.reader.read(_READ))
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-            elif isinstance(event, h11.Data):
-                body += event.data
-                if len(body) > MAX_ANSWER:
-                    raise h11.RemoteProtocolError("the store's answer is too long")
-            elif isinstance(event, h11.EndOfMessage):
-                return status, bytes(body)
-            elif isinstance(event, h11.ConnectionClosed):
-                raise ConnectionResetError("the store closed the connection")
