@@ -23,6 +23,7 @@ __all__ = [
     "pluginstatus",
     "queries",
     "queue",
+    "s3put",
     "services",
     "settings",
     "signing",

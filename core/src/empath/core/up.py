@@ -167,7 +167,11 @@ def weed_argv(
     """The command line of SeaweedFS's all-in-one `weed mini` serving S3 on `s3_port`.
 
     weed mini runs a master, a volume server, a filer and more, each on its own port: all but
-    the S3 port are taken at random so that nothing collides with what already runs here.
+    the S3 port are taken at random so that nothing collides with what already runs here. Its
+    master would report usage statistics to SeaweedFS's site: not from a mail server.
+
+    Every body is a needle in a volume: weed's S3 gateway writes objects of any size to a
+    volume server (its filer's `saveToFilerLimit` applies to the filer's own HTTP API only).
     """
     return [
         find_binary("weed"),
@@ -179,7 +183,7 @@ def weed_argv(
         *(f"-{name}={free_port(host)}" for name in WEED_PORTS),
         "-webdav=false",
         "-admin.ui=false",
-        "-filer.saveToFilerLimit=65536",
+        "-master.telemetry=false",
         *([f"-bucket={bucket}"] if bucket else []),
         *extra,
     ]

@@ -86,6 +86,11 @@ class Reader:
         self._fd = fd
         self._offset = 0  # in the file
 
+    def held(self) -> bytes | None:
+        """The whole of it when it never left memory (before any read): the store then puts
+        the bytes in hand, without streaming them."""
+        return self._prefix if self._fd is None and len(self._prefix) == self.size else None
+
     def read(self, size: int = -1) -> bytes:
         if size < 0:
             size = self.size

@@ -215,7 +215,11 @@ class QueueingHandler:
         ):
             try:
                 with body:
-                    await self.objects.put_stream(event.body_key, body, body.size)
+                    held = body.held()
+                    if held is not None:  # most mail: one request, the bytes in hand
+                        await self.objects.put(event.body_key, held)
+                    else:
+                        await self.objects.put_stream(event.body_key, body, body.size)
             except errors.EmpathError as error:
                 mlog.error("cannot store the body: %s", error)
                 return replies.QUEUE_FAILED

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import collections.abc
 import functools
 import inspect
 import logging
@@ -57,6 +58,25 @@ class _AuthMembers:
 
 
 aiosmtpd.smtp.inspect = _AuthMembers  # type: ignore[attr-defined,assignment]
+
+_HOOK_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _hook_names(obj: object) -> list[str]:
+    """Stands in for `dir` inside `aiosmtpd.smtp`, whose SMTP.__init__ lists every attribute
+    of the session and of its handler for every connection only to keep the `smtp_*` and
+    `handle_*` ones (half the cost of a session's start). Those of the class are listed once;
+    an instance's own are still seen."""
+    names = _HOOK_NAMES.get(type(obj))
+    if names is None:
+        names = _HOOK_NAMES[type(obj)] = tuple(
+            name for name in dir(type(obj)) if name.startswith(("smtp_", "handle_"))
+        )
+    own = getattr(obj, "__dict__", {})
+    return [*names, *(name for name in own if name.startswith(("smtp_", "handle_")))]
+
+
+aiosmtpd.smtp.dir = _hook_names  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +136,26 @@ def _timed(command: str, function: Any) -> Any:
 _TIMED: dict[type, dict[str, Any]] = {}
 
 
+class _Commands(collections.abc.Mapping[str, Any]):
+    """A session's `smtp_*` methods by command, as aiosmtpd looks them up: bound when asked
+    for, not all of them for every connection."""
+
+    __slots__ = ("_session", "_timed")
+
+    def __init__(self, session: Session, timed: dict[str, Any]) -> None:
+        self._session = session
+        self._timed = timed
+
+    def __getitem__(self, command: str) -> Any:
+        return types.MethodType(self._timed[command], self._session)
+
+    def __iter__(self) -> collections.abc.Iterator[str]:
+        return iter(self._timed)
+
+    def __len__(self) -> int:
+        return len(self._timed)
+
+
 def _same(address: str) -> str:
     """What makes two recipients one: the local part as written, the domain in any case."""
     local, at, domain = address.rpartition("@")
@@ -148,6 +188,7 @@ class Session(hooks.PluginHooks, SMTP):
         self._greeting_pending = True
         self._errors = 0
         self._in_data = False
+        self._deadline = 0.0  # of the current wait, see `_reset_timeout`
         # The reader's limit bounds one line: the longest allowed, CRLF, and a stuffed dot.
         self.line_length_limit = limits.max_line_length + 3
         super().__init__(
@@ -160,6 +201,8 @@ class Session(hooks.PluginHooks, SMTP):
             timeout=limits.command_timeout,
             auth_required=listener.auth_required,
             auth_require_tls=True,
+            # aiosmtpd would look the loop up its own slow way (under catch_warnings) each time.
+            loop=asyncio.get_running_loop(),
         )
         # aiosmtpd keeps this on the class and grows it on every EHLO; keep ours per session,
         # sized for DSN parameters (RFC 3461 §5 allows MAIL/RCPT lines of about 1000 octets).
@@ -177,7 +220,7 @@ class Session(hooks.PluginHooks, SMTP):
                 name: _timed(name, getattr(type(self), f"smtp_{name}"))
                 for name in self._smtp_methods
             }
-        self._smtp_methods = {name: types.MethodType(f, self) for name, f in timed.items()}
+        self._smtp_methods = _Commands(self, timed)  # type: ignore[assignment]  # a Mapping
 
     # -- connection life -------------------------------------------------------------------
 
@@ -237,6 +280,26 @@ class Session(hooks.PluginHooks, SMTP):
     def connection_lost(self, error: Exception | None) -> None:
         self.connections.release(self)
         super().connection_lost(error)
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """Move the deadline of the current wait. aiosmtpd cancels its timer and makes a new
+        one for every command, and DATA did so for every line (a tenth of a message's CPU in
+        timers). Here a later deadline only moves `_deadline`: the timer, when it fires at the
+        earlier one, sets itself again for the rest. A shorter wait re-arms it at once."""
+        deadline = self.loop.time() + (duration or self._timeout_duration)
+        self._deadline = deadline
+        timer = self._timeout_handle
+        if timer is not None and not timer.cancelled() and timer.when() <= deadline:
+            return
+        if timer is not None:
+            timer.cancel()
+        self._timeout_handle = self.loop.call_at(deadline, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        if self.loop.time() < self._deadline:
+            self._timeout_handle = self.loop.call_at(self._deadline, self._timer_fired)
+            return
+        self._timeout_cb()
 
     def _timeout_cb(self) -> None:
         self._write_line(replies.TIMEOUT.format(host=self.hostname))
