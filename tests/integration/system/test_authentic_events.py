@@ -10,7 +10,8 @@ sends nothing, and is counted. Each runs against real services, each on its own 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,22 @@ class OldIngress:
         return queue_id
 
 
+@contextlib.asynccontextmanager
+async def old_ingress(
+    url: str, credentials: Path, config: settings.Settings
+) -> AsyncIterator[OldIngress]:
+    """The streams and the bucket as the installation had them, and an old ingress pod."""
+    await up.prepare(up.role_settings(config, natsauth.ADMIN, credentials))
+    connection = await connect_as(url, credentials, "ingress")
+    objects = store.ObjectStore(config)
+    try:
+        await objects.ensure_bucket()
+        yield OldIngress(connection.jetstream(timeout=5), objects)
+    finally:
+        await connection.close()
+        objects.close()
+
+
 async def test_an_upgrade_to_signed_events_queues_what_old_ingress_pods_accepted(
     secure_nats: tuple[str, Path], make_settings: Callable[..., settings.Settings]
 ) -> None:
@@ -181,13 +198,8 @@ async def test_an_upgrade_to_signed_events_queues_what_old_ingress_pods_accepted
     installation's, kept across spool restarts."""
     url, credentials = secure_nats
     config = make_settings(nats_url=url, event_unsigned_grace=600)
-    await up.prepare(up.role_settings(config, natsauth.ADMIN, credentials))
-    connection = await connect_as(url, credentials, "ingress")
-    objects = store.ObjectStore(config)
-    await objects.ensure_bucket()
-    old = OldIngress(connection.jetstream(timeout=5), objects)
     refused = scraped("empath_spool_received_refused_total", reason="malformed")
-    try:
+    async with old_ingress(url, credentials, config) as old:
         before = await old.accept()
         started = datetime.now(UTC)
         async with system_support.as_roles_running(
@@ -213,9 +225,6 @@ async def test_an_upgrade_to_signed_events_queues_what_old_ingress_pods_accepted
         async with system_support.as_roles_running(again, ("spool",), credentials) as sut:
             late = await old.accept()
             assert (await sut.entry(late)).sender == "old@sender.test"
-    finally:
-        await connection.close()
-        objects.close()
 
 
 @pytest.mark.parametrize("history", ["new installation", "window closed"])
@@ -224,13 +233,8 @@ async def test_unsigned_events_are_refused_outside_an_upgrade_window(
 ) -> None:
     url, credentials = secure_nats
     config = make_settings(nats_url=url, event_unsigned_grace=600)
-    await up.prepare(up.role_settings(config, natsauth.ADMIN, credentials))
-    connection = await connect_as(url, credentials, "ingress")
-    objects = store.ObjectStore(config)
-    await objects.ensure_bucket()
-    old = OldIngress(connection.jetstream(timeout=5), objects)
     refused = scraped("empath_spool_received_refused_total", reason="missing")
-    try:
+    async with old_ingress(url, credentials, config) as old:
         if history == "window closed":
             # An upgrade an hour ago: its window is over.
             admin = await connect_as(url, credentials, natsauth.ADMIN)
@@ -244,9 +248,6 @@ async def test_unsigned_events_are_refused_outside_an_upgrade_window(
             with pytest.raises(errors.NotFound):
                 await sut.records.get(unsigned)
             assert scraped("empath_spool_received_refused_total", reason="missing") == refused + 1
-    finally:
-        await connection.close()
-        objects.close()
 
 
 async def test_a_forged_job_naming_another_messages_body_sends_nothing(

@@ -109,6 +109,14 @@ async def queue_state(nats_port: int, data_dir: Path) -> dict[str, object]:
     return {"counts": json.loads(counts.data)["counts"], "items": json.loads(listed.data)["items"]}
 
 
+async def running_up(env: dict[str, str], tmp_path: Path) -> tuple[Up, subprocess.Popen[str]]:
+    """`empath up` started and ready, and its process."""
+    up = Up(env, tmp_path / "data")
+    await asyncio.to_thread(up.start)
+    assert up.process is not None
+    return up, up.process
+
+
 def port_is_closed(port: int) -> bool:
     import socket
 
@@ -227,16 +235,14 @@ async def test_a_doubled_ctrl_c_still_stops_gracefully(
     up_env: tuple[dict[str, str], dict[str, int]], tmp_path: Path
 ) -> None:
     env, _ = up_env
-    up = Up(env, tmp_path / "data")
-    await asyncio.to_thread(up.start)
-    assert up.process is not None
+    up, process = await running_up(env, tmp_path)
     # A terminal's Ctrl-C, delivered once by the terminal and once more by a wrapper.
-    up.process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)
     await asyncio.sleep(0.3)  # the scenario: a second signal a moment later, while stopping
-    up.process.send_signal(signal.SIGINT)
-    assert await asyncio.to_thread(up.process.wait, 60) == 0
-    assert up.process.stdout is not None
-    log = "".join(up.output) + up.process.stdout.read()
+    process.send_signal(signal.SIGINT)
+    assert await asyncio.to_thread(process.wait, 60) == 0
+    assert process.stdout is not None
+    log = "".join(up.output) + process.stdout.read()
     for service in ("ingress", "spool", "delivery", "control"):
         assert f"empath.{service}: stopped" in log
     assert "empath.core.up: stopped" in log
@@ -262,10 +268,8 @@ async def test_each_service_runs_in_its_own_process_and_one_killed_comes_back(
     up_env: tuple[dict[str, str], dict[str, int]], tmp_path: Path
 ) -> None:
     env, ports = up_env
-    up = Up(env, tmp_path / "data")
-    await asyncio.to_thread(up.start)
-    assert up.process is not None
-    services = children_of(up.process.pid)
+    up, process = await running_up(env, tmp_path)
+    services = children_of(process.pid)
     assert set(services) == {"ingress", "spool", "delivery", "control"}
 
     os.kill(services["ingress"], signal.SIGKILL)
@@ -283,7 +287,7 @@ async def test_each_service_runs_in_its_own_process_and_one_killed_comes_back(
         what="ingress to be started again",
         timeout=30,
     )
-    again = children_of(up.process.pid)
+    again = children_of(process.pid)
     assert again["ingress"] != services["ingress"]
     assert again["spool"] == services["spool"]
     assert await asyncio.to_thread(up.stop) == 0
@@ -315,17 +319,15 @@ async def test_empath_up_killed_leaves_no_process_behind(
     up_env: tuple[dict[str, str], dict[str, int]], tmp_path: Path
 ) -> None:
     env, ports = up_env
-    up = Up(env, tmp_path / "data")
-    await asyncio.to_thread(up.start)
-    assert up.process is not None
-    children = descendants(up.process.pid)
+    _, process = await running_up(env, tmp_path)
+    children = descendants(process.pid)
     commands = " ".join(children.values())
     assert "nats-server" in commands, commands
     assert "weed" in commands, commands
     assert len(children) == 6, commands  # four services, NATS and the object store
 
-    up.process.kill()
-    up.process.wait(10)
+    process.kill()
+    process.wait(10)
 
     await eventually(
         lambda: [pid for pid in children if running(pid)],

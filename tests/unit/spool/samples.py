@@ -84,8 +84,8 @@ class Objects:
     def __init__(self, **bodies: bytes) -> None:
         self.bodies = dict(bodies)
 
-    async def get(self, key: str) -> bytes:
-        return self.bodies[key]
+    async def get(self, key: str, *, limit: int | None = None) -> bytes:
+        return self.bodies[key][:limit]
 
     async def put(self, key: str, data: bytes) -> None:
         self.bodies[key] = data

@@ -95,11 +95,7 @@ async def with_message(request: web.Request, *, body: bool) -> web.Response:
     objects = request.app[calls.OBJECTS]
     try:
         # For the headers, the head of the body is enough (a message may be 25 MB).
-        raw = await (
-            objects.get(answer.item.body_key)
-            if body
-            else objects.get_head(answer.item.body_key, HEAD_LIMIT)
-        )
+        raw = await objects.get(answer.item.body_key, limit=None if body else HEAD_LIMIT)
     except errors.NotFound:
         # Delivered or failed, its body removed: the record still says what happened.
         return calls.reply(MessageAnswer(item=answer.item, omitted=answer.omitted, body_gone=True))

@@ -189,22 +189,11 @@ class ObjectStore:
             ),
         )
 
-    async def get(self, key: str) -> bytes:
-        def get() -> bytes:
-            response = self._client.get_object(self.bucket, key)
-            try:
-                return bytes(response.read())
-            finally:
-                response.close()
-                response.release_conn()
-
-        return await self._run(f"get {key}", get)
-
-    async def get_head(self, key: str, limit: int) -> bytes:
-        """The first `limit` bytes of an object (all of it when shorter): one ranged GET."""
+    async def get(self, key: str, *, limit: int | None = None) -> bytes:
+        """An object's bytes; with `limit`, its first `limit` bytes only (one ranged GET)."""
 
         def get() -> bytes:
-            response = self._client.get_object(self.bucket, key, offset=0, length=limit)
+            response = self._client.get_object(self.bucket, key, offset=0, length=limit or 0)
             try:
                 return bytes(response.read())
             finally:

@@ -40,10 +40,8 @@ class Notices:
         try:
             # Only what the DSN returns is read: a 25 MB message bounced with its headers
             # costs the spool 256 KiB, not 25 MB.
-            original: bytes | None = await (
-                self.objects.get_head(entry.body_key, dsn.HEAD_LIMIT)
-                if dsn.headers_only(entry)
-                else self.objects.get(entry.body_key)
+            original: bytes | None = await self.objects.get(
+                entry.body_key, limit=dsn.HEAD_LIMIT if dsn.headers_only(entry) else None
             )
         except errors.NotFound:
             # Lost (delivery then fails it with 554 5.3.0): the sender must still hear of it,
