@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from nats.aio.msg import Msg
 
-from empath.core import errors, events, names, queue
+from empath.core import errors, events, names, plugins, queue
 from empath.spool import notices, outcomes, records, removals
 from tests.unit.spool.samples import (
     MESSAGE_ID,
@@ -106,3 +106,58 @@ async def test_an_outcome_handled_twice_at_different_times_queues_one_bounce(
     assert list(bodies.pending) == [message.body_key]  # once the record said so
     await bodies.flush()
     assert message.body_key not in bucket.bodies
+
+
+class Told:
+    """The plugin events publisher, keeping what it was told to publish."""
+
+    wanted = frozenset({"delivered", "deferred", "failed"})
+
+    def __init__(self) -> None:
+        self.emitted: list[tuple[str, str, str | None]] = []
+
+    def emit(self, event: plugins.Event, *, msg_id: str | None = None) -> None:
+        self.emitted.append((event.event, event.recipients[0], msg_id))
+
+
+async def test_plugin_events_lost_with_a_spool_that_died_go_out_when_the_outcome_comes_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The record was written, then the spool died before its plugin events went out: the
+    outcome, redelivered, finds its attempt recorded and publishes them, under the ids of the
+    first time (JetStream keeps one copy where both went out). An outcome of an earlier
+    attempt, come again, tells nothing: the record has moved on."""
+    monkeypatch.setattr(outcomes, "datetime", Clock, raising=False)
+    message = entry("bob@example.com", "carol@example.com")
+    stored, bus, bucket = Records(message), Bus(), Bucket(**{message.body_key: ORIGINAL})
+    stored.writes_to_fail = 0
+    told = Told()
+    handler = outcomes.Outcomes(
+        settings=config(),
+        records=stored,  # type: ignore[arg-type]
+        objects=bucket,  # type: ignore[arg-type]
+        removals=removals.Removals(bucket),  # type: ignore[arg-type]
+        notices=notices.Notices(settings=config(), bus=bus, objects=bucket),  # type: ignore[arg-type]
+        plugin_events=told,  # type: ignore[arg-type]
+    )
+    event = attempted(
+        1,
+        result("bob@example.com", "delivered", "250 ok"),
+        result("carol@example.com", "failed", FAILED),
+    )
+    await handler.handle(msg(event))
+    first = list(told.emitted)
+    assert [(kind, to) for kind, to, _ in first] == [
+        ("delivered", "bob@example.com"),
+        ("failed", "carol@example.com"),
+    ]
+    assert len({msg_id for _, _, msg_id in first}) == 2
+
+    told.emitted.clear()
+    await handler.handle(msg(event))  # redelivered: the spool died before acking it
+    assert told.emitted == first
+
+    told.emitted.clear()
+    stored.stored = stored.stored.model_copy(update={"attempts": 2})
+    await handler.handle(msg(event))
+    assert told.emitted == []

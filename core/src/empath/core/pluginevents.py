@@ -50,19 +50,21 @@ class Publisher:
     def wants(self, event: str) -> bool:
         return event in self.wanted
 
-    def emit(self, event: plugins.Event) -> None:
-        """Publish `event` if a plugin wants it; returns at once."""
+    def emit(self, event: plugins.Event, *, msg_id: str | None = None) -> None:
+        """Publish `event` if a plugin wants it; returns at once. With `msg_id` (the same
+        for the same event however often it is emitted), JetStream keeps one of its copies
+        published within its duplicate window."""
         if event.event not in self.wanted:
             return
         if len(self._pending) >= MAX_PENDING:
             events_failed.add(1, {"event": event.event})
             log.warning("dropping a %s event: %d publishes in flight", event.event, MAX_PENDING)
             return
-        task = asyncio.create_task(self._publish(event))
+        task = asyncio.create_task(self._publish(event, msg_id or ids.new_id()))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _publish(self, event: plugins.Event) -> None:
+    async def _publish(self, event: plugins.Event, msg_id: str) -> None:
         subject = names.plugin_event_subject(event.event)
         try:
             if not self.bus.nc.is_connected:
@@ -71,7 +73,7 @@ class Publisher:
                 subject,
                 event.model_dump_json().encode(),
                 timeout=self.timeout,
-                headers={"Nats-Msg-Id": ids.new_id()},
+                headers={"Nats-Msg-Id": msg_id},
             )
         except (nats.errors.Error, nats.js.errors.Error, OSError, errors.EmpathError) as error:
             events_failed.add(1, {"event": event.event})

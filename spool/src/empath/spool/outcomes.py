@@ -15,6 +15,7 @@ body.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import UTC, datetime, timedelta
 
@@ -244,6 +245,12 @@ def plugin_events(entry: queue.Entry, event: events.Attempted) -> list[plugins.E
     return found
 
 
+def plugin_event_id(event: plugins.Event, attempt: int) -> str:
+    """The same `Nats-Msg-Id` for the same recipient's event of the same attempt."""
+    key = f"{event.id}\n{attempt}\n{','.join(event.recipients)}\n{event.event}"
+    return "spool-" + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
 class Outcomes:
     def __init__(
         self,
@@ -275,6 +282,14 @@ class Outcomes:
                 return seen
         return await self.records.read(event.id)
 
+    def _emit(self, entry: queue.Entry, event: events.Attempted) -> None:
+        if self.plugin_events is None or not self.plugin_events.wanted:
+            return
+        for plugin_event in plugin_events(entry, event):
+            self.plugin_events.emit(
+                plugin_event, msg_id=plugin_event_id(plugin_event, event.attempt)
+            )
+
     async def handle(self, msg: Msg) -> None:
         with consumers.receive(
             msg, events.Attempted, log=log, tracer=tracer, span="spool.outcome"
@@ -300,6 +315,10 @@ class Outcomes:
             if after is None:
                 if already_recorded(before, event):
                     mlog.info("outcome of attempt %d dropped: already recorded", event.attempt)
+                    if before.attempts == event.attempt:
+                        # A spool that died after the record but before its plugin events
+                        # were out: they go now (the same ids: JetStream keeps one of each).
+                        self._emit(before, event)
                 else:
                     metrics.outcomes_refused.add(1)
                     mlog.warning(
@@ -336,9 +355,7 @@ class Outcomes:
                 )
                 return
             result = written.after
-            if self.plugin_events is not None and self.plugin_events.wanted:
-                for plugin_event in plugin_events(result, event):
-                    self.plugin_events.emit(plugin_event)
+            self._emit(result, event)
             for r in event.results:
                 mlog.info(
                     "to=<%s> %s attempt=%d remote=%s tls=%s reply=%s",
