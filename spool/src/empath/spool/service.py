@@ -11,7 +11,7 @@ import logging
 from datetime import timedelta
 
 from empath.core import bus as bus_module
-from empath.core import metrics, names, pluginevents, services, signing, store
+from empath.core import metrics, names, periodic, pluginevents, services, signing, store
 from empath.spool import api, intake, notices, outcomes, records, removals, scheduler, view
 
 log = logging.getLogger("empath.spool")
@@ -57,13 +57,24 @@ async def run(runtime: services.Runtime) -> None:
             live=live,
             removals=bodies,
         )
+        unsigned_until = None
+        if verifier is not None:
+            # Read (the first time, written) once; a NATS node away at start is waited out.
+            unsigned_until = await periodic.until_done(
+                lambda: intake.unsigned_window(bus, flags, grace=settings.event_unsigned_grace),
+                stop=runtime.stop,
+                log=log,
+                what="reading the upgrade window of unsigned received events",
+                delay=1.0,
+                backoff_to=10.0,
+            )
+            if unsigned_until is None:
+                return  # stopped meanwhile
         worker = intake.Intake(
             records=queue_records,
             dispatcher=planner,
             verifier=verifier,
-            unsigned_until=None
-            if verifier is None
-            else await intake.unsigned_window(bus, flags, grace=settings.event_unsigned_grace),
+            unsigned_until=unsigned_until,
         )
         query = api.QueryAPI(
             bus.nc, queue_records, flags, live, objects, frozen=planner.frozen_flag
