@@ -80,6 +80,7 @@ async def test_the_tryout_servers_run_as_the_chart_starts_them_and_the_example_c
 ) -> None:
     nats_server = container(chart, "empath-nats")
     weed = container(chart, "empath-s3")
+    assert "-master.telemetry=false" in weed["args"]  # nothing reported to seaweedfs.com
     credentials = secret(chart, "empath-s3-credentials")
     write_config(chart, tmp_path / "nats")
 
