@@ -92,10 +92,8 @@ class Intake:
     def _before_signing(self, msg: Msg, error: signing.Unauthentic) -> bool:
         if error.reason != "missing" or self.unsigned_until is None:
             return False
-        try:
-            return msg.metadata.timestamp < self.unsigned_until
-        except (AttributeError, ValueError):  # not from a JetStream consumer: no stored time
-            return False
+        stored = _stored_at(msg)
+        return stored is not None and stored < self.unsigned_until
 
     async def _record(self, msg: Msg, *, signed: bool) -> None:
         with consumers.receive(
@@ -183,12 +181,18 @@ async def caught_up(connection: bus.Bus) -> bool:
     return not info.num_pending and not info.num_ack_pending
 
 
-def _stored_after(msg: Msg, event: events.Received) -> timedelta:
-    """How long after ingress received it JetStream stored the event (its own clock)."""
+def _stored_at(msg: Msg) -> datetime | None:
+    """When JetStream stored the event (its own clock); None for a message not from it."""
     try:
-        return msg.metadata.timestamp - event.received_at
-    except (AttributeError, ValueError):  # not from a JetStream consumer
-        return timedelta(0)
+        return msg.metadata.timestamp
+    except (AttributeError, ValueError):
+        return None
+
+
+def _stored_after(msg: Msg, event: events.Received) -> timedelta:
+    """How long after ingress received it JetStream stored the event."""
+    stored = _stored_at(msg)
+    return timedelta(0) if stored is None else stored - event.received_at
 
 
 def _sequence(msg: Msg) -> int | None:

@@ -112,13 +112,21 @@ async def run(runtime: services.Runtime) -> None:
         ]
         tasks.append(asyncio.create_task(planner.run(runtime.stop), name="spool-scheduler"))
         tasks.append(asyncio.create_task(bodies.run(runtime.stop), name="spool-removals"))
+
+        async def recorded(message_id: str) -> bool:
+            # The view knows nearly every body's record: the bucket is asked only about the
+            # few it does not (an orphan's), not about every message waiting.
+            return live.index.known(message_id) is not None or await queue_records.exists(
+                message_id
+            )
+
         tasks.append(
             asyncio.create_task(
                 bodies.sweeping(
                     runtime.stop,
                     lifetime=timedelta(seconds=settings.max_queue_lifetime),
                     caught_up=lambda: intake.caught_up(bus),
-                    recorded=queue_records.exists,
+                    recorded=recorded,
                 ),
                 name="spool-sweep",
             )
