@@ -319,12 +319,18 @@ async def test_empath_up_killed_leaves_no_process_behind(
     up_env: tuple[dict[str, str], dict[str, int]], tmp_path: Path
 ) -> None:
     env, ports = up_env
+    env = {name: value for name, value in env.items() if name != "GOMAXPROCS"}
     _, process = await running_up(env, tmp_path)
     children = descendants(process.pid)
     commands = " ".join(children.values())
     assert "nats-server" in commands, commands
     assert "weed" in commands, commands
     assert len(children) == 6, commands  # four services, NATS and the object store
+    go_servers = [
+        pid for pid, command in children.items() if "nats-server" in command or "weed" in command
+    ]
+    for pid in go_servers:  # one thread runs Go code in each (empath.core.up.go_env)
+        assert b"GOMAXPROCS=1" in (Path("/proc") / str(pid) / "environ").read_bytes().split(b"\0")
 
     process.kill()
     process.wait(10)
