@@ -13,10 +13,7 @@ from aiohttp import web
 from pydantic import Field
 
 from empath.control import calls
-from empath.core import addresses, errors, queries, queue
-
-# The most of a body read to show its header section.
-HEAD_LIMIT = 256 * 1024
+from empath.core import addresses, errors, queries, queue, store
 
 
 class MessageAnswer(calls.Model):
@@ -95,7 +92,7 @@ async def with_message(request: web.Request, *, body: bool) -> web.Response:
     objects = request.app[calls.OBJECTS]
     try:
         # For the headers, the head of the body is enough (a message may be 25 MB).
-        raw = await objects.get(answer.item.body_key, limit=None if body else HEAD_LIMIT)
+        raw = await objects.get(answer.item.body_key, limit=None if body else store.HEAD_LIMIT)
     except errors.NotFound:
         # Delivered or failed, its body removed: the record still says what happened.
         return calls.reply(MessageAnswer(item=answer.item, omitted=answer.omitted, body_gone=True))

@@ -32,6 +32,10 @@ T = TypeVar("T")
 
 BODY_PREFIX = "messages/"
 
+# The most of a body read when only its header section is wanted (a DSN that returns headers,
+# control's message view): headers longer than this are cut at their last whole line.
+HEAD_LIMIT = 256 * 1024
+
 # Bodies above this size are uploaded in parts of it (S3's smallest part but the last).
 PART_SIZE = 5 * 1024 * 1024
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime, make_msgid
 
-from empath.core import queue
+from empath.core import queue, store
 
 FULL_LIMIT = 256 * 1024  # without RET, return the whole message up to this size
 # The most of a message read to return its headers (RET=HDRS, or a large one without RET).
-HEAD_LIMIT = 256 * 1024
+HEAD_LIMIT = store.HEAD_LIMIT
 
 ACTIONS = {
     "failure": ("failed", "Undelivered Mail Returned to Sender"),
