@@ -66,7 +66,10 @@ def _hook_names(obj: object) -> list[str]:
     """Stands in for `dir` inside `aiosmtpd.smtp`, whose SMTP.__init__ lists every attribute
     of the session and of its handler for every connection only to keep the `smtp_*` and
     `handle_*` ones (half the cost of a session's start). Those of the class are listed once;
-    an instance's own are still seen."""
+    an instance's own are still seen. A `Session`'s are none: SMTP.__init__ would bind each
+    of its commands only for `Session.__init__` to replace them by `_Commands`."""
+    if isinstance(obj, Session):
+        return []
     names = _HOOK_NAMES.get(type(obj))
     if names is None:
         names = _HOOK_NAMES[type(obj)] = tuple(
@@ -77,6 +80,24 @@ def _hook_names(obj: object) -> list[str]:
 
 
 aiosmtpd.smtp.dir = _hook_names  # type: ignore[attr-defined]
+
+_sanitized_log = aiosmtpd.smtp.sanitized_log
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO}
+
+
+def _log_if_enabled(func: Any, msg: str, *args: Any, **kwargs: Any) -> None:
+    """Stands in for `sanitized_log` inside `aiosmtpd.smtp`, which runs its AUTH-hiding regex
+    over every command line twice (for a debug and an info record) before its logger drops
+    both (below WARNING, see `logs.setup`). A record that would be written is still made,
+    and sanitised."""
+    logger = getattr(func, "__self__", None)
+    level = _LEVELS.get(getattr(func, "__name__", ""))
+    if isinstance(logger, logging.Logger) and level is not None and not logger.isEnabledFor(level):
+        return
+    _sanitized_log(func, msg, *args, **kwargs)
+
+
+aiosmtpd.smtp.sanitized_log = _log_if_enabled  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,8 +238,11 @@ class Session(hooks.PluginHooks, SMTP):
         timed = _TIMED.get(type(self))
         if timed is None:
             timed = _TIMED[type(self)] = {
-                name: _timed(name, getattr(type(self), f"smtp_{name}"))
-                for name in self._smtp_methods
+                name.removeprefix("smtp_"): _timed(
+                    name.removeprefix("smtp_"), getattr(type(self), name)
+                )
+                for name in dir(type(self))
+                if name.startswith("smtp_")
             }
         self._smtp_methods = _Commands(self, timed)  # type: ignore[assignment]  # a Mapping
 
