@@ -49,6 +49,35 @@ async def test_dot_stuffing_is_undone(system: System) -> None:
     await wire.close()
 
 
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        [b"Subject: pieces\r\n\r\nfirst\r\n..stuf", b"fed\r\nlast\r", b"\n.", b"\r\nNOOP\r\n"],
+        [b"Subject: pieces\r\n\r\nfirst\r\n.", b".stuffed\r\nlast\r\n", b".\r\nNOOP\r\n"],
+    ],
+    ids=["split-inside-lines", "split-after-a-dot"],
+)
+async def test_data_in_pieces_is_read_as_one_message_and_what_follows_the_dot_is_a_command(
+    system: System, pieces: list[bytes]
+) -> None:
+    """Whole lines are taken as they come, a piece of a line waits for its end, and the
+    command pipelined behind the final dot is answered after the message."""
+    wire = await system.wire()
+    await wire.command("EHLO client.test")
+    await wire.command("MAIL FROM:<a@example.org>")
+    await wire.command("RCPT TO:<u@example.com>")
+    assert (await wire.command("DATA")).startswith("354")
+    for piece in pieces:
+        await wire.send(piece)
+    reply = await wire.reply()
+    assert reply.startswith("250 2.0.0 Ok: queued as ")
+    assert await wire.reply() == "250 2.0.0 OK"
+    entry = await system.entry(reply.rsplit(" ", 1)[1])
+    body = await system.objects.get(entry.body_key)
+    assert body.endswith(b"Subject: pieces\r\n\r\nfirst\r\n.stuffed\r\nlast\r\n")
+    await wire.close()
+
+
 async def test_an_empty_message_is_accepted(system: System) -> None:
     wire = await system.wire()
     reply = await wire.transaction("a@example.org", ["u@example.com"], b"")

@@ -1,12 +1,15 @@
-"""A body in hand is put on the event loop (`core/s3put.py`, aiohttp's client), not through
+"""A body in hand is put on the event loop (`core/s3put.py`, its own HTTP/1.1), not through
 the SDK's threads: the real SeaweedFS gets it whole over a kept-alive connection, a
 connection the store closed meanwhile costs nothing, a refusal is reported with S3's code
-and not retried, and a store that never answers costs a bounded time."""
+and not retried, and a store that never answers costs a bounded time. Answers SeaweedFS does
+not send (chunked, closing, a 503 then a 200, endless or not HTTP) come from a scripted
+server: each is read as HTTP/1.1 frames it, and nothing it sends is read past its limit."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -175,3 +178,129 @@ async def test_a_store_that_never_answers_fails_the_put_after_its_tries(
         objects.close()
         server.close()
         await server.wait_closed()
+
+
+class Scripted:
+    """A server that answers each request it reads (head and `Content-Length` body) with the
+    next of `answers`, closing after one that says so (or is HTTP/1.0's); it counts
+    connections and requests."""
+
+    def __init__(self, answers: list[bytes]) -> None:
+        self.answers = answers
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Scripted:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            while self.answers:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+                body = await reader.readexactly(int(length.group(1)) if length else 0)
+                self.requests.append(head + body)
+                answer = self.answers.pop(0)
+                writer.write(answer)
+                await writer.drain()
+                if b"Connection: close" in answer or answer.startswith(b"HTTP/1.0"):
+                    break
+        writer.close()
+
+
+def through(make_settings: Callable[..., Any], port: int, **overrides: Any) -> store.ObjectStore:
+    return store.ObjectStore(
+        make_settings(s3_endpoint=f"http://127.0.0.1:{port}", s3_region="us-east-1", **overrides)
+    )
+
+
+REFUSAL = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+    b"<Message>Access Denied.</Message></Error>"
+)
+OK = b'HTTP/1.1 200 OK\r\nContent-Length: 0\r\nETag: "e"\r\n\r\n'
+
+
+def chunked(body: bytes, size: int = 7) -> bytes:
+    parts = [body[n : n + size] for n in range(0, len(body), size)]
+    return b"".join(b"%x; ext=1\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\nX-T: 1\r\n\r\n"
+
+
+async def test_a_chunked_refusal_names_its_s3_error_and_a_closing_store_costs_a_connection(
+    make_settings: Callable[..., Any],
+) -> None:
+    answers = [
+        b"HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(REFUSAL),
+        b"HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(REFUSAL), REFUSAL),
+        b"HTTP/1.0 403 Forbidden\r\n\r\n" + REFUSAL,  # ends with the connection
+        OK,
+    ]
+    async with Scripted(answers) as server:
+        objects = through(make_settings, server.port)
+        try:
+            for _ in range(3):
+                with pytest.raises(errors.StoreUnavailable, match="AccessDenied: Access Denied"):
+                    await objects.put("messages/refused.eml", BODY)
+            await objects.put("messages/taken.eml", BODY)
+        finally:
+            objects.close()
+    # The chunked answer kept its connection; the two that close cost one each.
+    assert (server.connections, len(server.requests)) == (3, 4)
+    head, _, body = server.requests[-1].partition(b"\r\n\r\n")
+    assert head.startswith(b"PUT /")
+    assert b"\r\nAuthorization: AWS4-HMAC-SHA256 " in head
+    assert body == BODY
+
+
+async def test_a_store_shedding_load_is_asked_again_on_the_same_connection(
+    make_settings: Callable[..., Any],
+) -> None:
+    slow_down = b"<Error><Code>SlowDown</Code><Message>Reduce your rate.</Message></Error>"
+    answers = [
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 503 Service Unavailable\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(slow_down), slow_down),
+        OK,
+    ]
+    async with Scripted(answers) as server:
+        objects = through(make_settings, server.port)
+        try:
+            await objects.put("messages/later.eml", BODY)
+        finally:
+            objects.close()
+    assert (server.connections, len(server.requests)) == (1, 2)
+    assert all(request.endswith(BODY) for request in server.requests)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n" + b"x" * 70000,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"ffff\r\n" + b"x" * 70000,
+        b"HTTP/1.1 200 OK\r\nX-Long: " + b"x" * 70000 + b"\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+    ],
+    ids=["not-http", "endless-body", "endless-chunk", "endless-head", "bad-length"],
+)
+async def test_an_answer_that_cannot_be_read_fails_the_put_after_its_tries(
+    make_settings: Callable[..., Any], answer: bytes
+) -> None:
+    async with Scripted([answer] * 3) as server:
+        objects = through(make_settings, server.port)
+        try:
+            with pytest.raises(errors.StoreUnavailable, match=r"LimitOverrun|UnreadableAnswer"):
+                await objects.put("messages/odd.eml", BODY)
+        finally:
+            objects.close()
+    assert len(server.requests) == 3

@@ -125,8 +125,14 @@ class QueueingHandler:
             log.error("%s: cannot read the message's content back: %s", server.peer_ip, error)
             return replies.QUEUE_FAILED
         reply = await asyncio.shield(self._commit(event, body))
-        if reply.startswith("250") and self.plugin_events is not None:
-            self.plugin_events.emit(
+        events_out = self.plugin_events
+        # The event is made only for a plugin that wants it (a session's view costs).
+        if (
+            reply.startswith("250")
+            and events_out is not None
+            and events_out.wants("message_received")
+        ):
+            events_out.emit(
                 plugins.Event(
                     event="message_received",
                     at=event.received_at,
