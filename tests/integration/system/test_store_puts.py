@@ -1,4 +1,4 @@
-"""A body in hand is put on the event loop (`core/s3put.py`, its own HTTP/1.1), not through
+"""A body in hand is put on the event loop (`core/s3put.py`, answers read by httptools), not through
 the SDK's threads: the real SeaweedFS gets it whole over a kept-alive connection, a
 connection the store closed meanwhile costs nothing, a refusal is reported with S3's code
 and not retried, and a store that never answers costs a bounded time. Answers SeaweedFS does
@@ -233,7 +233,7 @@ OK = b'HTTP/1.1 200 OK\r\nContent-Length: 0\r\nETag: "e"\r\n\r\n'
 
 def chunked(body: bytes, size: int = 7) -> bytes:
     parts = [body[n : n + size] for n in range(0, len(body), size)]
-    return b"".join(b"%x; ext=1\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\nX-T: 1\r\n\r\n"
+    return b"".join(b"%x;ext=1\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\nX-T: 1\r\n\r\n"
 
 
 async def test_a_chunked_refusal_names_its_s3_error_and_a_closing_store_costs_a_connection(
