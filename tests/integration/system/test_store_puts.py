@@ -1,5 +1,5 @@
-"""A body in hand is put on the event loop (`core/s3put.py`, answers read by httptools), not through
-the SDK's threads: the real SeaweedFS gets it whole over a kept-alive connection, a
+"""A body in hand is put on the event loop (`core/s3put.py`, answers read by httptools), not
+through the SDK's threads: the real SeaweedFS gets it whole over a kept-alive connection, a
 connection the store closed meanwhile costs nothing, a refusal is reported with S3's code
 and not retried, and a store that never answers costs a bounded time. Answers SeaweedFS does
 not send (chunked, closing, a 503 then a 200, endless or not HTTP) come from a scripted
