@@ -32,3 +32,13 @@ def test_the_instance_key_names_this_process_in_a_kv_key_token() -> None:
     assert ids.INSTANCE.endswith(f":{os.getpid()}")
     assert all(c.isalnum() or c in "-_" for c in ids.INSTANCE_KEY), ids.INSTANCE_KEY
     assert ids.INSTANCE_KEY.endswith(f"-{os.getpid()}")
+
+
+def test_an_id_spells_its_time_and_entropy_as_the_ulid_spec_does() -> None:
+    # The spec's example: decodeTime("01ARYZ6S41...") is 1469918176385 (2016-07-30).
+    assert ids.new_id(1_469_918_176_385 * 1_000_000)[:10] == "01ARYZ6S41"
+    assert ids._ulid(0, 0) == "0" * 26
+    assert ids._ulid((1 << 48) - 1, (1 << 80) - 1) == "7" + "Z" * 25
+    # Each character is five bits, most significant first.
+    assert ids._ulid(0, 1) == "0" * 25 + "1"
+    assert ids._ulid(0, 33 << 70) == "0" * 10 + "11" + "0" * 14

@@ -122,7 +122,7 @@ class ObjectStore:
         operation = {"operation": what.split(" ", 1)[0]}
         started = time.monotonic()
         try:
-            with _tracer.start_as_current_span(f"store.{operation['operation']}"):
+            with telemetry.span(_tracer, f"store.{operation['operation']}"):
                 return await loop.run_in_executor(self._pool, call)
         except S3Error as error:
             if error.code in {"NoSuchKey", "NoSuchObject"}:
@@ -161,7 +161,7 @@ class ObjectStore:
         operation = {"operation": "put"}
         started = time.monotonic()
         try:
-            with _tracer.start_as_current_span("store.put"):
+            with telemetry.span(_tracer, "store.put"):
                 await self._putter.put(
                     bucket=self.bucket,
                     key=key,

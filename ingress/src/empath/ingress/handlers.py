@@ -106,13 +106,15 @@ class QueueingHandler:
             event, prefix = self._event(server, session, envelope)
             # Everything that can fail without the store fails here, before the body is put:
             # an event that cannot be published must not leave a body behind.
-            size = len(event.model_dump_json().encode())
+            encoded = event.model_dump_json().encode()
         except Exception:
             log.exception("cannot make the received event of a message from %s", server.peer_ip)
             return replies.QUEUE_FAILED
-        if size + HEADERS_ROOM > self.bus.nc.max_payload:
+        if len(encoded) + HEADERS_ROOM > self.bus.nc.max_payload:
             log.warning(
-                "%s: the envelope takes %d bytes, over NATS's payload limit", server.peer_ip, size
+                "%s: the envelope takes %d bytes, over NATS's payload limit",
+                server.peer_ip,
+                len(encoded),
             )
             return replies.ENVELOPE_TOO_BIG
         assert envelope.body is not None  # set at the final dot
@@ -124,7 +126,7 @@ class QueueingHandler:
         except OSError as error:
             log.error("%s: cannot read the message's content back: %s", server.peer_ip, error)
             return replies.QUEUE_FAILED
-        reply = await asyncio.shield(self._commit(event, body))
+        reply = await asyncio.shield(self._commit(event, encoded, body))
         events_out = self.plugin_events
         # The event is made only for a plugin that wants it (a session's view costs).
         if (
@@ -214,7 +216,7 @@ class QueueingHandler:
         except errors.EmpathError as cleanup:
             mlog.error("cannot remove the body again: %s", cleanup)
 
-    async def _commit(self, event: events.Received, body: bodies.Reader) -> str:
+    async def _commit(self, event: events.Received, encoded: bytes, body: bodies.Reader) -> str:
         mlog = logs.for_message(log, event.id)
         with tracer.start_as_current_span(
             "ingress.queue", attributes={"empath.queue_id": event.id}
@@ -230,7 +232,9 @@ class QueueingHandler:
                 mlog.error("cannot store the body: %s", error)
                 return replies.QUEUE_FAILED
             try:
-                await self.bus.publish(names.RECEIVED_SUBJECT, event, msg_id=event.id)
+                await self.bus.publish(
+                    names.RECEIVED_SUBJECT, event, msg_id=event.id, encoded=encoded
+                )
             except Exception as error:  # whatever it was, the body must not stay behind
                 mlog.error("cannot publish received: %s", error)
                 await self._void(event, mlog)
