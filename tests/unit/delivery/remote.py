@@ -84,6 +84,13 @@ class Remote:
     def write(self, data: bytes) -> None:
         self.writes.append(bytes(data))
 
+    @property
+    def transport(self) -> Remote:
+        return self
+
+    def get_write_buffer_size(self) -> int:
+        return 0  # every write taken at once
+
     async def drain(self) -> None:
         if self.closed:
             raise ConnectionResetError("closed")

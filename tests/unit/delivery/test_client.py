@@ -541,3 +541,29 @@ async def test_a_421_and_hang_up_after_pipelined_commands_keeps_the_421() -> Non
     with pytest.raises(resolver.DeliveryError) as error:
         await sent
     assert error.value.reply == "421 4.7.0 mx1.example.com Too many connections"
+
+
+async def test_a_remote_that_stops_reading_a_body_times_out_and_breaks_the_session() -> None:
+    """A write the socket cannot take at once is still bounded by the command timeout (on a
+    real loopback socket: the kernel's buffers fill and the writer must wait)."""
+    stalled = asyncio.Event()
+
+    async def never_reads(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await stalled.wait()
+        writer.close()
+
+    server = await asyncio.start_server(never_reads, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    session = client.Connection(
+        reader=reader, writer=writer, hop=resolver.Hop("mx", "127.0.0.1", port), timeout=0.5
+    )
+    try:
+        with pytest.raises(client.SessionLost, match="TimeoutError"):
+            await asyncio.wait_for(session.send(b"x" * (64 << 20)), 10)
+        assert not session.usable
+    finally:
+        stalled.set()
+        writer.close()
+        server.close()
+        await server.wait_closed()

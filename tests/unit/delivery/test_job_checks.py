@@ -61,9 +61,18 @@ def test_a_job_with_a_recipient_or_sender_of_its_own_is_refused() -> None:
         "the job's sender is not its message's"
     )
     ret = job.envelope.model_copy(update={"ret": "FULL"})
-    assert checks.mismatch(job.model_copy(update={"envelope": ret}), entry) == (
-        "the job's envelope is not its message's"
+    notify = job.envelope.model_copy(
+        update={
+            "recipients": (
+                job.envelope.recipients[0].model_copy(update={"notify": ("NEVER",)}),
+                *job.envelope.recipients[1:],
+            )
+        }
     )
+    for envelope in (ret, notify):
+        assert checks.mismatch(job.model_copy(update={"envelope": envelope}), entry) == (
+            "the job's envelope is not its message's"
+        )
 
 
 @pytest.mark.parametrize("state", [s for s in queue.State if s != queue.State.DELIVERING])

@@ -122,6 +122,11 @@ class Connection:
     async def send(self, data: bytes) -> None:
         try:
             self.writer.write(data)
+            if not self.writer.transport.get_write_buffer_size():
+                # All of it went out at once (nearly always): drain cannot wait, so it needs
+                # no timer (two of a transaction's six).
+                await self.writer.drain()
+                return
             async with asyncio.timeout(self.timeout):  # no task of its own, as wait_for makes
                 await self.writer.drain()
         except (OSError, TimeoutError, ssl.SSLError) as error:
