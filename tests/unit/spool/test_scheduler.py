@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from empath.core import events, ids, names, queue
+from empath.core import names, queue
 from empath.spool import scheduler
+from tests.unit.core import test_queue
 from tests.unit.spool.samples import NOW, entry
 
 
@@ -91,29 +92,11 @@ def test_the_job_of_a_claim_carries_its_attempt_and_open_recipients_only() -> No
 def test_the_job_of_a_first_attempt_is_the_same_with_the_received_envelope() -> None:
     """On arrival the job takes the envelope `received` brought instead of building it from
     the record: every recipient is open then, so it is the same job, byte for byte."""
-    envelope = events.Envelope(
-        sender="from@example.org",
-        recipients=(
-            events.Recipient(address="a@example.com", notify=("SUCCESS", "FAILURE")),
-            events.Recipient(address="b@example.com", orcpt="rfc822;b@example.com"),
-        ),
-        ret="HDRS",
-        envid="env-1",
-        smtputf8=True,
-        body="8BITMIME",
-    )
-    received = events.Received(
-        id=ids.new_id(),
-        body_key="bodies/2026/01/01/x.eml",
-        size=10,
-        received_at=NOW,
-        envelope=envelope,
-        client=events.Client(ip="192.0.2.1", helo="client.example"),
-    )
-    claim = scheduler.claimed(queue.Entry.from_received(received), NOW)
+    event = test_queue.received()
+    claim = scheduler.claimed(queue.Entry.from_received(event), event.received_at)
     assert claim is not None
 
-    given = scheduler.job_for(claim, b"body", envelope=received.envelope)
+    given = scheduler.job_for(claim, b"body", envelope=event.envelope)
 
     assert given == scheduler.job_for(claim, b"body")
     assert given.model_dump_json() == scheduler.job_for(claim, b"body").model_dump_json()
