@@ -6,7 +6,6 @@ from datetime import timedelta
 
 from empath.core import names, queue
 from empath.spool import scheduler
-from tests.unit.core import test_queue
 from tests.unit.spool.samples import NOW, entry
 
 
@@ -87,19 +86,6 @@ def test_the_job_of_a_claim_carries_its_attempt_and_open_recipients_only() -> No
 
     assert job.attempt == claimed.attempts
     assert [r.address for r in job.envelope.recipients] == ["open@example.com"]
-
-
-def test_the_job_of_a_first_attempt_is_the_same_with_the_received_envelope() -> None:
-    """On arrival the job takes the envelope `received` brought instead of building it from
-    the record: every recipient is open then, so it is the same job, byte for byte."""
-    event = test_queue.received()
-    claim = scheduler.claimed(queue.Entry.from_received(event), event.received_at)
-    assert claim is not None
-
-    given = scheduler.job_for(claim, b"body", envelope=event.envelope)
-
-    assert given == scheduler.job_for(claim, b"body")
-    assert given.model_dump_json() == scheduler.job_for(claim, b"body").model_dump_json()
 
 
 def test_a_claim_older_than_half_the_duplicate_window_is_left_to_the_delivering_timeout() -> None:
