@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from empath.core import events, ids, names, queue, store
+from empath.core import events, ids, names, queue, signing, store
 from tests.system import StartSystem, System
+from tests.waiting import eventually
 from tests.wire import Wire
 
 
@@ -74,6 +75,28 @@ async def test_an_accepted_message_is_recorded_as_queued(system: System) -> None
     assert entry.client.helo == "client.test"
     assert await system.objects.exists(entry.body_key)
     await wire.close()
+
+
+async def test_a_job_goes_out_unsigned_while_its_received_event_is_signed(
+    start_system: StartSystem,
+) -> None:
+    """Delivery checks a job against the record it names, never a signature: the spool does
+    not sign jobs (a signature of each job and its body cost it 50-110 us a message). What
+    ingress publishes, and what the spool queues itself (its DSNs), is signed as before."""
+    system = await start_system()
+    [queue_id] = await queue_messages(system, 1)
+    await eventually(
+        lambda: system.bus.js.stream_info(names.JOBS_STREAM.name),
+        until=lambda info: info.state.messages == 1,
+        what="the message's first job",
+    )
+    job = await system.bus.js.get_last_msg(names.JOBS_STREAM.name, names.JOBS_SUBJECT)
+    assert job.data is not None
+    assert events.decode(job.data, events.DeliveryJob).id == queue_id
+    assert (job.headers or {}).get("Nats-Msg-Id") == f"{queue_id}.1"
+    assert signing.HEADER not in (job.headers or {})
+    received = await system.bus.js.get_last_msg(names.RECEIVED_STREAM.name, names.RECEIVED_SUBJECT)
+    assert signing.HEADER in (received.headers or {})
 
 
 async def test_a_redelivered_event_does_not_reset_the_record(system: System) -> None:

@@ -65,3 +65,31 @@ def test_the_trace_context_survives_the_records_round_trip_through_kv() -> None:
         entry = samples.entry(traceparent=telemetry.traceparent())
     again = queue.Entry.model_validate_json(entry.model_dump_json())
     assert again.traceparent == entry.traceparent
+
+
+def test_a_dispatch_on_arrival_stays_in_the_arrivals_context(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Dispatched inside the arrival (the record's `traceparent` is the current context's),
+    the dispatch is the same child of the arrival as one resumed from the record later."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_ON)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(scheduler, "_tracer", provider.get_tracer("tests"))
+    with provider.get_tracer("tests").start_as_current_span("spool.intake") as arrival:
+        entry = samples.entry(traceparent=telemetry.traceparent())
+        with scheduler._in_trace(entry):
+            headers = telemetry.inject({})
+    dispatch = next(s for s in exporter.get_finished_spans() if s.name == "spool.dispatch")
+    assert dispatch.context.trace_id == arrival.get_span_context().trace_id
+    assert dispatch.parent is not None
+    assert dispatch.parent.span_id == arrival.get_span_context().span_id
+    assert headers["traceparent"].split("-")[2] == f"{dispatch.context.span_id:016x}"
+
+
+def test_without_an_exporter_a_dispatch_on_arrival_carries_the_arrivals_trace_on() -> None:
+    with tracer.start_as_current_span("spool.intake"):
+        kept = telemetry.traceparent()
+        entry = samples.entry(traceparent=kept)
+        with scheduler._in_trace(entry):
+            assert telemetry.inject({})["traceparent"] == kept

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from empath.core import errors, events, queries, queue
+from empath.spool import scheduler
 
 ENVELOPE = events.Envelope(
     sender="a@example.org",
@@ -35,6 +36,19 @@ def received() -> events.Received:
 
 def test_a_new_record_hands_on_the_whole_envelope() -> None:
     assert queue.Entry.from_received(received()).envelope() == ENVELOPE
+
+
+def test_the_job_of_a_first_attempt_is_the_same_with_the_received_envelope() -> None:
+    """On arrival the spool's job takes the envelope `received` brought instead of building it
+    from the record: every recipient is open then, so it is the same job, byte for byte."""
+    event = received()
+    claim = scheduler.claimed(queue.Entry.from_received(event), event.received_at)
+    assert claim is not None
+
+    given = scheduler.job_for(claim, b"body", envelope=event.envelope)
+
+    assert given == scheduler.job_for(claim, b"body")
+    assert given.model_dump_json() == scheduler.job_for(claim, b"body").model_dump_json()
 
 
 def test_a_recipient_already_delivered_is_left_out_of_the_next_envelope() -> None:

@@ -112,7 +112,7 @@ class Intake:
             entry = queue.Entry.from_received(event, traceparent=telemetry.traceparent())
             if self.dispatcher is not None:
                 recorded = await self.dispatcher.arrive(
-                    entry, body=event.body, now=datetime.now(UTC)
+                    entry, body=event.body, now=datetime.now(UTC), envelope=event.envelope
                 )
             else:
                 recorded = await self.records.create(entry)

@@ -3,7 +3,9 @@
 Every message that finishes (delivered, failed, deleted by an operator) leaves a body to
 remove. One DELETE request per message was a third of the spool's CPU on a relay, for work
 nobody waits on; so keys are collected and removed with one DeleteObjects request (up to
-1,000 keys) every fraction of a second, or at once when a batch is full.
+1,000 keys) every second, or at once when a batch is full. A request costs the spool about
+1.7 ms of CPU whatever it carries (the S3 client, its HTTP, the thread hand-off) and about 7 us
+a key: at 150 messages a second, a flush each 0.2 s took 70 us a message, each second 19 us.
 
 What is not removed yet when the spool dies stays in the bucket, and so does a body whose
 removal failed while the store was away: the retention purge removes a finished record's body
@@ -37,7 +39,7 @@ from empath.core import errors, ids, periodic, store
 log = logging.getLogger("empath.spool.removals")
 
 # How often collected keys are removed, and how many make a request go at once.
-FLUSH_SECONDS = 0.2
+FLUSH_SECONDS = 1.0
 BATCH = 500
 # S3 takes at most this many keys in one DeleteObjects request.
 REQUEST_LIMIT = 1000

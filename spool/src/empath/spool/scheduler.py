@@ -86,24 +86,31 @@ def lease_expired(entry: queue.Entry | view.Summary, now: datetime) -> bool:
 
 def _in_trace(entry: queue.Entry) -> contextlib.AbstractContextManager[object]:
     """A span for dispatching an attempt, a child of the message's arrival in its trace: the
-    job's headers carry it, so the attempt joins the trace too."""
+    job's headers carry it, so the attempt joins the trace too. A dispatch on arrival runs in
+    that arrival's context already (the record's `traceparent` is the current one): then it
+    is not parsed back from the record (an extract per message saved)."""
+    current = entry.traceparent is not None and entry.traceparent == telemetry.traceparent()
     return telemetry.span(
         _tracer,
         "spool.dispatch",
-        parent=telemetry.resumed(entry.traceparent),
+        parent=None if current else telemetry.resumed(entry.traceparent),
         attributes=lambda: {"empath.queue_id": entry.id, "empath.attempt": entry.attempts},
     )
 
 
-def job_for(entry: queue.Entry, body: bytes | None = None) -> events.DeliveryJob:
+def job_for(
+    entry: queue.Entry, body: bytes | None = None, *, envelope: events.Envelope | None = None
+) -> events.DeliveryJob:
     """The job for the entry's current attempt, for the recipients still open (with the body
-    when the caller has it: a first attempt dispatched on arrival)."""
+    when the caller has it: a first attempt dispatched on arrival). `envelope`: the envelope
+    `received` brought, for a first attempt (every recipient open: it is the record's own),
+    instead of building it again from the record."""
     return events.DeliveryJob(
         id=entry.id,
         attempt=entry.attempts,
         body_key=entry.body_key,
         size=entry.size,
-        envelope=entry.envelope(),
+        envelope=entry.envelope() if envelope is None else envelope,
         metadata=entry.metadata,
         body=body,
     )
@@ -220,19 +227,27 @@ class Scheduler:
         )
         return 1
 
-    async def arrive(self, entry: queue.Entry, *, body: bytes | None, now: datetime) -> bool:
+    async def arrive(
+        self,
+        entry: queue.Entry,
+        *,
+        body: bytes | None,
+        now: datetime,
+        envelope: events.Envelope | None = None,
+    ) -> bool:
         """Record a message just accepted, already claimed for its first attempt, and publish
         that attempt's job (carrying the body when `received` brought it): no tick to wait for,
         no second write, no read of the body from the bucket. A message that is not due yet, or
         arrives while the queue is frozen, is recorded as queued and left to the ticks.
-        False when the message was recorded already (a repeated event)."""
+        False when the message was recorded already (a repeated event). `envelope`: the
+        `received` event's, which the entry was made from (the job's, not built again)."""
         claim = None if await self.frozen_flag() else claimed(entry, now)
         if not await self.records.create(claim or entry):
             return False
         if claim is None:
             return True
         try:
-            await self.publish(claim, body=body)
+            await self.publish(claim, body=body, envelope=envelope)
         except errors.BusUnavailable as error:
             # Claimed with no job: its lease runs out and a tick publishes it again.
             logs.for_message(log, claim.id).warning(
@@ -246,14 +261,22 @@ class Scheduler:
         )
         return True
 
-    async def publish(self, claim: queue.Entry, *, body: bytes | None = None) -> None:
+    async def publish(
+        self,
+        claim: queue.Entry,
+        *,
+        body: bytes | None = None,
+        envelope: events.Envelope | None = None,
+    ) -> None:
         """Publish the job of a claimed attempt, in the message's trace. The record keeps its
         lease: clearing it would cost a write per attempt, and an attempt whose outcome comes
         before the lease runs out (almost all of them) never needs it cleared. Past the lease,
         a tick publishes the job again, which JetStream drops as a copy, and then clears it."""
         with _in_trace(claim):
             await self.bus.publish(
-                names.JOBS_SUBJECT, job_for(claim, body), msg_id=f"{claim.id}.{claim.attempts}"
+                names.JOBS_SUBJECT,
+                job_for(claim, body, envelope=envelope),
+                msg_id=f"{claim.id}.{claim.attempts}",
             )
 
     async def republish(self, entry: queue.Entry) -> int:
