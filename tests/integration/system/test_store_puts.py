@@ -304,3 +304,34 @@ async def test_an_answer_that_cannot_be_read_fails_the_put_after_its_tries(
         finally:
             objects.close()
     assert len(server.requests) == 3
+
+
+async def test_what_follows_the_final_answer_is_not_read_and_its_connection_not_kept(
+    make_settings: Callable[..., Any],
+) -> None:
+    # A refusal with a 200 behind it in the same write: the refusal stands (nothing is taken
+    # as stored that the store refused), and a connection that said more is not asked again.
+    refusal = b"HTTP/1.1 403 Forbidden\r\nContent-Length: %d\r\n\r\n%s" % (len(REFUSAL), REFUSAL)
+    async with Scripted([refusal + OK, OK]) as server:
+        objects = through(make_settings, server.port)
+        try:
+            with pytest.raises(errors.StoreUnavailable, match="AccessDenied"):
+                await objects.put("messages/refused.eml", BODY)
+            await objects.put("messages/taken.eml", BODY)
+        finally:
+            objects.close()
+    assert (server.connections, len(server.requests)) == (2, 2)
+
+
+async def test_an_answer_cut_short_by_the_close_is_asked_again(
+    make_settings: Callable[..., Any],
+) -> None:
+    # Its length says 100 bytes, 3 came: not an answer to go by, even a 200.
+    cut = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\nabc"
+    async with Scripted([cut, OK]) as server:
+        objects = through(make_settings, server.port)
+        try:
+            await objects.put("messages/again.eml", BODY)
+        finally:
+            objects.close()
+    assert (server.connections, len(server.requests)) == (2, 2)

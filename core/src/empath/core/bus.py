@@ -90,11 +90,13 @@ class Bus:
                     task.cancel()
             self.nc._subs.clear()
 
-    async def publish(
-        self, subject: str, event: events.Model, *, msg_id: str, encoded: bytes | None = None
-    ) -> None:
-        """Publish an event and wait for JetStream's ack, or raise `BusUnavailable`.
-        `encoded`: the event as JSON already, from a caller that had to measure it."""
+    async def publish(self, subject: str, event: events.Model, *, msg_id: str) -> None:
+        """Publish an event and wait for JetStream's ack, or raise `BusUnavailable`."""
+        await self.publish_encoded(subject, event.model_dump_json().encode(), msg_id=msg_id)
+
+    async def publish_encoded(self, subject: str, data: bytes, *, msg_id: str) -> None:
+        """`publish` of an event already encoded as JSON (by a caller that had to measure
+        it)."""
         if not self.nc.is_connected:
             # nats.py would buffer the publish and send it after reconnecting, possibly
             # after we told the SMTP client 451: refuse now instead.
@@ -103,7 +105,6 @@ class Bus:
         started = time.monotonic()
         with telemetry.span(_tracer, "nats.publish", attributes=lambda: {"nats.subject": subject}):
             headers = telemetry.inject({"Nats-Msg-Id": msg_id})
-            data = event.model_dump_json().encode() if encoded is None else encoded
             if self.signer is not None:
                 headers[signing.HEADER] = self.signer.sign(subject, data)
             try:

@@ -134,9 +134,10 @@ def _s3_error(status: int, body: bytes) -> Failed:
 class _Reading:
     """httptools' callbacks while the answers to one request are read: the final one's
     status, body and whether the connection may carry another request (interim 1xx answers
-    are skipped)."""
+    are skipped). Nothing after the final answer is read: a store that sends more is not
+    asked again on that connection."""
 
-    __slots__ = ("body", "done", "headed", "keep", "parser", "status")
+    __slots__ = ("body", "done", "framed", "headed", "keep", "parser", "status")
 
     def __init__(self) -> None:
         self.parser = httptools.HttpResponseParser(self)
@@ -144,7 +145,16 @@ class _Reading:
         self.status = 0
         self.keep = False
         self.headed = False
+        self.framed = False  # its body's end is told (a length, or chunks), not the close
         self.done = False
+
+    def on_message_begin(self) -> None:
+        if self.done:
+            raise _Surplus
+
+    def on_header(self, name: bytes, _value: bytes) -> None:
+        if name.lower() in (b"content-length", b"transfer-encoding"):
+            self.framed = True
 
     def on_headers_complete(self) -> None:
         self.headed = True
@@ -159,14 +169,21 @@ class _Reading:
         if status >= 200:
             self.status, self.keep, self.done = status, self.parser.should_keep_alive(), True
         else:
-            self.headed = False
+            self.headed = self.framed = False
             self.body.clear()
+
+
+class _Surplus(Exception):
+    """Bytes after the final answer."""
 
 
 def _feed(reading: _Reading, data: bytes) -> None:
     try:
         reading.parser.feed_data(data)
-    except httptools.HttpParserCallbackError as error:  # ours, from `on_body`
+    except httptools.HttpParserCallbackError as error:  # ours, from a callback
+        if isinstance(error.__context__, _Surplus):
+            reading.keep = False  # the answer stands; the connection is not trusted again
+            return
         raise UnreadableAnswer(str(error.__context__ or error)) from None
     except (httptools.HttpParserError, httptools.HttpParserUpgrade) as error:
         raise UnreadableAnswer(f"not HTTP/1.1 as it should be: {error!r}") from None
@@ -180,9 +197,9 @@ async def _answer(reader: asyncio.StreamReader) -> _Answer:
     while not reading.done:
         data = await reader.read(READ_SIZE)
         if not data:
-            if reading.headed:  # its body ended with the connection
+            if reading.headed and not reading.framed:  # its body ended with the connection
                 return _Answer(reading.parser.get_status_code(), bytes(reading.body), keep=False)
-            raise asyncio.IncompleteReadError(b"", None)
+            raise asyncio.IncompleteReadError(bytes(reading.body), None)
         if not reading.headed:
             room = MAX_HEAD - head
             head += len(data)
@@ -216,6 +233,7 @@ class Putter:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots = asyncio.Semaphore(self._at_once)
         self._idle: list[_Connection] = []
+        self._closed = False  # a PUT still out when it closes does not keep its connection
 
     @property
     def region(self) -> str | None:
@@ -224,7 +242,8 @@ class Putter:
 
     def close(self) -> None:
         """Close the kept-alive connections (where their event loop is gone, they went with
-        it)."""
+        it), and any a PUT still out would have kept."""
+        self._closed = True
         idle, self._idle = self._idle, []
         for connection in idle:
             connection.close()
@@ -252,7 +271,9 @@ class Putter:
         (a test's) starts afresh there."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
-            self._idle = []  # their transports died with their loop
+            idle, self._idle = self._idle, []
+            for connection in idle:  # of another loop: closed there, if it still runs
+                connection.close()
             self._slots = asyncio.Semaphore(self._at_once)
             self._loop = loop
 
@@ -341,7 +362,7 @@ class Putter:
         except BaseException:
             connection.close()
             raise
-        if answer.keep and len(self._idle) < self._at_once:
+        if answer.keep and not self._closed and len(self._idle) < self._at_once:
             self._idle.append(connection)
         else:
             connection.close()

@@ -190,12 +190,15 @@ def weed_argv(
 
 
 def go_env() -> dict[str, str]:
-    """nats-server and weed run with one OS thread executing Go code (unless GOMAXPROCS is set
-    already): on a machine they share with four Python services, a second one mostly hands work
-    between threads, and each hand-off wakes a thread on another core. Measured on two cores,
-    `bench/relay`: 12 % less CPU per relayed message in all (nats-server 1.67 -> 1.42 ms, weed
-    1.85 -> 1.50), 10 % more messages per second."""
-    return {} if "GOMAXPROCS" in os.environ else {"GOMAXPROCS": "1"}
+    """On a machine of one or two cores, nats-server and weed run with one OS thread executing
+    Go code (unless GOMAXPROCS is set already): there, shared with four Python services, a
+    second one mostly hands work between threads, and each hand-off wakes a thread on another
+    core. Measured on two cores, `bench/relay`: 12 % less CPU per relayed message in all
+    (nats-server 1.67 -> 1.42 ms, weed 1.85 -> 1.50), 10 % more messages per second. With
+    more cores Go's own default stands (not measured to be better or worse)."""
+    if "GOMAXPROCS" in os.environ or len(os.sched_getaffinity(0)) > 2:
+        return {}
+    return {"GOMAXPROCS": "1"}
 
 
 def s3_credentials_env(access_key: str, secret_key: str) -> dict[str, str]:

@@ -232,9 +232,7 @@ class QueueingHandler:
                 mlog.error("cannot store the body: %s", error)
                 return replies.QUEUE_FAILED
             try:
-                await self.bus.publish(
-                    names.RECEIVED_SUBJECT, event, msg_id=event.id, encoded=encoded
-                )
+                await self.bus.publish_encoded(names.RECEIVED_SUBJECT, encoded, msg_id=event.id)
             except Exception as error:  # whatever it was, the body must not stay behind
                 mlog.error("cannot publish received: %s", error)
                 await self._void(event, mlog)

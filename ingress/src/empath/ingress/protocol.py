@@ -654,8 +654,9 @@ class Session(hooks.PluginHooks, SMTP):
 
         while True:
             # The whole lines already read, up to the final dot, at once: no wait, no timer.
-            buffered: bytearray = reader._buffer  # type: ignore[attr-defined]  # asyncio's
-            if at_line_start and buffered:
+            # asyncio's own buffer (not public): without it, line by line as before.
+            buffered = getattr(reader, "_buffer", None)
+            if at_line_start and isinstance(buffered, bytearray) and buffered:
                 if buffered.startswith(b".\r\n"):
                     await reader.readexactly(3)
                     return
