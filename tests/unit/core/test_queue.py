@@ -60,6 +60,31 @@ def test_a_recipient_already_delivered_is_left_out_of_the_next_envelope() -> Non
     assert entry.envelope() == ENVELOPE.model_copy(update={"recipients": ENVELOPE.recipients[1:]})
 
 
+def test_a_record_has_the_envelope_it_would_build_and_no_other() -> None:
+    entry = queue.Entry.from_received(received())
+    first, second = entry.recipients
+    entry = entry.model_copy(
+        update={"recipients": (first.model_copy(update={"status": "delivered"}), second)}
+    )
+    (left,) = ENVELOPE.recipients[1:]
+    assert entry.has_envelope(entry.envelope())
+    others = [
+        ENVELOPE,  # the delivered recipient again
+        entry.envelope().model_copy(update={"ret": "HDRS"}),
+        entry.envelope().model_copy(update={"envid": None}),
+        entry.envelope().model_copy(update={"body": "7BIT"}),
+        entry.envelope().model_copy(
+            update={"recipients": (left.model_copy(update={"orcpt": None}),)}
+        ),
+        entry.envelope().model_copy(
+            update={"recipients": (left.model_copy(update={"notify": ("NEVER",)}),)}
+        ),
+    ]
+    for other in others:
+        assert other != entry.envelope()
+        assert not entry.has_envelope(other), other
+
+
 def test_a_record_stored_before_this_version_still_loads() -> None:
     stored = (
         b'{"version":1,"id":"01ARZ3NDEKTSV4RRFFQ69G5FAV","state":"deferred",'

@@ -163,6 +163,20 @@ class Entry(Record):
             **self.model_dump(include=_ENVELOPE_REST),
         )
 
+    def has_envelope(self, envelope: events.Envelope) -> bool:
+        """`envelope == self.envelope()`, field by field instead of building that envelope
+        (which took two thirds of delivery's check of a job against its record)."""
+        open_recipients = self.open_recipients
+        if len(envelope.recipients) != len(open_recipients):
+            return False
+        return all(
+            getattr(envelope, name) == getattr(self, name) for name in _ENVELOPE_REST
+        ) and all(
+            getattr(given, name) == getattr(kept, name)
+            for given, kept in zip(envelope.recipients, open_recipients, strict=True)
+            for name in _RECIPIENT
+        )
+
 
 # The envelope's fields that a record keeps as they are (recipients get a status as well).
 _ENVELOPE_REST = set(events.Envelope.model_fields) - {"recipients"}

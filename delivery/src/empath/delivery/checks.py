@@ -83,33 +83,12 @@ def mismatch(job: events.DeliveryJob, entry: queue.Entry) -> str | None:
     envelope = job.envelope
     if envelope.sender != entry.sender:
         return "the job's sender is not its message's"
-    expected = entry.open_recipients
-    wanted = [r.address for r in expected]
+    wanted = [r.address for r in entry.open_recipients]
     if sorted(r.address for r in envelope.recipients) != sorted(wanted):
         return "the job's recipients are not those its message has still to deliver"
-    if not _same_envelope(envelope, entry, expected):
+    if not entry.has_envelope(envelope):
         return "the job's envelope is not its message's"
     return None
-
-
-# What `queue.Entry.envelope()` copies from a record: the envelope's other fields, kept flat,
-# and each open recipient's own.
-_ENVELOPE_REST = tuple(name for name in events.Envelope.model_fields if name != "recipients")
-_RECIPIENT = tuple(events.Recipient.model_fields)
-
-
-def _same_envelope(
-    envelope: events.Envelope, entry: queue.Entry, expected: list[queue.RecipientState]
-) -> bool:
-    """`envelope == entry.envelope()`, compared field by field instead of building that
-    envelope first (which took two thirds of this check)."""
-    if len(envelope.recipients) != len(expected):
-        return False
-    return all(getattr(envelope, name) == getattr(entry, name) for name in _ENVELOPE_REST) and all(
-        getattr(given, name) == getattr(kept, name)
-        for given, kept in zip(envelope.recipients, expected, strict=True)
-        for name in _RECIPIENT
-    )
 
 
 async def refusal(records: Records, job: events.DeliveryJob) -> str | None:
