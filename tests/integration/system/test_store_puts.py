@@ -183,22 +183,25 @@ async def test_a_store_that_never_answers_fails_the_put_after_its_tries(
 class Scripted:
     """A server that answers each request it reads (head and `Content-Length` body) with the
     next of `answers`, closing after one that says so (or is HTTP/1.0's); it counts
-    connections and requests."""
+    connections and requests. `objects` is a store that PUTs to it (closed on leaving)."""
 
-    def __init__(self, answers: list[bytes]) -> None:
+    def __init__(self, make_settings: Callable[..., Any], answers: list[bytes]) -> None:
+        self.make_settings = make_settings
         self.answers = answers
         self.connections = 0
         self.requests: list[bytes] = []
-        self.port = 0
         self._server: asyncio.Server | None = None
+        self.objects: store.ObjectStore  # made once the server has its port
 
     async def __aenter__(self) -> Scripted:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
+        port = self._server.sockets[0].getsockname()[1]
+        self.objects = through(self.make_settings, port)
         return self
 
     async def __aexit__(self, *_: object) -> None:
         assert self._server is not None
+        self.objects.close()
         self._server.close()
         await self._server.wait_closed()
 
@@ -246,15 +249,11 @@ async def test_a_chunked_refusal_names_its_s3_error_and_a_closing_store_costs_a_
         b"HTTP/1.0 403 Forbidden\r\n\r\n" + REFUSAL,  # ends with the connection
         OK,
     ]
-    async with Scripted(answers) as server:
-        objects = through(make_settings, server.port)
-        try:
-            for _ in range(3):
-                with pytest.raises(errors.StoreUnavailable, match="AccessDenied: Access Denied"):
-                    await objects.put("messages/refused.eml", BODY)
-            await objects.put("messages/taken.eml", BODY)
-        finally:
-            objects.close()
+    async with Scripted(make_settings, answers) as server:
+        for _ in range(3):
+            with pytest.raises(errors.StoreUnavailable, match="AccessDenied: Access Denied"):
+                await server.objects.put("messages/refused.eml", BODY)
+        await server.objects.put("messages/taken.eml", BODY)
     # The chunked answer kept its connection; the two that close cost one each.
     assert (server.connections, len(server.requests)) == (3, 4)
     head, _, body = server.requests[-1].partition(b"\r\n\r\n")
@@ -272,12 +271,8 @@ async def test_a_store_shedding_load_is_asked_again_on_the_same_connection(
         b"Content-Length: %d\r\n\r\n%s" % (len(slow_down), slow_down),
         OK,
     ]
-    async with Scripted(answers) as server:
-        objects = through(make_settings, server.port)
-        try:
-            await objects.put("messages/later.eml", BODY)
-        finally:
-            objects.close()
+    async with Scripted(make_settings, answers) as server:
+        await server.objects.put("messages/later.eml", BODY)
     assert (server.connections, len(server.requests)) == (1, 2)
     assert all(request.endswith(BODY) for request in server.requests)
 
@@ -296,13 +291,9 @@ async def test_a_store_shedding_load_is_asked_again_on_the_same_connection(
 async def test_an_answer_that_cannot_be_read_fails_the_put_after_its_tries(
     make_settings: Callable[..., Any], answer: bytes
 ) -> None:
-    async with Scripted([answer] * 3) as server:
-        objects = through(make_settings, server.port)
-        try:
-            with pytest.raises(errors.StoreUnavailable, match=r"LimitOverrun|UnreadableAnswer"):
-                await objects.put("messages/odd.eml", BODY)
-        finally:
-            objects.close()
+    async with Scripted(make_settings, [answer] * 3) as server:
+        with pytest.raises(errors.StoreUnavailable, match=r"LimitOverrun|UnreadableAnswer"):
+            await server.objects.put("messages/odd.eml", BODY)
     assert len(server.requests) == 3
 
 
@@ -312,14 +303,10 @@ async def test_what_follows_the_final_answer_is_not_read_and_its_connection_not_
     # A refusal with a 200 behind it in the same write: the refusal stands (nothing is taken
     # as stored that the store refused), and a connection that said more is not asked again.
     refusal = b"HTTP/1.1 403 Forbidden\r\nContent-Length: %d\r\n\r\n%s" % (len(REFUSAL), REFUSAL)
-    async with Scripted([refusal + OK, OK]) as server:
-        objects = through(make_settings, server.port)
-        try:
-            with pytest.raises(errors.StoreUnavailable, match="AccessDenied"):
-                await objects.put("messages/refused.eml", BODY)
-            await objects.put("messages/taken.eml", BODY)
-        finally:
-            objects.close()
+    async with Scripted(make_settings, [refusal + OK, OK]) as server:
+        with pytest.raises(errors.StoreUnavailable, match="AccessDenied"):
+            await server.objects.put("messages/refused.eml", BODY)
+        await server.objects.put("messages/taken.eml", BODY)
     assert (server.connections, len(server.requests)) == (2, 2)
 
 
@@ -328,10 +315,6 @@ async def test_an_answer_cut_short_by_the_close_is_asked_again(
 ) -> None:
     # Its length says 100 bytes, 3 came: not an answer to go by, even a 200.
     cut = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\nabc"
-    async with Scripted([cut, OK]) as server:
-        objects = through(make_settings, server.port)
-        try:
-            await objects.put("messages/again.eml", BODY)
-        finally:
-            objects.close()
+    async with Scripted(make_settings, [cut, OK]) as server:
+        await server.objects.put("messages/again.eml", BODY)
     assert (server.connections, len(server.requests)) == (2, 2)
