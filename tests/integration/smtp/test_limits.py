@@ -22,7 +22,7 @@ async def test_declared_size_over_the_limit_is_rejected_with_552(start_system: S
 async def test_actual_size_over_the_limit_is_rejected_with_552_and_nothing_kept(
     start_system: StartSystem,
 ) -> None:
-    system = await start_system(max_message_size=2048)
+    system = await start_system(max_message_size=2048, frozen=True)  # frozen: stored at once
     wire = await system.wire()
     body = b"Subject: big\r\n\r\n" + b"x" * 70 + b"\r\n"
     reply = await wire.transaction("a@example.org", ["u@example.com"], body * 40)

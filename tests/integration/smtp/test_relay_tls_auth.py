@@ -15,7 +15,7 @@ import bcrypt
 import pytest
 import trustme
 
-from empath.core import errors, settings
+from empath.core import bodies, errors, settings
 from tests.servers import free_port
 from tests.system import StartSystem, System
 from tests.tls_auth import PASSWORD, plain, tls_wire
@@ -152,7 +152,7 @@ async def test_auth_plain_over_tls_lets_a_user_relay(
     entry = await untrusted.entry(reply.rsplit(" ", 1)[1])
     assert entry.client.authenticated_as == "alice"
     assert entry.client.tls
-    body = await untrusted.objects.get(entry.body_key)
+    body = await bodies.Bodies(objects=untrusted.objects, js=untrusted.bus.js).get(entry)
     assert b"with ESMTPSA id " + entry.id.encode() in body
     await wire.close()
 

@@ -61,11 +61,12 @@ def test_a_received_event_of_version_1_is_read_with_no_metadata() -> None:
         "client": {"ip": "192.0.2.1"},
     }
     event = events.decode(json.dumps(v1).encode(), events.Received)
-    assert (event.version, event.metadata, event.id, event.body) == (3, {}, v1["id"], None)
+    assert (event.version, event.metadata, event.id, event.body) == (4, {}, v1["id"], None)
+    assert event.stored  # an older event's body is always in the bucket
     assert event.received_at == datetime(2026, 1, 1, tzinfo=UTC)
     v2 = {**v1, "version": 2, "metadata": {"policy": "ok"}}
     event = events.decode(json.dumps(v2).encode(), events.Received)
-    assert (event.version, event.metadata, event.body) == (3, {"policy": "ok"}, None)
+    assert (event.version, event.metadata, event.body) == (4, {"policy": "ok"}, None)
 
 
 def test_a_delivery_job_of_version_2_is_read_with_no_metadata() -> None:

@@ -130,7 +130,7 @@ def test_an_event_of_an_unknown_version_is_refused() -> None:
             client=events.Client(ip="192.0.2.1"),
         ).model_dump_json()
     )
-    raw["version"] = 4  # received is at version 3: 4 is unknown
+    raw["version"] = 5  # received is at version 4: 5 is unknown
     with pytest.raises(ValueError, match="version"):
         events.Received.model_validate(raw)
 

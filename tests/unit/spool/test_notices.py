@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from empath.core import events, ids, names, queue
+from empath.core import bodies, events, ids, names, queue
 from empath.spool import dsn, notices, outcomes
 from tests.unit.spool.samples import (
     NOW,
@@ -27,7 +27,7 @@ def notifier(message: queue.Entry, **settings: Any) -> tuple[notices.Notices, Bu
     sender = notices.Notices(
         settings=config(**settings),
         bus=bus,  # type: ignore[arg-type]
-        objects=objects,  # type: ignore[arg-type]
+        bodies=bodies.Bodies(objects=objects, js=None),  # type: ignore[arg-type]
     )
     return sender, bus, objects
 

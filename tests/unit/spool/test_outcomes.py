@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from empath.core import events, queue
+from empath.core import bodies, events, queue
 from empath.spool import outcomes
 from tests.unit.spool.samples import (
     NOW,
@@ -315,7 +315,7 @@ def reader(*seen: queue.Entry, stored: queue.Entry) -> tuple[outcomes.Outcomes, 
         outcomes.Outcomes(
             settings=config(),
             records=bucket,  # type: ignore[arg-type]
-            objects=None,  # type: ignore[arg-type]
+            bodies=bodies.Bodies(objects=None, js=None),  # type: ignore[arg-type]
             removals=None,  # type: ignore[arg-type]
             notices=None,  # type: ignore[arg-type]
             live=live,

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from nats.aio.msg import Msg
 
+from empath.core import bodies as bodies_module
 from empath.core import errors, events, names, plugins, queue
 from empath.spool import notices, outcomes, records, removals
 from tests.unit.spool.samples import (
@@ -82,13 +83,17 @@ async def test_an_outcome_handled_twice_at_different_times_queues_one_bounce(
     monkeypatch.setattr(outcomes, "datetime", Clock, raising=False)
     message = entry("bob@example.com")
     stored, bus, bucket = Records(message), Bus(), Bucket(**{message.body_key: ORIGINAL})
-    bodies = removals.Removals(bucket)  # type: ignore[arg-type]
+    removal = removals.Removals(bucket)  # type: ignore[arg-type]
     handler = outcomes.Outcomes(
         settings=config(),
         records=stored,  # type: ignore[arg-type]
-        objects=bucket,  # type: ignore[arg-type]
-        removals=bodies,
-        notices=notices.Notices(settings=config(), bus=bus, objects=bucket),  # type: ignore[arg-type]
+        bodies=bodies_module.Bodies(objects=bucket, js=None),  # type: ignore[arg-type]
+        removals=removal,
+        notices=notices.Notices(
+            settings=config(),
+            bus=bus,  # type: ignore[arg-type]
+            bodies=bodies_module.Bodies(objects=bucket, js=None),  # type: ignore[arg-type]
+        ),
     )
     event = attempted(1, result("bob@example.com", "failed", FAILED))
 
@@ -103,8 +108,8 @@ async def test_an_outcome_handled_twice_at_different_times_queues_one_bounce(
     dsn_bodies = [key for key in bucket.bodies if MESSAGE_ID not in key]
     assert dsn_bodies == [bounce.body_key]
     assert stored.stored.state == queue.State.FAILED
-    assert list(bodies.pending) == [message.body_key]  # once the record said so
-    await bodies.flush()
+    assert list(removal.pending) == [message.body_key]  # once the record said so
+    await removal.flush()
     assert message.body_key not in bucket.bodies
 
 
@@ -135,9 +140,13 @@ async def test_plugin_events_lost_with_a_spool_that_died_go_out_when_the_outcome
     handler = outcomes.Outcomes(
         settings=config(),
         records=stored,  # type: ignore[arg-type]
-        objects=bucket,  # type: ignore[arg-type]
+        bodies=bodies_module.Bodies(objects=bucket, js=None),  # type: ignore[arg-type]
         removals=removals.Removals(bucket),  # type: ignore[arg-type]
-        notices=notices.Notices(settings=config(), bus=bus, objects=bucket),  # type: ignore[arg-type]
+        notices=notices.Notices(
+            settings=config(),
+            bus=bus,  # type: ignore[arg-type]
+            bodies=bodies_module.Bodies(objects=bucket, js=None),  # type: ignore[arg-type]
+        ),
         plugin_events=told,  # type: ignore[arg-type]
     )
     event = attempted(

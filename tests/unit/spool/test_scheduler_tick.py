@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import nats.js.errors
 
-from empath.core import errors, events, names, queue
+from empath.core import bodies, errors, events, names, queue
 from empath.spool import scheduler
 from tests.unit.spool.samples import NOW, Records, View, config, entry
 
@@ -41,7 +41,28 @@ class Flags:
         return Flag(b"1")
 
 
-def ticker(*entries: queue.Entry, frozen: bool = False) -> tuple[scheduler.Scheduler, Records, Bus]:
+class Carried:
+    """Bodies whose `received` events carry them: the stream sequence -> (message id, body)."""
+
+    def __init__(self, **found: tuple[str, bytes]) -> None:
+        self.found = {int(seq.removeprefix("seq")): kept for seq, kept in found.items()}
+        self.stored: dict[str, bytes] = {}
+
+    async def carried(self, entry: queue.Entry) -> bytes:
+        message_id, body = self.found[entry.body_seq or 0]
+        assert message_id == entry.id
+        return body
+
+    async def keep(self, entry: queue.Entry, body: bytes | None = None) -> queue.Entry:
+        if entry.body_seq is None:
+            return entry
+        self.stored[entry.body_key] = body or await self.carried(entry)
+        return entry.model_copy(update={"body_seq": None})
+
+
+def ticker(
+    *entries: queue.Entry, frozen: bool = False, carried: Carried | None = None
+) -> tuple[scheduler.Scheduler, Records, Bus]:
     records, bus = Records(*entries), Bus()
     tick = scheduler.Scheduler(
         settings=config(),
@@ -49,6 +70,7 @@ def ticker(*entries: queue.Entry, frozen: bool = False) -> tuple[scheduler.Sched
         bus=bus,  # type: ignore[arg-type]
         flag_store=Flags(frozen=frozen),  # type: ignore[arg-type]
         live=View(records),  # type: ignore[arg-type]
+        bodies=carried or bodies.Bodies(objects=None, js=None),  # type: ignore[arg-type]
     )
     return tick, records, bus
 
@@ -164,6 +186,40 @@ async def test_an_arrival_whose_job_cannot_be_published_goes_out_when_its_lease_
     job = bus.published[f"{new.id}.1"]
     assert isinstance(job, events.DeliveryJob)
     assert job.body is None  # delivery reads it from the bucket
+
+
+async def test_a_job_published_again_carries_a_body_only_its_event_holds() -> None:
+    """A small message is not in the bucket until it has to wait: when its job goes out again
+    (its first publish unconfirmed), the body comes from its `received` event, not the bucket."""
+    new = entry(state=queue.State.QUEUED, attempts=0, next_attempt=NOW, body_seq=7)
+    carried = Carried(seq7=(new.id, b"Subject: small\r\n\r\nx\r\n"))
+    tick, records, bus = ticker(carried=carried)
+    bus.away = True
+
+    assert await tick.arrive(new, body=b"Subject: small\r\n\r\nx\r\n", now=NOW)
+    assert records.entries[new.id].body_seq == 7  # claimed on arrival: not stored
+    assert carried.stored == {}
+    bus.away = False
+    tick.view.apply(new.id, records.entries[new.id])
+
+    assert await tick.tick(NOW + timedelta(seconds=scheduler.LEASE_SECONDS + 1)) == 1
+    job = bus.published[f"{new.id}.1"]
+    assert isinstance(job, events.DeliveryJob)
+    assert job.body == b"Subject: small\r\n\r\nx\r\n"
+    assert carried.stored == {}
+
+
+async def test_a_small_message_arriving_while_the_queue_is_frozen_is_stored_first() -> None:
+    new = entry(state=queue.State.QUEUED, attempts=0, next_attempt=NOW, body_seq=7)
+    carried = Carried()
+    tick, records, bus = ticker(frozen=True, carried=carried)
+
+    assert await tick.arrive(new, body=b"in hand", now=NOW)
+
+    assert carried.stored == {new.body_key: b"in hand"}
+    assert records.entries[new.id].body_seq is None
+    assert records.entries[new.id].state == queue.State.QUEUED
+    assert bus.published == {}
 
 
 async def test_a_record_claimed_before_leases_is_left_to_the_delivering_timeout() -> None:

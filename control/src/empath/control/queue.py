@@ -13,7 +13,7 @@ from aiohttp import web
 from pydantic import Field
 
 from empath.control import calls
-from empath.core import addresses, errors, queries, queue, store
+from empath.core import addresses, bodies, errors, queries, queue, store
 
 
 class MessageAnswer(calls.Model):
@@ -89,10 +89,15 @@ async def _get(request: web.Request) -> queries.GetAnswer:
 async def with_message(request: web.Request, *, body: bool) -> web.Response:
     """A message's record with its header section, and its whole text when `body`."""
     answer = await _get(request)
-    objects = request.app[calls.OBJECTS]
+    if answer.item.finished and answer.item.body_seq is not None:
+        # Its event still holds it for a while, but a finished message's body is no longer
+        # kept for anyone, as a stored one is removed from the bucket.
+        return calls.reply(MessageAnswer(item=answer.item, omitted=answer.omitted, body_gone=True))
+    # In the bucket, or (a small message not stored yet) in its `received` event.
+    found = bodies.Bodies(objects=request.app[calls.OBJECTS], js=request.app[calls.LINK].bus.js)
     try:
         # For the headers, the head of the body is enough (a message may be 25 MB).
-        raw = await objects.get(answer.item.body_key, limit=None if body else store.HEAD_LIMIT)
+        raw = await found.get(answer.item, limit=None if body else store.HEAD_LIMIT)
     except errors.NotFound:
         # Delivered or failed, its body removed: the record still says what happened.
         return calls.reply(MessageAnswer(item=answer.item, omitted=answer.omitted, body_gone=True))

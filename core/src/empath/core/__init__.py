@@ -2,6 +2,7 @@
 
 __all__ = [
     "addresses",
+    "bodies",
     "bus",
     "cli",
     "consumers",

@@ -25,6 +25,7 @@ from pydantic import (
     PlainSerializer,
     ValidationError,
     WithJsonSchema,
+    model_validator,
 )
 
 from empath.core import errors
@@ -87,17 +88,21 @@ class Envelope(Model):
 
 
 class Received(Model):
-    """ingress -> spool: a message was accepted; its body is in the bucket under `body_key`.
+    """ingress -> spool: a message was accepted; its body is in the bucket under `body_key`, or
+    (a small message) in this event only.
 
-    Version 3 may also carry the body itself (`body`, when it is small: `EMPATH_INLINE_BODY_LIMIT`),
-    so its first delivery attempt need not read it back from the bucket; the bucket's copy is
-    still the one that counts. Version 2 added the metadata plugins set in the session
-    (`empath.core.plugins`). The spool still reads both older versions (`ReceivedV2`,
-    `ReceivedV1`), so upgrade the spool before ingress.
+    Version 4 says whether the bucket holds the body (`stored`). A small message (`body`, up
+    to `EMPATH_INLINE_BODY_LIMIT`) is not stored by ingress: this event, kept by JetStream as
+    durably as the queue state, is its copy until the spool stores it, which it does only when
+    the message has to wait (a deferral, a frozen queue, a message not due yet). A message
+    delivered at its first attempt never touches the bucket. Version 3 added that copy (`body`)
+    beside the stored body; version 2 the metadata plugins set in the session
+    (`empath.core.plugins`). The spool still reads the older versions (`ReceivedV3`,
+    `ReceivedV2`, `ReceivedV1`), so upgrade the spool before ingress.
     """
 
     kind: Literal["received"] = "received"
-    version: Literal[3] = 3
+    version: Literal[4] = 4
     id: str
     body_key: str
     size: int = Field(ge=0)
@@ -109,8 +114,19 @@ class Received(Model):
     )
     body: InlineBody | None = Field(
         default=None,
-        description="A copy of the stored body (base64), when it is small; None otherwise.",
+        description="The body (base64), when it is small; None otherwise.",
     )
+    stored: bool = Field(
+        default=True,
+        description="Whether the bucket holds the body under `body_key`; false only when "
+        "`body` carries it (this event is then its copy, until the spool stores it).",
+    )
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> Received:
+        if not self.stored and self.body is None:
+            raise ValueError("a body that is not stored must be carried (`body`)")
+        return self
 
 
 class DeliveryJob(Model):
@@ -174,6 +190,35 @@ class DeliveryJobV3(Older):
 
     def upgrade(self) -> DeliveryJob:
         return DeliveryJob(**_fields(self))
+
+
+class ReceivedV3(Older):
+    """ingress -> spool: a message was accepted; its body is in the bucket under `body_key`.
+
+    Version 3 may also carry the body itself (`body`, when it is small), so its first delivery
+    attempt need not read it back from the bucket; the bucket's copy is the one that counts.
+    """
+
+    model_config = ConfigDict(title="Received")
+
+    kind: Literal["received"] = "received"
+    version: Literal[3] = 3
+    id: str
+    body_key: str
+    size: int = Field(ge=0)
+    received_at: datetime
+    envelope: Envelope
+    client: Client
+    metadata: dict[str, str] = Field(
+        default_factory=dict, description="Set by plugins; kept with the message."
+    )
+    body: InlineBody | None = Field(
+        default=None,
+        description="A copy of the stored body (base64), when it is small; None otherwise.",
+    )
+
+    def upgrade(self) -> Received:
+        return Received(**_fields(self))
 
 
 class ReceivedV2(Older):
@@ -317,6 +362,7 @@ OLDER: dict[tuple[str, int], type[Older]] = {
     ("delivery-job", 3): DeliveryJobV3,
     ("received", 1): ReceivedV1,
     ("received", 2): ReceivedV2,
+    ("received", 3): ReceivedV3,
 }
 
 E = TypeVar("E", bound=Model)

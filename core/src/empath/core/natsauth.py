@@ -193,7 +193,8 @@ PERMISSIONS: dict[str, Permissions] = {
             *(names.plugin_event_subject(event) for event in SPOOL_EVENTS),
             *(f"{API}.STREAM.{v}.{s.name}" for s in names.STREAMS for v in ("CREATE", "UPDATE")),
             *_consume(names.RECEIVED_STREAM, names.SPOOL_RECEIVED_CONSUMER),
-            # Whether the last `received` is signed, when signing begins (`intake`).
+            # Whether the last `received` is signed, when signing begins (`intake`); and the
+            # body of a small message, which its event carries (`empath.core.bodies`).
             f"{API}.STREAM.MSG.GET.{names.RECEIVED_STREAM.name}",
             *_consume(names.ATTEMPTED_STREAM, names.SPOOL_ATTEMPTED_CONSUMER),
             *_kv_read(names.QUEUE_BUCKET),
@@ -238,6 +239,9 @@ PERMISSIONS: dict[str, Permissions] = {
             *_kv_read(names.OVERRIDES_BUCKET),
             *_kv_write(names.OVERRIDES_BUCKET),
             *_kv_create(names.OVERRIDES_BUCKET),
+            # `queue show`: a small message not yet stored is read from its `received` event
+            # (`empath.core.bodies`), as a stored one is from the bucket.
+            f"{API}.STREAM.MSG.GET.{names.RECEIVED_STREAM.name}",
         ],
         [],
     ),

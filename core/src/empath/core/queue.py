@@ -123,6 +123,13 @@ class Entry(Record):
     # What plugins set in the session (`empath.core.plugins`), kept with the message and
     # shown by `queue view`. Left out when empty, so records without it read as before.
     metadata: dict[str, str] = Field(default_factory=dict, exclude_if=lambda value: not value)
+    # Where the body is while the bucket holds none: the sequence, in the `received` stream, of
+    # the event that carries it (a small message, which ingress does not store: the spool
+    # stores it only when the message has to wait; `empath.core.bodies`). None (left out of the
+    # stored form) when the body is in the bucket under `body_key`. Only spools that know it
+    # may write a record that has it: `received` version 4, which makes such records, is read
+    # by none older.
+    body_seq: int | None = Field(default=None, exclude_if=lambda value: value is None)
 
     @property
     def open_recipients(self) -> list[RecipientState]:
@@ -138,8 +145,15 @@ class Entry(Record):
         return self.state in {State.DELIVERED, State.FAILED}
 
     @classmethod
-    def from_received(cls, event: events.Received, *, traceparent: str | None = None) -> Entry:
-        """The first record of a message just accepted: due now."""
+    def from_received(
+        cls,
+        event: events.Received,
+        *,
+        traceparent: str | None = None,
+        sequence: int | None = None,
+    ) -> Entry:
+        """The first record of a message just accepted: due now. `sequence`: the event's in
+        the `received` stream, which is where the body is when the bucket holds none."""
         envelope = event.envelope
         return cls(
             id=event.id,
@@ -151,6 +165,7 @@ class Entry(Record):
             client=event.client,
             traceparent=traceparent,
             metadata=event.metadata,
+            body_seq=None if event.stored else sequence,
             **envelope.model_dump(include=_ENVELOPE_REST),
         )
 

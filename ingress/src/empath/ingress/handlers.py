@@ -169,7 +169,8 @@ class QueueingHandler:
         login = getattr(session.auth_data, "login", None)
         content = envelope.body
         size = len(prefix) + (content.size if content is not None else 0)
-        # A small message travels in its event too (see EMPATH_INLINE_BODY_LIMIT).
+        # A small message travels in its event, which is then its only copy: it is not stored
+        # in the bucket unless it has to wait (`empath.core.bodies`, EMPATH_INLINE_BODY_LIMIT).
         inline = None
         if size <= self.inline_body_limit:
             inline = prefix + (content.head(content.size) if content is not None else b"")
@@ -202,6 +203,7 @@ class QueueingHandler:
             ),
             metadata={**server.session_metadata, **envelope.metadata},
             body=inline,
+            stored=inline is None,
         )
         return event, prefix
 
@@ -223,10 +225,10 @@ class QueueingHandler:
         ):
             try:
                 with body:
-                    held = body.held()
-                    if held is not None:  # most mail: one request, the bytes in hand
+                    held = body.held() if event.stored else None  # else its event is its copy
+                    if held is not None:  # one request, the bytes in hand
                         await self.objects.put(event.body_key, held)
-                    else:
+                    elif event.stored:
                         await self.objects.put_stream(event.body_key, body, body.size)
             except errors.EmpathError as error:
                 mlog.error("cannot store the body: %s", error)
@@ -235,7 +237,8 @@ class QueueingHandler:
                 await self.bus.publish_encoded(names.RECEIVED_SUBJECT, encoded, msg_id=event.id)
             except Exception as error:  # whatever it was, the body must not stay behind
                 mlog.error("cannot publish received: %s", error)
-                await self._void(event, mlog)
+                if event.stored:
+                    await self._void(event, mlog)
                 return replies.QUEUE_FAILED
         tls = {"tls": "yes" if event.client.tls else "no"}
         metrics.smtp_messages_received.add(1, tls)

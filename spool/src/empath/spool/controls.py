@@ -105,5 +105,6 @@ async def delete(
             return await store.get(message_id)
     entry = await store.get(message_id)
     await store.delete(message_id)
-    await objects.delete(entry.body_key)
+    if entry.body_seq is None:  # else only its event carries it: nothing in the bucket
+        await objects.delete(entry.body_key)
     return None

@@ -37,26 +37,24 @@ from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
 from empath.core import bus, consumers, events, metrics, names, queue, signing, telemetry
-from empath.spool import records, scheduler
+from empath.spool import scheduler
 
 log = logging.getLogger("empath.spool.intake")
 tracer = telemetry.tracer("empath.spool")
 
 
 class Intake:
-    """With a `dispatcher`, a message due now goes out for its first attempt on arrival
-    (`Scheduler.arrive`); without one it is recorded as queued, for the scheduler's ticks."""
+    """A message due now goes out for its first attempt on arrival (`Scheduler.arrive`); one
+    that is not is recorded as queued, for the scheduler's ticks."""
 
     def __init__(
         self,
         *,
-        records: records.Records,
-        dispatcher: scheduler.Scheduler | None = None,
+        dispatcher: scheduler.Scheduler,
         verifier: signing.Verifier | None = None,
         unsigned_until: datetime | None = None,
         max_delay: float = 900.0,
     ) -> None:
-        self.records = records
         self.dispatcher = dispatcher
         self.verifier = verifier  # None: signing is off, every event is taken
         # Unsigned events JetStream stored before this are still taken (`unsigned_window`).
@@ -109,13 +107,16 @@ class Intake:
                     _sequence(msg),
                 )
                 return
-            entry = queue.Entry.from_received(event, traceparent=telemetry.traceparent())
-            if self.dispatcher is not None:
-                recorded = await self.dispatcher.arrive(
-                    entry, body=event.body, now=datetime.now(UTC), envelope=event.envelope
-                )
-            else:
-                recorded = await self.records.create(entry)
+            sequence = _sequence(msg)
+            entry = queue.Entry.from_received(
+                event, traceparent=telemetry.traceparent(), sequence=sequence
+            )
+            if not event.stored and sequence is None and event.body is not None:
+                # Not from the stream, so no sequence to find the body by: it is stored now.
+                await self.dispatcher.bodies.objects.put(entry.body_key, event.body)
+            recorded = await self.dispatcher.arrive(
+                entry, body=event.body, now=datetime.now(UTC), envelope=event.envelope
+            )
             if recorded:
                 mlog.info(
                     "queued from=<%s> nrcpt=%d size=%d",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from empath.core import bus, errors, events, ids, logs, names, queue, store
+from empath.core import bodies, bus, errors, events, ids, logs, names, queue, store
 from empath.core.settings import Settings
 from empath.spool import dsn
 
@@ -17,10 +17,11 @@ log = logging.getLogger("empath.spool.notices")
 
 
 class Notices:
-    def __init__(self, *, settings: Settings, bus: bus.Bus, objects: store.ObjectStore) -> None:
+    def __init__(self, *, settings: Settings, bus: bus.Bus, bodies: bodies.Bodies) -> None:
         self.settings = settings
         self.bus = bus
-        self.objects = objects
+        self.bodies = bodies
+        self.objects = bodies.objects
 
     async def send(
         self,
@@ -40,8 +41,8 @@ class Notices:
         try:
             # Only what the DSN returns is read: a 25 MB message bounced with its headers
             # costs the spool 256 KiB, not 25 MB.
-            original: bytes | None = await self.objects.get(
-                entry.body_key, limit=dsn.HEAD_LIMIT if dsn.headers_only(entry) else None
+            original: bytes | None = await self.bodies.get(
+                entry, limit=dsn.HEAD_LIMIT if dsn.headers_only(entry) else None
             )
         except errors.NotFound:
             # Lost (delivery then fails it with 554 5.3.0): the sender must still hear of it,

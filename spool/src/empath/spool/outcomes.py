@@ -23,6 +23,7 @@ from nats.aio.msg import Msg
 
 from empath.core import (
     addresses,
+    bodies,
     consumers,
     errors,
     events,
@@ -257,7 +258,7 @@ class Outcomes:
         *,
         settings: Settings,
         records: records.Records,
-        objects: store.ObjectStore,
+        bodies: bodies.Bodies,
         removals: removals.Removals,
         notices: notices.Notices,
         plugin_events: pluginevents.Publisher | None = None,
@@ -266,7 +267,8 @@ class Outcomes:
         self.settings = settings
         self.records = records
         self.live = live
-        self.objects = objects
+        self.bodies = bodies
+        self.objects = bodies.objects
         self.removals = removals
         self.notices = notices
         self.plugin_events = plugin_events
@@ -340,13 +342,20 @@ class Outcomes:
                     now=now,
                 )
             delayed = {r.recipient.address for r in kinds.get("delay", [])}
+            # It has to wait: a body only its event carried goes to the bucket first (the
+            # stream keeps events a week, a message may wait longer).
+            stored = not after.finished and (await self.bodies.keep(before)) is not before
 
             def change(current: queue.Entry) -> queue.Entry | None:
                 # Someone else wrote in between: recompute from what is there now.
                 updated = (
                     after if current == before else apply(self.settings, current, event, now=now)
                 )
-                return None if updated is None else mark_notified(updated, delayed, "delay")
+                if updated is None:
+                    return None
+                if stored:
+                    updated = updated.model_copy(update={"body_seq": None})
+                return mark_notified(updated, delayed, "delay")
 
             written = await self.records.update(event.id, change, known=(before, revision))
             if written is None:
@@ -366,6 +375,8 @@ class Outcomes:
                     r.tls,
                     r.reply,
                 )
-            if result.finished:
+            if result.finished and result.body_seq is None:
                 self.removals.add(result.body_key)
                 mlog.info("%s: body to be removed", result.state.value)
+            elif result.finished:
+                mlog.info("%s: its body was never in the bucket", result.state.value)

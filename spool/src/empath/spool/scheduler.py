@@ -36,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 
 from nats.js.kv import KeyValue
 
+from empath.core import bodies as bodies_module
 from empath.core import bus as bus_module
 from empath.core import errors, events, flags, logs, names, periodic, queue, telemetry
 from empath.core.settings import Settings
@@ -125,9 +126,11 @@ class Scheduler:
         bus: bus_module.Bus,
         flag_store: KeyValue,
         live: view.QueueView,
+        bodies: bodies_module.Bodies,
         removals: removals.Removals | None = None,
     ) -> None:
         self.settings = settings
+        self.bodies = bodies
         self.records = records
         self.bus = bus
         self.flags = flag_store
@@ -160,9 +163,11 @@ class Scheduler:
         index = self.view.index
         cutoff = now - timedelta(seconds=self.settings.finished_retention)
         for gone in index.take_expired(cutoff):
-            if self.removals is not None:
-                # Its body went when it finished; a removal lost to a crash goes now.
-                self.removals.add(gone.entry().body_key)
+            entry = gone.entry()
+            if self.removals is not None and entry.body_seq is None:
+                # Its body went when it finished; a removal lost to a crash goes now. (A body
+                # only its event carried was never in the bucket.)
+                self.removals.add(entry.body_key)
             await self.records.delete(gone.id)
         unconfirmed: list[queue.Entry] = []
         for out in index.in_delivery():
@@ -240,8 +245,13 @@ class Scheduler:
         no second write, no read of the body from the bucket. A message that is not due yet, or
         arrives while the queue is frozen, is recorded as queued and left to the ticks.
         False when the message was recorded already (a repeated event). `envelope`: the
-        `received` event's, which the entry was made from (the job's, not built again)."""
+        `received` event's, which the entry was made from (the job's, not built again).
+
+        A message that waits, whose body only its event carries, is stored in the bucket
+        first (`empath.core.bodies`): one dispatched now never is, unless it has to wait."""
         claim = None if await self.frozen_flag() else claimed(entry, now)
+        if claim is None:
+            entry = await self.bodies.keep(entry, body)
         if not await self.records.create(claim or entry):
             return False
         if claim is None:
@@ -271,7 +281,17 @@ class Scheduler:
         """Publish the job of a claimed attempt, in the message's trace. The record keeps its
         lease: clearing it would cost a write per attempt, and an attempt whose outcome comes
         before the lease runs out (almost all of them) never needs it cleared. Past the lease,
-        a tick publishes the job again, which JetStream drops as a copy, and then clears it."""
+        a tick publishes the job again, which JetStream drops as a copy, and then clears it.
+
+        A message whose body only its event carries (`queue.Entry.body_seq`) gets its body in
+        the job whatever the attempt: delivery would not find it in the bucket."""
+        if body is None and claim.body_seq is not None:
+            try:
+                body = await self.bodies.carried(claim)
+            except errors.NotFound as error:
+                # Lost (it should not be): delivery then fails it for want of a body, and the
+                # sender hears of it, rather than the message waiting for ever.
+                logs.for_message(log, claim.id).error("body lost: %s", error)
         with _in_trace(claim):
             await self.bus.publish(
                 names.JOBS_SUBJECT,
@@ -320,7 +340,9 @@ class Scheduler:
 
     async def _requeue_stuck(self, entry: queue.Entry, now: datetime) -> None:
         """An attempt that never reported back (it should not happen: jobs are redelivered
-        until acked) is taken as deferred, so the message is tried again."""
+        until acked) is taken as deferred, so the message is tried again. It waits now, so
+        its body goes to the bucket first if only its event carried it."""
+        stored = (await self.bodies.keep(entry)) is not entry
         logs.for_message(log, entry.id).warning(
             "attempt %d reported nothing for %.0fs: trying again",
             entry.attempts,
@@ -338,6 +360,7 @@ class Scheduler:
                         "last_reply": "451 4.4.0 Attempt timed out without a result",
                         "lease_until": None,
                         "updated_at": now,
+                        **({"body_seq": None} if stored else {}),
                     }
                 )
                 if current.state == queue.State.DELIVERING and current.attempts == entry.attempts

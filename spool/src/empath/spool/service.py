@@ -11,6 +11,7 @@ import dataclasses
 import logging
 from datetime import timedelta
 
+from empath.core import bodies as bodies_module
 from empath.core import bus as bus_module
 from empath.core import metrics, names, periodic, pluginevents, services, signing, store
 from empath.spool import api, intake, notices, outcomes, records, removals, scheduler, view
@@ -35,7 +36,8 @@ async def run(runtime: services.Runtime) -> None:
         ready = asyncio.create_task(live.ready.wait())
         await asyncio.wait({following, ready}, return_when=asyncio.FIRST_COMPLETED)
         ready.cancel()
-        bodies = removals.Removals(objects)
+        removal = removals.Removals(objects)
+        bodies = bodies_module.Bodies(objects=objects, js=bus.js)
         events_out = pluginevents.Publisher(
             bus,
             wanted={event for p in settings.plugins for event in p.event_hooks},
@@ -45,9 +47,9 @@ async def run(runtime: services.Runtime) -> None:
             plugin_events=events_out,
             settings=settings,
             records=queue_records,
-            objects=objects,
-            removals=bodies,
-            notices=notices.Notices(settings=settings, bus=bus, objects=objects),
+            bodies=bodies,
+            removals=removal,
+            notices=notices.Notices(settings=settings, bus=bus, bodies=bodies),
             live=live,
         )
         planner = scheduler.Scheduler(
@@ -59,7 +61,8 @@ async def run(runtime: services.Runtime) -> None:
             bus=dataclasses.replace(bus, signer=None),
             flag_store=flags,
             live=live,
-            removals=bodies,
+            bodies=bodies,
+            removals=removal,
         )
         unsigned_until = None
         if verifier is not None:
@@ -75,7 +78,6 @@ async def run(runtime: services.Runtime) -> None:
             if unsigned_until is None:
                 return  # stopped meanwhile
         worker = intake.Intake(
-            records=queue_records,
             dispatcher=planner,
             verifier=verifier,
             unsigned_until=unsigned_until,
@@ -115,7 +117,7 @@ async def run(runtime: services.Runtime) -> None:
             for stream, subject, durable, handle in consumers
         ]
         tasks.append(asyncio.create_task(planner.run(runtime.stop), name="spool-scheduler"))
-        tasks.append(asyncio.create_task(bodies.run(runtime.stop), name="spool-removals"))
+        tasks.append(asyncio.create_task(removal.run(runtime.stop), name="spool-removals"))
 
         async def recorded(message_id: str) -> bool:
             # The view knows nearly every body's record: the bucket is asked only about the
@@ -126,7 +128,7 @@ async def run(runtime: services.Runtime) -> None:
 
         tasks.append(
             asyncio.create_task(
-                bodies.sweeping(
+                removal.sweeping(
                     runtime.stop,
                     lifetime=timedelta(seconds=settings.max_queue_lifetime),
                     caught_up=lambda: intake.caught_up(bus),
