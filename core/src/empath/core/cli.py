@@ -6,6 +6,7 @@ installed (one image runs them all: `empath ingress`, `empath spool`, ...).
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from collections.abc import Callable
@@ -55,8 +56,21 @@ def _start(service: str) -> settings.Settings:
     return loaded
 
 
+def settle_heap() -> None:
+    """Take what the process holds by now (modules, settings, clients; once ready, the
+    spool's view of the queue) out of the garbage collector's sight: a full collection then
+    looks only at what came since. Measured with bench/relay, each service's full collections
+    took 30-150 ms (the event loop stopped meanwhile: the tail of the acceptance latency) and,
+    with all collections, about a tenth of its CPU; after this, a few ms. Only the service's
+    own process does it (`empath <service>`), never a process that runs services in passing
+    (the tests), since what is frozen is never collected."""
+    gc.collect()
+    gc.freeze()
+
+
 def _run(service: str, main: Callable[[settings.Settings], object]) -> None:
     loaded = _start(service)
+    settle_heap()
     try:
         # uvloop: the services spend most of their time in the event loop (sockets to NATS,
         # the object store and SMTP peers), and libuv's loop does that work for less CPU.
@@ -96,8 +110,12 @@ def _announce(service: str, detail: str) -> None:
 
 def _service_command(name: str, main: services.ServiceMain) -> Callable[[], None]:
     def command() -> None:
+        def ready(service: str, detail: str) -> None:
+            _announce(service, detail)
+            settle_heap()  # what starting made (connections, the queue's view) as well
+
         async def run_one(loaded: settings.Settings) -> None:
-            runtime = services.Runtime(settings=loaded, on_ready=_announce)
+            runtime = services.Runtime(settings=loaded, on_ready=ready)
             with services.stop_on_signals(runtime.stop):
                 async with health.serving(runtime, loaded.health_listen):
                     await services.run_all({name: main}, runtime)
