@@ -43,6 +43,9 @@ class Remote:
     data_reply: str | None = None
     drop_in_data: bool = False
     data_delay: float = 0.0
+    # When set: every transaction waits at the end of DATA until it is set (a delivery held
+    # in progress for as long as a test needs, however slow the machine).
+    hold: asyncio.Event | None = None
     size_limit: int | None = None
     without: tuple[str, ...] = ()  # extensions not to advertise, e.g. ("SMTPUTF8",)
     arrived: list[Arrived] = field(default_factory=list)
@@ -113,6 +116,8 @@ class Remote:
             return "451 never seen"
         if self.data_delay:
             await asyncio.sleep(self.data_delay)
+        if self.hold is not None:
+            await self.hold.wait()
         if self.data_reply:
             return self.data_reply
         assert envelope.mail_from is not None

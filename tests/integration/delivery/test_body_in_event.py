@@ -8,24 +8,49 @@ record says it waits, and later attempts, DSNs and `queue show` find it wherever
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from empath.core import bodies, errors, queue
+from empath.core import bodies, errors, names, queue
 from tests.dns_server import DnsServer
 from tests.mail import BODY, arrivals, mx, send, settle
 from tests.system import StartSystem, System
 from tests.waiting import eventually
 
+READY = "every spool reads bodies from their events"
+NOT_READY = "a spool that does not read bodies from their events is running"
+
+
+@pytest.fixture(autouse=True)
+def _told(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="empath.core.bodies")
+
+
+async def in_events(caplog: pytest.LogCaptureFixture, line: str = READY, count: int = 1) -> None:
+    """Wait until ingress has said it leaves small bodies out of the bucket (or, with
+    `NOT_READY`, that it stores them all again), `count` times in all."""
+    await eventually(
+        lambda: [m for m in caplog.messages if m.startswith(line)],
+        until=lambda said: len(said) >= count,
+        what=f"ingress to say {line!r}",
+    )
+
 
 async def test_a_small_message_delivered_at_once_is_never_in_the_bucket(
-    relay: Callable[..., Any], remote: Callable[..., Any], dns: DnsServer
+    relay: Callable[..., Any],
+    remote: Callable[..., Any],
+    dns: DnsServer,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    server = await remote("127.0.0.2", data_delay=1.0)
+    server = await remote("127.0.0.2", hold=asyncio.Event())
     mx(dns, "dest.test", (10, "mx1.dest.test", "127.0.0.2"))
     system = await relay()
+    await in_events(caplog)
     queue_id = await send(system, "a@sender.test", ["u@dest.test"])
     await eventually(lambda: server.in_data, until=lambda n: n == 1, what="delivery under way")
     out = await system.entry(queue_id)
@@ -34,6 +59,7 @@ async def test_a_small_message_delivered_at_once_is_never_in_the_bucket(
     assert (out.state, out.body_seq is not None) == (queue.State.DELIVERING, True)
     assert await system.bodies() == []
 
+    server.hold.set()
     delivered = await settle(system, queue_id, "delivered")
     await arrivals(server, 1)
     assert server.arrived[0].data.endswith(BODY)
@@ -63,7 +89,7 @@ async def test_a_small_message_that_must_wait_is_stored_and_its_retry_sends_thos
 
 
 async def test_an_attempt_that_never_reports_back_stores_the_body_before_it_waits(
-    start_system: StartSystem,
+    start_system: StartSystem, caplog: pytest.LogCaptureFixture
 ) -> None:
     # No delivery service: the first attempt's job is published and nobody takes it.
     system = await start_system(
@@ -72,6 +98,7 @@ async def test_an_attempt_that_never_reports_back_stores_the_body_before_it_wait
         retry_schedule=[0, 3600],
         scheduler_interval=0.2,
     )
+    await in_events(caplog)
     queue_id = await send(system, "a@sender.test", ["u@dest.test"])
     out = await system.entry(queue_id)
     assert out.body_seq is not None
@@ -84,9 +111,12 @@ async def test_an_attempt_that_never_reports_back_stores_the_body_before_it_wait
 
 
 @pytest.fixture
-async def out(start_system: StartSystem) -> tuple[System, queue.Entry]:
+async def out(
+    start_system: StartSystem, caplog: pytest.LogCaptureFixture
+) -> tuple[System, queue.Entry]:
     """A small message out on its first attempt (no delivery service takes it)."""
     system = await start_system(only=("ingress", "spool"))
+    await in_events(caplog)
     queue_id = await send(system, "a@sender.test", ["u@dest.test"])
     entry = await settle(system, queue_id, "delivering")
     assert entry.body_seq is not None
@@ -121,3 +151,27 @@ async def test_an_event_that_is_not_the_messages_own_yields_no_body(
     lost = entry.model_copy(update={"body_seq": 10_000})
     assert await found.keep(lost) is lost
     assert await system.bodies() == []
+
+
+async def test_while_a_spool_that_cannot_read_events_runs_every_body_is_stored(
+    start_system: StartSystem, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rolling upgrade: a spool of an earlier version (its heartbeat names no feature) would
+    look for a body in the bucket, so ingress stores every one while such a spool beats."""
+    system = await start_system(only=("ingress", "spool"))
+    await in_events(caplog)
+    beats = await system.bus.key_value(names.SERVICES_BUCKET)
+    old = json.dumps({"service": "spool", "instance": "old", "started": 0}).encode()
+    await beats.put("spool.old", old)
+    await in_events(caplog, NOT_READY)
+    queue_id = await send(system, "a@sender.test", ["u@dest.test"])
+    stored = await settle(system, queue_id, "delivering")
+    assert stored.body_seq is None
+    assert (await system.objects.get(stored.body_key)).endswith(BODY)
+
+    await beats.purge("spool.old")  # the old spool is gone
+    await in_events(caplog, READY, count=2)
+    queue_id = await send(system, "b@sender.test", ["v@dest.test"])
+    carried = await settle(system, queue_id, "delivering")
+    assert carried.body_seq is not None
+    assert carried.body_key not in await system.bodies()

@@ -82,3 +82,13 @@ def test_a_job_for_a_message_not_out_for_delivery_is_refused(state: queue.State)
     assert checks.mismatch(job, entry.model_copy(update={"state": state})) == (
         f"the message is {state.value}, not delivering"
     )
+
+
+def test_a_job_carrying_a_body_of_another_size_than_its_message_is_refused() -> None:
+    entry = samples.entry(attempts=2)
+    own = b"x" * entry.size
+    assert checks.mismatch(scheduler.job_for(entry, own), entry) is None
+    for other in (own + b"Bcc: thief@evil.test\r\n", own[:-1], b""):
+        assert checks.mismatch(scheduler.job_for(entry, other), entry) == (
+            "the job's body is not its message's size"
+        )

@@ -13,15 +13,80 @@ published again, `queue show`) asks here, and gets it from wherever it is.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+from typing import Any
 
 import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
 
-from empath.core import errors, events, logs, names, queue, store
+from empath.core import bus, errors, events, logs, names, periodic, queue, store
 
 log = logging.getLogger("empath.core.bodies")
+
+# What a spool that reads bodies from their events says in its heartbeat (`Bus.heartbeat`).
+FEATURE = "body-in-event"
+
+
+def spool_heartbeat() -> dict[str, Any]:
+    """The spool's heartbeat details: it reads a body from its event (`queue.Entry.body_seq`)."""
+    return {"features": [FEATURE]}
+
+
+class SpoolsReady:
+    """Whether every spool running reads bodies from events, as their heartbeats say: only
+    then does ingress leave a small body out of the bucket. A spool of an earlier version
+    would rewrite a record without its `body_seq` (records are read tolerantly) and then look
+    for the body in the bucket; so during a rolling upgrade, while any such spool still beats
+    (or none beats at all), every body is stored as before. Looked at every `every` seconds
+    (every second until ready, so a new installation starts storing none within seconds)."""
+
+    def __init__(self, kv: KeyValue, *, every: float = 5.0) -> None:
+        self.kv = kv
+        self.every = every
+        self.ready = False
+
+    async def look(self) -> bool:
+        beats = await bus.kv_items(self.kv, "spool.>")
+        ready = bool(beats) and all(_reads_events(value) for _, value in beats)
+        if ready and not self.ready:
+            log.info(
+                "every spool reads bodies from their events: a message under "
+                "EMPATH_INLINE_BODY_LIMIT is no longer stored in the bucket unless it waits"
+            )
+        elif self.ready and not ready:
+            log.warning(
+                "a spool that does not read bodies from their events is running (or none "
+                "is): every body is stored in the bucket again"
+            )
+        self.ready = ready
+        return ready
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.look()
+            except (nats.errors.Error, nats.js.errors.Error, TimeoutError, OSError) as error:
+                if self.ready:
+                    log.warning(
+                        "cannot read the spools' heartbeats (%r): every body is stored in the "
+                        "bucket until it can",
+                        error,
+                    )
+                self.ready = False  # not known: store, as is always safe
+            await periodic.pause(stop, self.every if self.ready else min(self.every, 1.0))
+
+
+def _reads_events(value: bytes) -> bool:
+    try:
+        beat = json.loads(value)
+    except ValueError:
+        return False
+    features = beat.get("features") if isinstance(beat, dict) else None
+    return isinstance(features, list) and FEATURE in features
 
 
 class Bodies:

@@ -182,6 +182,8 @@ PERMISSIONS: dict[str, Permissions] = {
             *(names.plugin_event_subject(event) for event in INGRESS_EVENTS),
             # C modules that are event listeners follow the stream in ingress.
             *_plugin_events(),
+            # Whether every spool reads bodies from events (`empath.core.bodies`).
+            *_kv_read(names.SERVICES_BUCKET),
         ],
         [],
     ),

@@ -80,6 +80,9 @@ def mismatch(job: events.DeliveryJob, entry: queue.Entry) -> str | None:
         return f"the job is for attempt {job.attempt}, the message is out on {entry.attempts}"
     if job.body_key != entry.body_key:
         return "the job names another body than its message's"
+    if job.body is not None and len(job.body) != entry.size:
+        # The body a job carries is the message's (its `received` event's): of its size.
+        return "the job's body is not its message's size"
     envelope = job.envelope
     if envelope.sender != entry.sender:
         return "the job's sender is not its message's"

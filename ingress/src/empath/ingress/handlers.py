@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
@@ -78,12 +79,16 @@ class QueueingHandler:
         bus: bus_module.Bus,
         full_dsn_from_untrusted: bool = False,
         inline_body_limit: int = 0,
+        body_in_event: Callable[[], bool] = lambda: False,
         plugin_events: pluginevents.Publisher | None = None,
     ) -> None:
         self.objects = objects
         self.bus = bus
         self.full_dsn_from_untrusted = full_dsn_from_untrusted
         self.inline_body_limit = inline_body_limit
+        # Whether a small body may stay out of the bucket (every spool reads it from its
+        # event: `empath.core.bodies.SpoolsReady`); else it is stored, and its event a copy.
+        self.body_in_event = body_in_event
         self.plugin_events = plugin_events
 
     def _ret(self, server: Session, session: Any, asked: str | None) -> str | None:
@@ -203,7 +208,7 @@ class QueueingHandler:
             ),
             metadata={**server.session_metadata, **envelope.metadata},
             body=inline,
-            stored=inline is None,
+            stored=inline is None or not self.body_in_event(),
         )
         return event, prefix
 

@@ -11,7 +11,17 @@ import asyncio
 import logging
 import ssl
 
-from empath.core import addresses, errors, periodic, pluginevents, services, signing, store
+from empath.core import (
+    addresses,
+    bodies,
+    errors,
+    names,
+    periodic,
+    pluginevents,
+    services,
+    signing,
+    store,
+)
 from empath.core import bus as bus_module
 from empath.core.settings import Settings
 from empath.ingress import (
@@ -138,11 +148,17 @@ async def _serve(
         wanted={event for p in settings.plugins for event in p.event_hooks},
         timeout=settings.publish_timeout,
     )
+    # A small body stays out of the bucket only once every spool running can read it from
+    # its event (`empath.core.bodies`).
+    spools = bodies.SpoolsReady(
+        await bus.key_value(names.SERVICES_BUCKET, ttl=names.HEARTBEAT_TTL_SECONDS)
+    )
     handler = handlers.QueueingHandler(
         objects=objects,
         bus=bus,
         full_dsn_from_untrusted=settings.full_dsn_from_untrusted,
         inline_body_limit=settings.inline_body_limit,
+        body_in_event=lambda: spools.ready,
         plugin_events=publisher,
     )
     loop = asyncio.get_running_loop()
@@ -181,6 +197,7 @@ async def _serve(
         servers.append(server)
         listening.append(f"{name} on {host}:{port}")
 
+    looking = asyncio.create_task(spools.run(runtime.stop))
     heartbeat = asyncio.create_task(
         bus.heartbeat("ingress", runtime.stop, details=lambda: {"plugins": hooks.published()})
     )
@@ -199,6 +216,7 @@ async def _serve(
     runtime.ready("ingress", ", ".join(listening))
     await runtime.stop.wait()
     await heartbeat
+    await looking
     await reloading
     await asyncio.gather(*told)
     log.info("stopping: %d sessions open", len(connections))

@@ -176,7 +176,17 @@ class Scheduler:
             elif (now - (out.updated_at or out.received_at)).total_seconds() > (
                 self.settings.delivering_timeout
             ):
-                await self._requeue_stuck(out.entry(), now)
+                stuck = out.entry()
+                try:
+                    await self._requeue_stuck(stuck, now)
+                except errors.EmpathError as error:
+                    # (Its body could not be stored, say.) The next tick tries again; what
+                    # is due meanwhile still goes out.
+                    logs.for_message(log, stuck.id).warning(
+                        "attempt %d timed out, not yet taken as deferred: %s",
+                        stuck.attempts,
+                        error,
+                    )
         due = [] if await flags.is_frozen(self.flags) else index.take_due(now)
         limit = asyncio.Semaphore(self.settings.spool_concurrency)
 
@@ -343,12 +353,13 @@ class Scheduler:
         until acked) is taken as deferred, so the message is tried again. It waits now, so
         its body goes to the bucket first if only its event carried it."""
         stored = (await self.bodies.keep(entry)) is not entry
-        logs.for_message(log, entry.id).warning(
+        mlog = logs.for_message(log, entry.id)
+        mlog.warning(
             "attempt %d reported nothing for %.0fs: trying again",
             entry.attempts,
             self.settings.delivering_timeout,
         )
-        await self.records.update(
+        written = await self.records.update(
             entry.id,
             lambda current: (
                 current.model_copy(
@@ -367,3 +378,15 @@ class Scheduler:
                 else None
             ),
         )
+        if written is None and stored:
+            # Its outcome came in meanwhile. Had that finished the message, its record never
+            # heard of the copy just stored: nothing would ever remove it.
+            try:
+                current = await self.records.get(entry.id)
+            except errors.NotFound:
+                current = None
+            if (current is None or (current.finished and current.body_seq is not None)) and (
+                self.removals is not None
+            ):
+                self.removals.add(entry.body_key)
+                mlog.info("attempt %d reported after all: its stored copy removed", entry.attempts)

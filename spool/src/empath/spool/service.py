@@ -138,7 +138,11 @@ async def run(runtime: services.Runtime) -> None:
             )
         )
         tasks.append(following)
-        tasks.append(asyncio.create_task(bus.heartbeat("spool", runtime.stop)))
+        tasks.append(
+            asyncio.create_task(
+                bus.heartbeat("spool", runtime.stop, details=bodies_module.spool_heartbeat)
+            )
+        )
         runtime.ready("spool", f"queue state in KV bucket {names.QUEUE_BUCKET}")
         await runtime.stop.wait()
         await asyncio.gather(*tasks)
