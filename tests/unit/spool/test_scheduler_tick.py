@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import nats.js.errors
+import pytest
 
 from empath.core import bodies, errors, events, names, queue
 from empath.spool import scheduler
@@ -172,40 +173,36 @@ async def test_a_repeated_arrival_changes_nothing_and_publishes_nothing() -> Non
     assert bus.published == {}
 
 
-async def test_an_arrival_whose_job_cannot_be_published_goes_out_when_its_lease_runs_out() -> None:
-    new = entry(state=queue.State.QUEUED, attempts=0, next_attempt=NOW)
-    tick, records, bus = ticker()
-    bus.away = True
-
-    assert await tick.arrive(new, body=b"x", now=NOW)
-    assert bus.published == {}
-    bus.away = False
-    tick.view.apply(new.id, records.entries[new.id])
-
-    assert await tick.tick(NOW + timedelta(seconds=scheduler.LEASE_SECONDS + 1)) == 1
-    job = bus.published[f"{new.id}.1"]
-    assert isinstance(job, events.DeliveryJob)
-    assert job.body is None  # delivery reads it from the bucket
+SMALL = b"Subject: small\r\n\r\nx\r\n"
 
 
-async def test_a_job_published_again_carries_a_body_only_its_event_holds() -> None:
-    """A small message is not in the bucket until it has to wait: when its job goes out again
-    (its first publish unconfirmed), the body comes from its `received` event, not the bucket."""
-    new = entry(state=queue.State.QUEUED, attempts=0, next_attempt=NOW, body_seq=7)
-    carried = Carried(seq7=(new.id, b"Subject: small\r\n\r\nx\r\n"))
+@pytest.mark.parametrize(
+    ("body_seq", "carried_body"),
+    [
+        (None, None),  # delivery reads it from the bucket
+        # A small message is not in the bucket until it has to wait: the job published again
+        # carries the body its `received` event holds.
+        (7, SMALL),
+    ],
+)
+async def test_an_arrival_whose_job_cannot_be_published_goes_out_when_its_lease_runs_out(
+    body_seq: int | None, carried_body: bytes | None
+) -> None:
+    new = entry(state=queue.State.QUEUED, attempts=0, next_attempt=NOW, body_seq=body_seq)
+    carried = Carried(seq7=(new.id, SMALL))
     tick, records, bus = ticker(carried=carried)
     bus.away = True
 
-    assert await tick.arrive(new, body=b"Subject: small\r\n\r\nx\r\n", now=NOW)
-    assert records.entries[new.id].body_seq == 7  # claimed on arrival: not stored
-    assert carried.stored == {}
+    assert await tick.arrive(new, body=SMALL, now=NOW)
+    assert bus.published == {}
+    assert records.entries[new.id].body_seq == body_seq  # claimed on arrival: not stored
     bus.away = False
     tick.view.apply(new.id, records.entries[new.id])
 
     assert await tick.tick(NOW + timedelta(seconds=scheduler.LEASE_SECONDS + 1)) == 1
     job = bus.published[f"{new.id}.1"]
     assert isinstance(job, events.DeliveryJob)
-    assert job.body == b"Subject: small\r\n\r\nx\r\n"
+    assert job.body == carried_body
     assert carried.stored == {}
 
 
