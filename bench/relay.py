@@ -18,6 +18,7 @@ hour: the queue-depth table. Then Postfix, and the ratio.
     BENCH_MESSAGES=5000 make bench-relay
     BENCH_TELEMETRY=compare make bench-relay  # also with telemetry exported over OTLP
     BENCH_NATS_CLUSTER=1 make bench-relay     # also on a 3-node NATS cluster, 3 replicas
+    BENCH_NATS_SYNC=interval make bench-relay # NATS syncing on its interval (not the default)
 
 With `BENCH_TELEMETRY=compare`, Empath also runs with telemetry on (metrics and traces pushed
 over OTLP/HTTP to a minimal collector here, every 5 s), so the cost of telemetry is measured on
@@ -55,6 +56,8 @@ SBIN = Path("/usr/sbin")
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1"))
 TELEMETRY = os.environ.get("BENCH_TELEMETRY", "") == "compare"
 CLUSTER = os.environ.get("BENCH_NATS_CLUSTER", "") not in {"", "0"}
+# `EMPATH_UP_NATS_SYNC` for Empath's own NATS; unset: the default (every write synced).
+NATS_SYNC = os.environ.get("BENCH_NATS_SYNC", "")
 QUEUED = int(os.environ.get("BENCH_QUEUED", "100000"))
 # How often the run with telemetry exports (milliseconds; `empath up` passes the environment on).
 os.environ.setdefault("OTEL_METRIC_EXPORT_INTERVAL", "5000")
@@ -190,6 +193,8 @@ def run_empath(
     ports = {name: free_port() for name in ("smtp", "nats", "s3")}
     data = tmp / f"empath-{len(list(tmp.glob('empath-*')))}"
     settings = {"nats_url": nats_url, "nats_replicas": "3"} if nats_url else {}
+    if NATS_SYNC and not nats_url:
+        settings["up_nats_sync"] = NATS_SYNC
     if otlp_endpoint:
         settings["otlp_endpoint"] = otlp_endpoint
     process = start_up(
@@ -357,6 +362,8 @@ def main() -> None:
         f"smtp-source: {MESSAGES} messages of {SIZE} bytes over {SESSIONS} sessions -> MTA "
         f"-> smtp-sink" + (f"; median of {ROUNDS} rounds" if ROUNDS > 1 else "")
     )
+    if NATS_SYNC:
+        print(f"Empath's NATS syncs: {NATS_SYNC} (EMPATH_UP_NATS_SYNC; not the default)")
     print(f"empath   {empath:8.1f} messages/s end to end")
     print(f"  accept latency under load  {percentiles(first.latencies)}")
     for service in sorted(first.rss):
