@@ -58,6 +58,8 @@ TELEMETRY = os.environ.get("BENCH_TELEMETRY", "") == "compare"
 CLUSTER = os.environ.get("BENCH_NATS_CLUSTER", "") not in {"", "0"}
 # `EMPATH_UP_NATS_SYNC` for Empath's own NATS; unset: the default (every write synced).
 NATS_SYNC = os.environ.get("BENCH_NATS_SYNC", "")
+if NATS_SYNC not in {"", "always", "interval"}:
+    raise SystemExit(f"BENCH_NATS_SYNC: {NATS_SYNC!r} is neither always nor interval")
 QUEUED = int(os.environ.get("BENCH_QUEUED", "100000"))
 # How often the run with telemetry exports (milliseconds; `empath up` passes the environment on).
 os.environ.setdefault("OTEL_METRIC_EXPORT_INTERVAL", "5000")
@@ -363,7 +365,11 @@ def main() -> None:
         f"-> smtp-sink" + (f"; median of {ROUNDS} rounds" if ROUNDS > 1 else "")
     )
     if NATS_SYNC:
-        print(f"Empath's NATS syncs: {NATS_SYNC} (EMPATH_UP_NATS_SYNC; not the default)")
+        print(
+            f"Empath's NATS syncs: {NATS_SYNC} (EMPATH_UP_NATS_SYNC"
+            + ("; not the default)" if NATS_SYNC != "always" else ")")
+            + ("; not on the 3-node cluster, which syncs as NATS does" if CLUSTER else "")
+        )
     print(f"empath   {empath:8.1f} messages/s end to end")
     print(f"  accept latency under load  {percentiles(first.latencies)}")
     for service in sorted(first.rss):

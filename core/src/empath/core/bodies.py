@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import nats.errors
@@ -41,17 +43,34 @@ class SpoolsReady:
     then does ingress leave a small body out of the bucket. A spool of an earlier version
     would rewrite a record without its `body_seq` (records are read tolerantly) and then look
     for the body in the bucket; so during a rolling upgrade, while any such spool still beats
-    (or none beats at all), every body is stored as before. Looked at every `every` seconds
-    (every second until ready, so a new installation starts storing none within seconds)."""
+    (or none beats at all), every body is stored as before, and for `settle` seconds after one
+    was last seen (a heartbeat's lifetime and one beat: an older spool cut off from NATS that
+    long, whose entry expired, has beaten again by then when it comes back). Looked at every
+    `every` seconds (every second until ready, so a new installation starts storing none
+    within seconds). The gap left: an older spool that starts, or comes back after more than
+    `settle`, may take a message's outcome in the seconds before ingress sees its heartbeat."""
 
-    def __init__(self, kv: KeyValue, *, every: float = 5.0) -> None:
+    def __init__(
+        self,
+        kv: KeyValue,
+        *,
+        every: float = 5.0,
+        settle: float = names.HEARTBEAT_TTL_SECONDS + 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.kv = kv
         self.every = every
+        self.settle = settle
+        self.clock = clock
         self.ready = False
+        self.older_seen: float | None = None  # when a spool that does not read events beat
 
     async def look(self) -> bool:
         beats = await bus.kv_items(self.kv, "spool.>")
-        ready = bool(beats) and all(_reads_events(value) for _, value in beats)
+        if not all(_reads_events(value) for _, value in beats):
+            self.older_seen = self.clock()
+        recently = self.older_seen is not None and self.clock() - self.older_seen < self.settle
+        ready = bool(beats) and not recently
         if ready and not self.ready:
             log.info(
                 "every spool reads bodies from their events: a message under "
@@ -69,7 +88,7 @@ class SpoolsReady:
         while not stop.is_set():
             try:
                 await self.look()
-            except (nats.errors.Error, nats.js.errors.Error, TimeoutError, OSError) as error:
+            except Exception as error:  # whatever it was, storing is always safe
                 if self.ready:
                     log.warning(
                         "cannot read the spools' heartbeats (%r): every body is stored in the "

@@ -209,8 +209,11 @@ async def kv_items(kv: KeyValue, keys: str = ">") -> list[tuple[str, bytes]]:
     prefix = kv._pre
     reader = await js.pull_subscribe(f"{prefix}{keys}", stream=kv._stream, config=config)
     found: dict[str, bytes] = {}
+    consumer = None
     try:
-        remaining = (await reader.consumer_info()).num_pending or 0
+        info = await reader.consumer_info()
+        consumer = info.name
+        remaining = info.num_pending or 0
         while remaining > 0:
             for message in await reader.fetch(min(remaining, KV_READ_BATCH), timeout=5.0):
                 remaining = message.metadata.num_pending
@@ -223,6 +226,10 @@ async def kv_items(kv: KeyValue, keys: str = ">") -> list[tuple[str, bytes]]:
     finally:
         with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, OSError):
             await reader.unsubscribe()
+            # Gone now, not when idle for `inactive_threshold`: a caller that reads a bucket
+            # every few seconds (ingress's look at the spools) would keep several alive.
+            if consumer is not None:
+                await js.delete_consumer(kv._stream, consumer)
     return sorted(found.items())
 
 

@@ -61,9 +61,10 @@ def settle_heap() -> None:
     spool's view of the queue) out of the garbage collector's sight: a full collection then
     looks only at what came since. Measured with bench/relay, each service's full collections
     took 30-150 ms (the event loop stopped meanwhile: the tail of the acceptance latency) and,
-    with all collections, about a tenth of its CPU; after this, a few ms. Only the service's
-    own process does it (`empath <service>`), never a process that runs services in passing
-    (the tests), since what is frozen is never collected."""
+    with all collections, about a tenth of its CPU; after this, a few ms. Only a process of
+    the `empath` command does it (a service's, and `empath up`'s), never one that runs services
+    in passing (the tests): a frozen object that later becomes garbage in a cycle is never
+    collected (the few such objects of a process's start-up, not its traffic)."""
     gc.collect()
     gc.freeze()
 

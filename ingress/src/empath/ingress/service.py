@@ -197,14 +197,6 @@ async def _serve(
         servers.append(server)
         listening.append(f"{name} on {host}:{port}")
 
-    looking = asyncio.create_task(spools.run(runtime.stop))
-    heartbeat = asyncio.create_task(
-        bus.heartbeat("ingress", runtime.stop, details=lambda: {"plugins": hooks.published()})
-    )
-    told = [
-        asyncio.create_task(cmodules.follow(bus, module, runtime.stop))
-        for module in hooks.event_modules
-    ]
     reloader = reload.Reloader(
         context=tls,
         cert_file=settings.tls_cert_file,
@@ -212,6 +204,17 @@ async def _serve(
         auth=auth,
         auth_file=settings.auth_credentials_file,
     )
+    # (With EMPATH_INLINE_BODY_LIMIT=0 every body is stored: nothing to look at.)
+    looking = asyncio.create_task(
+        spools.run(runtime.stop) if settings.inline_body_limit else runtime.stop.wait()
+    )
+    heartbeat = asyncio.create_task(
+        bus.heartbeat("ingress", runtime.stop, details=lambda: {"plugins": hooks.published()})
+    )
+    told = [
+        asyncio.create_task(cmodules.follow(bus, module, runtime.stop))
+        for module in hooks.event_modules
+    ]
     reloading = asyncio.create_task(reloader.run(runtime.stop, settings.tls_reload_interval))
     runtime.ready("ingress", ", ".join(listening))
     await runtime.stop.wait()

@@ -380,7 +380,8 @@ class Scheduler:
         )
         if written is None and stored:
             # Its outcome came in meanwhile. Had that finished the message, its record never
-            # heard of the copy just stored: nothing would ever remove it.
+            # heard of the copy just stored: it goes now, not with the orphans' sweep a week
+            # later.
             try:
                 current = await self.records.get(entry.id)
             except errors.NotFound:
