@@ -8,7 +8,7 @@ The first attempt carries the body in its job, so a message delivered at once co
 nothing: no PUT, no GET, no DELETE. A message that has to wait is stored in the bucket before its
 record says it waits (`Bodies.keep`), since the stream keeps its events a week
 (`names.RECEIVED_STREAM`) while a message may wait longer. Whoever reads a body (a DSN, a job
-published again, `queue show`) asks here, and gets it from wherever it is.
+published again, `queue view`) asks here, and gets it from wherever it is.
 """
 
 from __future__ import annotations

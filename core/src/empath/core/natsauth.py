@@ -241,7 +241,7 @@ PERMISSIONS: dict[str, Permissions] = {
             *_kv_read(names.OVERRIDES_BUCKET),
             *_kv_write(names.OVERRIDES_BUCKET),
             *_kv_create(names.OVERRIDES_BUCKET),
-            # `queue show`: a small message not yet stored is read from its `received` event
+            # `queue view`: a small message not yet stored is read from its `received` event
             # (`empath.core.bodies`), as a stored one is from the bucket.
             f"{API}.STREAM.MSG.GET.{names.RECEIVED_STREAM.name}",
         ],

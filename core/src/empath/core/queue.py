@@ -126,9 +126,9 @@ class Entry(Record):
     # Where the body is while the bucket holds none: the sequence, in the `received` stream, of
     # the event that carries it (a small message, which ingress does not store: the spool
     # stores it only when the message has to wait; `empath.core.bodies`). None (left out of the
-    # stored form) when the body is in the bucket under `body_key`. Only spools that know it
-    # may write a record that has it: `received` version 4, which makes such records, is read
-    # by none older.
+    # stored form) when the body is in the bucket under `body_key`. An older spool would drop
+    # it when it rewrites the record, so ingress makes such records only while every spool's
+    # heartbeat says it knows it (`bodies.SpoolsReady`).
     body_seq: int | None = Field(default=None, exclude_if=lambda value: value is None)
 
     @property

@@ -230,11 +230,12 @@ class QueueingHandler:
         ):
             try:
                 with body:
-                    held = body.held() if event.stored else None  # else its event is its copy
-                    if held is not None:  # one request, the bytes in hand
-                        await self.objects.put(event.body_key, held)
-                    elif event.stored:
-                        await self.objects.put_stream(event.body_key, body, body.size)
+                    if event.stored:  # else its event is its copy
+                        held = body.held()
+                        if held is not None:  # one request, the bytes in hand
+                            await self.objects.put(event.body_key, held)
+                        else:
+                            await self.objects.put_stream(event.body_key, body, body.size)
             except errors.EmpathError as error:
                 mlog.error("cannot store the body: %s", error)
                 return replies.QUEUE_FAILED

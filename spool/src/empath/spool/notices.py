@@ -21,7 +21,6 @@ class Notices:
         self.settings = settings
         self.bus = bus
         self.bodies = bodies
-        self.objects = bodies.objects
 
     async def send(
         self,
@@ -62,7 +61,7 @@ class Notices:
             retry_until=entry.received_at + timedelta(seconds=self.settings.max_queue_lifetime),
         )
         key = store.body_key(notice_id, now)
-        await self.objects.put(key, body)
+        await self.bodies.objects.put(key, body)
         event = events.Received(
             id=notice_id,
             body_key=key,

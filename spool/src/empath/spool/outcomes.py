@@ -268,7 +268,6 @@ class Outcomes:
         self.records = records
         self.live = live
         self.bodies = bodies
-        self.objects = bodies.objects
         self.removals = removals
         self.notices = notices
         self.plugin_events = plugin_events
@@ -304,7 +303,7 @@ class Outcomes:
                 mlog.warning("outcome of attempt %d for a message no longer queued", event.attempt)
                 return
             marker = store.void_key(before.body_key)
-            if void(before, event, now=now) and await self.objects.exists(marker):
+            if void(before, event, now=now) and await self.bodies.objects.exists(marker):
                 mlog.warning(
                     "body %s was removed by ingress: it never confirmed this message (its "
                     "client was answered 451 and sends it again); dropping it",
